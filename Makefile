@@ -1,0 +1,30 @@
+# make demo: set up .venv and render the built-in demo memes.  make test: set up and run the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# The lock pins every package (torch 2.13.0 is the CPU wheel); the project itself installs editable.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/hellomeme-batch demo --output demo-output
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/cpu_pipeline.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,77 @@
+"""The render actor pool: an engine built once per actor renders many videos.
+
+A batch holds one or more videos; the engine may render their windows together (the diffusion
+engine fills the GPU that way).  If a batch fails, its videos are rendered again one by one,
+so a bad row fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from engines.base import EngineOptions, RenderInput, RenderSettings
+from engines.registry import create_engine
+from hellomeme_batch.work import PENDING, MemeWork, pack_batch, run_stage, unpack_batch
+
+logger = logging.getLogger(__name__)
+
+
+def render_input(work: MemeWork, size: int) -> RenderInput:
+    """The engine's view of a row."""
+    spec = work.spec
+    defaults = RenderSettings()
+    settings = RenderSettings(
+        seed=spec.seed if spec.seed is not None else defaults.seed,
+        steps=spec.steps if spec.steps is not None else defaults.steps,
+        guidance=spec.guidance if spec.guidance is not None else defaults.guidance,
+        prompt=spec.prompt if spec.prompt is not None else defaults.prompt,
+        size=size,
+    )
+    return RenderInput(
+        meme_id=work.id,
+        reference=work.reference,
+        reference_face=work.reference_face,
+        driving_frames=work.driving_frames,
+        driving_face=work.driving_face,
+        windows=work.windows,
+        settings=settings,
+    )
+
+
+def _with_frames(work: MemeWork, frames: np.ndarray) -> MemeWork:
+    return replace(work, frames=frames, reference=None, driving_frames=None)
+
+
+class FrameRenderer:
+    """Ray Data callable class wrapping one engine instance for the actor's life."""
+
+    def __init__(self, engine: str, options: EngineOptions, size: int = 512) -> None:
+        self.size = size
+        self.engine = create_engine(engine, options)
+
+    def _render_one(self, work: MemeWork) -> MemeWork:
+        (frames,) = self.engine.render([render_input(work, self.size)])
+        return _with_frames(work, frames)
+
+    def render(self, works: list[MemeWork]) -> list[MemeWork]:
+        pending = [i for i, work in enumerate(works) if work.status == PENDING]
+        if len(pending) > 1:
+            started = time.perf_counter()
+            try:
+                outputs = self.engine.render([render_input(works[i], self.size) for i in pending])
+            except Exception:  # isolate the bad row: retry each video alone below
+                logger.warning("batch render failed; rendering its %d videos one by one", len(pending), exc_info=True)
+            else:
+                share = (time.perf_counter() - started) / len(pending)
+                for i, frames in zip(pending, outputs):
+                    works[i] = _with_frames(works[i], frames).timed("render", share)
+                return works
+        return [run_stage("render", self._render_one, work) for work in works]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        return pack_batch(self.render(unpack_batch(batch)))

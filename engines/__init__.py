@@ -1,0 +1,1 @@
+"""Renderers that turn (reference, driving faces) into frames; see :mod:`engines.base`."""

@@ -1,0 +1,431 @@
+"""Face tracks: per-frame landmarks and head pose of one face, and the stable crop around it.
+
+The pose stage runs :class:`FaceTracker` (mediapipe face mesh, 478 landmarks) over the reference
+portrait and the driving clip, picks one static square crop per clip (:func:`stable_crop_box`,
+HelloMeme's convention: about 3x the face, shifted up) and hands the engines face crops plus
+tracks whose landmarks are in crop pixels (:meth:`FaceTrack.cropped`).
+
+A track always has one entry per input frame: frames where the face is lost hold the nearest
+detected frame's values and are flagged ``detected=False``.  Dropping them instead would
+desynchronise the driving clip's audio (a known HelloMeme fault).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NUM_LANDMARKS = 478  # face mesh with refined irises
+
+
+class FaceError(Exception):
+    """Base class of the errors raised by the pose stage."""
+
+
+class NoFaceError(FaceError):
+    """No face was found in any frame of an image or clip."""
+
+
+class FaceTrackError(FaceError, ValueError):
+    """A face track or its input has the wrong shape or content."""
+
+
+class FaceIndex:
+    """Names for the face-mesh landmark indices this project relies on.
+
+    "Left"/"right" are as seen in the image (``EYE_LEFT`` is the subject's right eye).
+    """
+
+    # Closed loops, in order around the contour.
+    FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+                 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+    # Inner lip contour as two polylines from corner (78) to corner (308).
+    LIPS_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+    LIPS_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+    # Eyelids as polylines from the image-left corner to the image-right corner.
+    EYE_LEFT_UPPER = (33, 246, 161, 160, 159, 158, 157, 173, 133)
+    EYE_LEFT_LOWER = (33, 7, 163, 144, 145, 153, 154, 155, 133)
+    EYE_RIGHT_UPPER = (362, 398, 384, 385, 386, 387, 388, 466, 263)
+    EYE_RIGHT_LOWER = (362, 382, 381, 380, 374, 373, 390, 249, 263)
+    EYEBROW_LEFT = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+    EYEBROW_RIGHT = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+    IRIS_LEFT = (468, 469, 470, 471, 472)
+    IRIS_RIGHT = (473, 474, 475, 476, 477)
+
+    EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263
+    NOSE_TIP, FOREHEAD, CHIN = 1, 10, 152
+
+    # Points that move with the skull, not with expressions: used to align faces and solve pose.
+    RIGID = (1, 4, 5, 6, 168, 197, 195, 9, 151, 10, 33, 133, 362, 263, 98, 327, 116, 345, 50, 280,
+             234, 454, 127, 356, 21, 251, 54, 284, 103, 332, 67, 297, 109, 338, 93, 323)
+
+    # Upper/lower pairs that measure openings (inner lips; eyelid centres).
+    MOUTH_GAP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
+    EYE_GAP_PAIRS_LEFT = ((159, 145), (158, 153), (160, 144))
+    EYE_GAP_PAIRS_RIGHT = ((386, 374), (385, 380), (387, 373))
+
+
+# Canonical 3D face for head pose, in face-mesh order, units ~ cm (outer eye corners 9 apart).
+# Axes as mediapipe's: x to image right, y down, z away from the camera (the nose tip is at z<0).
+# Derived for this project: generalised Procrustes mean of the face-mesh 3D landmarks of 167 faces
+# (portraits and driving frames), rotated into the face's left/right symmetry frame and
+# mirror-symmetrised.  The mediapipe 0.10.14 wheel does not ship canonical_face_model.obj.
+CANONICAL_FACE: dict[int, tuple[float, float, float]] = {
+    1: (0.00, 3.74, -3.44), 4: (0.00, 3.06, -3.58), 5: (0.00, 2.21, -3.25), 6: (0.00, 0.19, -1.46),
+    168: (0.00, -0.62, -0.95), 197: (0.00, 0.89, -2.03), 195: (0.00, 1.53, -2.63),
+    9: (0.00, -2.34, -0.93), 151: (0.00, -3.84, -0.54), 10: (0.00, -5.31, -0.05),
+    33: (-4.50, 0.00, 1.18), 133: (-1.80, 0.09, 0.62), 362: (1.80, 0.09, 0.62), 263: (4.50, 0.00, 1.18),
+    98: (-1.81, 4.31, -1.11), 327: (1.81, 4.31, -1.11), 116: (-6.38, 1.83, 2.31), 345: (6.38, 1.83, 2.31),
+    50: (-4.92, 3.24, 0.35), 280: (4.92, 3.24, 0.35), 234: (-6.99, 2.36, 6.34), 454: (6.99, 2.36, 6.34),
+    127: (-7.07, 0.88, 6.01), 356: (7.07, 0.88, 6.01), 21: (-6.64, -2.04, 4.03), 251: (6.64, -2.04, 4.03),
+    54: (-6.00, -3.28, 2.94), 284: (6.00, -3.28, 2.94), 103: (-5.01, -4.28, 1.78), 332: (5.01, -4.28, 1.78),
+    67: (-3.51, -4.95, 0.74), 297: (3.51, -4.95, 0.74), 109: (-1.89, -5.26, 0.12), 338: (1.89, -5.26, 0.12),
+    93: (-6.88, 3.83, 6.26), 323: (6.88, 3.83, 6.26),
+}
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square region of an image in pixels; it may reach outside the image (padded on crop)."""
+
+    x0: float
+    y0: float
+    side: float
+
+    def __post_init__(self) -> None:
+        if not self.side > 0:
+            raise FaceTrackError(f"a crop box needs a positive side, got {self.side}")
+
+    def to_crop(self, size: int) -> np.ndarray:
+        """2x3 affine matrix from image pixels to the pixels of a ``size`` x ``size`` crop."""
+        scale = size / self.side
+        return np.array([[scale, 0.0, -self.x0 * scale], [0.0, scale, -self.y0 * scale]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """One face over T frames (T == 1 for a still image).
+
+    landmarks:   (T, 478, 3) float32, mediapipe face-mesh order; x, y in pixels, z in pixels too
+    rotation:    (T, 3) float32 radians: pitch, yaw, roll of the head (solvePnP against a canonical face);
+                 pitch > 0 looks down, yaw > 0 turns the nose towards image left, roll > 0 is clockwise
+    translation: (T, 3) float32 translation of the head from the same solve (canonical units ~ cm)
+    detected:    (T,) bool; frames without a detected face hold the nearest detected frame's values
+    image_size:  (height, width) of the frames the landmarks refer to
+    """
+
+    landmarks: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+    detected: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        t = self.landmarks.shape[0] if self.landmarks.ndim == 3 else -1
+        if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (NUM_LANDMARKS, 3):
+            raise FaceTrackError(f"landmarks must be (T, {NUM_LANDMARKS}, 3), got {self.landmarks.shape}")
+        if self.rotation.shape != (t, 3) or self.translation.shape != (t, 3) or self.detected.shape != (t,):
+            raise FaceTrackError(
+                f"rotation/translation/detected must be ({t}, 3)/({t}, 3)/({t},), got "
+                f"{self.rotation.shape}/{self.translation.shape}/{self.detected.shape}")
+
+    def __len__(self) -> int:
+        return int(self.landmarks.shape[0])
+
+    def frame(self, index: int) -> FaceTrack:
+        """The one-frame track of frame ``index``."""
+        s = slice(index, index + 1) if index >= 0 else slice(len(self) + index, len(self) + index + 1)
+        return replace(self, landmarks=self.landmarks[s], rotation=self.rotation[s],
+                       translation=self.translation[s], detected=self.detected[s])
+
+    def face_size(self) -> np.ndarray:
+        """(T,) size of the face in pixels: the larger side of its landmark bounding box."""
+        extent = self.landmarks[:, :, :2].max(axis=1) - self.landmarks[:, :, :2].min(axis=1)
+        return extent.max(axis=1)
+
+    def cropped(self, box: CropBox, size: int) -> FaceTrack:
+        """This track in the pixel coordinates of ``crop_frames(frames, box, size)``; pose is re-solved."""
+        scale = size / box.side
+        landmarks = self.landmarks.astype(np.float32).copy()
+        landmarks[:, :, 0] = (landmarks[:, :, 0] - box.x0) * scale
+        landmarks[:, :, 1] = (landmarks[:, :, 1] - box.y0) * scale
+        landmarks[:, :, 2] *= scale
+        rotation, translation = head_pose(landmarks, (size, size))
+        return FaceTrack(landmarks=landmarks, rotation=rotation, translation=translation,
+                         detected=self.detected.copy(), image_size=(size, size))
+
+
+# ----------------------------------------------------------------------------------------------
+# Head pose
+
+
+def _camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
+    height, width = image_size
+    focal = float(max(height, width))
+    return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_to_euler(matrix: np.ndarray) -> np.ndarray:
+    """(pitch, yaw, roll) of ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)``."""
+    yaw = np.arcsin(np.clip(-matrix[2, 0], -1.0, 1.0))
+    pitch = np.arctan2(matrix[2, 1], matrix[2, 2])
+    roll = np.arctan2(matrix[1, 0], matrix[0, 0])
+    return np.array([pitch, yaw, roll])
+
+
+def euler_to_rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """``Rz(roll) @ Ry(yaw) @ Rx(pitch)``, the inverse of :func:`rotation_to_euler`."""
+    cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (pitch, yaw, roll) and translation of the head by solvePnP on the rigid landmarks.
+
+    Each frame after the first starts from the previous solution, which keeps the solve on the
+    same branch through a clip.
+    """
+    index = np.array(sorted(CANONICAL_FACE))
+    model = np.array([CANONICAL_FACE[i] for i in index], dtype=np.float64)
+    camera = _camera_matrix(image_size)
+    no_distortion = np.zeros(4)
+    rotations = np.zeros((len(landmarks), 3), dtype=np.float32)
+    translations = np.zeros((len(landmarks), 3), dtype=np.float32)
+    rvec = tvec = None
+    for t, frame_landmarks in enumerate(landmarks):
+        points = frame_landmarks[index, :2].astype(np.float64)
+        if rvec is None:
+            ok, rvec, tvec = cv2.solvePnP(model, points, camera, no_distortion, flags=cv2.SOLVEPNP_SQPNP)
+            if ok:
+                ok, rvec, tvec = cv2.solvePnP(model, points, camera, no_distortion, rvec, tvec,
+                                              useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        else:
+            ok, rvec, tvec = cv2.solvePnP(model, points, camera, no_distortion, rvec.copy(), tvec.copy(),
+                                          useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok:
+            raise FaceTrackError(f"head pose solve failed on frame {t}")
+        rotations[t] = rotation_to_euler(cv2.Rodrigues(rvec)[0])
+        translations[t] = tvec.ravel()
+    return rotations, translations
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracking
+
+
+@dataclass(frozen=True)
+class FaceTrackerConfig:
+    """How faces are found and tracked."""
+
+    max_faces: int = 2  # faces the mesh looks for; the largest one is kept
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    # Gaussian sigma (frames) of the temporal smoothing of landmarks; 0 keeps mediapipe's output.
+    smoothing_sigma: float = 0.0
+
+
+class FaceTracker:
+    """Mediapipe face mesh (refined, 478 landmarks), built once and used for many clips and images."""
+
+    def __init__(self, config: FaceTrackerConfig = FaceTrackerConfig()) -> None:
+        import mediapipe as mp  # heavy import, only where a tracker is built
+
+        self.config = config
+        options = dict(max_num_faces=config.max_faces, refine_landmarks=True,
+                       min_detection_confidence=config.min_detection_confidence,
+                       min_tracking_confidence=config.min_tracking_confidence)
+        self._video_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, **options)
+        self._image_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, **options)
+
+    def close(self) -> None:
+        self._video_mesh.close()
+        self._image_mesh.close()
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def detect(self, image: np.ndarray) -> FaceTrack:
+        """The largest face of one RGB image, as a one-frame track; :class:`NoFaceError` if none."""
+        image = _check_frames(image[None] if np.asarray(image).ndim == 3 else image)[0]
+        landmarks = _largest_face(self._image_mesh.process(image), image.shape[:2])
+        if landmarks is None:
+            raise NoFaceError(f"no face found in the {image.shape[1]}x{image.shape[0]} image")
+        return _build_track(landmarks[None], np.array([True]), image.shape[:2], smoothing_sigma=0.0)
+
+    def track(self, frames: np.ndarray | Sequence[np.ndarray]) -> FaceTrack:
+        """The largest face through a clip of RGB frames (T, H, W, 3); one track entry per frame."""
+        frames = _check_frames(frames)
+        height, width = frames.shape[1:3]
+        self._video_mesh.reset()  # no tracking state carried over from the previous clip
+        landmarks = np.zeros((len(frames), NUM_LANDMARKS, 3), dtype=np.float32)
+        detected = np.zeros(len(frames), dtype=bool)
+        for t, frame in enumerate(frames):
+            found = _largest_face(self._video_mesh.process(np.ascontiguousarray(frame)), (height, width))
+            if found is not None:
+                landmarks[t], detected[t] = found, True
+        if not detected.any():
+            raise NoFaceError(f"no face found in any of the {len(frames)} frames ({width}x{height})")
+        lost = int((~detected).sum())
+        if lost:
+            log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(frames))
+        return _build_track(landmarks, detected, (height, width), self.config.smoothing_sigma)
+
+
+def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise FaceTrackError(f"expected RGB frames (T, H, W, 3) with T >= 1, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise FaceTrackError(f"expected uint8 frames, got {frames.dtype}")
+    return frames
+
+
+def _largest_face(result: object, image_size: tuple[int, int]) -> np.ndarray | None:
+    """(478, 3) pixel landmarks of the largest face in a mediapipe result, or None."""
+    faces = getattr(result, "multi_face_landmarks", None)
+    if not faces:
+        return None
+    height, width = image_size
+    best, best_area = None, -1.0
+    for face in faces:
+        points = np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
+        extent = points[:, :2].max(axis=0) - points[:, :2].min(axis=0)
+        area = float(extent[0] * extent[1])
+        if area > best_area:
+            best, best_area = points, area
+    return best
+
+
+def _build_track(landmarks: np.ndarray, detected: np.ndarray, image_size: tuple[int, int],
+                 smoothing_sigma: float) -> FaceTrack:
+    landmarks = _fill_lost_frames(landmarks, detected)
+    if smoothing_sigma > 0 and len(landmarks) > 1:
+        landmarks = _smooth_in_time(landmarks, smoothing_sigma)
+    rotation, translation = head_pose(landmarks, image_size)
+    return FaceTrack(landmarks=landmarks.astype(np.float32), rotation=rotation, translation=translation,
+                     detected=detected, image_size=(int(image_size[0]), int(image_size[1])))
+
+
+def _fill_lost_frames(landmarks: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Lost frames take the last detected frame's landmarks; leading lost frames the first detected."""
+    filled = landmarks.copy()
+    found = np.flatnonzero(detected)
+    source = np.maximum.accumulate(np.where(detected, np.arange(len(detected)), -1))
+    source[source < 0] = found[0]
+    return filled[source]
+
+
+def _smooth_in_time(landmarks: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, int(round(3 * sigma)))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    index = np.clip(np.arange(len(landmarks))[:, None] + offsets[None], 0, len(landmarks) - 1)
+    return np.einsum("tk,tkpc->tpc", weights / weights.sum(), landmarks[index])
+
+
+# ----------------------------------------------------------------------------------------------
+# Stable crop
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """HelloMeme's crop convention: one square per clip, ``scale`` x the face, shifted up."""
+
+    scale: float = 3.0  # crop side / face size (mean over the clip)
+    shift_up: float = 0.1  # fraction of the side the box moves up from the faces' centre
+    # As HelloMeme: cap the side at the image's shorter side and slide the box inside, so a crop
+    # is never padded.  False keeps the side and centre and pads with the image's edge instead.
+    fit_inside: bool = True
+
+
+def stable_crop_box(track: FaceTrack, config: CropConfig = CropConfig()) -> CropBox:
+    """One static square for the whole clip, centred on the union of the face boxes.
+
+    The side is ``config.scale`` times the mean face size, grown if needed so the union of the
+    face boxes fits with some margin (a head that travels far stays in frame), then (with
+    ``config.fit_inside``) capped at the image's shorter side.
+    """
+    points = track.landmarks[track.detected] if track.detected.any() else track.landmarks
+    top_left = points[:, :, :2].min(axis=1)  # (T, 2)
+    bottom_right = points[:, :, :2].max(axis=1)
+    face_size = float((bottom_right - top_left).max(axis=1).mean())
+    union_tl, union_br = top_left.min(axis=0), bottom_right.max(axis=0)
+    side = max(config.scale * face_size, 1.2 * float((union_br - union_tl).max()))
+    height, width = track.image_size
+    if config.fit_inside:
+        side = min(side, float(width), float(height))
+    centre = (union_tl + union_br) / 2.0
+    centre[1] -= config.shift_up * side
+    x0, y0 = centre - side / 2.0
+    if config.fit_inside:
+        x0 = min(max(x0, 0.0), width - side)
+        y0 = min(max(y0, 0.0), height - side)
+    return CropBox(x0=float(x0), y0=float(y0), side=float(side))
+
+
+def crop_frames(frames: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """(T, size, size, 3) crops of ``box`` from each frame; parts outside the image replicate its edge."""
+    frames = np.asarray(frames)
+    single = frames.ndim == 3
+    frames = frames[None] if single else frames
+    matrix = box.to_crop(size)
+    interpolation = cv2.INTER_AREA if box.side > 1.5 * size else cv2.INTER_LINEAR
+    if interpolation == cv2.INTER_AREA:
+        # warpAffine has no area filter: shrink the frames first, then crop at the right scale.
+        factor = size / box.side * 1.5
+        frames = np.stack([cv2.resize(f, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) for f in frames])
+        matrix = CropBox(box.x0 * factor, box.y0 * factor, box.side * factor).to_crop(size)
+        interpolation = cv2.INTER_LINEAR
+    out = np.stack([cv2.warpAffine(f, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
+                    for f in frames])
+    return out[0] if single else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Expression signals
+
+
+def _distances(landmarks: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    upper = landmarks[:, [a for a, _ in pairs]]
+    lower = landmarks[:, [b for _, b in pairs]]
+    return np.linalg.norm(upper - lower, axis=-1).mean(axis=1)
+
+
+def reference_length(track: FaceTrack) -> np.ndarray:
+    """(T,) distance between the outer eye corners in 3D: a face size that ignores head rotation."""
+    lm = track.landmarks
+    return np.linalg.norm(lm[:, FaceIndex.EYE_OUTER_LEFT] - lm[:, FaceIndex.EYE_OUTER_RIGHT], axis=-1)
+
+
+def mouth_opening(track: FaceTrack) -> np.ndarray:
+    """(T,) gap between the inner lips over the outer-eye-corner distance (0 closed, ~0.5 wide open)."""
+    return _distances(track.landmarks, FaceIndex.MOUTH_GAP_PAIRS) / reference_length(track)
+
+
+def eye_opening(track: FaceTrack) -> np.ndarray:
+    """(T,) mean eyelid gap of both eyes over the outer-eye-corner distance (~0.1 open, ~0.02 closed)."""
+    both = (_distances(track.landmarks, FaceIndex.EYE_GAP_PAIRS_LEFT)
+            + _distances(track.landmarks, FaceIndex.EYE_GAP_PAIRS_RIGHT)) / 2.0
+    return both / reference_length(track)
+
+
+def head_yaw(track: FaceTrack) -> np.ndarray:
+    """(T,) yaw in radians (nose towards image left is positive)."""
+    return track.rotation[:, 1].copy()
+
+
+def head_pitch(track: FaceTrack) -> np.ndarray:
+    """(T,) pitch in radians (looking down is positive)."""
+    return track.rotation[:, 0].copy()

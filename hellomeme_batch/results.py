@@ -1,0 +1,89 @@
+"""The results table: one row per manifest row, written beside the outputs as Parquet."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hellomeme_batch import storage
+from hellomeme_batch.work import MemeWork
+
+RESULTS_DIR = "_results"
+RESULTS_FILE = "results.parquet"
+
+RESULTS_SCHEMA = pa.schema([
+    ("row_index", pa.int64()),
+    ("id", pa.string()),
+    ("status", pa.string()),
+    ("output_uri", pa.string()),
+    ("error", pa.string()),
+    ("frames", pa.int64()),
+    ("engine", pa.string()),
+    ("seconds_decode", pa.float64()),
+    ("seconds_pose", pa.float64()),
+    ("seconds_render", pa.float64()),
+    ("seconds_encode", pa.float64()),
+    ("seconds_write", pa.float64()),
+])
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts of a finished job."""
+
+    ok: int
+    failed: int
+    skipped: int
+    results_uri: str
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+
+STAGES = ("decode", "pose", "render", "encode", "write")
+
+
+def result_row(work: MemeWork) -> dict[str, Any]:
+    """One row of the results table for a work item in its final state."""
+    row: dict[str, Any] = {
+        "row_index": work.row_index,
+        "id": work.id,
+        "status": work.status,
+        "output_uri": storage.redact(work.output_uri) if work.output_uri else None,
+        "error": work.error or None,
+        "frames": work.num_frames,
+        "engine": work.engine,
+    }
+    for stage in STAGES:
+        row[f"seconds_{stage}"] = round(work.timings.get(stage, 0.0), 4)
+    return row
+
+
+def results_uri(output_uri: str) -> str:
+    return storage.join(output_uri, RESULTS_DIR, RESULTS_FILE)
+
+
+def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
+                  storage_options: Mapping[str, Any] | None = None) -> Summary:
+    """Write the results table (sorted by manifest row) in one step and count the outcomes."""
+    ordered = sorted(rows, key=lambda row: row["row_index"])
+    table = pa.Table.from_pylist([{name: row.get(name) for name in RESULTS_SCHEMA.names} for row in ordered],
+                                 schema=RESULTS_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    uri = results_uri(output_uri)
+    storage.write_replace(uri, buffer.getvalue(), storage_options)
+    statuses = [row["status"] for row in ordered]
+    return Summary(ok=statuses.count("ok"), failed=statuses.count("failed"), skipped=statuses.count("skipped"),
+                   results_uri=uri)
+
+
+def read_results(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    fs, path = storage.filesystem_for(results_uri(output_uri), storage_options)
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle)

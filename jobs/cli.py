@@ -1,0 +1,46 @@
+"""The `hellomeme-batch` command: render, demo, manifest build, submit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from jobs import demo, manifest_cmd, render
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hellomeme-batch",
+        description="Render expression videos (memes) from a Parquet manifest of (portrait, driving clip) pairs.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    render_parser = commands.add_parser("render", help="render a manifest here or on a Ray cluster")
+    render.add_arguments(render_parser)
+    render_parser.set_defaults(run=render.run)
+
+    demo_parser = commands.add_parser("demo", help="render the built-in demo memes locally")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+
+    manifest_parser = commands.add_parser("manifest", help="manifest tools")
+    manifest_commands = manifest_parser.add_subparsers(dest="manifest_command", required=True)
+    build_parser_ = manifest_commands.add_parser("build", help="write a manifest from folders or a CSV")
+    manifest_cmd.add_arguments(build_parser_)
+    build_parser_.set_defaults(run=manifest_cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

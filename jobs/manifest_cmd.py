@@ -1,0 +1,37 @@
+"""`hellomeme-batch manifest build`: write a manifest from folders of portraits and clips, or a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from hellomeme_batch import storage
+from hellomeme_batch.manifest import ManifestError
+from hellomeme_batch.manifest_builder import pair_folders, rows_from_csv, write_manifest
+
+logger = logging.getLogger("hellomeme_batch.manifest")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.csv:
+            rows = rows_from_csv(storage.read_bytes(args.csv).decode("utf-8-sig"))
+        elif args.portraits and args.drivers:
+            rows = pair_folders(args.portraits, args.drivers, args.pairing)
+        else:
+            raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
+        count = write_manifest(rows, args.out)
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
+        logger.error("manifest not written: %s", exc)
+        return 1
+    logger.info("wrote %d rows to %s", count, args.out)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--portraits", help="folder of reference portraits")
+    parser.add_argument("--drivers", help="folder of driving clips")
+    parser.add_argument("--pairing", choices=("zip", "all"), default="zip",
+                        help="zip: pair in name order (cycling the shorter list); all: every pair")
+    parser.add_argument("--csv", help="CSV with a header of manifest columns, instead of folders")
+    parser.add_argument("-o", "--out", required=True, help="manifest to write (.parquet)")

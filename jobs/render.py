@@ -1,0 +1,83 @@
+"""`hellomeme-batch render`: run a render job here or on a cluster; also what `ray job submit` runs.
+
+    python -m jobs.render MANIFEST --output URI [options]
+
+Exit status: 0 when every row is ok or skipped, 2 when some row failed, 1 on a job-level error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from engines.registry import UnknownEngineError
+from hellomeme_batch.manifest import ManifestError
+from hellomeme_batch.storage import StorageError, redact
+from jobs.options import add_render_arguments, render_config
+from pipelines.render_job import JobReport, run_render_job
+
+logger = logging.getLogger("hellomeme_batch.render")
+
+EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
+
+
+def log_progress(row: dict[str, Any], done: int, total: int) -> None:
+    if row["status"] == "failed":
+        logger.warning("[%d/%d] failed  %s: %s", done, total, row["id"], row["error"])
+    else:
+        logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], row["id"], row["output_uri"])
+
+
+def print_summary(report: JobReport, output: str) -> None:
+    summary = report.summary
+    lines = [
+        f"{summary.total} rows: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
+        f"in {report.seconds:.1f} s",
+        f"outputs: {redact(output)}",
+        f"results: {summary.results_uri}",
+    ]
+    if summary.failed:
+        lines.append("failed rows:")
+        lines += [f"  {row['id']}: {row['error']}" for row in report.results if row["status"] == "failed"]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def exit_code(report: JobReport) -> int:
+    return EXIT_ROWS_FAILED if report.summary.failed else EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the job described by parsed arguments; returns the exit status."""
+    try:
+        config = render_config(args)
+        report = run_render_job(config, address=args.address, on_result=log_progress)
+    except (ManifestError, UnknownEngineError, StorageError, argparse.ArgumentTypeError) as exc:
+        logger.error("job not started: %s", redact(str(exc)))
+        return EXIT_JOB_ERROR
+    except Exception as exc:  # a job-level failure the user must see in one line, details in the log
+        logger.error("job failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+        logger.debug("job failure details", exc_info=True)
+        return EXIT_JOB_ERROR
+    print_summary(report, config.output_uri)
+    return exit_code(report)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_render_arguments(parser)
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster: auto, HOST:PORT or ray://...; default: $RAY_ADDRESS, else a local instance")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.render", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

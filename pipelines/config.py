@@ -1,0 +1,30 @@
+"""Everything one render job needs to know, fixed before it starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from engines.base import EngineOptions
+from hellomeme_batch.media import MediaLimits
+from hellomeme_batch.storage import StoragePolicy
+
+
+@dataclass(frozen=True)
+class RenderJobConfig:
+    """A render job: manifest in, memes under ``output_uri``, results table beside them."""
+
+    manifest_uri: str
+    output_uri: str
+    engine: str = "warp"
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
+    window: int | None = None  # None: the engine's own window size
+    overlap: int | None = None  # None: the engine's own overlap
+    size: int = 512  # output (and engine) resolution, square
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    policy: StoragePolicy = field(default_factory=StoragePolicy)
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    interpolate: bool = True  # motion-compensated interpolation up to the driving clip's frame rate
+    skip_existing: bool = True  # a rerun skips rows whose output exists
+    render_batch_size: int = 1  # videos per render call (GPU engines batch their windows)
+    max_input_bytes: int = 2 * 1024**3

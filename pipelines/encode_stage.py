@@ -1,0 +1,30 @@
+"""Encode stage: rendered frames to an H.264 MP4 at the driving clip's frame rate, its audio muxed in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from hellomeme_batch import media
+from hellomeme_batch.work import MemeWork
+from pipelines.config import RenderJobConfig
+
+
+def make_encode_fn(config: RenderJobConfig) -> Callable[[MemeWork], MemeWork]:
+    """A work -> work function that turns ``frames`` into ``video`` bytes and drops the frames."""
+
+    def encode(work: MemeWork) -> MemeWork:
+        clip = work.clip
+        video = media.encode_mp4(
+            work.frames,
+            fps=clip.fps,
+            output_fps=media.output_frame_rate(clip),
+            duration=clip.duration,
+            audio=clip.audio,
+            limits=config.limits,
+            interpolate=config.interpolate,
+        )
+        return replace(work, video=video, num_frames=int(work.frames.shape[0]), frames=None,
+                       clip=replace(clip, audio=None))
+
+    return encode

@@ -1,0 +1,34 @@
+"""Connecting the driver to Ray: a private local instance, or an existing cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+
+def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ("auto", "ray://..", "HOST:PORT"), or start a local one.
+
+    ``None`` means: inside a Ray job (RAY_ADDRESS set) join that cluster, else start a local
+    instance whose dashboard binds 127.0.0.1 only.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        logger.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    logger.info("starting a local Ray instance")
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        dashboard_host="127.0.0.1",
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )

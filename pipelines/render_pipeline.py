@@ -1,0 +1,104 @@
+"""The render job's Ray Data pipeline: the wiring, and why each resource choice was made.
+
+    manifest rows (planned on the driver)
+      -> decode        tasks: fetch inputs through fsspec, decode frames at the generation rate, keep audio
+      -> pose          actor pool: mediapipe face mesh loaded once per actor; face crops and tracks
+      -> windows       tasks: overlapping frame windows per the engine (size W, overlap K)
+      -> render        actor pool: the engine built once per actor; GPU actors only for GPU engines;
+                       overlapping windows are blended and stitched back per video inside this stage,
+                       because a global groupby would be a barrier (no video encoded before the last
+                       window of the whole manifest is done)
+      -> encode        tasks: H.264 MP4 at the driving clip's rate, frames interpolated, audio muxed
+      -> write         tasks: create-only, all-or-nothing publish through fsspec
+      -> results       small plain rows streamed back to the driver
+
+Every row is its own block (one row per block from ``from_items``), so a small manifest still fans
+out over every actor.  Each stage runs rows through ``run_stage``: an error fails that row only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import ray
+
+from actors.pose_actor import PoseExtractor
+from actors.render_actor import FrameRenderer
+from engines.base import Engine
+from hellomeme_batch.results import result_row
+from hellomeme_batch.windows import WindowPlan
+from hellomeme_batch.work import MemeWork, pack, row_stage, unpack
+from pipelines.config import RenderJobConfig
+from pipelines.decode_stage import make_decode_fn
+from pipelines.encode_stage import make_encode_fn
+from pipelines.write_stage import make_write_fn
+
+logger = logging.getLogger(__name__)
+
+# Logical CPUs per task or actor.  Ray counts these, it does not pin cores: they bound how many of
+# each run at once.  On a 2-CPU machine an actor pool that claims every CPU starves the decode
+# tasks and the job hangs, so every claim is a fraction and the pools are sized to leave room.
+DECODE_CPUS = 0.25  # the work happens in an ffmpeg subprocess; the task mostly waits
+POSE_CPUS = 0.5  # mediapipe runs its graph on this actor's threads
+CPU_RENDER_CPUS = 0.5  # the warp engine is numpy/OpenCV work on the actor's threads
+GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and must not block CPU stages
+ENCODE_CPUS = 0.25  # x264 runs in an ffmpeg subprocess
+SMALL_CPUS = 0.1  # window planning and result rows: bookkeeping only
+
+
+@dataclass(frozen=True)
+class PoolSizes:
+    """How many actors each pool may grow to, from the cluster's resources."""
+
+    pose: int
+    render: int
+
+    @classmethod
+    def for_cluster(cls, engine: type[Engine], cpus: float, gpus: float) -> "PoolSizes":
+        # Each CPU pool may take at most a quarter of the CPUs' worth of its claim, so decode and
+        # encode always find room; a GPU pool has one actor per GPU.
+        cpu_pool = max(1, int(cpus // 4 / POSE_CPUS))
+        render = max(1, int(gpus)) if engine.needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
+        return cls(pose=cpu_pool, render=render)
+
+
+def make_window_fn(window: int, overlap: int):
+    """A work -> work function that plans the row's overlapping windows."""
+
+    def plan_windows(work: MemeWork) -> MemeWork:
+        return replace(work, windows=WindowPlan(num_frames=len(work.driving_face), size=window, overlap=overlap))
+
+    return plan_windows
+
+
+def _result(row: dict) -> dict:
+    return result_row(unpack(row))
+
+
+def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[Engine],
+                  pools: PoolSizes) -> ray.data.Dataset:
+    """Chain the stages over the pending rows; nothing runs until the dataset is iterated."""
+    window = config.window or engine.window_size
+    overlap = config.overlap if config.overlap is not None else min(engine.window_overlap, window - 1)
+    dataset = ray.data.from_items([pack(work) for work in works], override_num_blocks=len(works))
+    dataset = dataset.map(row_stage("decode", make_decode_fn(config, engine.default_fps)), num_cpus=DECODE_CPUS)
+    dataset = dataset.map_batches(
+        PoseExtractor,
+        fn_constructor_kwargs={"size": config.size},
+        batch_size=1,  # one clip per call: a clip is already ~100 frames of work
+        num_cpus=POSE_CPUS,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.pose),
+    )
+    dataset = dataset.map(row_stage("windows", make_window_fn(window, overlap)), num_cpus=SMALL_CPUS)
+    dataset = dataset.map_batches(
+        FrameRenderer,
+        fn_constructor_kwargs={"engine": config.engine, "options": config.engine_options, "size": config.size},
+        batch_size=config.render_batch_size,  # GPU engines batch the windows of several videos
+        num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
+        num_gpus=1 if engine.needs_gpu else 0,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.render),
+    )
+    dataset = dataset.map(row_stage("encode", make_encode_fn(config)), num_cpus=ENCODE_CPUS)
+    dataset = dataset.map(row_stage("write", make_write_fn(config)), num_cpus=SMALL_CPUS)
+    return dataset.map(_result, num_cpus=SMALL_CPUS)

@@ -1,0 +1,71 @@
+"""Shared fixtures: where the real media are, and small generated inputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_MEDIA = SHARED / "media"
+
+
+def shared_media() -> Path:
+    """The real test media beside the checkout, or skip the test saying why."""
+    if not (SHARED_MEDIA / "drive_videos").is_dir():
+        pytest.skip(f"real test media not found at {SHARED_MEDIA} (CI has ../shared beside the checkout)")
+    return SHARED_MEDIA
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return shared_media()
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    from hellomeme_batch.media import ffmpeg_exe
+
+    return ffmpeg_exe()
+
+
+def make_test_clip(path: Path, ffmpeg: str, seconds: float = 2.0, fps: int = 15, size: str = "320x240",
+                   audio: bool = True, extra: list[str] | None = None) -> Path:
+    """A synthetic clip from ffmpeg's test sources (moving pattern, a tone)."""
+    command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"]
+    if audio:
+        command += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
+    command += ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    if audio:
+        command += ["-c:a", "aac", "-shortest"]
+    command += [*(extra or []), str(path)]
+    subprocess.run(command, check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture()
+def test_clip(tmp_path: Path, ffmpeg: str) -> Path:
+    return make_test_clip(tmp_path / "clip.mp4", ffmpeg)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance for the whole session (starting one takes seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+def rng_frames(count: int, height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -1,0 +1,113 @@
+"""Decoding and encoding with the real ffmpeg binary, on generated and real clips."""
+
+import io
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hellomeme_batch import media
+from tests.conftest import make_test_clip
+
+LIMITS = media.MediaLimits()
+
+
+def test_decode_at_generation_rate_keeps_audio(test_clip):
+    clip = media.decode_clip(str(test_clip), 8, LIMITS)
+    assert clip.fps == 8 and clip.source_fps == 15
+    assert clip.frames.shape == (16, 240, 320, 3)
+    assert clip.audio and abs(clip.duration - 2.0) < 0.01
+
+
+def test_decode_at_source_rate(test_clip):
+    clip = media.decode_clip(str(test_clip), None, LIMITS)
+    assert clip.fps == 15 and clip.frames.shape[0] == 30
+
+
+@pytest.mark.parametrize("generated_fps", [8.0, 15.0])
+def test_encode_matches_duration_rate_and_audio(tmp_path, test_clip, generated_fps):
+    clip = media.decode_clip(str(test_clip), generated_fps, LIMITS)
+    video = media.encode_mp4(clip.frames, clip.fps, 15.0, clip.duration, clip.audio, LIMITS)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(video)
+    info = media.probe(str(out))
+    assert info.has_audio and info.fps == 15 and info.pix_fmt.startswith("yuv420p")
+    assert abs(media.count_frames(str(out)) - 30) <= 1
+    assert abs(info.duration - 2.0) <= 1 / 15 + 0.03
+
+
+def test_interpolated_frames_lie_between_generated_ones(tmp_path):
+    """Generated at 5 fps, output at 15: frames between keyframes take intermediate values."""
+    frames = np.stack([np.full((64, 64, 3), v, np.uint8) for v in (0, 60, 120, 180, 240)])
+    video = media.encode_mp4(frames, 5.0, 15.0, 1.0, None, LIMITS)
+    path = tmp_path / "i.mp4"
+    path.write_bytes(video)
+    decoded = media.decode_clip(str(path), None, LIMITS).frames.mean(axis=(1, 2, 3))
+    assert len(decoded) == 15
+    assert len(np.unique(np.round(decoded / 5))) > 8  # not just 5 repeated levels
+
+
+def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
+    plain = make_test_clip(tmp_path / "plain.mp4", ffmpeg, size="320x240", audio=False)
+    path = tmp_path / "r.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation:v:0", "90", "-i", str(plain), "-c", "copy", str(path)],
+                   check=True)
+    assert media.probe(str(path)).display_size == (240, 320)
+    clip = media.decode_clip(str(path), None, LIMITS)
+    assert clip.frames.shape[1:3] == (320, 240)
+
+
+def test_refusals(tmp_path, ffmpeg, test_clip):
+    audio_only = tmp_path / "a.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
+    with pytest.raises(media.MediaError, match="no video stream"):
+        media.decode_clip(str(audio_only), None, LIMITS)
+    still = tmp_path / "s.jpg"
+    Image.new("RGB", (64, 64)).save(still)
+    with pytest.raises(media.MediaError, match="still image"):
+        media.decode_clip(str(still), None, LIMITS)
+    truncated = tmp_path / "t.mp4"
+    truncated.write_bytes(test_clip.read_bytes()[:2000])
+    with pytest.raises(media.MediaError):
+        media.decode_clip(str(truncated), None, LIMITS)
+    text = tmp_path / "x.mp4"
+    text.write_text("hello")
+    with pytest.raises(media.MediaError):
+        media.decode_clip(str(text), None, LIMITS)
+    with pytest.raises(media.MediaError, match="over the cap"):
+        media.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0))
+    assert media.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0), max_seconds=1.0).frames.shape[0] == 15
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P"])
+def test_images_in_any_mode_become_rgb(mode):
+    image = Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG" if mode == "CMYK" else "PNG")
+    array = media.load_image(buffer.getvalue(), LIMITS)
+    assert array.shape == (30, 40, 3) and array.dtype == np.uint8
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    assert media.load_image(buffer.getvalue(), LIMITS).shape == (40, 30, 3)
+
+
+def test_image_refusals(test_clip):
+    with pytest.raises(media.MediaError, match="not an image"):
+        media.load_image(test_clip.read_bytes(), LIMITS)
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 4000)).save(buffer, format="PNG")
+    with pytest.raises(media.MediaError, match="over the cap"):
+        media.load_image(buffer.getvalue(), LIMITS)
+
+
+def test_real_clip_decodes(media_dir):
+    path = media_dir / "drive_videos" / "jgz.mp4"
+    clip = media.decode_clip(str(path), 8, LIMITS)
+    assert clip.frames.shape[1:] == (512, 512, 3) and clip.audio
