@@ -46,8 +46,9 @@ MAX_SEED = 2**63 - 1
 def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
     if pa.types.is_null(arrow_type):  # an all-null optional column is fine
         return True
-    if kind == "string":
-        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    if kind == "string":  # binary is accepted so that a row with bytes that are not UTF-8 fails alone
+        return any(check(arrow_type) for check in (pa.types.is_string, pa.types.is_large_string,
+                                                   pa.types.is_binary, pa.types.is_large_binary))
     if kind == "integer":
         return pa.types.is_integer(arrow_type)
     if kind == "number":
@@ -118,8 +119,20 @@ def describe_id(raw_id: Any) -> str:
     return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
+def _as_text(row: Mapping[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RowError(f"{column} {describe_id(value)!r} is not valid UTF-8") from None
+    return value
+
+
 def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     """Validate one manifest row's values; RowError names the column and the cause."""
+    row = {**row, **{column: _as_text(row, column) for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items()
+                     if kind == "string"}}
     raw_id = row.get("id")
     if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or raw_id in (".", ".."):
         raise RowError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from jobs import demo, manifest_cmd, render
@@ -38,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not args.verbose:  # Ray Data's own progress lines repeat what our per-row lines say
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray").setLevel(logging.WARNING)
     return args.run(args)
 
 

@@ -1,0 +1,134 @@
+"""CPU pipeline benchmark: the shared pairs rendered (a) stage after stage in one process and
+(b) through the Ray pipeline on this machine's CPUs, side by side in one run.
+
+    .venv/bin/python bench/cpu_pipeline.py [--media ../shared/media] [--rows 8]
+
+Prints output frames per second of each, the ratio b/a, peak memory, time to the first finished
+video, and the warp engine's own speed on one core; appends the figures to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+
+from actors.pose_actor import PoseExtractor  # noqa: E402
+from actors.render_actor import FrameRenderer  # noqa: E402
+from bench._common import PeakMemory, append_results  # noqa: E402
+from engines.registry import engine_class  # noqa: E402
+from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
+from hellomeme_batch.manifest import read_manifest  # noqa: E402
+from hellomeme_batch.work import run_stage  # noqa: E402
+from pipelines.config import RenderJobConfig  # noqa: E402
+from pipelines.decode_stage import make_decode_fn  # noqa: E402
+from pipelines.encode_stage import make_encode_fn  # noqa: E402
+from pipelines.ray_runtime import connect  # noqa: E402
+from pipelines.render_job import run_render_job  # noqa: E402
+from pipelines.render_pipeline import make_window_fn  # noqa: E402
+from pipelines.row_plan import plan_rows  # noqa: E402
+from pipelines.write_stage import make_write_fn  # noqa: E402
+
+logger = logging.getLogger("bench.cpu_pipeline")
+
+
+def sequential(config: RenderJobConfig) -> tuple[int, float, float]:
+    """(a): one process, one row at a time, stage after stage. Returns frames, seconds, first-video seconds."""
+    engine = engine_class(config.engine)
+    started = time.perf_counter()
+    works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))
+    pose = PoseExtractor(size=config.size)
+    render = FrameRenderer(config.engine, config.engine_options, size=config.size)
+    window = make_window_fn(engine.window_size, engine.window_overlap)
+    decode, encode, write = make_decode_fn(config, engine.default_fps), make_encode_fn(config), make_write_fn(config)
+    frames, first = 0, None
+    for work in works:
+        work = run_stage("decode", decode, work)
+        work = run_stage("pose", pose.extract, work)
+        work = run_stage("windows", window, work)
+        (work,) = render.render([work])
+        work = run_stage("encode", encode, work)
+        work = run_stage("write", write, work)
+        if work.status != "ok":
+            raise RuntimeError(f"row {work.id} failed: {work.error}")
+        frames += work.num_frames
+        first = first or time.perf_counter() - started
+    return frames, time.perf_counter() - started, first
+
+
+def warp_speed(config: RenderJobConfig) -> float:
+    """The warp engine alone on one core: output frames per second at the job's size."""
+    cv2.setNumThreads(1)
+    engine = engine_class(config.engine)
+    works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))[:2]
+    pose = PoseExtractor(size=config.size)
+    render = FrameRenderer(config.engine, config.engine_options, size=config.size)
+    window = make_window_fn(engine.window_size, engine.window_overlap)
+    decode = make_decode_fn(config, engine.default_fps)
+    prepared = [run_stage("windows", window, run_stage("pose", pose.extract, run_stage("decode", decode, w)))
+                for w in works]
+    started = time.perf_counter()
+    frames = sum(len(w.frames) for w in render.render(prepared))
+    cv2.setNumThreads(0)
+    return frames / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    media = Path(args.media)
+    if not (media / "drive_videos").is_dir():
+        print(f"no media at {media}; pass --media", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as scratch:
+        rows = pair_folders(str(media / "reference_images"), str(media / "drive_videos"), "zip")[: args.rows]
+        manifest = os.path.join(scratch, "manifest.parquet")
+        write_manifest(rows, manifest)
+
+        seq_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "a"))
+        with PeakMemory() as seq_memory:
+            seq_frames, seq_seconds, seq_first = sequential(seq_config)
+        per_core = warp_speed(seq_config)
+
+        ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"))
+        ray_started = time.perf_counter()
+        connect("local")
+        ray_start_seconds = time.perf_counter() - ray_started
+        with PeakMemory(include_ray_workers=True) as ray_memory:
+            report = run_render_job(ray_config, address="local")
+        if report.summary.ok != len(rows):
+            print(f"pipeline rendered {report.summary.ok}/{len(rows)} rows", file=sys.stderr)
+            return 1
+        ray_frames = sum(row["frames"] for row in report.results)
+    a_fps = seq_frames / seq_seconds
+    b_fps = ray_frames / report.seconds
+    lines = [
+        f"rows: {len(rows)} shared pairs, {seq_frames} output frames, warp engine, {seq_config.size}x{seq_config.size}",
+        f"(a) sequential, one process: {a_fps:.1f} output frames/s, {seq_seconds:.1f} s, "
+        f"first video after {seq_first:.1f} s, peak RSS {seq_memory.peak_driver / 2**20:.0f} MiB",
+        f"(b) Ray pipeline ({os.cpu_count()} CPUs; Ray started beforehand in {ray_start_seconds:.1f} s): {b_fps:.1f} output frames/s, "
+        f"{report.seconds:.1f} s, first video after {report.seconds_to_first_video:.1f} s, "
+        f"peak RSS driver {ray_memory.peak_driver / 2**20:.0f} MiB + workers {ray_memory.peak_workers / 2**20:.0f} MiB",
+        f"ratio b/a: {b_fps / a_fps:.2f}",
+        f"warp engine alone, one core: {per_core:.1f} output frames/s",
+    ]
+    print("\n".join(lines))
+    if not args.no_record:
+        append_results("CPU pipeline", "python bench/cpu_pipeline.py", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

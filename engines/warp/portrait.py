@@ -1,0 +1,134 @@
+"""A reference portrait made ready to move: its mesh, warper and the colours its overlays need.
+
+Built once per reference; :meth:`PortraitRig.render` turns one set of target landmarks (the
+reference's 478 landmarks, moved) into a frame.  The face-mesh vertices go to the targets, the
+two head loops follow the face's best-fitting 2D similarity (fully, then partly), the border
+loops stay, the eyelid copies expose as much eyeball as the lids leave open, and the overlays
+paint what stretching cannot show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
+from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
+from engines.warp.retarget import face_axes
+from hellomeme_batch.faces import FaceIndex
+
+# How much of the face's motion each head loop takes (near loop, far loop).
+HEAD_LOOP_FOLLOW = (1.0, 0.45)
+
+
+class PortraitError(ValueError):
+    """A reference image and its landmarks that do not fit together."""
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """How a portrait is rendered."""
+
+    raster_scale: float = 0.5  # resolution of the triangle-index raster relative to the image
+    mouth_fill: bool = True
+    eye_close: bool = True
+    overlay: OverlayStyle = field(default_factory=OverlayStyle)
+
+
+def _gap(landmarks: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """(..., P) 3D distances of landmark pairs; ``landmarks`` is (..., 478, 3)."""
+    upper = landmarks[..., [a for a, _ in pairs], :]
+    lower = landmarks[..., [b for _, b in pairs], :]
+    return np.linalg.norm(upper - lower, axis=-1)
+
+
+def fit_similarity_2d(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity taking ``source`` (N, 2) points onto ``target``."""
+    s = source[:, 0] + 1j * source[:, 1]
+    t = target[:, 0] + 1j * target[:, 1]
+    sm, tm = s.mean(), t.mean()
+    a = np.vdot(s - sm, t - tm) / max(np.vdot(s - sm, s - sm).real, 1e-12)
+    b = tm - a * sm
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+
+
+_EYES = (
+    (FaceIndex.EYE_LEFT_UPPER, FaceIndex.EYE_LEFT_LOWER, FaceIndex.EYEBROW_LEFT),
+    (FaceIndex.EYE_RIGHT_UPPER, FaceIndex.EYE_RIGHT_LOWER, FaceIndex.EYEBROW_RIGHT),
+)
+_EYE_PAIRS = tuple(tuple(zip(upper[1:-1], lower[1:-1])) for upper, lower, _ in _EYES)
+_MOUTH_PAIRS = tuple(zip(FaceIndex.LIPS_INNER_UPPER[1:-1], FaceIndex.LIPS_INNER_LOWER[1:-1]))
+
+
+class PortraitRig:
+    """One reference portrait, ready to render frames from target landmarks."""
+
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, config: RigConfig = RigConfig()) -> None:
+        image = np.ascontiguousarray(image)
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise PortraitError(f"expected an RGB uint8 image (H, W, 3), got {image.shape} {image.dtype}")
+        if landmarks.shape != (478, 3):
+            raise PortraitError(f"expected (478, 3) landmarks, got {landmarks.shape}")
+        self.image = image
+        self.landmarks = landmarks
+        self.config = config
+        self.mesh = WarpMesh.build(landmarks, image.shape[:2])
+        self.warper = MeshWarper(self.mesh, config.raster_scale)
+        self._rigid = list(FaceIndex.RIGID)
+        self._face_length = float(np.linalg.norm(landmarks[FaceIndex.EYE_OUTER_LEFT] - landmarks[FaceIndex.EYE_OUTER_RIGHT]))
+        self._eye_gaps = [_gap(landmarks, pairs) for pairs in _EYE_PAIRS]
+        self._mouth_gap = float(_gap(landmarks, _MOUTH_PAIRS).max())
+        self._lid_colours = [eyelid_colour(image, landmarks[list(upper), :2], landmarks[list(brow), :2])
+                             for upper, _, brow in _EYES]
+        # Eyelid copies: source positions measured from their lower-lid partner.
+        src = self.mesh.source
+        self._lid_partner_source = src[self.mesh.eyelid_partner].astype(np.float64)
+        self._lid_offset_source = src[self.mesh.eyelid_copies].astype(np.float64) - self._lid_partner_source
+        self._copy_slice = slice(NUM_MESH_LANDMARKS, NUM_MESH_LANDMARKS + len(self.mesh.eyelid_copies))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.mesh.image_size
+
+    def vertices(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(target, source) vertex positions of the mesh for target landmarks (478, 3)."""
+        mesh = self.mesh
+        target_xy = target[:NUM_MESH_LANDMARKS, :2]
+        moved = mesh.source.astype(np.float64).copy()
+        moved[:NUM_MESH_LANDMARKS] = target_xy
+        moved[self._copy_slice] = target_xy[mesh.eyelid_copies]
+        motion = fit_similarity_2d(self.landmarks[self._rigid, :2], target[self._rigid, :2])
+        for k, follow in enumerate(HEAD_LOOP_FOLLOW):
+            loop = mesh.source[mesh.loop(k)].astype(np.float64)
+            carried = loop @ motion[:, :2].T + motion[:, 2]
+            moved[mesh.loop(k)] = loop + follow * (carried - loop)
+
+        source = mesh.source.astype(np.float64).copy()
+        # An eye that closes shows the lower part of its eyeball, unsquashed, as a lid would.
+        openness = np.concatenate([np.minimum(_gap(target, pairs) / np.maximum(ref, 1e-6), 1.0)
+                                   for pairs, ref in zip(_EYE_PAIRS, self._eye_gaps)])
+        source[self._copy_slice] = self._lid_partner_source + self._lid_offset_source * openness[:, None]
+        return moved, source
+
+    def render(self, target: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 frame of the portrait with its landmarks at ``target`` (478, 3)."""
+        target = np.asarray(target, dtype=np.float64)
+        moved, source = self.vertices(target)
+        frame = self.warper.warp(self.image, moved.astype(np.float32), source.astype(np.float32))
+        style = self.config.overlay
+        if self.config.mouth_fill:
+            extra = (float(_gap(target, _MOUTH_PAIRS).max()) - self._mouth_gap) / self._face_length
+            strength = float(np.clip(extra / style.mouth_full_at, 0.0, 1.0))
+            if strength > 0:
+                _, down = face_axes(target)
+                down2d = down[:2] / max(np.linalg.norm(down[:2]), 1e-9)
+                paint_mouth_interior(frame, target[list(FaceIndex.LIPS_INNER_UPPER), :2],
+                                     target[list(FaceIndex.LIPS_INNER_LOWER), :2], down2d, strength, style)
+        if self.config.eye_close:
+            for (upper, lower, _), pairs, ref_gap, colour in zip(_EYES, _EYE_PAIRS, self._eye_gaps, self._lid_colours):
+                closure = 1.0 - float(_gap(target, pairs).mean() / max(ref_gap.mean(), 1e-6))
+                if closure > 0:
+                    paint_eyelid(frame, target[list(upper), :2], target[list(lower), :2], closure, colour, style)
+        return frame
