@@ -16,6 +16,7 @@ import numpy as np
 
 from engines.base import EngineOptions, RenderInput, RenderSettings
 from engines.registry import create_engine
+from hellomeme_batch.metrics import worker_metrics
 from hellomeme_batch.work import PENDING, MemeWork, pack_batch, run_stage, unpack_batch
 
 logger = logging.getLogger(__name__)
@@ -48,17 +49,36 @@ def _with_frames(work: MemeWork, frames: np.ndarray) -> MemeWork:
 
 
 class FrameRenderer:
-    """Ray Data callable class wrapping one engine instance for the actor's life."""
+    """Ray Data callable class wrapping one engine instance for the actor's life.
+
+    It records windows in flight, frames rendered and (for GPU engines) the GPU's memory and
+    utilisation in the job's metrics.
+    """
 
     def __init__(self, engine: str, options: EngineOptions, size: int = 512) -> None:
         self.size = size
         self.engine = create_engine(engine, options)
+        self.metrics = worker_metrics()
+        if self.engine.needs_gpu:
+            self.metrics.start_gpu_sampler()
 
     def _render_one(self, work: MemeWork) -> MemeWork:
         (frames,) = self.engine.render([render_input(work, self.size)])
         return _with_frames(work, frames)
 
     def render(self, works: list[MemeWork]) -> list[MemeWork]:
+        """Render the pending works of a batch; the others pass through unchanged."""
+        self.metrics.windows_in_flight(sum(len(work.windows.starts) for work in works
+                                           if work.status == PENDING and work.windows is not None))
+        try:
+            works = self._render(works)
+        finally:
+            self.metrics.windows_in_flight(0)
+            self.metrics.sample_gpus()
+        self.metrics.frames_rendered(sum(len(work.frames) for work in works if work.frames is not None))
+        return works
+
+    def _render(self, works: list[MemeWork]) -> list[MemeWork]:
         pending = [i for i, work in enumerate(works) if work.status == PENDING]
         if len(pending) > 1:
             started = time.perf_counter()

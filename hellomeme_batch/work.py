@@ -53,6 +53,8 @@ class MemeWork:
     frames: np.ndarray | None = None
     video: bytes | None = None
     num_frames: int = 0
+    # Report previews published so far: kind -> path relative to the job's output (kept on failure).
+    previews: dict[str, str] = field(default_factory=dict)
 
     def failed(self, message: str) -> "MemeWork":
         """This row as failed, its payload dropped so nothing heavy travels further."""

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from jobs import demo, manifest_cmd, render
+from jobs import demo, manifest_cmd, render, submit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     render_parser = commands.add_parser("render", help="render a manifest here or on a Ray cluster")
     render.add_arguments(render_parser)
     render_parser.set_defaults(run=render.run)
+
+    submit_parser = commands.add_parser("submit", help="render a manifest on a Ray cluster through its Jobs API, once")
+    submit.add_arguments(submit_parser)
+    submit_parser.set_defaults(run=submit.run)
 
     demo_parser = commands.add_parser("demo", help="render the built-in demo memes locally")
     demo.add_arguments(demo_parser)

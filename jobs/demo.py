@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     for row in report.results:
         lines.append(f"  {row['status']:7} {row['output_uri'] or ''}" + (f"  {row['error']}" if row["error"] else ""))
     lines.append(f"results table: {report.summary.results_uri}")
+    if report.report_uri:
+        lines.append(f"report: {report.report_uri}")
     print("\n".join(lines))  # the demo's answer to the user: where the videos are
     return 2 if report.summary.failed else 0
 

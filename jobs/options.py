@@ -9,6 +9,7 @@ from typing import Any
 
 from engines.base import EngineOptions
 from hellomeme_batch.media import MediaLimits
+from hellomeme_batch.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 from hellomeme_batch.storage import DEFAULT_SCHEMES, StoragePolicy
 from pipelines.config import RenderJobConfig
 
@@ -46,6 +47,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
     parser.add_argument("--no-skip-existing", action="store_true", help="render rows whose output already exists")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write no index.html report and no previews under _report/")
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,
                         help="longest driving clip accepted, in seconds")
     parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
@@ -54,6 +57,23 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"URI schemes inputs and outputs may use (default: {', '.join(DEFAULT_SCHEMES)})")
     parser.add_argument("--allow-root", action="append", metavar="URI",
                         help="only read and write under these prefixes (default: anywhere)")
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the driver serves the job's Prometheus metrics."""
+    parser.add_argument("--metrics-port", type=port_number, default=DEFAULT_DRIVER_PORT,
+                        help=f"serve the job's Prometheus metrics from the driver at http://HOST:PORT/metrics "
+                             f"(default: {DEFAULT_DRIVER_PORT}; 0: off; a port in use only logs a warning)")
+    parser.add_argument("--metrics-host", default=DEFAULT_DRIVER_HOST,
+                        help=f"address the metrics endpoint binds (default: {DEFAULT_DRIVER_HOST}, this machine only; "
+                             "0.0.0.0 lets a Prometheus elsewhere scrape it)")
 
 
 def render_config(args: argparse.Namespace) -> RenderJobConfig:
@@ -75,4 +95,5 @@ def render_config(args: argparse.Namespace) -> RenderJobConfig:
         interpolate=not args.no_interpolate,
         skip_existing=not args.no_skip_existing,
         render_batch_size=args.videos_per_batch,
+        report=not args.no_report,
     )

@@ -2,20 +2,26 @@
 
     python -m jobs.render MANIFEST --output URI [options]
 
+While it runs, the driver serves the job's Prometheus metrics (rows by status, frames rendered,
+stage latencies, rows in flight) at http://127.0.0.1:9471/metrics (see --metrics-port); when it
+ends, OUTPUT/index.html reports every row.
+
 Exit status: 0 when every row is ok or skipped, 2 when some row failed, 1 on a job-level error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from engines.registry import UnknownEngineError
 from hellomeme_batch.manifest import ManifestError
+from hellomeme_batch.metrics import DriverMetrics, MetricsEndpoint
 from hellomeme_batch.storage import StorageError, redact
-from jobs.options import add_render_arguments, render_config
+from jobs.options import add_metrics_arguments, add_render_arguments, render_config
 from pipelines.render_job import JobReport, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
@@ -38,6 +44,8 @@ def print_summary(report: JobReport, output: str) -> None:
         f"outputs: {redact(output)}",
         f"results: {summary.results_uri}",
     ]
+    if report.report_uri:
+        lines.append(f"report:  {report.report_uri}")
     if summary.failed:
         lines.append("failed rows:")
         lines += [f"  {row['id']}: {row['error']}" for row in report.results if row["status"] == "failed"]
@@ -49,11 +57,34 @@ def exit_code(report: JobReport) -> int:
     return EXIT_ROWS_FAILED if report.summary.failed else EXIT_OK
 
 
+@contextlib.contextmanager
+def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
+    """The job's driver metrics, served at host:port for the job's life (port 0: not served).
+
+    A port that cannot be bound (another job holds it) is a warning, not a reason to not render.
+    """
+    metrics = DriverMetrics()
+    endpoint = None
+    if port:
+        try:
+            endpoint = MetricsEndpoint(metrics.registry, host, port)
+        except OSError as exc:
+            logger.warning("metrics endpoint not started on %s:%d: %s; rendering without it", host, port, exc)
+        else:
+            logger.info("serving the job's metrics at %s", endpoint.url)
+    try:
+        yield metrics
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
     try:
         config = render_config(args)
-        report = run_render_job(config, address=args.address, on_result=log_progress)
+        with served_metrics(args.metrics_host, args.metrics_port) as metrics:
+            report = run_render_job(config, address=args.address, on_result=log_progress, metrics=metrics)
     except (ManifestError, UnknownEngineError, StorageError, argparse.ArgumentTypeError) as exc:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
@@ -67,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_render_arguments(parser)
+    add_metrics_arguments(parser)
     parser.add_argument("--address", default=None,
                         help="Ray cluster: auto, HOST:PORT or ray://...; default: $RAY_ADDRESS, else a local instance")
 

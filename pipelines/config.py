@@ -27,4 +27,5 @@ class RenderJobConfig:
     interpolate: bool = True  # motion-compensated interpolation up to the driving clip's frame rate
     skip_existing: bool = True  # a rerun skips rows whose output exists
     render_batch_size: int = 1  # videos per render call (GPU engines batch their windows)
+    report: bool = True  # write {output}/index.html and the small previews it shows
     max_input_bytes: int = 2 * 1024**3

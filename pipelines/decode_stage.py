@@ -1,7 +1,8 @@
 """Decode stage: fetch a row's inputs through fsspec and decode them (CPU, one row at a time).
 
 Inputs are copied to a local temp file first: ffmpeg only ever sees a local file, never a URL,
-and MP4s whose index sits at the end of the file still decode.
+and MP4s whose index sits at the end of the file still decode.  The report's reference and
+driving previews are made here from the decoded pixels, and the row counts as started.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import tempfile
 from dataclasses import replace
 from typing import Callable
 
-from hellomeme_batch import media, storage
+from hellomeme_batch import media, previews, storage
+from hellomeme_batch.metrics import worker_metrics
 from hellomeme_batch.work import MemeWork
 from pipelines.config import RenderJobConfig
 
@@ -41,6 +43,8 @@ def make_decode_fn(config: RenderJobConfig, generation_fps: float | None) -> Cal
     """
 
     def decode(work: MemeWork) -> MemeWork:
+        metrics = worker_metrics()
+        metrics.row_started()
         spec = work.spec
         reference_bytes = _fetch(spec.reference_uri, "reference", config)
         try:
@@ -57,6 +61,10 @@ def make_decode_fn(config: RenderJobConfig, generation_fps: float | None) -> Cal
                 clip = media.decode_clip(local_path, spec.fps or generation_fps, config.limits, spec.max_seconds)
             except media.MediaError as exc:
                 raise InputError(f"driving video {storage.redact(spec.driving_uri)} {exc}") from None
-        return replace(work, clip=clip, reference_image=reference_image)
+        metrics.frames_decoded(len(clip.frames))
+        work = replace(work, clip=clip, reference_image=reference_image)
+        if config.report:
+            work = previews.with_input_previews(work, config.output_uri, config.storage_options)
+        return work
 
     return decode

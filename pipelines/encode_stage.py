@@ -1,17 +1,21 @@
-"""Encode stage: rendered frames to an H.264 MP4 at the driving clip's frame rate, its audio muxed in."""
+"""Encode stage: rendered frames to an H.264 MP4 at the driving clip's frame rate, its audio muxed in.
+
+The report's animated preview of the meme is made here too, from the frames already in memory,
+just before they are dropped.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Callable
 
-from hellomeme_batch import media
+from hellomeme_batch import media, previews
 from hellomeme_batch.work import MemeWork
 from pipelines.config import RenderJobConfig
 
 
 def make_encode_fn(config: RenderJobConfig) -> Callable[[MemeWork], MemeWork]:
-    """A work -> work function that turns ``frames`` into ``video`` bytes and drops the frames."""
+    """A work -> work function that turns ``frames`` into ``video`` bytes (and a preview), dropping the frames."""
 
     def encode(work: MemeWork) -> MemeWork:
         clip = work.clip
@@ -24,6 +28,8 @@ def make_encode_fn(config: RenderJobConfig) -> Callable[[MemeWork], MemeWork]:
             limits=config.limits,
             interpolate=config.interpolate,
         )
+        if config.report:
+            work = previews.with_meme_preview(work, work.frames, clip.fps, config.output_uri, config.storage_options)
         return replace(work, video=video, num_frames=int(work.frames.shape[0]), frames=None,
                        clip=replace(clip, audio=None))
 

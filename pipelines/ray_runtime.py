@@ -25,6 +25,8 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
         return
     logger.info("starting a local Ray instance")
     ray.init(
+        address="local",  # a new private instance, never a cluster some other process started here
+        _node_ip_address="127.0.0.1",  # it listens on loopback only
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         dashboard_host="127.0.0.1",

@@ -1,4 +1,8 @@
-"""One render job from the driver's side: plan the rows, stream them through Ray, write the results."""
+"""One render job from the driver's side: plan the rows, stream them through Ray, write the results.
+
+As rows finish the driver counts them in its metrics (served by the caller, see jobs/render.py);
+at the end it writes the results table and the HTML report beside the outputs.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ from typing import Any, Callable
 import ray
 
 from engines.registry import ENGINE_CLASSES, engine_class
+from hellomeme_batch import storage
 from hellomeme_batch.manifest import read_manifest
+from hellomeme_batch.metrics import DriverMetrics
+from hellomeme_batch.report import JobFacts, write_report
 from hellomeme_batch.results import Summary, result_row, write_results
 from hellomeme_batch.work import PENDING
 from pipelines.config import RenderJobConfig
@@ -29,21 +36,33 @@ class JobReport:
     results: list[dict[str, Any]]
     seconds: float
     seconds_to_first_video: float | None
+    report_uri: str | None = None  # None when no report was asked for or it could not be written
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
 
 
+def _write_report(results: list[dict[str, Any]], config: RenderJobConfig, facts: JobFacts) -> str | None:
+    """The HTML report, or None: the results table is the record, a report that fails only logs."""
+    try:
+        return write_report(results, config.output_uri, facts, config.storage_options)
+    except Exception as exc:
+        logger.error("report not written: %s", storage.redact(f"{type(exc).__name__}: {exc}"))
+        logger.debug("report failure details", exc_info=True)
+        return None
+
+
 def run_render_job(
     config: RenderJobConfig,
     address: str | None = None,
     on_result: Callable[[dict[str, Any], int, int], None] | None = None,
+    metrics: DriverMetrics | None = None,
 ) -> JobReport:
     """Render every pending row of the manifest; job-level problems raise before any row is decoded.
 
     ``on_result(result_row, done, total)`` is called as each row finishes (skipped and
-    up-front failures first), in completion order.
+    up-front failures first), in completion order, after ``metrics`` has counted it.
     """
     started = time.perf_counter()
     table = read_manifest(config.manifest_uri, config.storage_options)
@@ -52,16 +71,19 @@ def run_render_job(
     works = plan_rows(table, config, tuple(ENGINE_CLASSES))
     results: list[dict[str, Any]] = []
     total = len(works)
+    pending = [work for work in works if work.status == PENDING]
+    metrics = metrics or DriverMetrics()
+    metrics.job_planned(total=total, pending=len(pending))
 
-    def record(row: dict[str, Any]) -> None:
+    def record(row: dict[str, Any], from_pipeline: bool) -> None:
         results.append(row)
+        metrics.row_finished(row, from_pipeline)
         if on_result is not None:
             on_result(row, len(results), total)
 
     for work in works:
         if work.status != PENDING:
-            record(result_row(work))
-    pending = [work for work in works if work.status == PENDING]
+            record(result_row(work), from_pipeline=False)
     first_video_at = None
     if pending:
         connect(address)
@@ -72,7 +94,15 @@ def run_render_job(
             row = _plain(row)
             if first_video_at is None and row["status"] == "ok":
                 first_video_at = time.perf_counter() - started
-            record(row)
+            record(row, from_pipeline=True)
     summary = write_results(results, config.output_uri, config.storage_options)
+    seconds = time.perf_counter() - started
+    report_uri = None
+    if config.report:
+        facts = JobFacts(manifest_uri=config.manifest_uri, output_uri=config.output_uri, engine=config.engine,
+                         seconds=seconds, inputs={work.row_index: (work.spec.reference_uri, work.spec.driving_uri)
+                                                  for work in works if work.spec is not None})
+        report_uri = _write_report(results, config, facts)
+    metrics.job_finished(seconds)
     return JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]),
-                     seconds=time.perf_counter() - started, seconds_to_first_video=first_video_at)
+                     seconds=seconds, seconds_to_first_video=first_video_at, report_uri=report_uri)

@@ -1,19 +1,24 @@
 """The render job's Ray Data pipeline: the wiring, and why each resource choice was made.
 
     manifest rows (planned on the driver)
-      -> decode        tasks: fetch inputs through fsspec, decode frames at the generation rate, keep audio
+      -> decode        tasks: fetch inputs through fsspec, decode frames at the generation rate, keep audio;
+                       the report's reference and driving previews are made from the decoded frames
       -> pose          actor pool: mediapipe face mesh loaded once per actor; face crops and tracks
       -> windows       tasks: overlapping frame windows per the engine (size W, overlap K)
       -> render        actor pool: the engine built once per actor; GPU actors only for GPU engines;
                        overlapping windows are blended and stitched back per video inside this stage,
                        because a global groupby would be a barrier (no video encoded before the last
                        window of the whole manifest is done)
-      -> encode        tasks: H.264 MP4 at the driving clip's rate, frames interpolated, audio muxed
+      -> encode        tasks: H.264 MP4 at the driving clip's rate, frames interpolated, audio muxed;
+                       the report's meme preview is made from the rendered frames
       -> write         tasks: create-only, all-or-nothing publish through fsspec
       -> results       small plain rows streamed back to the driver
 
 Every row is its own block (one row per block from ``from_items``), so a small manifest still fans
 out over every actor.  Each stage runs rows through ``run_stage``: an error fails that row only.
+The workers record the job's metrics as they go (hellomeme_batch.metrics): rows started and
+frames decoded in decode, windows in flight, frames rendered and GPU memory in the render
+actors, and each row's status and stage timings as it leaves the pipeline.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import ray
 from actors.pose_actor import PoseExtractor
 from actors.render_actor import FrameRenderer
 from engines.base import Engine
+from hellomeme_batch import previews
+from hellomeme_batch.metrics import worker_metrics
 from hellomeme_batch.results import result_row
 from hellomeme_batch.windows import WindowPlan
 from hellomeme_batch.work import MemeWork, pack, row_stage, unpack
@@ -73,7 +80,9 @@ def make_window_fn(window: int, overlap: int):
 
 
 def _result(row: dict) -> dict:
-    return result_row(unpack(row))
+    work = unpack(row)
+    worker_metrics().row_finished(work.status, work.timings)
+    return {**result_row(work), **previews.result_fields(work)}
 
 
 def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[Engine],

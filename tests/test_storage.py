@@ -21,6 +21,7 @@ def test_create_only_write_publishes_whole_file(tmp_path):
         storage.write_create_only(str(target), b"different")
     assert target.read_bytes() == b"abc"
     assert os.listdir(target.parent) == ["a.mp4"]  # no temp files left behind
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others, like any file written here
 
 
 def test_interrupted_write_leaves_nothing_under_the_final_name(tmp_path, monkeypatch):

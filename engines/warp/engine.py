@@ -24,7 +24,7 @@ from hellomeme_batch.windows import WindowPlan, blend_windows
 
 log = logging.getLogger(__name__)
 
-_BLEND_ROWS = 64  # rows blended at a time: bounds the float64 buffers of blend_windows
+_BLEND_ROWS = 32  # rows blended at a time: bounds the float64 buffers of blend_windows
 
 
 class WarpInputError(ValueError):
@@ -82,7 +82,8 @@ def _blend(plan: WindowPlan, window_frames: list[np.ndarray], shape: tuple[int, 
     for row in range(0, shape[1], _BLEND_ROWS):
         rows = slice(row, min(row + _BLEND_ROWS, shape[1]))
         blended = blend_windows(plan, [w[:, rows] for w in window_frames])
-        out[:, rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        np.rint(blended, out=blended)  # a weighted mean of uint8 values stays within 0..255
+        out[:, rows] = blended
     return out
 
 

@@ -90,6 +90,8 @@ class WarpMesh:
     eyelid_partner: np.ndarray  # (E,) the lower-eyelid landmark facing each copy
     loop_start: int  # first vertex of the loops
     loop_length: int  # points per loop
+    hole_triangle_start: int  # first triangle inside the mouth or an eye
+    loop_triangle_start: int  # first triangle between the loops (all later triangles are too)
 
     @classmethod
     def build(cls, landmarks: np.ndarray, image_size: tuple[int, int]) -> WarpMesh:
@@ -108,6 +110,7 @@ class WarpMesh:
         copy_vertex = {landmark: NUM_MESH_LANDMARKS + k for k, landmark in enumerate(copies)}
 
         triangles = [tuple(t) for t in face_mesh_triangles()]
+        hole_triangle_start = len(triangles)
         triangles += _strip(list(FaceIndex.LIPS_INNER_UPPER), list(FaceIndex.LIPS_INNER_LOWER))
         for upper, lower in zip(uppers, lowers):
             upper_copy = [upper[0]] + [copy_vertex[i] for i in upper[1:-1]] + [upper[-1]]
@@ -118,6 +121,7 @@ class WarpMesh:
         n = loops.shape[1]
         loop_index = loop_start + np.arange(4 * n).reshape(4, n)
         oval = np.array(FaceIndex.FACE_OVAL)
+        loop_triangle_start = len(triangles)
         triangles += _loop_strip(oval, loop_index[0])
         for inner, outer in zip(loop_index[:-1], loop_index[1:]):
             triangles += _loop_strip(inner, outer)
@@ -125,7 +129,8 @@ class WarpMesh:
         source = np.concatenate([points, points[copies], loops.reshape(-1, 2)]).astype(np.float32)
         return cls(source=source, triangles=np.array(triangles, dtype=np.int32), image_size=(height, width),
                    eyelid_copies=np.array(copies), eyelid_partner=np.array(partners),
-                   loop_start=loop_start, loop_length=n)
+                   loop_start=loop_start, loop_length=n, hole_triangle_start=hole_triangle_start,
+                   loop_triangle_start=loop_triangle_start)
 
     @property
     def num_vertices(self) -> int:
@@ -182,12 +187,19 @@ class MeshWarper:
         self._grid_x, self._grid_y = np.meshgrid(xs, ys)
         self._full_x, self._full_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
         self._raster = np.empty((rh, rw), dtype=np.int32)
+        oval = mesh.source[list(FaceIndex.FACE_OVAL)]
+        self._hole_depth_bias = 0.02 * float(np.ptp(oval[:, 0]))
 
-    def backward_map(self, target: np.ndarray, source: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Full-resolution (map_x, map_y) for ``cv2.remap``: where each output pixel samples the source."""
+    def backward_map(self, target: np.ndarray, source: np.ndarray | None = None,
+                     depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution (map_x, map_y) for ``cv2.remap``: where each output pixel samples the source.
+
+        ``depth`` (V,) of the target vertices (larger is farther) orders the face's triangles
+        back to front, so where the mesh folds over (a turned head) the nearer surface shows.
+        """
         source = self.mesh.source if source is None else source
         affine = _target_to_source_affines(target, source, self.mesh.triangles)  # (K, 2, 3)
-        raster = self._rasterise(target)
+        raster = self._rasterise(target, self._draw_order(depth))
         cell_affine = affine[raster]  # (rh, rw, 2, 3)
         gx, gy = self._grid_x, self._grid_y
         # Displacements, not positions, are upsampled: resizing clamps at the image edge, which
@@ -200,12 +212,25 @@ class MeshWarper:
             shift_x, shift_y = shift[..., 0], shift[..., 1]
         return self._full_x + shift_x, self._full_y + shift_y
 
-    def warp(self, image: np.ndarray, target: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
+    def warp(self, image: np.ndarray, target: np.ndarray, source: np.ndarray | None = None,
+             depth: np.ndarray | None = None) -> np.ndarray:
         """``image`` (the reference) with its mesh moved to ``target`` vertex positions."""
-        map_x, map_y = self.backward_map(target, source)
+        map_x, map_y = self.backward_map(target, source, depth)
         return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def _rasterise(self, target: np.ndarray) -> np.ndarray:
+    def _draw_order(self, depth: np.ndarray | None) -> np.ndarray:
+        """Triangle indices in drawing order: the loops (background), then the face back to front."""
+        mesh = self.mesh
+        loops = np.arange(mesh.loop_triangle_start, len(mesh.triangles))
+        face = np.arange(mesh.loop_triangle_start)
+        if depth is not None:
+            triangle_depth = depth[mesh.triangles[:mesh.loop_triangle_start]].mean(axis=1)
+            # Mouth and eye interiors sit behind the lips and lids around them.
+            triangle_depth[mesh.hole_triangle_start:] += self._hole_depth_bias
+            face = np.argsort(-triangle_depth, kind="stable")
+        return np.concatenate([loops, face])
+
+    def _rasterise(self, target: np.ndarray, order: np.ndarray) -> np.ndarray:
         """Index of the target triangle covering each raster cell (the last drawn wins on overlaps)."""
         raster = self._raster
         raster.fill(0)
@@ -220,7 +245,7 @@ class MeshWarper:
         limit = np.array(self.raster_size) << _SUBPIXEL_BITS
         inside = np.all(corners.max(axis=1) >= 0, axis=1) & np.all(corners.min(axis=1) < limit, axis=1)
         fill = cv2.fillConvexPoly
-        for k in np.flatnonzero(inside).tolist():
+        for k in order[inside[order]].tolist():
             fill(raster, corners[k], k, cv2.LINE_8, _SUBPIXEL_BITS)
         return raster
 

@@ -17,7 +17,7 @@ import numpy as np
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon drawing
 _CAVITY = np.array([52.0, 18.0, 22.0])
 _TONGUE = np.array([140.0, 62.0, 66.0])
-_TEETH = np.array([228.0, 222.0, 208.0])
+_TEETH = np.array([222.0, 214.0, 198.0])
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class OverlayStyle:
     """Tuning of the painted mouth and eyelids."""
 
     mouth_full_at: float = 0.05  # extra lip gap (over eye-corner distance) at which the cavity is opaque
-    upper_teeth: float = 0.16  # upper-teeth band height over mouth width, at most half the gap
-    lower_teeth: float = 0.07
+    upper_teeth: float = 0.15  # upper-teeth band height over mouth width (at most 0.4 of the gap)
+    lower_teeth: float = 0.06  # lower-teeth band (at most 0.2 of the gap)
     eyelid_opacity: float = 0.85  # tint of a fully closed eye's remaining opening
 
 
@@ -70,40 +70,74 @@ def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray
     gap = np.einsum("nc,c->n", lower - upper, down)
     middle_gap = float(gap[len(gap) // 2])
     # Teeth follow the lip they hang from; the band thins towards the mouth corners with the gap.
-    upper_depth = np.minimum(style.upper_teeth * width, 0.45 * np.maximum(gap, 0.0))
-    lower_depth = np.minimum(style.lower_teeth * width, 0.25 * np.maximum(gap, 0.0))
+    upper_depth = np.minimum(style.upper_teeth * width, 0.4 * np.maximum(gap, 0.0))
+    lower_depth = np.minimum(style.lower_teeth * width, 0.2 * np.maximum(gap, 0.0))
     upper_teeth = np.concatenate([upper, (upper + upper_depth[:, None] * down)[::-1]])
     lower_teeth = np.concatenate([lower, (lower - lower_depth[:, None] * down)[::-1]])
     teeth_up = _polygon_mask(upper_teeth, (x0, y0), size, blur=0.6) * mouth
     teeth_low = _polygon_mask(lower_teeth, (x0, y0), size, blur=0.6) * mouth
 
-    # Cavity: dark, warmer towards the lower lip (a hint of tongue when wide open).
+    # Position across the mouth (-1 at one corner, 1 at the other) and down into it (0 at the
+    # upper lip, 1 at the lower lip).
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    centre_top = upper.mean(axis=0)
-    depth = ((xs - centre_top[0]) * down[0] + (ys - centre_top[1]) * down[1]) / max(middle_gap, 1.0)
+    left, right = upper[0], upper[-1]
+    centre = (left + right) / 2
+    across_axis = (right - left) / max(width, 1e-6)
+    across = ((xs - centre[0]) * across_axis[0] + (ys - centre[1]) * across_axis[1]) / max(width / 2, 1e-6)
+    depth = ((xs - upper.mean(axis=0)[0]) * down[0] + (ys - upper.mean(axis=0)[1]) * down[1]) / max(middle_gap, 1.0)
+    # Teeth fill the front of the mouth, darker and fading towards the corners, with faint gaps
+    # between the incisors.
+    front = 1.0 - np.clip((np.abs(across) - 0.5) / 0.4, 0.0, 1.0)
+    shade = (0.72 + 0.28 * (1.0 - across ** 2))[..., None]
+    seams = 1.0 - 0.18 * np.exp(-0.5 * ((np.abs(across * 0.5 / 0.11) + 0.5) % 1.0 - 0.5) ** 2 / 0.02)[..., None]
+    teeth_up *= front
+    teeth_low *= front
+    # Cavity: dark, warmer towards the lower lip (a hint of tongue when wide open).
     tongue = np.clip((depth - 0.55) / 0.45, 0.0, 1.0)[..., None] * min(1.0, middle_gap / (0.3 * width))
-    layer = _CAVITY * (1 - tongue) + _TONGUE * tongue
-    layer = layer * (1 - teeth_up[..., None]) + _TEETH * teeth_up[..., None]
-    layer = layer * (1 - teeth_low[..., None]) + 0.85 * _TEETH * teeth_low[..., None]
+    layer = (_CAVITY * (1 - tongue) + _TONGUE * tongue) * (0.75 + 0.25 * np.abs(across)[..., None].clip(0, 1))
+    teeth = _TEETH * shade * seams
+    layer = layer * (1 - teeth_up[..., None]) + teeth * teeth_up[..., None]
+    layer = layer * (1 - teeth_low[..., None]) + 0.85 * teeth * teeth_low[..., None]
     alpha = (strength * mouth)[..., None]
     region = frame[y0:y1, x0:x1].astype(np.float32)
     frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + layer * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
 def paint_eyelid(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, closure: float, lid_colour: np.ndarray,
-                 style: OverlayStyle = OverlayStyle()) -> None:
-    """Tint, in place, the visible eye between the lid polylines with skin, in proportion to ``closure``."""
+                 spread: float, style: OverlayStyle = OverlayStyle()) -> None:
+    """Tint, in place, the visible eye between the lid polylines with skin, in proportion to ``closure``.
+
+    The tint reaches ``spread`` pixels beyond the lid landmarks (they often sit a little inside
+    the visible eye), and a closing eye gets the dark line of its lashes along the lid.
+    """
     if closure <= 0.0:
         return
+    closure = min(closure, 1.0)
     polygon = np.concatenate([upper, lower[::-1][1:-1]])
-    roi = _roi(polygon, frame.shape, margin=2)
+    margin = int(np.ceil(spread)) + 3
+    roi = _roi(polygon, frame.shape, margin=margin)
     if roi is None:
         return
     x0, y0, x1, y1 = roi
-    eye = _polygon_mask(polygon, (x0, y0), (x1 - x0, y1 - y0), blur=0.8)
-    alpha = (style.eyelid_opacity * min(closure, 1.0) * eye)[..., None]
+    size = (x1 - x0, y1 - y0)
+    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
+    pts = np.round((polygon - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, _SHIFT)
+    if spread >= 0.5:
+        cv2.polylines(mask, [pts], True, 255, max(1, int(round(2 * spread))), cv2.LINE_AA, _SHIFT)
+    eye = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.8)
+    alpha = (style.eyelid_opacity * closure * eye)[..., None]
     region = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + lid_colour * alpha + 0.5, 0, 255).astype(np.uint8)
+    region = region * (1 - alpha) + lid_colour * alpha
+    lashes = np.clip(2.0 * closure - 1.0, 0.0, 1.0)
+    if lashes > 0:
+        line = np.zeros((size[1], size[0]), dtype=np.uint8)
+        lid = (upper + lower) / 2 if closure > 0.8 else upper
+        lid_pts = np.round((lid - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
+        cv2.polylines(line, [lid_pts], False, 255, max(1, int(round(0.6 * spread))), cv2.LINE_AA, _SHIFT)
+        weight = (0.35 * lashes * cv2.GaussianBlur(line.astype(np.float32) / 255.0, (0, 0), 0.7))[..., None]
+        region = region * (1 - weight) + 0.45 * lid_colour * weight
+    frame[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
 
 def eyelid_colour(image: np.ndarray, upper: np.ndarray, brow: np.ndarray) -> np.ndarray:

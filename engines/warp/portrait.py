@@ -15,7 +15,7 @@ import numpy as np
 
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
-from engines.warp.retarget import face_axes
+from engines.warp.expressions import FaceFrame
 from hellomeme_batch.faces import FaceIndex
 
 # How much of the face's motion each head loop takes (near loop, far loop).
@@ -88,47 +88,67 @@ class PortraitRig:
         self._lid_offset_source = src[self.mesh.eyelid_copies].astype(np.float64) - self._lid_partner_source
         self._copy_slice = slice(NUM_MESH_LANDMARKS, NUM_MESH_LANDMARKS + len(self.mesh.eyelid_copies))
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.mesh.image_size
+    def _scale_of(self, target: np.ndarray) -> float:
+        """How much larger the face is drawn in ``target`` than in the reference."""
+        length = np.linalg.norm(target[FaceIndex.EYE_OUTER_LEFT] - target[FaceIndex.EYE_OUTER_RIGHT])
+        return float(length / self._face_length)
 
-    def vertices(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(target, source) vertex positions of the mesh for target landmarks (478, 3)."""
+    def vertices(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target, source) vertex positions and target depths of the mesh for target landmarks (478, 3)."""
         mesh = self.mesh
         target_xy = target[:NUM_MESH_LANDMARKS, :2]
         moved = mesh.source.astype(np.float64).copy()
         moved[:NUM_MESH_LANDMARKS] = target_xy
         moved[self._copy_slice] = target_xy[mesh.eyelid_copies]
         motion = fit_similarity_2d(self.landmarks[self._rigid, :2], target[self._rigid, :2])
+        inner_source = mesh.source[list(FaceIndex.FACE_OVAL)].astype(np.float64)
+        inner_target = target_xy[list(FaceIndex.FACE_OVAL)]
         for k, follow in enumerate(HEAD_LOOP_FOLLOW):
             loop = mesh.source[mesh.loop(k)].astype(np.float64)
             carried = loop @ motion[:, :2].T + motion[:, 2]
-            moved[mesh.loop(k)] = loop + follow * (carried - loop)
+            placed = loop + follow * (carried - loop)
+            # Keep at least half the original clearance from the loop inside (the face oval or
+            # the near loop), so the hair and background between them never fold.
+            gap = loop - inner_source
+            width = np.linalg.norm(gap, axis=1)
+            normal = (gap / np.maximum(width, 1e-9)[:, None]) @ motion[:, :2].T
+            normal /= np.maximum(np.linalg.norm(normal, axis=1), 1e-9)[:, None]
+            clearance = np.einsum("nc,nc->n", placed - inner_target, normal)
+            short = np.maximum(0.5 * width - clearance, 0.0)
+            placed += short[:, None] * normal
+            moved[mesh.loop(k)] = placed
+            inner_source, inner_target = loop, placed
 
         source = mesh.source.astype(np.float64).copy()
         # An eye that closes shows the lower part of its eyeball, unsquashed, as a lid would.
-        openness = np.concatenate([np.minimum(_gap(target, pairs) / np.maximum(ref, 1e-6), 1.0)
+        scale = self._scale_of(target)
+        openness = np.concatenate([np.minimum(_gap(target, pairs) / np.maximum(scale * ref, 1e-6), 1.0)
                                    for pairs, ref in zip(_EYE_PAIRS, self._eye_gaps)])
         source[self._copy_slice] = self._lid_partner_source + self._lid_offset_source * openness[:, None]
-        return moved, source
+        depth = np.zeros(mesh.num_vertices)
+        depth[:NUM_MESH_LANDMARKS] = target[:NUM_MESH_LANDMARKS, 2]
+        depth[self._copy_slice] = target[mesh.eyelid_copies, 2]
+        return moved, source, depth
 
     def render(self, target: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 frame of the portrait with its landmarks at ``target`` (478, 3)."""
         target = np.asarray(target, dtype=np.float64)
-        moved, source = self.vertices(target)
-        frame = self.warper.warp(self.image, moved.astype(np.float32), source.astype(np.float32))
+        moved, source, depth = self.vertices(target)
+        frame = self.warper.warp(self.image, moved.astype(np.float32), source.astype(np.float32), depth)
         style = self.config.overlay
+        scale = self._scale_of(target)
         if self.config.mouth_fill:
-            extra = (float(_gap(target, _MOUTH_PAIRS).max()) - self._mouth_gap) / self._face_length
+            extra = (float(_gap(target, _MOUTH_PAIRS).max()) / scale - self._mouth_gap) / self._face_length
             strength = float(np.clip(extra / style.mouth_full_at, 0.0, 1.0))
             if strength > 0:
-                _, down = face_axes(target)
+                down = FaceFrame.of(target).down
                 down2d = down[:2] / max(np.linalg.norm(down[:2]), 1e-9)
                 paint_mouth_interior(frame, target[list(FaceIndex.LIPS_INNER_UPPER), :2],
                                      target[list(FaceIndex.LIPS_INNER_LOWER), :2], down2d, strength, style)
         if self.config.eye_close:
             for (upper, lower, _), pairs, ref_gap, colour in zip(_EYES, _EYE_PAIRS, self._eye_gaps, self._lid_colours):
-                closure = 1.0 - float(_gap(target, pairs).mean() / max(ref_gap.mean(), 1e-6))
+                closure = 1.0 - float(_gap(target, pairs).mean() / max(scale * ref_gap.mean(), 1e-6))
                 if closure > 0:
-                    paint_eyelid(frame, target[list(upper), :2], target[list(lower), :2], closure, colour, style)
+                    spread = 0.3 * float(ref_gap.max()) * scale
+                    paint_eyelid(frame, target[list(upper), :2], target[list(lower), :2], closure, colour, spread, style)
         return frame

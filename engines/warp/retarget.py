@@ -9,6 +9,10 @@ expression and pose are the starting point:
   face-aligned frame -- scaled and rotated into the reference's face frame by the similarity
   between the driving frame 0 and the reference.
 
+Offsets from frame 0 lose what frame 0 already shows (a clip that starts mid-laugh would never
+open the reference's mouth), so by default the openings are then set absolutely: the mouth gap
+to the driving gap, each eye to the reference's own opening times the driving eye's openness.
+
 The reference's landmarks plus the offsets, moved by the head motion about the reference's face
 centre, are the targets.  Mediapipe's z is in pixels like x, so all of it is plain 3D geometry.
 """
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hellomeme_batch.faces import FaceIndex
+from engines.warp.expressions import FaceFrame, close_eyes, eye_gaps, mouth_gap, open_mouth
+from hellomeme_batch.faces import FaceIndex, smooth_in_time
 
 
 class RetargetError(ValueError):
@@ -37,6 +42,14 @@ class RetargetConfig:
     # Gaussian sigma (frames) smoothing the expression offsets against landmark jitter; blinks
     # last 2-4 frames at 15 fps, so keep it below 1.
     smoothing_sigma: float = 0.6
+    # The same for the head motion (rotation, scale, shift), whose jitter moves the whole head.
+    motion_smoothing_sigma: float = 1.0
+    # Set openings from the driving face rather than adding its changes from frame 0: the mouth
+    # gap as is (in eye-corner distances), each eye's gap relative to that eye's usual (90th
+    # percentile) opening in the clip.  A clip that starts mid-laugh or mid-blink then still
+    # laughs and blinks on the reference.
+    absolute_openings: bool = True
+    eye_open_percentile: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -96,26 +109,6 @@ def _rotation_power(rotation: np.ndarray, gain: float) -> np.ndarray:
     return np.eye(3) + np.sin(theta)[:, None, None] * k + (1 - np.cos(theta))[:, None, None] * (k @ k)
 
 
-def _smooth_in_time(values: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0 or len(values) < 2:
-        return values
-    radius = max(1, int(round(3 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
-    index = np.clip(np.arange(len(values))[:, None] + offsets[None], 0, len(values) - 1)
-    return np.einsum("tk,tk...->t...", weights[None].repeat(len(values), 0), values[index])
-
-
-def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit "right" (eye corner to eye corner) and "down" (forehead to chin) axes of one face, 3D."""
-    right = landmarks[FaceIndex.EYE_OUTER_RIGHT] - landmarks[FaceIndex.EYE_OUTER_LEFT]
-    right = right / np.linalg.norm(right)
-    down = landmarks[FaceIndex.CHIN] - landmarks[FaceIndex.FOREHEAD]
-    down = down - right * (down @ right)
-    return right, down / np.linalg.norm(down)
-
-
 # Pairs that must not cross: (upper, lower) along the face's "down" axis.
 _NON_CROSSING_PAIRS = tuple(
     pair
@@ -148,13 +141,17 @@ def compose_targets(reference: np.ndarray, offsets: np.ndarray, head: Similarity
     reference = np.asarray(reference, dtype=np.float64)
     if centre is None:
         centre = reference[list(FaceIndex.RIGID)].mean(axis=0)
-    _, down = face_axes(reference)
-    expressive = uncross_lids_and_lips(reference[None] + offsets, down)
+    expressive = uncross_lids_and_lips(reference[None] + offsets, FaceFrame.of(reference).down)
     return head.apply(expressive - centre) + centre
 
 
 def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig = RetargetConfig()) -> np.ndarray:
-    """(T, 478, 3) target landmarks for the reference (478, 3) following the driving (T, 478, 3)."""
+    """(T, 478, 3) target landmarks for the reference (478, 3) following the driving (T, 478, 3).
+
+    The head rotation comes from the 3D landmarks (not the track's solvePnP angles): it is the
+    rotation that also undoes the head motion for the expression, and it transferred pitch
+    better in measurements on the shared clips.
+    """
     reference = np.asarray(reference, dtype=np.float64)
     driving = np.asarray(driving, dtype=np.float64)
     if reference.shape != (478, 3) or driving.ndim != 3 or driving.shape[1:] != (478, 3):
@@ -164,18 +161,48 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     # Head motion of the driving face relative to its first frame.
     motion = fit_similarity(driving[0, rigid], driving[:, rigid])
     # Expression: each frame with its head motion undone, as offsets from frame 0.
-    offsets = motion.invert(driving) - driving[0]
-    offsets = _smooth_in_time(offsets, config.smoothing_sigma)
+    offsets = smooth_in_time(motion.invert(driving) - driving[0], config.smoothing_sigma)
+    aligned = driving[0] + offsets
     # Into the reference's face frame (size and orientation).
     to_reference = fit_similarity(driving[0, rigid], reference[rigid])
     offsets = to_reference.scale[0] * offsets @ to_reference.rotation[0].T * config.expression_gain
+    if config.absolute_openings:
+        offsets = offsets + _opening_corrections(reference, reference + offsets, aligned, config)
 
     # The driving face's centre shift, in reference pixels; the rotation and scale act about the
     # reference's face centre.
     centres = driving[:, rigid].mean(axis=1)
     shift = (centres - centres[0]) * to_reference.scale[0] * config.translation_gain
     shift[:, 2] = 0.0
-    head = Similarity3D(scale=motion.scale ** config.scale_gain,
-                        rotation=_rotation_power(motion.rotation, config.rotation_gain),
-                        translation=shift)
+    sigma = config.motion_smoothing_sigma
+    head = Similarity3D(scale=smooth_in_time(motion.scale, sigma) ** config.scale_gain,
+                        rotation=_rotation_power(_smooth_rotations(motion.rotation, sigma), config.rotation_gain),
+                        translation=smooth_in_time(shift, sigma))
     return compose_targets(reference, offsets, head)
+
+
+def _smooth_rotations(rotation: np.ndarray, sigma: float) -> np.ndarray:
+    """Rotations (T, 3, 3) averaged over time and projected back onto rotations (fine for small spreads)."""
+    if sigma <= 0 or len(rotation) < 2:
+        return rotation
+    u, _, vt = np.linalg.svd(smooth_in_time(rotation, sigma))
+    fix = np.ones((len(rotation), 3))
+    fix[:, -1] = np.sign(np.linalg.det(u @ vt))
+    return u @ (fix[:, :, None] * vt)
+
+
+def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned: np.ndarray,
+                         config: RetargetConfig) -> np.ndarray:
+    """(T, 478, 3) offsets that bring the mouth and eye openings of ``expressive`` to the driving's.
+
+    Mouth: the driving gap itself.  Eyes: the reference's own gap times the driving eye's
+    openness (its gap over its usual gap in the clip, capped a little above 1).
+    """
+    mouth_wanted = mouth_gap(aligned) * config.expression_gain
+    correction = open_mouth(reference, mouth_wanted - mouth_gap(expressive))
+    driving_eyes = eye_gaps(aligned)  # (T, 2)
+    usual = np.maximum(np.percentile(driving_eyes, config.eye_open_percentile, axis=0), 1e-3)
+    openness = np.clip(driving_eyes / usual, 0.0, 1.15)
+    reference_eyes = np.maximum(eye_gaps(reference), 1e-3)
+    closure = (eye_gaps(expressive) - reference_eyes * openness) / reference_eyes
+    return correction + close_eyes(reference, closure)

@@ -1,0 +1,186 @@
+"""Parametric expressions on face-mesh landmarks: open the mouth, close the eyes, smile.
+
+Each returns landmark offsets (478, 3) for one face, in that face's own frame (its "right" and
+"down" axes), with amounts in units of the face's outer-eye-corner distance ``L`` so they mean
+the same on any face.  Retargeting uses them to set mouth and eye openings to the driving
+clip's (a laughing first frame must not become the neutral pose); the demo uses them to script
+driving clips.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.warp.mesh import NUM_MESH_LANDMARKS, face_mesh_triangles
+from hellomeme_batch.faces import FaceIndex
+
+LIPS_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LIPS_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+MOUTH_CORNERS = (61, 78, 308, 291)
+_MOUTH_CENTRE_PAIR = (13, 14)
+EYES = (
+    (FaceIndex.EYE_LEFT_UPPER, FaceIndex.EYE_LEFT_LOWER),
+    (FaceIndex.EYE_RIGHT_UPPER, FaceIndex.EYE_RIGHT_LOWER),
+)
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """A face's own axes (unit 3D vectors), a centre and its outer-eye-corner distance."""
+
+    right: np.ndarray
+    down: np.ndarray
+    forward: np.ndarray
+    length: float
+
+    @classmethod
+    def of(cls, landmarks: np.ndarray) -> FaceFrame:
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        right = landmarks[FaceIndex.EYE_OUTER_RIGHT] - landmarks[FaceIndex.EYE_OUTER_LEFT]
+        length = float(np.linalg.norm(right))
+        right = right / length
+        down = landmarks[FaceIndex.CHIN] - landmarks[FaceIndex.FOREHEAD]
+        down = down - right * (down @ right)
+        down = down / np.linalg.norm(down)
+        return cls(right=right, down=down, forward=np.cross(right, down), length=length)
+
+    def coordinates(self, points: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v): positions along "right" and "down" from ``origin``, in units of ``length``."""
+        offset = (points - origin) / self.length
+        return offset @ self.right, offset @ self.down
+
+
+def _smoothstep(x: np.ndarray, start: float, end: float) -> np.ndarray:
+    t = np.clip((x - start) / (end - start), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+@functools.lru_cache(maxsize=1)
+def _mesh_neighbours() -> tuple[frozenset[int], ...]:
+    neighbours: list[set[int]] = [set() for _ in range(NUM_MESH_LANDMARKS)]
+    for a, b, c in face_mesh_triangles():
+        neighbours[a] |= {b, c}
+        neighbours[b] |= {a, c}
+        neighbours[c] |= {a, b}
+    return tuple(frozenset(n) for n in neighbours)
+
+
+def mouth_gap(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) or scalar: inner-lip gap at the mouth's centre along the face's "down", in units of L."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    single = landmarks.ndim == 2
+    batch = landmarks[None] if single else landmarks
+    gaps = np.array([(f[_MOUTH_CENTRE_PAIR[1]] - f[_MOUTH_CENTRE_PAIR[0]]) @ FaceFrame.of(f).down / FaceFrame.of(f).length
+                     for f in batch])
+    return gaps[0] if single else gaps
+
+
+def eye_gaps(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 2) or (2,): mean eyelid gap of each eye along the face's "down", in units of L."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    single = landmarks.ndim == 2
+    batch = landmarks[None] if single else landmarks
+    out = np.zeros((len(batch), 2))
+    for t, f in enumerate(batch):
+        frame = FaceFrame.of(f)
+        for e, (upper, lower) in enumerate(EYES):
+            out[t, e] = np.mean((f[list(lower[1:-1])] - f[list(upper[1:-1])]) @ frame.down) / frame.length
+    return out[0] if single else out
+
+
+def mouth_open_weights(landmarks: np.ndarray) -> np.ndarray:
+    """(478,) how far each landmark moves when the lower lip drops by one unit.
+
+    Lower lip and chin 1, upper lip 0, mouth corners 1/2; below the mouth the weight fades
+    towards the jaw's hinge at the sides.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    frame = FaceFrame.of(landmarks)
+    origin = (landmarks[78] + landmarks[308]) / 2
+    u, v = frame.coordinates(landmarks, origin)
+    half_width = abs(u[308] - u[78]) / 2
+    # The upper inner lip's height at each point's u, interpolated along the lip.
+    upper = np.array(FaceIndex.LIPS_INNER_UPPER)
+    order = np.argsort(u[upper])
+    lip_line = np.interp(u, u[upper][order], v[upper][order])
+    below = v - lip_line
+    weights = _smoothstep(below, 0.0, 0.25) * (1.0 - _smoothstep(np.abs(u), half_width + 0.05, 0.9))
+    # Inside the lips, membership decides: the lower lip moves with the jaw, the upper lip stays.
+    lip_outer_lower = np.array(LIPS_OUTER_LOWER)
+    outer_line = np.interp(u, np.sort(u[lip_outer_lower]), v[lip_outer_lower][np.argsort(u[lip_outer_lower])])
+    in_lower_lip = (np.abs(u) <= half_width + 0.02) & (below > -1e-6) & (v <= outer_line + 0.02)
+    weights[in_lower_lip] = 1.0
+    weights[list(FaceIndex.LIPS_INNER_LOWER)] = 1.0
+    weights[list(FaceIndex.LIPS_INNER_UPPER)] = 0.0
+    weights[list(LIPS_OUTER_UPPER)] = 0.0
+    weights[list(MOUTH_CORNERS)] = 0.5
+    weights[NUM_MESH_LANDMARKS:] = 0.0  # irises
+    return weights
+
+
+def open_mouth(landmarks: np.ndarray, amount: float | np.ndarray) -> np.ndarray:
+    """Offsets that widen the inner-lip gap by ``amount`` (units of L; negative closes).
+
+    ``amount`` may be (T,) for many frames of the same face: the result is then (T, 478, 3).
+    """
+    frame = FaceFrame.of(landmarks)
+    field = mouth_open_weights(landmarks)[:, None] * frame.down * frame.length
+    amount = np.asarray(amount, dtype=np.float64)
+    return amount[..., None, None] * field
+
+
+def eyelid_weights(landmarks: np.ndarray, eye: int) -> tuple[np.ndarray, np.ndarray]:
+    """(upper-lid landmarks, their lower partners) and (478,) weights of the skin that follows the lid.
+
+    The lid itself has weight 1; the mesh rings above it 0.5 and 0.2, so the skin stretches
+    instead of the lid sliding under it.
+    """
+    upper, lower = EYES[eye]
+    lid = list(upper[1:-1])
+    weights = np.zeros(len(landmarks))
+    weights[lid] = 1.0
+    frame = FaceFrame.of(landmarks)
+    _, v = frame.coordinates(np.asarray(landmarks, dtype=np.float64), landmarks[lid].mean(axis=0))
+    ring, seen = set(lid), set(lid) | set(upper) | set(lower)
+    neighbours = _mesh_neighbours()
+    for weight in (0.5, 0.2):
+        ring = {n for i in ring for n in neighbours[i] if n not in seen and v[n] < 0}
+        seen |= ring
+        weights[list(ring)] = weight
+    return weights, np.array(lid)
+
+
+def close_eyes(landmarks: np.ndarray, closure: np.ndarray) -> np.ndarray:
+    """Offsets that close each eye by a fraction of its current gap: ``closure`` (..., 2), 1 = shut.
+
+    Negative closure opens the eye; the result is (..., 478, 3).
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    closure = np.asarray(closure, dtype=np.float64)
+    frame = FaceFrame.of(landmarks)
+    gaps = eye_gaps(landmarks) * frame.length  # pixels, per eye
+    offsets = np.zeros(closure.shape[:-1] + landmarks.shape)
+    for eye in range(2):
+        weights, _ = eyelid_weights(landmarks, eye)
+        field = weights[:, None] * frame.down * gaps[eye]
+        offsets += closure[..., eye, None, None] * field
+    return offsets
+
+
+def smile(landmarks: np.ndarray, amount: float | np.ndarray) -> np.ndarray:
+    """Offsets that pull the mouth corners out and up by ``amount`` (units of L), cheeks following."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    frame = FaceFrame.of(landmarks)
+    amount = np.asarray(amount, dtype=np.float64)
+    offsets = np.zeros(amount.shape + landmarks.shape)
+    width = np.linalg.norm(landmarks[291] - landmarks[61])
+    for corner, side in ((61, -1.0), (291, 1.0)):
+        pull = (0.55 * side * frame.right - 0.45 * frame.down) * frame.length
+        distance = np.linalg.norm(landmarks - landmarks[corner], axis=1)
+        weight = np.exp(-0.5 * (distance / (0.45 * width)) ** 2)
+        weight[NUM_MESH_LANDMARKS:] = 0.0
+        offsets += amount[..., None, None] * weight[:, None] * pull
+    return offsets

@@ -1,0 +1,73 @@
+"""A manifest mixing 40+ bad rows with good and awkward ones: bad rows fail alone, with reasons."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from hellomeme_batch import media
+from hellomeme_batch.manifest_builder import write_manifest
+from jobs.cli import main as cli_main
+from tests.bad_inputs import build_corpus
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def corpus_run(ray_local, media_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    cases = build_corpus(folder / "inputs", media_dir)
+    manifest = folder / "manifest.parquet"
+    write_manifest([case.row for case in cases], str(manifest))
+    out = folder / "out"
+    code = cli_main([
+        "render", str(manifest), "--output", str(out),
+        "--allow-root", str(folder / "inputs"), "--allow-root", str(media_dir), "--allow-root", str(out),
+    ])
+    results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
+    return cases, results, code
+
+
+def test_corpus_is_large_enough(corpus_run):
+    cases, _, _ = corpus_run
+    assert sum(case.expect == "failed" for case in cases) >= 40
+
+
+def test_job_ends_with_exit_2_and_one_result_per_row(corpus_run):
+    cases, results, code = corpus_run
+    assert code == 2
+    assert [r["row_index"] for r in results] == list(range(len(cases)))
+
+
+def test_each_bad_row_fails_naming_row_input_and_cause(corpus_run):
+    cases, results, _ = corpus_run
+    problems = []
+    for index, (case, result) in enumerate(zip(cases, results)):
+        if case.expect != "failed":
+            continue
+        error = (result["error"] or "").lower()
+        if result["status"] != "failed":
+            problems.append(f"row {index} {case.row['id']!r}: status {result['status']}")
+            continue
+        if f"row {index} " not in error:
+            problems.append(f"row {index}: error does not name the row: {error}")
+        missing = [word for word in case.words if word.lower() not in error]
+        if missing:
+            problems.append(f"row {index} {case.row['id']!r}: error lacks {missing}: {error}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
+    cases, results, _ = corpus_run
+    for case, result in zip(cases, results):
+        if case.expect != "ok":
+            continue
+        assert result["status"] == "ok", (case.row["id"], result["error"])
+        clip_frames = media.count_frames(case.row["driving_uri"])
+        assert abs(media.count_frames(result["output_uri"]) - clip_frames) <= 1, case.row["id"]
+        assert media.probe(result["output_uri"]).has_audio == media.probe(case.row["driving_uri"]).has_audio
+
+
+def test_no_secret_in_any_error(corpus_run):
+    _, results, _ = corpus_run
+    assert not any("canary-secret-123" in (r["error"] or "") + (r["output_uri"] or "") for r in results)

@@ -1,0 +1,126 @@
+"""Faults mid-job: a render actor killed, a worker node removed, the driver killed and rerun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+
+from hellomeme_batch import media
+from hellomeme_batch.manifest_builder import pair_folders, write_manifest
+from pipelines.config import RenderJobConfig
+from pipelines.render_job import run_render_job
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.ray
+
+
+def _manifest(media_dir: Path, folder: Path, count: int) -> Path:
+    rows = pair_folders(str(media_dir / "reference_images"), str(media_dir / "drive_videos"), "zip")[:count]
+    for row in rows:
+        row["max_seconds"] = 2.0  # short renders keep the test quick; every row still takes seconds
+    path = folder / "manifest.parquet"
+    write_manifest(rows, str(path))
+    return path
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(process.info.get("cmdline") or []) + " " + (process.info.get("name") or "")
+        if marker in text:
+            found.append(process)
+    return found
+
+
+def _outputs(folder: Path) -> set[str]:
+    return {p.stem for p in folder.glob("*.mp4")} if folder.exists() else set()
+
+
+def _assert_exactly_once(report, out: Path, count: int) -> None:
+    ids = [r["id"] for r in report.results]
+    assert len(ids) == len(set(ids)) == count
+    assert report.summary.ok == count, [r["error"] for r in report.results if r["error"]]
+    assert len(_outputs(out)) == count
+    for path in out.glob("*.mp4"):
+        assert media.count_frames(str(path)) > 0
+
+
+def _run_in_thread(config: RenderJobConfig):
+    box: dict = {}
+
+    def target():
+        try:
+            box["report"] = run_render_job(config)
+        except BaseException as exc:  # handed to the test thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def test_killed_render_actor_is_replaced_and_every_row_ok_once(ray_local, media_dir, tmp_path):
+    manifest = _manifest(media_dir, tmp_path, 6)
+    out = tmp_path / "out"
+    thread, box = _run_in_thread(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+    _wait_for(lambda: _outputs(out), 300, "the first output")
+    renderers = _wait_for(lambda: _processes("FrameRenderer"), 60, "a render actor process")
+    for process in renderers:
+        os.kill(process.pid, signal.SIGKILL)
+    thread.join(600)
+    assert "error" not in box, box.get("error")
+    _assert_exactly_once(box["report"], out, 6)
+
+
+def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_path):
+    manifest = _manifest(media_dir, tmp_path, 6)
+    out = tmp_path / "out"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local"],
+        cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: len(_outputs(out)) >= 2 or driver.poll() is not None, 300, "two outputs")
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        for process in _processes(str(ray_tmp)):  # the killed driver's local Ray instance
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    finished = _outputs(out)
+    assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
+    for path in out.glob("*.mp4"):  # nothing half-written under a final name
+        assert media.count_frames(str(path)) > 0
+    report = run_render_job(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+    rendered = {r["id"] for r in report.results if r["status"] == "ok"}
+    skipped = {r["id"] for r in report.results if r["status"] == "skipped"}
+    assert skipped == finished
+    assert rendered == {r["id"] for r in report.results} - finished
+    assert len(_outputs(out)) == 6

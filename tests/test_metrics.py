@@ -1,0 +1,234 @@
+"""The job's metrics: the driver's endpoint follows a render as it runs, the workers export through Ray."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hellomeme_batch.manifest_builder import write_manifest
+from hellomeme_batch.metrics import (DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT, WORKER_METRICS, DriverMetrics,
+                                     MetricsEndpoint, gpu_readings)
+from jobs.cli import build_parser
+from jobs.render import served_metrics
+from pipelines.config import RenderJobConfig
+from pipelines.render_job import run_render_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+RAY_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "otel_scope_name",
+              "otel_scope_schema_url", "otel_scope_version", "job_id"}
+
+
+def scrape(url: str, job_id: str | None = None) -> dict[str, float]:
+    """Every sample on a Prometheus endpoint as ``name{label="v",...}`` -> value, labels sorted.
+
+    With ``job_id`` (a Ray endpoint): only that job's samples, Ray's own labels (node, worker,
+    session) dropped and the samples that differ only by them summed -- one value per series.
+    """
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode("utf-8")
+    samples: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if job_id is not None and sample.labels.get("job_id") != job_id:
+                continue
+            dropped = RAY_LABELS if job_id is not None else set()
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k not in dropped)
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] += sample.value
+    return dict(samples)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_worker_metrics_are_a_no_op_without_ray():
+    code = (
+        "import sys\n"
+        "from hellomeme_batch.metrics import worker_metrics\n"
+        "m = worker_metrics()\n"
+        "m.row_started(); m.frames_decoded(3); m.frames_rendered(3); m.windows_in_flight(2)\n"
+        "m.row_finished('ok', {'decode': 0.1}); m.sample_gpus()\n"
+        "assert 'ray' not in sys.modules, 'recording imported Ray'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, timeout=60)
+
+
+def fake_torch(initialized: bool, utilization_error: bool = False):
+    def utilization(device):
+        if utilization_error:
+            raise ModuleNotFoundError("pynvml")
+        return 87
+
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True, is_initialized=lambda: initialized, device_count=lambda: 2,
+        memory_allocated=lambda device: 1000 * (device + 1), memory_reserved=lambda device: 4000 * (device + 1),
+        utilization=utilization,
+    )
+    return types.SimpleNamespace(cuda=cuda)
+
+
+def test_gpu_readings_come_only_from_a_process_that_uses_cuda():
+    assert gpu_readings(fake_torch(initialized=False)) == []
+    readings = gpu_readings(fake_torch(initialized=True))
+    assert [(r.device, r.allocated_bytes, r.reserved_bytes, r.utilization_percent) for r in readings] == [
+        (0, 1000, 4000, 87.0), (1, 2000, 8000, 87.0)]
+    assert [r.utilization_percent for r in gpu_readings(fake_torch(True, utilization_error=True))] == [None, None]
+
+
+def test_driver_counters_follow_the_rows():
+    metrics = DriverMetrics()
+    metrics.job_planned(total=4, pending=2)
+    metrics.row_finished({"status": "skipped", "frames": 0}, from_pipeline=False)
+    metrics.row_finished({"status": "ok", "frames": 30, "seconds_decode": 1.5, "seconds_render": 4.0,
+                          "seconds_write": 0.0}, from_pipeline=True)
+    value = metrics.registry.get_sample_value
+    assert value("hellomeme_job_rows_in_flight") == 1
+    assert value("hellomeme_job_rows_finished_total", {"status": "ok"}) == 1
+    assert value("hellomeme_job_rows_finished_total", {"status": "failed"}) == 0
+    assert value("hellomeme_job_frames_rendered_total") == 30
+    assert value("hellomeme_job_stage_seconds_sum", {"stage": "render"}) == 4.0
+    assert value("hellomeme_job_stage_seconds_count", {"stage": "write"}) is None  # never reached
+    metrics.job_finished(12.0)
+    assert value("hellomeme_job_running") == 0 and value("hellomeme_job_seconds") == 12.0
+
+
+def test_render_serves_metrics_on_loopback_by_default_and_survives_a_busy_port(caplog):
+    args = build_parser().parse_args(["render", "m.parquet", "--output", "out"])
+    assert (args.metrics_host, args.metrics_port) == (DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT) == ("127.0.0.1", 9471)
+    port = free_port()
+    with served_metrics("127.0.0.1", port) as metrics:
+        metrics.job_planned(total=3, pending=3)
+        assert scrape(f"http://127.0.0.1:{port}/metrics")["hellomeme_job_rows"] == 3
+        with served_metrics("127.0.0.1", port) as second:  # another job holds the port: warn, go on
+            second.job_planned(total=1, pending=1)
+        assert "metrics endpoint not started" in caplog.text
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+
+def test_dashboard_queries_only_metrics_the_job_exports():
+    dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    queried = {name for expr in exprs for name in re.findall(r"\b(?:ray_)?hellomeme_\w+", expr)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    driver = {family.name + suffix for family in DriverMetrics().registry.collect() for suffix in suffixes[family.type]}
+    workers = {name for metric in WORKER_METRICS for name in metric.exported_names()}
+    assert queried and queried <= driver | workers, queried - driver - workers
+    assert {name for name in queried if name.startswith("ray_")}, "the workers' metrics are on the dashboard"
+
+
+@pytest.fixture(scope="module")
+def watched_render(ray_local, media_dir, tmp_path_factory):
+    """A 4-row render (2 ok, 1 failed, 1 skipped) whose driver endpoint is scraped as each row finishes."""
+    folder = tmp_path_factory.mktemp("metrics-run")
+    drives, portraits = media_dir / "drive_videos", media_dir / "reference_images"
+    rows = [
+        {"id": "tbh", "reference_uri": str(portraits / "kjl.jpg"), "driving_uri": str(drives / "tbh.mp4"),
+         "max_seconds": 1.0},
+        {"id": "missing", "reference_uri": str(portraits / "kjl.jpg"), "driving_uri": str(folder / "nope.mp4")},
+        {"id": "done", "reference_uri": str(portraits / "kjl.jpg"), "driving_uri": str(drives / "tbh.mp4")},
+        {"id": "qie", "reference_uri": str(portraits / "zzj.jpg"), "driving_uri": str(drives / "qie.mp4"),
+         "max_seconds": 1.0},
+    ]
+    write_manifest(rows, str(folder / "manifest.parquet"))
+    (folder / "out").mkdir()
+    (folder / "out" / "done.mp4").write_bytes(b"rendered by an earlier run")
+    metrics = DriverMetrics()
+    with MetricsEndpoint(metrics.registry, "127.0.0.1", 0) as endpoint:
+        during: list[tuple[int, dict[str, float]]] = []
+        polled: list[dict[str, float]] = []
+        finished = threading.Event()
+
+        def poll() -> None:  # a scraper that knows nothing of the job, as Prometheus would be
+            while not finished.wait(0.2):
+                polled.append(scrape(endpoint.url))
+
+        def on_result(row, done, total):
+            during.append((done, scrape(endpoint.url)))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        config = RenderJobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(folder / "out"),
+                                 size=256, report=False)
+        try:
+            report = run_render_job(config, on_result=on_result, metrics=metrics)
+        finally:
+            finished.set()
+            poller.join(timeout=15)
+        after = scrape(endpoint.url)
+    return report, during, polled, after
+
+
+@pytest.mark.ray
+def test_driver_endpoint_shows_the_render_progress_during_and_after(watched_render):
+    report, during, polled, after = watched_render
+    statuses = [row["status"] for row in report.results]
+    assert statuses == ["ok", "failed", "skipped", "ok"], report.results
+    total = len(statuses)
+
+    def finished(sample):
+        return sum(sample[f'hellomeme_job_rows_finished_total{{status="{s}"}}'] for s in ("ok", "failed", "skipped"))
+
+    assert [done for done, _ in during] == list(range(1, total + 1))
+    for done, sample in during:  # each scrape, taken as a row finished, counts exactly the rows done
+        assert finished(sample) == done
+        assert sample["hellomeme_job_rows"] == total and sample["hellomeme_job_running"] == 1
+        assert sample["hellomeme_job_rows_in_flight"] == sample["hellomeme_job_rows_started_total"] - (
+            done - 1)  # one row (skipped) settled without the pipeline
+    mid_run = [sample for done, sample in during if done < total]
+    assert mid_run and all(sample["hellomeme_job_rows_in_flight"] > 0 for sample in mid_run)
+    assert polled and [finished(sample) for sample in polled] == sorted(finished(sample) for sample in polled)
+
+    assert finished(after) == total
+    assert after['hellomeme_job_rows_finished_total{status="ok"}'] == 2
+    assert after['hellomeme_job_rows_finished_total{status="failed"}'] == 1
+    assert after['hellomeme_job_rows_finished_total{status="skipped"}'] == 1
+    assert after["hellomeme_job_rows_started_total"] == 3
+    assert after["hellomeme_job_rows_in_flight"] == 0 and after["hellomeme_job_running"] == 0
+    assert after["hellomeme_job_frames_rendered_total"] == sum(row["frames"] for row in report.results) > 0
+    assert after['hellomeme_job_stage_seconds_count{stage="render"}'] == 2
+    assert after['hellomeme_job_stage_seconds_count{stage="decode"}'] == 3  # the failed row got that far
+
+
+@pytest.mark.ray
+def test_workers_export_their_metrics_through_ray(watched_render):
+    import ray
+
+    report, *_ = watched_render
+    frames = sum(row["frames"] for row in report.results)
+    (node,) = [node for node in ray.nodes() if node["Alive"]]
+    url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    job_id = ray.get_runtime_context().get_job_id()
+    # This Ray job (the test session's driver) may have rendered before, so its counters are at least ours.
+    wanted = {
+        "ray_hellomeme_rows_started_total": 3,
+        'ray_hellomeme_rows_finished_total{status="ok"}': 2,
+        'ray_hellomeme_rows_finished_total{status="failed"}': 1,
+        "ray_hellomeme_frames_rendered_total": frames,
+        'ray_hellomeme_stage_seconds_count{stage="render"}': 2,
+    }
+    deadline = time.monotonic() + 60  # each worker reports to its node's agent every few seconds
+    while True:
+        exported = scrape(url, job_id)
+        missing = {name: exported.get(name) for name, least in wanted.items() if exported.get(name, 0) < least}
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not missing, f"not exported (yet) by Ray's metrics agent: {missing}"
+    assert exported.get("ray_hellomeme_frames_decoded_total", 0) >= frames

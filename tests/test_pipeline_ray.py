@@ -1,0 +1,115 @@
+"""The whole pipeline through a local Ray instance, on real pairs and on generated clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from hellomeme_batch import faces, media
+from hellomeme_batch.manifest_builder import pair_folders, write_manifest
+from hellomeme_batch.results import read_results
+from jobs.cli import main as cli_main
+from pipelines.config import RenderJobConfig
+from pipelines.render_job import run_render_job
+from tests.face_follow import compare
+
+pytestmark = pytest.mark.ray
+
+MIN_PEARSON = 0.8
+
+
+@pytest.fixture(scope="module")
+def shared_run(ray_local, media_dir, tmp_path_factory):
+    """The 8 shared driving clips, each with a shared portrait, rendered once for this module."""
+    folder = tmp_path_factory.mktemp("shared-run")
+    rows = pair_folders(str(media_dir / "reference_images"), str(media_dir / "drive_videos"), "zip")[:8]
+    manifest = folder / "manifest.parquet"
+    write_manifest(rows, str(manifest))
+    config = RenderJobConfig(manifest_uri=str(manifest), output_uri=str(folder / "out"))
+    report = run_render_job(config)
+    return rows, report, folder
+
+
+def test_every_row_ok_and_results_table_written(shared_run):
+    rows, report, folder = shared_run
+    assert report.summary.ok == len(rows) == 8, [r["error"] for r in report.results if r["error"]]
+    table = read_results(str(folder / "out")).to_pylist()
+    assert [r["id"] for r in table] == [r["id"] for r in rows]
+    assert all(r["status"] == "ok" and r["frames"] > 0 and r["seconds_render"] > 0 for r in table)
+
+
+def test_outputs_decode_last_as_long_as_their_clip_and_keep_audio(shared_run):
+    rows, report, _ = shared_run
+    for row, result in zip(rows, report.results):
+        clip_info = media.probe(row["driving_uri"])
+        out_info = media.probe(result["output_uri"])
+        assert out_info.width == out_info.height == 512 and out_info.pix_fmt.startswith("yuv420p")
+        assert out_info.fps == clip_info.fps
+        clip_frames = media.count_frames(row["driving_uri"])
+        assert abs(media.count_frames(result["output_uri"]) - clip_frames) <= 1, row["id"]
+        assert out_info.has_audio == clip_info.has_audio
+
+
+def test_faces_follow_their_clips(shared_run):
+    rows, report, _ = shared_run
+    tracker = faces.FaceTracker()
+    checked = 0
+    failures = []
+    for row, result in zip(rows, report.results):
+        for match in compare(result["output_uri"], row["driving_uri"], tracker):
+            if match.pearson is None:
+                continue
+            checked += 1
+            if match.pearson < MIN_PEARSON:
+                failures.append(f"{row['id']} {match.name}: r={match.pearson:.2f} (clip std {match.clip_std:.3f})")
+    assert checked >= 8, "too few signals moved beyond their noise floor to judge"
+    assert not failures, failures
+
+
+def test_engine_does_not_return_the_reference_unchanged(shared_run):
+    rows, report, _ = shared_run
+    clip = media.decode_clip(report.results[0]["output_uri"], None, media.MediaLimits())
+    frames = clip.frames.astype(np.float32)
+    assert np.abs(frames - frames[0]).mean(axis=(1, 2, 3)).max() > 2.0  # the face moves
+
+
+def test_rerun_skips_finished_rows_and_renders_deleted_ones(shared_run):
+    rows, report, folder = shared_run
+    out = folder / "out"
+    deleted = [rows[1]["id"], rows[4]["id"]]
+    for meme_id in deleted:
+        (out / f"{meme_id}.mp4").unlink()
+    config = RenderJobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(out))
+    again = run_render_job(config)
+    rendered = sorted(r["id"] for r in again.results if r["status"] == "ok")
+    assert rendered == sorted(deleted)
+    assert again.summary.skipped == len(rows) - len(deleted)
+
+
+def test_cli_exit_codes_and_bad_rows(ray_local, media_dir, tmp_path, capsys):
+    reference = str(media_dir / "reference_images" / "kjl.jpg")
+    clip = str(media_dir / "drive_videos" / "tbh.mp4")
+    rows = [
+        {"id": "good", "reference_uri": reference, "driving_uri": clip},
+        {"id": "missing", "reference_uri": reference, "driving_uri": str(tmp_path / "nope.mp4")},
+        {"id": "swapped", "reference_uri": clip, "driving_uri": reference},
+        {"id": "good", "reference_uri": reference, "driving_uri": clip},
+    ]
+    manifest = tmp_path / "m.parquet"
+    write_manifest(rows, str(manifest))
+    out = tmp_path / "out"
+    assert cli_main(["render", str(manifest), "--output", str(out)]) == 2
+    printed = capsys.readouterr().out
+    assert "1 ok, 3 failed" in printed
+    results = {r["row_index"]: r for r in pq.read_table(out / "_results" / "results.parquet").to_pylist()}
+    assert results[0]["status"] == "ok"
+    assert "nope.mp4 not found" in results[1]["error"]
+    assert "reference" in results[2]["error"] and "not an image" in results[2]["error"]
+    assert "duplicate id" in results[3]["error"]
+    # A rerun renders nothing new; the good row is skipped, the bad rows fail again.
+    assert cli_main(["render", str(manifest), "--output", str(out)]) == 2
+    assert "0 ok, 3 failed, 1 skipped" in capsys.readouterr().out
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    assert cli_main(["render", str(bad), "--output", str(out)]) == 1
