@@ -14,15 +14,12 @@ from typing import Any
 import numpy as np
 
 from hellomeme_batch import faces
+from hellomeme_batch.storage import redact
 from hellomeme_batch.work import MemeWork, pack_batch, run_stage, unpack_batch
 
 
-def fit_inside(box: faces.CropBox, height: int, width: int) -> faces.CropBox:
-    """Shrink and shift a crop so it lies inside the image where it can (no padded borders on a portrait)."""
-    side = min(box.side, float(height), float(width))
-    x0 = min(max(box.x0 + (box.side - side) / 2, 0.0), width - side)
-    y0 = min(max(box.y0 + (box.side - side) / 2, 0.0), height - side)
-    return faces.CropBox(x0=x0, y0=y0, side=side)
+class InputFaceError(Exception):
+    """No usable face in one of a row's inputs; the message names the input."""
 
 
 class PoseExtractor:
@@ -33,13 +30,18 @@ class PoseExtractor:
         self.tracker = faces.FaceTracker()
 
     def extract(self, work: MemeWork) -> MemeWork:
-        reference_track = self.tracker.detect(work.reference_image)
-        height, width = work.reference_image.shape[:2]
-        reference_box = fit_inside(faces.stable_crop_box(reference_track), height, width)
+        try:
+            reference_track = self.tracker.detect(work.reference_image)
+        except faces.FaceError as exc:
+            raise InputFaceError(f"reference {redact(work.spec.reference_uri)}: {exc}") from None
+        reference_box = faces.stable_crop_box(reference_track)  # kept inside the image: no padded borders
         reference = faces.crop_frames(work.reference_image[None], reference_box, self.size)[0]
 
         clip = work.clip
-        driving_track = self.tracker.track(clip.frames)
+        try:
+            driving_track = self.tracker.track(clip.frames)
+        except faces.FaceError as exc:
+            raise InputFaceError(f"driving video {redact(work.spec.driving_uri)}: {exc}") from None
         driving_box = faces.stable_crop_box(driving_track)
         driving_frames = faces.crop_frames(clip.frames, driving_box, self.size)
         return replace(

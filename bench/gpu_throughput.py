@@ -190,8 +190,8 @@ class ReferenceStyleRenderer:
                         if denoise_pass.conditioned_on_ends:
                             first, last = ends[window[0]], ends[window[-1]]
                             pad = UNetFeatures(
-                                tuple(torch.stack([a, b], dim=1).to(self.device) for a, b in zip(first.down, last.down)),
-                                tuple(torch.stack([a, b], dim=1).to(self.device) for a, b in zip(first.up, last.up)),
+                                tuple(torch.stack(pair, dim=1).to(self.device) for pair in zip(first.down, last.down)),
+                                tuple(torch.stack(pair, dim=1).to(self.device) for pair in zip(first.up, last.up)),
                             )
                         noise = denoiser(
                             torch.cat([sample, sample]), timestep.to(self.device), text,
@@ -255,7 +255,8 @@ class GpuBusySampler:
         except Exception:  # noqa: BLE001 -- NVML bindings absent or unusable: try the CLI
             pass
         if shutil.which("nvidia-smi"):
-            command = ["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+            command = ["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu",
+                       "--format=csv,noheader,nounits"]
             return lambda: float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
         return None
 
@@ -267,7 +268,7 @@ class GpuBusySampler:
                 pass
             time.sleep(self.interval)
 
-    def __enter__(self) -> "GpuBusySampler":
+    def __enter__(self) -> GpuBusySampler:
         if self._read is not None:
             self._thread.start()
         return self
@@ -413,7 +414,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if not args.no_baseline:
         baseline = measure_baseline(components, synthetic_requests(1, baseline_frames, size, face_size, steps))
 
-    device_name = torch.cuda.get_device_name(device) if on_gpu else f"CPU (tiny model, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    device_name = torch.cuda.get_device_name(device) if on_gpu else f"CPU (tiny model, {threads} threads)"
     results = {
         "device": device_name,
         "ours_fps": ours.frames_per_second,
@@ -434,8 +436,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "peak GPU memory: " + ("n/a" if ours.peak_memory_gib is None else f"{ours.peak_memory_gib:.1f} GiB"),
     ]
     if baseline is not None:
-        lines.append(f"baseline (reference implementation's way): {baseline.frames} frames in {baseline.seconds:.1f} s = "
-                     f"{baseline.frames_per_second:.2f} frames/s")
+        lines.append(f"baseline (reference implementation's way): {baseline.frames} frames in "
+                     f"{baseline.seconds:.1f} s = {baseline.frames_per_second:.2f} frames/s")
         lines.append(f"ratio ours / baseline: {results['ratio']:.2f}x")
     for line in lines:
         print(line)

@@ -63,9 +63,19 @@ def _run_ffmpeg(args: list[str], timeout: float, stdin: bytes | None = None) -> 
         raise MediaError(f"ffmpeg did not finish within {timeout:.0f} s") from exc
 
 
-def _last_error_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+_LOG_PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
+
+
+def _last_error_line(stderr: bytes, most: int = 2) -> str:
+    """ffmpeg's own words for what went wrong: its first distinct messages, without addresses or temp paths."""
+    causes: list[str] = []
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        line = _LOG_PREFIX.sub("", line.strip())
+        if not line or "Error opening input file " in line or "Error opening output file " in line:
+            continue  # these only name our temp file; the line before says why
+        if line not in causes:
+            causes.append(line)
+    return "; ".join(causes[:most]) if causes else "no message"
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,7 @@ def encode_mp4(
     with tempfile.TemporaryDirectory(prefix="hm-encode-") as scratch:
         output_path = os.path.join(scratch, "out.mp4")
         args = ["-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-                "-framerate", f"{fps:.6f}", "-i", "pipe:0"]
+                "-framerate", f"{fps:.6f}", *_INPUT_OPTIONS, "-i", "pipe:0"]
         if audio:
             audio_path = os.path.join(scratch, "audio.aac")
             with open(audio_path, "wb") as handle:

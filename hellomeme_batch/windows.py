@@ -67,21 +67,33 @@ class WindowPlan:
 def blend_windows(plan: WindowPlan, window_values: Sequence[np.ndarray]) -> np.ndarray:
     """Combine per-window arrays (time on axis 0) into one array of ``plan.num_frames`` frames.
 
-    A frame covered by one window keeps that window's value; a frame covered by two gets the
-    weighted mean, weights from :meth:`WindowPlan.weights`.
+    A frame covered by one window keeps that window's value, copied; a frame covered by several
+    gets their weighted mean (weights from :meth:`WindowPlan.weights`), computed in float32 (float64
+    for float64 inputs) and rounded back for integer inputs.  Only shared frames are converted, so
+    a long clip of uint8 frames needs no float copy of the whole clip.
     """
     windows = plan.windows
     if len(window_values) != len(windows):
         raise ValueError(f"expected {len(windows)} windows, got {len(window_values)}")
-    first = np.asarray(window_values[0])
-    total = np.zeros((plan.num_frames,) + first.shape[1:], dtype=np.float64)
-    weight_sum = np.zeros(plan.num_frames, dtype=np.float64)
-    for window, weights, values in zip(windows, plan.weights(), window_values):
-        values = np.asarray(values)
-        if values.shape[0] != len(window):
-            raise ValueError(f"window at {window.start} has {values.shape[0]} frames, expected {len(window)}")
-        shape = (-1,) + (1,) * (values.ndim - 1)
-        total[window.start:window.stop] += values * weights.reshape(shape)
-        weight_sum[window.start:window.stop] += weights
-    out = total / weight_sum.reshape((-1,) + (1,) * (total.ndim - 1))
-    return out.astype(first.dtype) if np.issubdtype(first.dtype, np.floating) else out
+    values = [np.asarray(v) for v in window_values]
+    for window, array in zip(windows, values):
+        if array.shape[0] != len(window):
+            raise ValueError(f"window at {window.start} has {array.shape[0]} frames, expected {len(window)}")
+    dtype = values[0].dtype
+    sum_dtype = np.float64 if dtype == np.float64 else np.float32
+    out = np.empty((plan.num_frames,) + values[0].shape[1:], dtype=dtype)
+    covering: list[list[tuple[np.ndarray, float]]] = [[] for _ in range(plan.num_frames)]
+    for window, weights, array in zip(windows, plan.weights(), values):
+        for position, frame in enumerate(window):
+            covering[frame].append((array[position], float(weights[position])))
+    for frame, covers in enumerate(covering):
+        if len(covers) == 1:
+            out[frame] = covers[0][0]
+            continue
+        total = sum(value.astype(sum_dtype) * weight for value, weight in covers)
+        mean = total / sum(weight for _, weight in covers)
+        if np.issubdtype(dtype, np.integer):
+            limits = np.iinfo(dtype)
+            mean = np.clip(np.rint(mean), limits.min, limits.max)
+        out[frame] = mean
+    return out

@@ -40,6 +40,9 @@ class MemeWork:
     status: str = PENDING
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    # The row's time limit (seconds from its first stage); ffmpeg calls also carry their own.
+    time_limit_s: float | None = None
+    started_at: float | None = None
     # Filled by decode:
     clip: DecodedClip | None = None
     reference_image: np.ndarray | None = None
@@ -101,6 +104,11 @@ def run_stage(stage: str, fn: Callable[[MemeWork], MemeWork], work: MemeWork) ->
     """Run one stage on one pending row; errors become a failed row naming the row and the stage."""
     if work.status != PENDING:
         return work
+    if work.started_at is None:
+        work = replace(work, started_at=time.time())
+    elif work.time_limit_s is not None and time.time() - work.started_at > work.time_limit_s:
+        return work.failed(f"row {work.row_index} ({work.id}): {stage}: the row exceeded its time limit "
+                           f"of {work.time_limit_s:.0f} s")
     started = time.perf_counter()
     try:
         result = fn(work)

@@ -51,6 +51,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write no index.html report and no previews under _report/")
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,
                         help="longest driving clip accepted, in seconds")
+    parser.add_argument("--row-time-limit", type=float, default=RenderJobConfig.row_time_limit_s,
+                        help="seconds a row may take from its first stage before it fails (default: %(default)s)")
     parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                         help="fsspec storage option, e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000")
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",
@@ -96,4 +98,5 @@ def render_config(args: argparse.Namespace) -> RenderJobConfig:
         skip_existing=not args.no_skip_existing,
         render_batch_size=args.videos_per_batch,
         report=not args.no_report,
+        row_time_limit_s=args.row_time_limit,
     )

@@ -29,3 +29,4 @@ class RenderJobConfig:
     render_batch_size: int = 1  # videos per render call (GPU engines batch their windows)
     report: bool = True  # write {output}/index.html and the small previews it shows
     max_input_bytes: int = 2 * 1024**3
+    row_time_limit_s: float = 1800.0  # a row still unfinished this long after its first stage fails

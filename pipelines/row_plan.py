@@ -54,5 +54,5 @@ def plan_rows(table: pa.Table, config: RenderJobConfig, known_engines: tuple[str
         done = (f"{spec.id}.mp4" in existing) if spec.output_uri is None else (
             config.skip_existing and storage.exists(output_uri, config.storage_options))
         works.append(MemeWork(row_index=index, id=spec.id, spec=spec, output_uri=output_uri, engine=engine,
-                              status=SKIPPED if done else PENDING))
+                              status=SKIPPED if done else PENDING, time_limit_s=config.row_time_limit_s))
     return works

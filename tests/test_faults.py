@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from hellomeme_batch.manifest_builder import pair_folders, write_manifest
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
 from tests.conftest import REPO
+from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir
 
 pytestmark = pytest.mark.ray
 
@@ -93,12 +93,54 @@ def test_killed_render_actor_is_replaced_and_every_row_ok_once(ray_local, media_
     _assert_exactly_once(box["report"], out, 6)
 
 
+def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
+    """In a child process: a head plus a worker node; the worker node is removed once the first video exists."""
+    from ray.cluster_utils import Cluster
+
+    # Room for the pools and the tasks on the head alone once the worker is gone; object stores of a
+    # realistic size (Cluster's 150 MiB default backpressures a pipeline of 24 MiB rows to a halt).
+    store = 1024**3
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": store})
+    worker = cluster.add_node(num_cpus=2, object_store_memory=store)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        thread, box = _run_in_thread(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        _wait_for(lambda: _outputs(out), 300, "the first output")
+        outputs_before = len(_outputs(out))
+        cluster.remove_node(worker)
+        thread.join(600)
+        if "error" in box:
+            raise box["error"]
+        return {"outputs_before_removal": outputs_before, "results": box["report"].results}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_removed_worker_node_mid_job(media_dir, tmp_path):
+    manifest = _manifest(media_dir, tmp_path, 5)
+    out = tmp_path / "out"
+    ray_tmp = private_temp_dir("hm-node-")
+    try:
+        child = subprocess.run([sys.executable, __file__, str(manifest), str(out), str(tmp_path / "r.json")],
+                               cwd=REPO, env=isolated_environment(ray_tmp), capture_output=True, text=True,
+                               timeout=900)
+    finally:
+        end_processes_under(ray_tmp)
+    assert child.returncode == 0, child.stderr[-6000:]
+    outcome = json.loads((tmp_path / "r.json").read_text())
+    assert outcome["outputs_before_removal"] < 5, "the node was meant to go mid-job"
+    ids = [r["id"] for r in outcome["results"]]
+    assert len(ids) == len(set(ids)) == 5
+    assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
+    assert len(_outputs(out)) == 5
+
+
 def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_path):
     manifest = _manifest(media_dir, tmp_path, 6)
     out = tmp_path / "out"
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
+    ray_tmp = private_temp_dir("hm-drv-")
+    env = isolated_environment(ray_tmp)
     driver = subprocess.Popen(
         [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local"],
         cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -108,12 +150,7 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_pa
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
     finally:
-        for process in _processes(str(ray_tmp)):  # the killed driver's local Ray instance
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        end_processes_under(ray_tmp)  # the killed driver's local Ray instance
     finished = _outputs(out)
     assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
     for path in out.glob("*.mp4"):  # nothing half-written under a final name
@@ -124,3 +161,9 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_pa
     assert skipped == finished
     assert rendered == {r["id"] for r in report.results} - finished
     assert len(_outputs(out)) == 6
+
+
+if __name__ == "__main__":
+    manifest_arg, out_arg, report_arg = sys.argv[1:4]
+    outcome = run_job_losing_a_node(Path(manifest_arg), Path(out_arg))
+    Path(report_arg).write_text(json.dumps(outcome, default=str))

@@ -44,3 +44,18 @@ def test_non_utf8_id_is_reported_readably(tmp_path):
     config = RenderJobConfig(manifest_uri="unused", output_uri=str(tmp_path))
     (work,) = plan_rows(table, config, ("warp",))
     assert work.status == "failed" and "not valid UTF-8" in work.error and "\\xff" in work.id
+
+
+def test_a_row_past_its_time_limit_fails_at_the_next_stage():
+    import time
+
+    from hellomeme_batch.work import MemeWork, run_stage
+
+    work = MemeWork(row_index=3, id="slow", spec=None, output_uri=None, engine="warp", time_limit_s=5.0)
+    work = run_stage("decode", lambda w: w, work)
+    assert work.status == "pending"
+    from dataclasses import replace
+
+    late = replace(work, started_at=time.time() - 10)
+    result = run_stage("pose", lambda w: w, late)
+    assert result.status == "failed" and "row 3 (slow): pose: the row exceeded its time limit of 5 s" in result.error

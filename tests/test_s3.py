@@ -14,7 +14,7 @@ import ray
 from hellomeme_batch import media, storage
 from hellomeme_batch.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
-from tests.s3_server import CANARY_SECRET, s3_endpoint  # noqa: F401  (fixture)
+from tests.s3_server import CANARY_SECRET
 
 pytestmark = pytest.mark.ray
 

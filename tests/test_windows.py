@@ -59,3 +59,12 @@ def test_identical_windows_blend_to_themselves():
     truth = np.random.default_rng(0).random((25, 3, 3)).astype(np.float32)
     out = blend_windows(plan, [truth[w.start:w.stop] for w in plan.windows])
     np.testing.assert_allclose(out, truth, rtol=1e-6)
+
+
+def test_uint8_frames_blend_to_uint8():
+    plan = WindowPlan(num_frames=6, size=4, overlap=2)
+    a = np.full((4, 2, 2, 3), 10, np.uint8)
+    b = np.full((4, 2, 2, 3), 250, np.uint8)
+    out = blend_windows(plan, [a, b])
+    assert out.dtype == np.uint8
+    assert out[0].max() == 10 and out[-1].min() == 250 and 10 < out[3].mean() < 250
