@@ -35,22 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from bench import _common  # noqa: E402
-from hellomeme.components import HelloMemeComponents, assemble_components  # noqa: E402
-from hellomeme.control import ControlResiduals, HM5ControlNetBase, HM5SD15ControlProj  # noqa: E402
+from hellomeme.components import HelloMemeComponents  # noqa: E402
+from hellomeme.control import ControlResiduals  # noqa: E402
 from hellomeme.denoiser import UNetFeatures  # noqa: E402
-from hellomeme.expression import PDFGCMotionEncoder  # noqa: E402
 from hellomeme.images import to_model_range, to_uint8  # noqa: E402
-from hellomeme.motion_adapter import HM5MotionAdapter  # noqa: E402
 from hellomeme.noise import INITIAL_STEP, frame_noise  # noqa: E402
 from hellomeme.passes import plan_passes  # noqa: E402
 from hellomeme.pose_control import HeadPoseTrack, draw_pose_images  # noqa: E402
-from hellomeme.reference_adapter import HM5ReferenceAdapter  # noqa: E402
-from hellomeme.tiny import tiny_components, tiny_tokenizer  # noqa: E402
+from hellomeme.random_components import random_full_size_components  # noqa: E402
+from hellomeme.tiny import tiny_components  # noqa: E402
 from hellomeme.video_pipeline import (  # noqa: E402
     HelloMemeVideoPipeline,
     PipelineConfig,
@@ -65,29 +61,6 @@ H100_BF16_DENSE_TFLOPS = 989.0
 
 # ------------------------------------------------------------------------------------------------
 # Models
-
-
-def full_size_components(device: torch.device, dtype: torch.dtype) -> HelloMemeComponents:
-    """SD1.5-shaped UNet/VAE/CLIP and default-config v5 adapters, random weights made on ``device``."""
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(
-            sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
-            attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=512,
-        )
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-            vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
-        ))
-        adapters = dict(reference_adapter=HM5ReferenceAdapter(), motion_adapter=HM5MotionAdapter(),
-                        control_net=HM5ControlNetBase(), control_proj=HM5SD15ControlProj(),
-                        expression_encoder=PDFGCMotionEncoder())
-    return assemble_components(tiny_tokenizer(), text_encoder, vae, unet, device=device, dtype=dtype, **adapters)
 
 
 def synthetic_requests(videos: int, frames: int, size: int, face_size: int, steps: int) -> list[VideoRequest]:
@@ -384,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     device = torch.device("cuda" if on_gpu else "cpu")
     if on_gpu:
         dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
-        components = full_size_components(device, dtype)
+        components = random_full_size_components(device, dtype)
         size, videos, frames, steps, baseline_frames = 512, 4, 47, 25, 23
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

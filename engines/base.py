@@ -53,6 +53,7 @@ class EngineOptions:
     dtype: str = "auto"  # "auto": bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU
     compile: bool = False
     tiny: bool = False  # random-weight tiny config, for tests and CPU benchmarks
+    random_weights: bool = False  # full size with random weights, for GPU benchmarks (timing needs no real values)
 
 
 class Engine(ABC):

@@ -24,6 +24,7 @@ from hellomeme.pose_control import (
     rotation_from_opencv,
     translation_from_camera,
 )
+from hellomeme.random_components import random_full_size_components
 from hellomeme.tiny import tiny_components
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
 from hellomeme.weights import WeightsLayout, check_weights, hub_layout, load_hellomeme
@@ -101,6 +102,8 @@ class HelloMemeEngine(Engine):
         dtype = resolve_dtype(options.dtype, device)
         if options.tiny:
             components = tiny_components(device, dtype, release=settings.release)
+        elif options.random_weights:
+            components = random_full_size_components(device, dtype)
         else:
             components = load_hellomeme(
                 options.weights_dir, device, dtype, release=settings.release, checkpoint=settings.checkpoint,
@@ -126,7 +129,7 @@ class HelloMemeEngine(Engine):
 
         Loads nothing (hub weights are fetched into the cache, or looked up there when offline).
         """
-        if options.tiny:
+        if options.tiny or options.random_weights:
             return None
         if options.weights_dir is None:
             return hub_layout(settings.release, settings.hub_cache_dir, settings.checkpoint)

@@ -37,13 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_ray_data() -> None:
+    """No progress bars or per-operator progress logs from Ray Data; warnings still show."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # Ray Data's own progress lines repeat what our per-row lines say
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray").setLevel(logging.WARNING)
+        quiet_ray_data()
     return args.run(args)
 
 

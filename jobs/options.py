@@ -40,6 +40,11 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
     parser.add_argument("--engine", default="warp", help="warp (default, CPU, no weights) or hellomeme (GPU)")
     parser.add_argument("--weights", default=None, help="local weights folder for the hellomeme engine")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                        help="hellomeme engine precision (auto: bf16 where the GPU supports it, fp32 on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the hellomeme denoiser")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="hellomeme engine at full size with random weights: for GPU benchmarks only")
     parser.add_argument("--window", type=int, default=None, help="frames per window (default: the engine's)")
     parser.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows")
     parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
@@ -84,7 +89,8 @@ def render_config(args: argparse.Namespace) -> RenderJobConfig:
         manifest_uri=args.manifest,
         output_uri=args.output,
         engine=args.engine,
-        engine_options=EngineOptions(weights_dir=args.weights),
+        engine_options=EngineOptions(weights_dir=args.weights, dtype=args.dtype, compile=args.compile,
+                                     random_weights=args.random_weights),
         window=args.window,
         overlap=args.overlap,
         size=args.size,
