@@ -51,3 +51,26 @@ def end_processes_under(temp_dir: str) -> None:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass  # gone meanwhile, or not ours
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def run_child_job(script: str, args: list[str], report_path: Path, prefix: str, timeout_s: float = 900) -> dict:
+    """Run ``python script *args report_path`` against its own private Ray and return the JSON it wrote.
+
+    The script (a test module run as ``__main__``) starts or joins a Ray instance under a private
+    temp dir, does its job and writes its outcome as JSON to ``report_path``; whatever it leaves
+    running is ended afterwards.
+    """
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    ray_tmp = private_temp_dir(prefix)
+    try:
+        child = subprocess.run([sys.executable, script, *args, str(report_path)], cwd=repo,
+                               env=isolated_environment(ray_tmp), capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        end_processes_under(ray_tmp)
+    if child.returncode != 0:
+        raise AssertionError(f"{Path(script).name} failed (exit {child.returncode}):\n{child.stderr[-6000:]}")
+    return json.loads(report_path.read_text())

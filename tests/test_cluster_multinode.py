@@ -16,7 +16,6 @@ GPU and returns the driving frames.  The placement, not the pixels, is under tes
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from tests.isolated_ray import end_processes_under, free_port, isolated_environment, private_temp_dir
+from tests.isolated_ray import free_port, run_child_job
 from engines.base import Engine, EngineOptions, RenderInput
 from engines.registry import ENGINE_CLASSES
 
@@ -113,16 +112,8 @@ def run_two_node_job(media: Path, workdir: Path) -> dict:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_gpu_engine_renders_on_the_gpu_node_only(media_dir: Path, tmp_path: Path) -> None:
-    ray_tmp = private_temp_dir("hm-mn-")
-    env = isolated_environment(ray_tmp)
-    report_path = tmp_path / "report.json"
-    try:
-        child = subprocess.run([sys.executable, __file__, str(media_dir), str(tmp_path), str(report_path)],
-                               cwd=REPO, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    finally:
-        end_processes_under(ray_tmp)
-    assert child.returncode == 0, f"two-node job failed:\n{child.stdout[-3000:]}\n{child.stderr[-6000:]}"
-    report = json.loads(report_path.read_text())
+    report = run_child_job(__file__, [str(media_dir), str(tmp_path)], tmp_path / "report.json", "hm-mn-",
+                           timeout_s=CHILD_TIMEOUT_S)
 
     assert [row["status"] for row in report["results"]] == ["ok", "ok"], report["results"]
     assert all(Path(row["output_uri"]).is_file() for row in report["results"])

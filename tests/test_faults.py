@@ -20,7 +20,7 @@ from hellomeme_batch.manifest_builder import pair_folders, write_manifest
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
 from tests.conftest import REPO
-from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir
+from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir, run_child_job
 
 pytestmark = pytest.mark.ray
 
@@ -120,15 +120,7 @@ def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
 def test_removed_worker_node_mid_job(media_dir, tmp_path):
     manifest = _manifest(media_dir, tmp_path, 5)
     out = tmp_path / "out"
-    ray_tmp = private_temp_dir("hm-node-")
-    try:
-        child = subprocess.run([sys.executable, __file__, str(manifest), str(out), str(tmp_path / "r.json")],
-                               cwd=REPO, env=isolated_environment(ray_tmp), capture_output=True, text=True,
-                               timeout=900)
-    finally:
-        end_processes_under(ray_tmp)
-    assert child.returncode == 0, child.stderr[-6000:]
-    outcome = json.loads((tmp_path / "r.json").read_text())
+    outcome = run_child_job(__file__, [str(manifest), str(out)], tmp_path / "r.json", "hm-node-")
     assert outcome["outputs_before_removal"] < 5, "the node was meant to go mid-job"
     ids = [r["id"] for r in outcome["results"]]
     assert len(ids) == len(set(ids)) == 5

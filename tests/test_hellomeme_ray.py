@@ -8,14 +8,12 @@ classes, so it runs on this machine's CPU.  Placement comes from Ray's state API
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.isolated_ray import end_processes_under, free_port, isolated_environment, private_temp_dir
+from tests.isolated_ray import free_port, run_child_job
 
 pytestmark = pytest.mark.ray
 
@@ -51,15 +49,7 @@ def run_tiny_hellomeme_job(media: Path, workdir: Path) -> dict:
 
 
 def test_tiny_hellomeme_renders_a_manifest_on_the_gpu_pool(media_dir, tmp_path):
-    ray_tmp = private_temp_dir("hm-gpu-")
-    try:
-        child = subprocess.run([sys.executable, __file__, str(media_dir), str(tmp_path), str(tmp_path / "r.json")],
-                               cwd=REPO, env=isolated_environment(ray_tmp), capture_output=True, text=True,
-                               timeout=900)
-    finally:
-        end_processes_under(ray_tmp)
-    assert child.returncode == 0, child.stderr[-6000:]
-    outcome = json.loads((tmp_path / "r.json").read_text())
+    outcome = run_child_job(__file__, [str(media_dir), str(tmp_path)], tmp_path / "r.json", "hm-gpu-")
     assert [r["status"] for r in outcome["results"]] == ["ok", "ok"], outcome["results"]
     assert all(r["frames"] == 12 for r in outcome["results"])  # 1.5 s at the engine's 8 fps
     render = [a for a in outcome["actors"] if "FrameRenderer" in a["name"]]
