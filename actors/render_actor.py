@@ -1,8 +1,10 @@
 """The render actor pool: an engine built once per actor renders many videos.
 
-A batch holds one or more videos; the engine may render their windows together (the diffusion
-engine fills the GPU that way).  If a batch fails, its videos are rendered again one by one,
-so a bad row fails alone.
+Each video is cut into overlapping frame windows (size W, overlap K: the engine's own unless the
+job says otherwise) and the engine renders them; overlapping windows are blended and stitched back
+into one video here, inside this stage, so no global groupby (a barrier) is needed.  A batch holds
+one or more videos; the engine may render their windows together (the diffusion engine fills the
+GPU that way).  If a batch fails, its videos are rendered again one by one, so a bad row fails alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from engines.base import EngineOptions, RenderInput, RenderSettings
 from engines.registry import create_engine
 from hellomeme_batch.metrics import worker_metrics
+from hellomeme_batch.windows import WindowPlan
 from hellomeme_batch.work import PENDING, MemeWork, pack_batch, run_stage, unpack_batch
 
 logger = logging.getLogger(__name__)
@@ -55,12 +58,20 @@ class FrameRenderer:
     utilisation in the job's metrics.
     """
 
-    def __init__(self, engine: str, options: EngineOptions, size: int = 512) -> None:
+    def __init__(self, engine: str, options: EngineOptions, size: int = 512, window: int | None = None,
+                 overlap: int | None = None) -> None:
         self.size = size
         self.engine = create_engine(engine, options)
+        self.window = window or self.engine.window_size
+        self.overlap = overlap if overlap is not None else min(self.engine.window_overlap, self.window - 1)
         self.metrics = worker_metrics()
         if self.engine.needs_gpu:
             self.metrics.start_gpu_sampler()
+
+    def plan_windows(self, work: MemeWork) -> MemeWork:
+        """The row's overlapping frame windows."""
+        return replace(work, windows=WindowPlan(num_frames=len(work.driving_face), size=self.window,
+                                                overlap=self.overlap))
 
     def _render_one(self, work: MemeWork) -> MemeWork:
         (frames,) = self.engine.render([render_input(work, self.size)])
@@ -68,6 +79,7 @@ class FrameRenderer:
 
     def render(self, works: list[MemeWork]) -> list[MemeWork]:
         """Render the pending works of a batch; the others pass through unchanged."""
+        works = [run_stage("windows", self.plan_windows, work) for work in works]
         self.metrics.windows_in_flight(sum(len(work.windows.starts) for work in works
                                            if work.status == PENDING and work.windows is not None))
         try:

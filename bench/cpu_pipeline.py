@@ -33,7 +33,6 @@ from pipelines.decode_stage import make_decode_fn  # noqa: E402
 from pipelines.encode_stage import make_encode_fn  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
-from pipelines.render_pipeline import make_window_fn  # noqa: E402
 from pipelines.row_plan import plan_rows  # noqa: E402
 from pipelines.write_stage import make_write_fn  # noqa: E402
 
@@ -47,13 +46,11 @@ def sequential(config: RenderJobConfig) -> tuple[int, float, float]:
     works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))
     pose = PoseExtractor(size=config.size)
     render = FrameRenderer(config.engine, config.engine_options, size=config.size)
-    window = make_window_fn(engine.window_size, engine.window_overlap)
     decode, encode, write = make_decode_fn(config, engine.default_fps), make_encode_fn(config), make_write_fn(config)
     frames, first = 0, None
     for work in works:
         work = run_stage("decode", decode, work)
         work = run_stage("pose", pose.extract, work)
-        work = run_stage("windows", window, work)
         (work,) = render.render([work])
         work = run_stage("encode", encode, work)
         work = run_stage("write", write, work)
@@ -71,10 +68,8 @@ def warp_speed(config: RenderJobConfig) -> float:
     works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))[:2]
     pose = PoseExtractor(size=config.size)
     render = FrameRenderer(config.engine, config.engine_options, size=config.size)
-    window = make_window_fn(engine.window_size, engine.window_overlap)
     decode = make_decode_fn(config, engine.default_fps)
-    prepared = [run_stage("windows", window, run_stage("pose", pose.extract, run_stage("decode", decode, w)))
-                for w in works]
+    prepared = [render.plan_windows(run_stage("pose", pose.extract, run_stage("decode", decode, w))) for w in works]
     started = time.perf_counter()
     frames = sum(len(w.frames) for w in render.render(prepared))
     cv2.setNumThreads(0)

@@ -10,6 +10,19 @@ import ray
 logger = logging.getLogger(__name__)
 
 
+def keep_on_loopback() -> None:
+    """Make a local Ray instance give its node the loopback address, so no Ray port listens beyond 127.0.0.1.
+
+    Ray 2.60 ignores ``_node_ip_address="127.0.0.1"`` and picks the machine's network address
+    unless its cluster mode is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, its default on macOS
+    and Windows).  The environment variable reaches the processes ``ray.init`` starts; the
+    driver read it at import, so its constant is set too.  Only for a private local instance:
+    joining a real cluster needs the machine's address.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the cluster at ``address`` ("auto", "ray://..", "HOST:PORT"), or start a local one.
 
@@ -24,9 +37,9 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
         ray.init(address=address, logging_level=logging.WARNING)
         return
     logger.info("starting a local Ray instance")
+    keep_on_loopback()
     ray.init(
         address="local",  # a new private instance, never a cluster some other process started here
-        _node_ip_address="127.0.0.1",  # it listens on loopback only
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         dashboard_host="127.0.0.1",

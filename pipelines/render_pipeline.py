@@ -4,9 +4,9 @@
       -> decode        tasks: fetch inputs through fsspec, decode frames at the generation rate, keep audio;
                        the report's reference and driving previews are made from the decoded frames
       -> pose          actor pool: mediapipe face mesh loaded once per actor; face crops and tracks
-      -> windows       tasks: overlapping frame windows per the engine (size W, overlap K)
       -> render        actor pool: the engine built once per actor; GPU actors only for GPU engines;
-                       overlapping windows are blended and stitched back per video inside this stage,
+                       each video is cut into overlapping frame windows (size W, overlap K, per
+                       engine), and the windows are blended and stitched back per video inside this stage,
                        because a global groupby would be a barrier (no video encoded before the last
                        window of the whole manifest is done)
       -> encode        tasks: H.264 MP4 at the driving clip's rate, frames interpolated, audio muxed;
@@ -24,7 +24,7 @@ actors, and each row's status and stage timings as it leaves the pipeline.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import ray
 
@@ -34,7 +34,6 @@ from engines.base import Engine
 from hellomeme_batch import previews
 from hellomeme_batch.metrics import worker_metrics
 from hellomeme_batch.results import result_row
-from hellomeme_batch.windows import WindowPlan
 from hellomeme_batch.work import MemeWork, pack, row_stage, unpack
 from pipelines.config import RenderJobConfig
 from pipelines.decode_stage import make_decode_fn
@@ -51,7 +50,7 @@ POSE_CPUS = 0.5  # mediapipe runs its graph on this actor's threads
 CPU_RENDER_CPUS = 0.5  # the warp engine is numpy/OpenCV work on the actor's threads
 GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and must not block CPU stages
 ENCODE_CPUS = 0.25  # x264 runs in an ffmpeg subprocess
-SMALL_CPUS = 0.1  # window planning and result rows: bookkeeping only
+SMALL_CPUS = 0.1  # publishing a file and making the result row: bookkeeping only
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class PoolSizes:
 
     pose: int
     render: int
+    tasks: int  # concurrent tasks per task stage: bounds the worker processes (and their memory)
 
     @classmethod
     def for_cluster(cls, engine: type[Engine], cpus: float, gpus: float) -> "PoolSizes":
@@ -67,16 +67,9 @@ class PoolSizes:
         # encode always find room; a GPU pool has one actor per GPU.
         cpu_pool = max(1, int(cpus // 4 / POSE_CPUS))
         render = max(1, int(gpus)) if engine.needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
-        return cls(pose=cpu_pool, render=render)
-
-
-def make_window_fn(window: int, overlap: int):
-    """A work -> work function that plans the row's overlapping windows."""
-
-    def plan_windows(work: MemeWork) -> MemeWork:
-        return replace(work, windows=WindowPlan(num_frames=len(work.driving_face), size=window, overlap=overlap))
-
-    return plan_windows
+        # Fractional claims would let dozens of tasks run at once, each in its own worker process;
+        # more than one per CPU only adds processes, not speed (ffmpeg and numpy use the cores).
+        return cls(pose=cpu_pool, render=render, tasks=max(2, int(cpus)))
 
 
 def _result(row: dict) -> dict:
@@ -88,10 +81,9 @@ def _result(row: dict) -> dict:
 def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[Engine],
                   pools: PoolSizes) -> ray.data.Dataset:
     """Chain the stages over the pending rows; nothing runs until the dataset is iterated."""
-    window = config.window or engine.window_size
-    overlap = config.overlap if config.overlap is not None else min(engine.window_overlap, window - 1)
     dataset = ray.data.from_items([pack(work) for work in works], override_num_blocks=len(works))
-    dataset = dataset.map(row_stage("decode", make_decode_fn(config, engine.default_fps)), num_cpus=DECODE_CPUS)
+    dataset = dataset.map(row_stage("decode", make_decode_fn(config, engine.default_fps)), num_cpus=DECODE_CPUS,
+                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
     dataset = dataset.map_batches(
         PoseExtractor,
         fn_constructor_kwargs={"size": config.size},
@@ -99,15 +91,17 @@ def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[E
         num_cpus=POSE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.pose),
     )
-    dataset = dataset.map(row_stage("windows", make_window_fn(window, overlap)), num_cpus=SMALL_CPUS)
     dataset = dataset.map_batches(
         FrameRenderer,
-        fn_constructor_kwargs={"engine": config.engine, "options": config.engine_options, "size": config.size},
+        fn_constructor_kwargs={"engine": config.engine, "options": config.engine_options, "size": config.size,
+                               "window": config.window, "overlap": config.overlap},
         batch_size=config.render_batch_size,  # GPU engines batch the windows of several videos
         num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
         num_gpus=1 if engine.needs_gpu else 0,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.render),
     )
-    dataset = dataset.map(row_stage("encode", make_encode_fn(config)), num_cpus=ENCODE_CPUS)
-    dataset = dataset.map(row_stage("write", make_write_fn(config)), num_cpus=SMALL_CPUS)
-    return dataset.map(_result, num_cpus=SMALL_CPUS)
+    dataset = dataset.map(row_stage("encode", make_encode_fn(config)), num_cpus=ENCODE_CPUS,
+                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    dataset = dataset.map(row_stage("write", make_write_fn(config)), num_cpus=SMALL_CPUS,
+                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    return dataset.map(_result, num_cpus=SMALL_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))

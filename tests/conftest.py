@@ -59,9 +59,11 @@ def ray_local():
     """A local Ray instance for the whole session (starting one takes seconds)."""
     import ray
 
+    from pipelines.ray_runtime import keep_on_loopback
+
     if not ray.is_initialized():
+        keep_on_loopback()
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1",
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
     ray.shutdown()

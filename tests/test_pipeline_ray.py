@@ -78,13 +78,18 @@ def test_rerun_skips_finished_rows_and_renders_deleted_ones(shared_run):
     rows, report, folder = shared_run
     out = folder / "out"
     deleted = [rows[1]["id"], rows[4]["id"]]
+    before = {}
     for meme_id in deleted:
+        before[meme_id] = media.decode_clip(str(out / f"{meme_id}.mp4"), None, media.MediaLimits()).frames
         (out / f"{meme_id}.mp4").unlink()
     config = RenderJobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(out))
     again = run_render_job(config)
     rendered = sorted(r["id"] for r in again.results if r["status"] == "ok")
     assert rendered == sorted(deleted)
     assert again.summary.skipped == len(rows) - len(deleted)
+    for meme_id, frames in before.items():  # a row renders the same video every time
+        after = media.decode_clip(str(out / f"{meme_id}.mp4"), None, media.MediaLimits()).frames
+        np.testing.assert_array_equal(after, frames)
 
 
 def test_cli_exit_codes_and_bad_rows(ray_local, media_dir, tmp_path, capsys):

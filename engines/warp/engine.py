@@ -1,8 +1,9 @@
 """The embedded default engine: landmark-driven 2D mesh warping of the reference, no weights, CPU.
 
 For each video: retarget the driving clip's expression and head motion onto the reference's
-landmarks (:mod:`engines.warp.retarget`), then render each frame by warping the reference
-portrait (:mod:`engines.warp.portrait`).  Frames are produced window by window and joined with
+landmarks (:mod:`engines.warp.retarget`; the head rotation from the two face tracks' solvePnP
+angles, so a nod stays a nod whatever either face's starting pose), then render each frame by
+warping the reference portrait (:mod:`engines.warp.portrait`).  Frames are produced window by window and joined with
 :func:`hellomeme_batch.windows.blend_windows`, the mechanism every engine shares; a warped
 frame does not depend on its window, so each frame is rendered once and shared by the windows
 that hold it.
@@ -20,11 +21,9 @@ import numpy as np
 from engines.base import Engine, EngineOptions, RenderInput
 from engines.warp.portrait import PortraitRig, RigConfig
 from engines.warp.retarget import RetargetConfig, retarget
-from hellomeme_batch.windows import WindowPlan, blend_windows
+from hellomeme_batch.windows import blend_windows
 
 log = logging.getLogger(__name__)
-
-_BLEND_ROWS = 32  # rows blended at a time: bounds the float64 buffers of blend_windows
 
 
 class WarpInputError(ValueError):
@@ -60,7 +59,9 @@ class WarpEngine(Engine):
         _check_input(item)
         started = time.perf_counter()
         rig = PortraitRig(item.reference, item.reference_face.landmarks[0], self.config.rig)
-        targets = retarget(item.reference_face.landmarks[0], item.driving_face.landmarks, self.config.retarget)
+        targets = retarget(item.reference_face.landmarks[0], item.driving_face.landmarks, self.config.retarget,
+                           reference_pose=item.reference_face.rotation[0], driving_pose=item.driving_face.rotation,
+                           image_size=item.reference_face.image_size)
 
         num_frames = len(targets)
         frames = np.empty((num_frames,) + item.reference.shape, dtype=np.uint8)
@@ -72,19 +73,9 @@ class WarpEngine(Engine):
                     frames[t] = rig.render(targets[t])
                     rendered[t] = True
             window_frames.append(frames[window.start:window.stop])
-        out = _blend(item.windows, window_frames, frames.shape)
+        out = blend_windows(item.windows, window_frames)
         log.debug("warp %s: %d frames in %.2fs", item.meme_id, num_frames, time.perf_counter() - started)
         return out
-
-
-def _blend(plan: WindowPlan, window_frames: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    out = np.empty(shape, dtype=np.uint8)
-    for row in range(0, shape[1], _BLEND_ROWS):
-        rows = slice(row, min(row + _BLEND_ROWS, shape[1]))
-        blended = blend_windows(plan, [w[:, rows] for w in window_frames])
-        np.rint(blended, out=blended)  # a weighted mean of uint8 values stays within 0..255
-        out[:, rows] = blended
-    return out
 
 
 def _check_input(item: RenderInput) -> None:

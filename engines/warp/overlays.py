@@ -28,6 +28,10 @@ class OverlayStyle:
     upper_teeth: float = 0.15  # upper-teeth band height over mouth width (at most 0.4 of the gap)
     lower_teeth: float = 0.06  # lower-teeth band (at most 0.2 of the gap)
     eyelid_opacity: float = 0.85  # tint of a fully closed eye's remaining opening
+    # How far the tint reaches beyond the lid landmarks, in the reference's largest lid gap:
+    # the landmarks sit inside the visible eye, by a little on photographs and by a lot on
+    # drawn (anime) eyes, where a smaller tint leaves most of a closed eye showing.
+    eyelid_spread: float = 0.5
 
 
 def _roi(points: np.ndarray, shape: tuple[int, ...], margin: int) -> tuple[int, int, int, int] | None:

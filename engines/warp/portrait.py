@@ -2,7 +2,7 @@
 
 Built once per reference; :meth:`PortraitRig.render` turns one set of target landmarks (the
 reference's 478 landmarks, moved) into a frame.  The face-mesh vertices go to the targets, the
-two head loops follow the face's best-fitting 2D similarity (fully, then partly), the border
+two head loops follow the face's 3D motion as points on the skull behind it (fully, then partly), the border
 loops stay, the eyelid copies expose as much eyeball as the lids leave open, and the overlays
 paint what stretching cannot show.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
 from engines.warp.expressions import FaceFrame
+from engines.warp.retarget import fit_similarity
 from hellomeme_batch.faces import FaceIndex
 
 # How much of the face's motion each head loop takes (near loop, far loop).
@@ -31,6 +32,10 @@ class RigConfig:
     """How a portrait is rendered."""
 
     raster_scale: float = 0.5  # resolution of the triangle-index raster relative to the image
+    # Depth of the two head loops behind the face oval, in face half-widths: the loops turn with
+    # the head's 3D motion as points on the skull would (a nod moves the hair line and the neck
+    # less than the face), instead of with the face's 2D similarity.  None: 2D similarity.
+    head_loop_depths: tuple[float, float] | None = (0.5, 1.0)
     mouth_fill: bool = True
     eye_close: bool = True
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
@@ -77,6 +82,9 @@ class PortraitRig:
         self.mesh = WarpMesh.build(landmarks, image.shape[:2])
         self.warper = MeshWarper(self.mesh, config.raster_scale)
         self._rigid = list(FaceIndex.RIGID)
+        oval = landmarks[list(FaceIndex.FACE_OVAL)]
+        self._oval_depth = float(oval[:, 2].mean())
+        self._face_half_width = float(np.ptp(oval[:, 0])) / 2.0
         self._face_length = float(np.linalg.norm(landmarks[FaceIndex.EYE_OUTER_LEFT] - landmarks[FaceIndex.EYE_OUTER_RIGHT]))
         self._eye_gaps = [_gap(landmarks, pairs) for pairs in _EYE_PAIRS]
         self._mouth_gap = float(_gap(landmarks, _MOUTH_PAIRS).max())
@@ -101,11 +109,18 @@ class PortraitRig:
         moved[:NUM_MESH_LANDMARKS] = target_xy
         moved[self._copy_slice] = target_xy[mesh.eyelid_copies]
         motion = fit_similarity_2d(self.landmarks[self._rigid, :2], target[self._rigid, :2])
+        depths = self.config.head_loop_depths
+        if depths is not None:
+            motion_3d = fit_similarity(self.landmarks[self._rigid], target[self._rigid])
         inner_source = mesh.source[list(FaceIndex.FACE_OVAL)].astype(np.float64)
         inner_target = target_xy[list(FaceIndex.FACE_OVAL)]
         for k, follow in enumerate(HEAD_LOOP_FOLLOW):
             loop = mesh.source[mesh.loop(k)].astype(np.float64)
-            carried = loop @ motion[:, :2].T + motion[:, 2]
+            if depths is None:
+                carried = loop @ motion[:, :2].T + motion[:, 2]
+            else:
+                on_skull = np.column_stack([loop, np.full(len(loop), self._oval_depth + depths[k] * self._face_half_width)])
+                carried = motion_3d.apply(on_skull)[0, :, :2]
             placed = loop + follow * (carried - loop)
             # Keep at least half the original clearance from the loop inside (the face oval or
             # the near loop), so the hair and background between them never fold.
@@ -149,6 +164,6 @@ class PortraitRig:
             for (upper, lower, _), pairs, ref_gap, colour in zip(_EYES, _EYE_PAIRS, self._eye_gaps, self._lid_colours):
                 closure = 1.0 - float(_gap(target, pairs).mean() / max(scale * ref_gap.mean(), 1e-6))
                 if closure > 0:
-                    spread = 0.3 * float(ref_gap.max()) * scale
+                    spread = style.eyelid_spread * float(ref_gap.max()) * scale
                     paint_eyelid(frame, target[list(upper), :2], target[list(lower), :2], closure, colour, spread, style)
         return frame

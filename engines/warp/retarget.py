@@ -1,17 +1,24 @@
 """Where the reference's landmarks go in each frame: the driving clip's motion, moved onto another face.
 
-Two parts, both relative to the driving clip's first frame so that the reference's own
-expression and pose are the starting point:
+Two parts, so that the reference's own expression and pose are the starting point:
 
-* head motion: per frame, the 3D similarity (scale, rotation, translation) that takes frame 0's
-  rigid landmarks onto frame t's;
-* expression: frame t's landmarks with that head motion undone, minus frame 0's -- offsets in a
-  face-aligned frame -- scaled and rotated into the reference's face frame by the similarity
-  between the driving frame 0 and the reference.
+* head rotation: the reference turns from its own (pitch, yaw, roll) by the driving clip's change
+  of each angle since its first frame, both measured by the same solvePnP as the tracks'
+  :attr:`~hellomeme_batch.faces.FaceTrack.rotation`.  Moving the angles one by one keeps a nod a
+  nod: the relative rotation ``R_t @ R_0.T`` of a driver who starts turned or tilted, applied
+  to a reference posed differently, mixes yaw, pitch and roll.  The composed targets are then
+  turned until their own solvePnP pose is the wanted one.  Scale and shift come from the 3D
+  similarity that takes frame 0's rigid landmarks onto frame t's (also the rotation when no
+  poses are given);
+* expression: frame t's landmarks with that similarity undone, minus the clip's most neutral
+  face (the frames with the least open and least wide mouth) -- offsets in a face-aligned
+  frame -- scaled and rotated into the reference's face frame by the similarity between the
+  driving frame 0 and the reference.
 
-Offsets from frame 0 lose what frame 0 already shows (a clip that starts mid-laugh would never
-open the reference's mouth), so by default the openings are then set absolutely: the mouth gap
-to the driving gap, each eye to the reference's own opening times the driving eye's openness.
+Offsets from a neutral face lose what that face already shows (a clip that smiles throughout
+never makes the reference smile), so by default the openings are then set absolutely: the mouth
+gap to the driving gap (scaled by the two mouths' widths), each eye to the reference's own
+opening times the driving eye's openness.
 
 The reference's landmarks plus the offsets, moved by the head motion about the reference's face
 centre, are the targets.  Mediapipe's z is in pixels like x, so all of it is plain 3D geometry.
@@ -23,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.warp.expressions import FaceFrame, close_eyes, eye_gaps, mouth_gap, open_mouth
-from hellomeme_batch.faces import FaceIndex, smooth_in_time
+from engines.warp.expressions import MOUTH_CORNERS, FaceFrame, close_eyes, eye_gaps, mouth_gap, open_mouth
+from hellomeme_batch.faces import FaceIndex, euler_to_rotation, head_pose, smooth_in_time
 
 
 class RetargetError(ValueError):
@@ -44,12 +51,31 @@ class RetargetConfig:
     smoothing_sigma: float = 0.6
     # The same for the head motion (rotation, scale, shift), whose jitter moves the whole head.
     motion_smoothing_sigma: float = 1.0
+    # Take the head rotation from the tracks' solvePnP poses (pitch, yaw and roll moved one by one
+    # from the reference's own angles) when the engine is given them; otherwise from the 3D
+    # similarity of the rigid landmarks.
+    pose_rotation: bool = True
+    # The driving expression is taken relative to the clip's most neutral frames: those whose
+    # mouth is the least open and least wide (this percentile of the score, averaged).  None:
+    # relative to frame 0, so a clip that starts mid-laugh purses the lips when it stops laughing.
+    neutral_percentile: float | None = 10.0
+    # Passes that turn each target face until its solvePnP pose is the wanted one (0: none).
+    pose_corrections: int = 2
+    # Gains on the (pitch, yaw, roll) changes taken from the poses, times rotation_gain.  A mesh
+    # warp cannot show what a real nod shows (shading, the nose's outline, the underside of the
+    # chin): scripted nods of 12 degrees on the 11 shared portraits were measured by mediapipe at
+    # 0.47-0.80 of their angle (mean 0.65), turns at 0.79-1.07 (mean 0.96).  Pitch gets 1.3, so
+    # a rendered nod reads at about 0.85 of the driver's (at most ~1.05), never much more.
+    pose_gains: tuple[float, float, float] = (1.3, 1.0, 1.0)
     # Set openings from the driving face rather than adding its changes from frame 0: the mouth
     # gap as is (in eye-corner distances), each eye's gap relative to that eye's usual (90th
     # percentile) opening in the clip.  A clip that starts mid-laugh or mid-blink then still
     # laughs and blinks on the reference.
     absolute_openings: bool = True
     eye_open_percentile: float = 90.0
+    # Scale the mouth gap by the reference's mouth width over the driving face's (neutral) one,
+    # clipped to this range; None copies the gap in eye-corner distances as it is.
+    mouth_size_range: tuple[float, float] | None = (0.5, 1.2)
 
 
 @dataclass(frozen=True)
@@ -145,12 +171,16 @@ def compose_targets(reference: np.ndarray, offsets: np.ndarray, head: Similarity
     return head.apply(expressive - centre) + centre
 
 
-def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig = RetargetConfig()) -> np.ndarray:
+def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig = RetargetConfig(),
+             reference_pose: np.ndarray | None = None, driving_pose: np.ndarray | None = None,
+             image_size: tuple[int, int] | None = None) -> np.ndarray:
     """(T, 478, 3) target landmarks for the reference (478, 3) following the driving (T, 478, 3).
 
-    The head rotation comes from the 3D landmarks (not the track's solvePnP angles): it is the
-    rotation that also undoes the head motion for the expression, and it transferred pitch
-    better in measurements on the shared clips.
+    ``reference_pose`` (3,) and ``driving_pose`` (T, 3) are the tracks' solvePnP angles
+    (:attr:`hellomeme_batch.faces.FaceTrack.rotation`); with them the head rotation moves the
+    reference's angles by the driving ones' changes, and with ``image_size`` (of the frames the
+    reference landmarks refer to) the targets are turned until their solvePnP pose is that
+    wanted one.  Without them the rotation is the driving rigid landmarks' 3D similarity.
     """
     reference = np.asarray(reference, dtype=np.float64)
     driving = np.asarray(driving, dtype=np.float64)
@@ -160,14 +190,16 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
 
     # Head motion of the driving face relative to its first frame.
     motion = fit_similarity(driving[0, rigid], driving[:, rigid])
-    # Expression: each frame with its head motion undone, as offsets from frame 0.
-    offsets = smooth_in_time(motion.invert(driving) - driving[0], config.smoothing_sigma)
-    aligned = driving[0] + offsets
+    # Expression: each frame with its head motion undone, as offsets from the clip's most
+    # neutral face (frame 0 unless configured otherwise).
+    aligned = smooth_in_time(motion.invert(driving), config.smoothing_sigma)
+    neutral = neutral_face(aligned, config.neutral_percentile) if config.neutral_percentile is not None else driving[0]
+    offsets = aligned - neutral
     # Into the reference's face frame (size and orientation).
     to_reference = fit_similarity(driving[0, rigid], reference[rigid])
     offsets = to_reference.scale[0] * offsets @ to_reference.rotation[0].T * config.expression_gain
     if config.absolute_openings:
-        offsets = offsets + _opening_corrections(reference, reference + offsets, aligned, config)
+        offsets = offsets + _opening_corrections(reference, reference + offsets, aligned, config, neutral)
 
     # The driving face's centre shift, in reference pixels; the rotation and scale act about the
     # reference's face centre.
@@ -175,10 +207,66 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     shift = (centres - centres[0]) * to_reference.scale[0] * config.translation_gain
     shift[:, 2] = 0.0
     sigma = config.motion_smoothing_sigma
-    head = Similarity3D(scale=smooth_in_time(motion.scale, sigma) ** config.scale_gain,
-                        rotation=_rotation_power(_smooth_rotations(motion.rotation, sigma), config.rotation_gain),
+    use_pose = config.pose_rotation and reference_pose is not None and driving_pose is not None
+    if use_pose:
+        wanted = wanted_poses(reference_pose, driving_pose, config.rotation_gain * np.asarray(config.pose_gains), sigma)
+        rotation = pose_rotations(reference_pose, wanted)
+    else:
+        rotation = _rotation_power(_smooth_rotations(motion.rotation, sigma), config.rotation_gain)
+    head = Similarity3D(scale=smooth_in_time(motion.scale, sigma) ** config.scale_gain, rotation=rotation,
                         translation=smooth_in_time(shift, sigma))
-    return compose_targets(reference, offsets, head)
+    targets = compose_targets(reference, offsets, head)
+    if use_pose and image_size is not None and config.pose_corrections > 0:
+        targets = correct_poses(targets, wanted, image_size, config.pose_corrections)
+    return targets
+
+
+def neutral_face(aligned: np.ndarray, percentile: float = 10.0) -> np.ndarray:
+    """(478, 3) mean of the frames of ``aligned`` (T, 478, 3) whose mouth is the least open and wide.
+
+    Score: inner-lip gap plus mouth-corner distance, both in outer-eye-corner distances.
+    """
+    gap = mouth_gap(aligned)
+    length = np.linalg.norm(aligned[:, FaceIndex.EYE_OUTER_LEFT] - aligned[:, FaceIndex.EYE_OUTER_RIGHT], axis=-1)
+    width = np.linalg.norm(aligned[:, MOUTH_CORNERS[0]] - aligned[:, MOUTH_CORNERS[-1]], axis=-1) / length
+    score = np.maximum(gap, 0.0) + width
+    return aligned[score <= np.percentile(score, percentile)].mean(axis=0)
+
+
+def wanted_poses(reference_pose: np.ndarray, driving_pose: np.ndarray, gain: float | np.ndarray = 1.0,
+                 sigma: float = 0.0) -> np.ndarray:
+    """(T, 3) (pitch, yaw, roll) for the reference: its own angles plus the driving's change of each."""
+    reference_pose = np.asarray(reference_pose, dtype=np.float64).reshape(3)
+    driving_pose = np.asarray(driving_pose, dtype=np.float64)
+    return reference_pose + smooth_in_time(driving_pose - driving_pose[0], sigma) * np.asarray(gain)
+
+
+def correct_poses(targets: np.ndarray, wanted: np.ndarray, image_size: tuple[int, int],
+                  iterations: int = 2) -> np.ndarray:
+    """``targets`` (T, 478, 3) turned about their face centres until their solvePnP pose is ``wanted``.
+
+    The expression offsets are found by undoing the driving head's 3D landmark motion, which
+    disagrees a little with its solvePnP angles (mediapipe's depths are a guess), and the
+    reference's face is not the canonical one; both leave the targets a few degrees off.
+    """
+    rigid = list(FaceIndex.RIGID)
+    targets = np.asarray(targets, dtype=np.float64)
+    for _ in range(iterations):
+        measured, _ = head_pose(targets.astype(np.float32), image_size)
+        fix = np.stack([euler_to_rotation(*w) @ euler_to_rotation(*m).T
+                        for w, m in zip(wanted, measured.astype(np.float64))])
+        centre = targets[:, rigid].mean(axis=1, keepdims=True)
+        targets = np.einsum("tij,tnj->tni", fix, targets - centre) + centre
+    return targets
+
+
+def pose_rotations(reference_pose: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """(T, 3, 3) head rotations, about the reference's face centre, from its pose to ``wanted`` poses.
+
+    Poses are (pitch, yaw, roll) as in :attr:`hellomeme_batch.faces.FaceTrack.rotation`.
+    """
+    start = euler_to_rotation(*np.asarray(reference_pose, dtype=np.float64).reshape(3))
+    return np.stack([euler_to_rotation(*angles) @ start.T for angles in np.asarray(wanted, dtype=np.float64)])
 
 
 def _smooth_rotations(rotation: np.ndarray, sigma: float) -> np.ndarray:
@@ -191,14 +279,26 @@ def _smooth_rotations(rotation: np.ndarray, sigma: float) -> np.ndarray:
     return u @ (fix[:, :, None] * vt)
 
 
+def mouth_width(landmarks: np.ndarray) -> np.ndarray:
+    """(...,) distance between the inner mouth corners over the outer-eye-corner distance."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    corners = np.linalg.norm(landmarks[..., MOUTH_CORNERS[1], :] - landmarks[..., MOUTH_CORNERS[2], :], axis=-1)
+    eyes = np.linalg.norm(landmarks[..., FaceIndex.EYE_OUTER_LEFT, :] - landmarks[..., FaceIndex.EYE_OUTER_RIGHT, :], axis=-1)
+    return corners / eyes
+
+
 def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned: np.ndarray,
-                         config: RetargetConfig) -> np.ndarray:
+                         config: RetargetConfig, neutral: np.ndarray | None = None) -> np.ndarray:
     """(T, 478, 3) offsets that bring the mouth and eye openings of ``expressive`` to the driving's.
 
     Mouth: the driving gap itself.  Eyes: the reference's own gap times the driving eye's
     openness (its gap over its usual gap in the clip, capped a little above 1).
     """
     mouth_wanted = mouth_gap(aligned) * config.expression_gain
+    if config.mouth_size_range is not None and neutral is not None:
+        # Open the mouth in proportion to its size: a small (drawn) mouth opens less.
+        low, high = config.mouth_size_range
+        mouth_wanted = mouth_wanted * float(np.clip(mouth_width(reference) / mouth_width(neutral), low, high))
     correction = open_mouth(reference, mouth_wanted - mouth_gap(expressive))
     driving_eyes = eye_gaps(aligned)  # (T, 2)
     usual = np.maximum(np.percentile(driving_eyes, config.eye_open_percentile, axis=0), 1e-3)
