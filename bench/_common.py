@@ -38,15 +38,47 @@ def append_results(title: str, command: str, lines: list[str]) -> None:
         handle.write("\n".join(section))
 
 
-class PeakMemory:
-    """Samples the resident memory of processes (this one and, optionally, every Ray worker) in a thread."""
+def _pss(process: psutil.Process) -> tuple[int, int]:
+    """Proportional set size, and the part of it that is shared memory (Ray's object store).
 
-    def __init__(self, include_ray_workers: bool = False, interval: float = 0.2) -> None:
+    PSS is resident memory with each shared page (libraries, the object store mapped into every
+    worker) divided among the processes that map it, so a sum over processes counts each page
+    once.  Object-store pages stay resident in a worker that has read them until the store reuses
+    them, so they are reported apart from the worker's own memory.  Falls back to RSS and no
+    shared part where /proc/PID/smaps_rollup cannot be read.
+    """
+    try:
+        fields = {}
+        with open(f"/proc/{process.pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                key, _, value = line.partition(":")
+                if key in ("Pss", "Pss_Shmem"):
+                    fields[key] = int(value.split()[0]) * 1024
+        return fields["Pss"], fields.get("Pss_Shmem", 0)
+    except (OSError, KeyError, ValueError):
+        return process.memory_info().rss, 0
+
+
+def _title(process: psutil.Process) -> str:
+    """A short name for a Ray process: its title (``ray::FrameRenderer``, ``ray::IDLE``) or program."""
+    words = (process.info.get("cmdline") or [process.info.get("name") or "?"])
+    first = words[0].split(".")[0] if words[0].startswith("ray::") else Path(words[0]).name
+    if first.startswith("python") and len(words) > 1:
+        first = Path(words[1]).name
+    return first
+
+
+class PeakMemory:
+    """Samples the memory (PSS) of this process and, optionally, of every Ray process, in a thread."""
+
+    def __init__(self, include_ray_workers: bool = False, interval: float = 0.5) -> None:
         self.include_ray_workers = include_ray_workers
         self.interval = interval
         self.peak_driver = 0
         self.peak_workers = 0
         self.peak_total = 0
+        self.peak_workers_shared = 0  # the object store's part of peak_workers
+        self.at_worker_peak: dict[str, tuple[int, int, int]] = {}  # title -> (count, bytes, shared bytes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -54,7 +86,9 @@ class PeakMemory:
         found = []
         for process in psutil.process_iter(["name", "cmdline"]):
             cmdline = " ".join(process.info.get("cmdline") or [])
-            if "ray::" in (process.info.get("name") or "") or "default_worker.py" in cmdline:
+            name = process.info.get("name") or ""
+            if "ray::" in name or any(part in cmdline for part in ("default_worker.py", "raylet", "gcs_server",
+                                                                   "dashboard", "runtime_env")):
                 found.append(process)
         return found
 
@@ -62,16 +96,21 @@ class PeakMemory:
         me = psutil.Process()
         while not self._stop.is_set():
             try:
-                driver = me.memory_info().rss
-                workers = 0
+                driver = _pss(me)[0]
+                workers, shared, by_title = 0, 0, {}
                 if self.include_ray_workers:
                     for process in self._workers():
                         try:
-                            workers += process.memory_info().rss
+                            size, shm = _pss(process)
                         except psutil.Error:
-                            pass
+                            continue
+                        workers, shared = workers + size, shared + shm
+                        title = _title(process)
+                        count, total, total_shm = by_title.get(title, (0, 0, 0))
+                        by_title[title] = (count + 1, total + size, total_shm + shm)
                 self.peak_driver = max(self.peak_driver, driver)
-                self.peak_workers = max(self.peak_workers, workers)
+                if workers > self.peak_workers:
+                    self.peak_workers, self.peak_workers_shared, self.at_worker_peak = workers, shared, by_title
                 self.peak_total = max(self.peak_total, driver + workers)
             except psutil.Error:
                 pass
@@ -84,3 +123,9 @@ class PeakMemory:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+
+    def breakdown(self) -> str:
+        """The processes behind the workers' peak, largest first: 'title xcount MiB, ...'."""
+        rows = sorted(self.at_worker_peak.items(), key=lambda item: -item[1][1])
+        return ", ".join(f"{title} x{count} {size / 2**20:.0f} MiB (object store {shm / 2**20:.0f})"
+                         for title, (count, size, shm) in rows)

@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,8 +26,8 @@ from actors.pose_actor import PoseExtractor  # noqa: E402
 from actors.render_actor import FrameRenderer  # noqa: E402
 from bench._common import PeakMemory, append_results  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
-from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from hellomeme_batch.manifest import read_manifest  # noqa: E402
+from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from hellomeme_batch.work import run_stage  # noqa: E402
 from pipelines.config import RenderJobConfig  # noqa: E402
 from pipelines.decode_stage import make_decode_fn  # noqa: E402
@@ -39,15 +40,27 @@ from pipelines.write_stage import make_write_fn  # noqa: E402
 logger = logging.getLogger("bench.cpu_pipeline")
 
 
-def sequential(config: RenderJobConfig) -> tuple[int, float, float]:
-    """(a): one process, one row at a time, stage after stage. Returns frames, seconds, first-video seconds."""
+def steady_fps(finished: list[tuple[float, int]]) -> float:
+    """Output frames per second between the first and the last finished video: the rate once every
+    stage is busy, without start-up (process spawns, model loads) or the drain at the end."""
+    if len(finished) < 2:
+        return float("nan")
+    (first_at, _), (last_at, _) = finished[0], finished[-1]
+    return sum(frames for _, frames in finished[1:]) / (last_at - first_at)
+
+
+def sequential(config: RenderJobConfig) -> tuple[int, float, float, list[tuple[float, int]]]:
+    """(a): one process, one row at a time, stage after stage.
+
+    Returns frames, seconds, first-video seconds and (seconds, frames) of each finished video.
+    """
     engine = engine_class(config.engine)
     started = time.perf_counter()
     works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))
     pose = PoseExtractor(size=config.size)
     render = FrameRenderer(config.engine, config.engine_options, size=config.size)
     decode, encode, write = make_decode_fn(config, engine.default_fps), make_encode_fn(config), make_write_fn(config)
-    frames, first = 0, None
+    frames, first, finished = 0, None, []
     for work in works:
         work = run_stage("decode", decode, work)
         work = run_stage("pose", pose.extract, work)
@@ -58,12 +71,14 @@ def sequential(config: RenderJobConfig) -> tuple[int, float, float]:
             raise RuntimeError(f"row {work.id} failed: {work.error}")
         frames += work.num_frames
         first = first or time.perf_counter() - started
-    return frames, time.perf_counter() - started, first
+        finished.append((time.perf_counter() - started, work.num_frames))
+    return frames, time.perf_counter() - started, first, finished
 
 
 def warp_speed(config: RenderJobConfig) -> float:
     """The warp engine alone on one core: output frames per second at the job's size."""
     cv2.setNumThreads(1)
+    config = replace(config, skip_existing=False)  # the sequential run already wrote these rows
     engine = engine_class(config.engine)
     works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))[:2]
     pose = PoseExtractor(size=config.size)
@@ -94,29 +109,40 @@ def main() -> int:
 
         seq_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "a"))
         with PeakMemory() as seq_memory:
-            seq_frames, seq_seconds, seq_first = sequential(seq_config)
+            seq_frames, seq_seconds, seq_first, seq_finished = sequential(seq_config)
         per_core = warp_speed(seq_config)
 
         ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"))
         ray_started = time.perf_counter()
         connect("local")
         ray_start_seconds = time.perf_counter() - ray_started
+        ray_finished: list[tuple[float, int]] = []
+        job_started = time.perf_counter()
+
+        def on_result(row, done, total):
+            if row["status"] == "ok":
+                ray_finished.append((time.perf_counter() - job_started, row["frames"]))
+
         with PeakMemory(include_ray_workers=True) as ray_memory:
-            report = run_render_job(ray_config, address="local")
+            report = run_render_job(ray_config, address="local", on_result=on_result)
         if report.summary.ok != len(rows):
             print(f"pipeline rendered {report.summary.ok}/{len(rows)} rows", file=sys.stderr)
             return 1
         ray_frames = sum(row["frames"] for row in report.results)
     a_fps = seq_frames / seq_seconds
     b_fps = ray_frames / report.seconds
+    seq_steady, ray_steady = steady_fps(seq_finished), steady_fps(ray_finished)
     lines = [
         f"rows: {len(rows)} shared pairs, {seq_frames} output frames, warp engine, {seq_config.size}x{seq_config.size}",
         f"(a) sequential, one process: {a_fps:.1f} output frames/s, {seq_seconds:.1f} s, "
-        f"first video after {seq_first:.1f} s, peak RSS {seq_memory.peak_driver / 2**20:.0f} MiB",
-        f"(b) Ray pipeline ({os.cpu_count()} CPUs; Ray started beforehand in {ray_start_seconds:.1f} s): {b_fps:.1f} output frames/s, "
-        f"{report.seconds:.1f} s, first video after {report.seconds_to_first_video:.1f} s, "
-        f"peak RSS driver {ray_memory.peak_driver / 2**20:.0f} MiB + workers {ray_memory.peak_workers / 2**20:.0f} MiB",
-        f"ratio b/a: {b_fps / a_fps:.2f}",
+        f"first video after {seq_first:.1f} s, peak PSS {seq_memory.peak_driver / 2**20:.0f} MiB",
+        f"(b) Ray pipeline ({os.cpu_count()} CPUs; Ray started beforehand in {ray_start_seconds:.1f} s): "
+        f"{b_fps:.1f} output frames/s, {report.seconds:.1f} s, "
+        f"first video after {report.seconds_to_first_video:.1f} s, "
+        f"peak PSS driver {ray_memory.peak_driver / 2**20:.0f} MiB + workers {ray_memory.peak_workers / 2**20:.0f} MiB",
+        f"ratio b/a: {b_fps / a_fps:.2f} over the whole job",
+        f"steady state (first to last finished video): (a) {seq_steady:.1f}, "
+        f"(b) {ray_steady:.1f} output frames/s, ratio b/a {ray_steady / seq_steady:.2f}",
         f"warp engine alone, one core: {per_core:.1f} output frames/s",
     ]
     print("\n".join(lines))

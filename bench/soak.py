@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ray  # noqa: E402
+
 from bench._common import PeakMemory, append_results  # noqa: E402
 from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from pipelines.config import RenderJobConfig  # noqa: E402
@@ -56,13 +58,16 @@ def main() -> int:
     if not (media / "drive_videos").is_dir():
         print(f"no media at {media}; pass --media", file=sys.stderr)
         return 1
-    connect("local")  # one Ray instance for both runs, started before either is measured
     figures = {}
     for label, count in (("small", args.small), ("large", args.rows)):
+        # A fresh Ray instance for each run, started before it is measured: the processes a run
+        # leaves behind (actors shutting down, idle workers) must not count against the next one.
+        connect("local")
         with tempfile.TemporaryDirectory(prefix=f"soak-{label}-") as folder:
             started = time.perf_counter()
             report, memory = run(soak_rows(media, count, args.seconds), folder)
             minutes = (time.perf_counter() - started) / 60
+        ray.shutdown()
         if report.summary.ok != count:
             print(f"{label}: {report.summary.ok}/{count} rows ok", file=sys.stderr)
             return 1
@@ -71,13 +76,15 @@ def main() -> int:
     driver_ratio = large[2].peak_driver / small[2].peak_driver
     worker_ratio = large[2].peak_workers / small[2].peak_workers
     lines = [
-        f"{args.small} rows: {small[1]:.1f} rows/min, peak RSS driver {small[2].peak_driver / 2**20:.0f} MiB, "
+        f"{args.small} rows: {small[1]:.1f} rows/min, peak PSS driver {small[2].peak_driver / 2**20:.0f} MiB, "
         f"workers {small[2].peak_workers / 2**20:.0f} MiB",
-        f"{args.rows} rows: {large[1]:.1f} rows/min, peak RSS driver {large[2].peak_driver / 2**20:.0f} MiB, "
+        f"{args.rows} rows: {large[1]:.1f} rows/min, peak PSS driver {large[2].peak_driver / 2**20:.0f} MiB, "
         f"workers {large[2].peak_workers / 2**20:.0f} MiB",
         f"peak memory ratio {args.rows}/{args.small}: driver {driver_ratio:.2f}, workers {worker_ratio:.2f} "
         f"(target <= 1.3); every row ok",
         f"clips cut to {args.seconds:g} s, warp engine, 512x512",
+        f"processes at the workers' peak, {args.small} rows: {small[2].breakdown()}",
+        f"processes at the workers' peak, {args.rows} rows: {large[2].breakdown()}",
     ]
     print("\n".join(lines))
     if not args.no_record:

@@ -29,8 +29,8 @@ class DemoMediaError(RuntimeError):
 
 def demo_portraits() -> dict[str, np.ndarray]:
     """RGB uint8 portraits shipped with scikit-image and matplotlib, by name."""
-    from PIL import Image
     from matplotlib import cbook
+    from PIL import Image
     from skimage import data
 
     try:

@@ -58,6 +58,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest driving clip accepted, in seconds")
     parser.add_argument("--row-time-limit", type=float, default=RenderJobConfig.row_time_limit_s,
                         help="seconds a row may take from its first stage before it fails (default: %(default)s)")
+    parser.add_argument("--queue-memory", type=int, metavar="MIB",
+                        help="object-store memory the rows waiting between stages may hold "
+                             "(default: 256 MiB per CPU of the cluster)")
     parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                         help="fsspec storage option, e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000")
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",
@@ -105,4 +108,5 @@ def render_config(args: argparse.Namespace) -> RenderJobConfig:
         render_batch_size=args.videos_per_batch,
         report=not args.no_report,
         row_time_limit_s=args.row_time_limit,
+        queue_memory_mib=args.queue_memory,
     )

@@ -52,6 +52,13 @@ GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and mus
 ENCODE_CPUS = 0.25  # x264 runs in an ffmpeg subprocess
 SMALL_CPUS = 0.1  # publishing a file and making the result row: bookkeeping only
 
+# Rows waiting between stages live in Ray's object store.  Ray Data would let decode run ahead of
+# pose and render until half the store is full; each worker keeps the store pages it has read
+# resident, so memory would grow with the manifest.  A fixed budget keeps a few rows queued in
+# front of the slowest stage (enough to keep it busy) and no more.  Ray Data still runs one task
+# of a stage when a single row is larger than the budget.
+QUEUE_MIB_PER_CPU = 256
+
 
 @dataclass(frozen=True)
 class PoolSizes:
@@ -72,6 +79,12 @@ class PoolSizes:
         return cls(pose=cpu_pool, render=render, tasks=max(2, int(cpus)))
 
 
+def queue_memory_bytes(config: RenderJobConfig, cpus: float) -> int:
+    """The object-store budget for rows queued between stages (see QUEUE_MIB_PER_CPU)."""
+    mib = config.queue_memory_mib if config.queue_memory_mib is not None else QUEUE_MIB_PER_CPU * max(1.0, cpus)
+    return int(mib * 2**20)
+
+
 def _result(row: dict) -> dict:
     work = unpack(row)
     worker_metrics().row_finished(work.status, work.timings)
@@ -80,7 +93,10 @@ def _result(row: dict) -> dict:
 
 def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[Engine],
                   pools: PoolSizes) -> ray.data.Dataset:
-    """Chain the stages over the pending rows; nothing runs until the dataset is iterated."""
+    """Chain the stages over the pending rows; nothing runs until the dataset is iterated.
+
+    The dataset takes its execution options (the queue budget) from the current DataContext.
+    """
     dataset = ray.data.from_items([pack(work) for work in works], override_num_blocks=len(works))
     dataset = dataset.map(row_stage("decode", make_decode_fn(config, engine.default_fps)), num_cpus=DECODE_CPUS,
                           compute=ray.data.TaskPoolStrategy(size=pools.tasks))

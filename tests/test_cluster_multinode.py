@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from tests.isolated_ray import free_port, run_child_job
 from engines.base import Engine, EngineOptions, RenderInput
 from engines.registry import ENGINE_CLASSES
+from tests.isolated_ray import free_port, run_child_job
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = Path(__file__).stem  # importable by this name wherever tests/ is on the path (pytest, the child)

@@ -18,8 +18,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hellomeme_batch.manifest_builder import write_manifest
-from hellomeme_batch.metrics import (DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT, WORKER_METRICS, DriverMetrics,
-                                     MetricsEndpoint, gpu_readings)
+from hellomeme_batch.metrics import (
+    DEFAULT_DRIVER_HOST,
+    DEFAULT_DRIVER_PORT,
+    WORKER_METRICS,
+    DriverMetrics,
+    MetricsEndpoint,
+    gpu_readings,
+)
 from jobs.cli import build_parser
 from jobs.render import served_metrics
 from pipelines.config import RenderJobConfig

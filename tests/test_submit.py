@@ -31,7 +31,13 @@ from hellomeme_batch.manifest_builder import write_manifest
 from hellomeme_batch.results import results_uri
 from jobs import render, submit
 from jobs.options import STORAGE_OPTIONS_ENV, render_config
-from tests.isolated_ray import end_processes_under, free_port, isolated_environment, outside_environment, private_temp_dir
+from tests.isolated_ray import (
+    end_processes_under,
+    free_port,
+    isolated_environment,
+    outside_environment,
+    private_temp_dir,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

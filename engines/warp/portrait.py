@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engines.warp.expressions import FaceFrame
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
-from engines.warp.expressions import FaceFrame
 from engines.warp.retarget import fit_similarity
 from hellomeme_batch.faces import FaceIndex
 
