@@ -95,6 +95,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
     parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--queue-memory", type=int, default=None, metavar="MIB",
+                        help="the pipeline's queue budget (default: the job's default)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -112,7 +114,8 @@ def main() -> int:
             seq_frames, seq_seconds, seq_first, seq_finished = sequential(seq_config)
         per_core = warp_speed(seq_config)
 
-        ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"))
+        ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"),
+                                     queue_memory_mib=args.queue_memory)
         ray_started = time.perf_counter()
         connect("local")
         ray_start_seconds = time.perf_counter() - ray_started
@@ -147,7 +150,7 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if not args.no_record:
-        append_results("CPU pipeline", "python bench/cpu_pipeline.py", lines)
+        append_results("CPU pipeline", " ".join(["python bench/cpu_pipeline.py", *sys.argv[1:]]), lines)
     return 0
 
 

@@ -36,10 +36,11 @@ def soak_rows(media: Path, count: int, seconds: float) -> list[dict]:
             for i, pair in zip(range(count), itertools.cycle(pairs))]
 
 
-def run(rows: list[dict], folder: str) -> tuple[object, PeakMemory]:
+def run(rows: list[dict], folder: str, queue_memory: int | None) -> tuple[object, PeakMemory]:
     manifest = os.path.join(folder, "manifest.parquet")
     write_manifest(rows, manifest)
-    config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(folder, "out"), report=False)
+    config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(folder, "out"), report=False,
+                             queue_memory_mib=queue_memory)
     with PeakMemory(include_ray_workers=True) as memory:
         report = run_render_job(config, address="local")
     return report, memory
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--small", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds of each driving clip to render")
+    parser.add_argument("--queue-memory", type=int, default=None, metavar="MIB",
+                        help="the pipeline's queue budget (default: the job's default)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -65,7 +68,7 @@ def main() -> int:
         connect("local")
         with tempfile.TemporaryDirectory(prefix=f"soak-{label}-") as folder:
             started = time.perf_counter()
-            report, memory = run(soak_rows(media, count, args.seconds), folder)
+            report, memory = run(soak_rows(media, count, args.seconds), folder, args.queue_memory)
             minutes = (time.perf_counter() - started) / 60
         ray.shutdown()
         if report.summary.ok != count:
@@ -88,7 +91,7 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if not args.no_record:
-        append_results("Soak", f"python bench/soak.py --rows {args.rows} --small {args.small}", lines)
+        append_results("Soak", " ".join(["python bench/soak.py", *sys.argv[1:]]), lines)
     return 0 if max(driver_ratio, worker_ratio) <= 1.3 else 2
 
 

@@ -56,8 +56,10 @@ SMALL_CPUS = 0.1  # publishing a file and making the result row: bookkeeping onl
 # pose and render until half the store is full; each worker keeps the store pages it has read
 # resident, so memory would grow with the manifest.  A fixed budget keeps a few rows queued in
 # front of the slowest stage (enough to keep it busy) and no more.  Ray Data still runs one task
-# of a stage when a single row is larger than the budget.
-QUEUE_MIB_PER_CPU = 256
+# of a stage when a single row is larger than the budget.  Measured on 2 CPUs (bench/): with 512
+# MiB per CPU, 300 rows peak within 1.13x of 30 rows' memory (unbounded: 1.48x); 256 MiB per CPU
+# held the render actor back on the shared clips (36 instead of 48 frames/s once busy).
+QUEUE_MIB_PER_CPU = 512
 
 
 @dataclass(frozen=True)
