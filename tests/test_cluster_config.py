@@ -51,8 +51,7 @@ def _requests(engine_name: str) -> dict[str, dict[str, float]]:
     cpu_only = {
         "decode": render_pipeline.DECODE_CPUS,
         "pose": render_pipeline.POSE_CPUS,
-        "windows, write, results": render_pipeline.SMALL_CPUS,
-        "encode": render_pipeline.ENCODE_CPUS,
+        "encode, write, results": render_pipeline.ENCODE_CPUS,
     }
     requests = {stage: {"CPU": cpus} for stage, cpus in cpu_only.items()}
     requests["render"] = ({"CPU": render_pipeline.GPU_RENDER_CPUS, "GPU": 1} if engine.needs_gpu
