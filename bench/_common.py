@@ -59,6 +59,30 @@ def _pss(process: psutil.Process) -> tuple[int, int]:
         return process.memory_info().rss, 0
 
 
+def ray_processes() -> list[psutil.Process]:
+    """Every process of a Ray instance on this machine: workers, actors, raylet, GCS, dashboard."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(process.info.get("cmdline") or [])
+        name = process.info.get("name") or ""
+        if "ray::" in name or any(part in cmdline for part in ("default_worker.py", "raylet", "gcs_server",
+                                                               "dashboard", "runtime_env")):
+            found.append(process)
+    return found
+
+
+def ray_cpu_seconds() -> float:
+    """CPU time used so far by the Ray processes alive now (and their finished children)."""
+    total = 0.0
+    for process in ray_processes():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def _title(process: psutil.Process) -> str:
     """A short name for a Ray process: its title (``ray::FrameRenderer``, ``ray::IDLE``) or program."""
     words = (process.info.get("cmdline") or [process.info.get("name") or "?"])
@@ -82,16 +106,6 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _workers(self) -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter(["name", "cmdline"]):
-            cmdline = " ".join(process.info.get("cmdline") or [])
-            name = process.info.get("name") or ""
-            if "ray::" in name or any(part in cmdline for part in ("default_worker.py", "raylet", "gcs_server",
-                                                                   "dashboard", "runtime_env")):
-                found.append(process)
-        return found
-
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
@@ -99,7 +113,7 @@ class PeakMemory:
                 driver = _pss(me)[0]
                 workers, shared, by_title = 0, 0, {}
                 if self.include_ray_workers:
-                    for process in self._workers():
+                    for process in ray_processes():
                         try:
                             size, shm = _pss(process)
                         except psutil.Error:

@@ -13,6 +13,7 @@ import argparse
 import itertools
 import logging
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ import cv2  # noqa: E402
 
 from actors.pose_actor import PoseExtractor  # noqa: E402
 from actors.render_actor import FrameRenderer  # noqa: E402
-from bench._common import PeakMemory, append_results  # noqa: E402
+from bench._common import PeakMemory, append_results, ray_cpu_seconds  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
 from hellomeme_batch.manifest import read_manifest  # noqa: E402
 from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
@@ -39,6 +40,12 @@ from pipelines.row_plan import plan_rows  # noqa: E402
 from pipelines.write_stage import make_write_fn  # noqa: E402
 
 logger = logging.getLogger("bench.cpu_pipeline")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the ffmpeg calls), user and system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def steady_fps(finished: list[tuple[float, int]]) -> float:
@@ -114,8 +121,10 @@ def main() -> int:
         write_manifest(rows, manifest)
 
         seq_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "a"))
+        cpu_before = cpu_seconds()
         with PeakMemory() as seq_memory:
             seq_frames, seq_seconds, seq_first, seq_finished = sequential(seq_config)
+        seq_cores = (cpu_seconds() - cpu_before) / seq_seconds
         per_core = warp_speed(seq_config)
 
         ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"),
@@ -130,8 +139,10 @@ def main() -> int:
             if row["status"] == "ok":
                 ray_finished.append((time.perf_counter() - job_started, row["frames"]))
 
+        ray_cpu_before, driver_cpu_before = ray_cpu_seconds(), cpu_seconds()
         with PeakMemory(include_ray_workers=True) as ray_memory:
             report = run_render_job(ray_config, address="local", on_result=on_result)
+        ray_cpu = ray_cpu_seconds() - ray_cpu_before + cpu_seconds() - driver_cpu_before
         if report.summary.ok != len(rows):
             print(f"pipeline rendered {report.summary.ok}/{len(rows)} rows", file=sys.stderr)
             return 1
@@ -143,11 +154,15 @@ def main() -> int:
         f"rows: {len(rows)} (of the 8 shared pairs), {seq_frames} output frames, warp engine, "
         f"{seq_config.size}x{seq_config.size}",
         f"(a) sequential, one process: {a_fps:.1f} output frames/s, {seq_seconds:.1f} s, "
-        f"first video after {seq_first:.1f} s, peak PSS {seq_memory.peak_driver / 2**20:.0f} MiB",
+        f"first video after {seq_first:.1f} s, peak PSS {seq_memory.peak_driver / 2**20:.0f} MiB, "
+        f"{seq_cores:.2f} of {os.cpu_count()} cores busy on average (ffmpeg, mediapipe and OpenCV use threads), "
+        f"so a pipeline on these cores can be at most {os.cpu_count() / seq_cores:.2f}x faster",
         f"(b) Ray pipeline ({os.cpu_count()} CPUs; Ray started beforehand in {ray_start_seconds:.1f} s): "
         f"{b_fps:.1f} output frames/s, {report.seconds:.1f} s, "
         f"first video after {report.seconds_to_first_video:.1f} s, "
         f"peak PSS driver {ray_memory.peak_driver / 2**20:.0f} MiB + workers {ray_memory.peak_workers / 2**20:.0f} MiB",
+        f"CPU seconds per output frame: (a) {seq_cores * seq_seconds / seq_frames * 1000:.0f} ms, "
+        f"(b) {ray_cpu / seq_frames * 1000:.0f} ms (driver and Ray processes)",
         f"ratio b/a: {b_fps / a_fps:.2f} over the whole job",
         f"steady state (first to last finished video): (a) {seq_steady:.1f}, "
         f"(b) {ray_steady:.1f} output frames/s, ratio b/a {ray_steady / seq_steady:.2f}",
