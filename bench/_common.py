@@ -71,16 +71,15 @@ def ray_processes() -> list[psutil.Process]:
     return found
 
 
-def ray_cpu_seconds() -> float:
-    """CPU time used so far by the Ray processes alive now (and their finished children)."""
-    total = 0.0
-    for process in ray_processes():
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+def _cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds of a Ray process and of its finished children (a worker's ffmpeg calls).
+
+    The raylet's children are the workers, already counted one by one, so only its own time counts.
+    """
+    times = process.cpu_times()
+    if _title(process) == "raylet":
+        return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _title(process: psutil.Process) -> str:
@@ -103,6 +102,12 @@ class PeakMemory:
         self.peak_total = 0
         self.peak_workers_shared = 0  # the object store's part of peak_workers
         self.at_worker_peak: dict[str, tuple[int, int, int]] = {}  # title -> (count, bytes, shared bytes)
+        # CPU seconds per Ray process, when first seen and when last seen: processes that end during
+        # the run keep their last sample (up to one interval short), processes that start count whole.
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._titles: dict[int, str] = {}
+        self._first_sample = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -120,8 +125,18 @@ class PeakMemory:
                             continue
                         workers, shared = workers + size, shared + shm
                         title = _title(process)
+                        try:
+                            used = _cpu_seconds(process)
+                        except psutil.Error:
+                            used = None
+                        if used is not None:
+                            self._cpu_last[process.pid] = used
+                            self._titles[process.pid] = title
+                            if self._first_sample:
+                                self._cpu_first[process.pid] = used
                         count, total, total_shm = by_title.get(title, (0, 0, 0))
                         by_title[title] = (count + 1, total + size, total_shm + shm)
+                self._first_sample = False
                 self.peak_driver = max(self.peak_driver, driver)
                 if workers > self.peak_workers:
                     self.peak_workers, self.peak_workers_shared, self.at_worker_peak = workers, shared, by_title
@@ -137,6 +152,19 @@ class PeakMemory:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+
+    def ray_cpu_seconds(self) -> float:
+        """CPU seconds the Ray processes used while sampled (include_ray_workers only)."""
+        return sum(last - self._cpu_first.get(pid, 0.0) for pid, last in self._cpu_last.items())
+
+    def cpu_breakdown(self) -> str:
+        """CPU seconds by process title, largest first: 'title xcount seconds, ...'."""
+        by_title: dict[str, tuple[int, float]] = {}
+        for pid, last in self._cpu_last.items():
+            count, total = by_title.get(self._titles[pid], (0, 0.0))
+            by_title[self._titles[pid]] = (count + 1, total + last - self._cpu_first.get(pid, 0.0))
+        rows = sorted(by_title.items(), key=lambda item: -item[1][1])
+        return ", ".join(f"{title} x{count} {seconds:.1f} s" for title, (count, seconds) in rows if seconds >= 0.05)
 
     def breakdown(self) -> str:
         """The processes behind the workers' peak, largest first: 'title xcount MiB, ...'."""

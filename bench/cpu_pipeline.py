@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 
 from actors.pose_actor import PoseExtractor  # noqa: E402
 from actors.render_actor import FrameRenderer  # noqa: E402
-from bench._common import PeakMemory, append_results, ray_cpu_seconds  # noqa: E402
+from bench._common import PeakMemory, append_results  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
 from hellomeme_batch.manifest import read_manifest  # noqa: E402
 from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
@@ -139,10 +139,10 @@ def main() -> int:
             if row["status"] == "ok":
                 ray_finished.append((time.perf_counter() - job_started, row["frames"]))
 
-        ray_cpu_before, driver_cpu_before = ray_cpu_seconds(), cpu_seconds()
+        driver_cpu_before = cpu_seconds()
         with PeakMemory(include_ray_workers=True) as ray_memory:
             report = run_render_job(ray_config, address="local", on_result=on_result)
-        ray_cpu = ray_cpu_seconds() - ray_cpu_before + cpu_seconds() - driver_cpu_before
+        ray_cpu = ray_memory.ray_cpu_seconds() + cpu_seconds() - driver_cpu_before
         if report.summary.ok != len(rows):
             print(f"pipeline rendered {report.summary.ok}/{len(rows)} rows", file=sys.stderr)
             return 1
@@ -163,6 +163,7 @@ def main() -> int:
         f"peak PSS driver {ray_memory.peak_driver / 2**20:.0f} MiB + workers {ray_memory.peak_workers / 2**20:.0f} MiB",
         f"CPU seconds per output frame: (a) {seq_cores * seq_seconds / seq_frames * 1000:.0f} ms, "
         f"(b) {ray_cpu / seq_frames * 1000:.0f} ms (driver and Ray processes)",
+        f"(b) CPU seconds by process: {ray_memory.cpu_breakdown()}",
         f"ratio b/a: {b_fps / a_fps:.2f} over the whole job",
         f"steady state (first to last finished video): (a) {seq_steady:.1f}, "
         f"(b) {ray_steady:.1f} output frames/s, ratio b/a {ray_steady / seq_steady:.2f}",
