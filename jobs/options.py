@@ -60,7 +60,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a row may take from its first stage before it fails (default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
-                             "(default: 512 MiB per CPU of the cluster)")
+                             "(default: 15%% of the cluster's object store, growing with the cluster)")
     parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                         help="fsspec storage option, e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000")
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",

@@ -30,7 +30,8 @@ class RenderJobConfig:
     report: bool = True  # write {output}/index.html and the small previews it shows
     max_input_bytes: int = 2 * 1024**3
     row_time_limit_s: float = 1800.0  # a row still unfinished this long after its first stage fails
-    # Object-store memory the rows waiting between stages may hold, in MiB.  None: 512 MiB per CPU of
-    # the cluster.  Without a bound Ray Data lets a fast stage run ahead of a slow one until half the
-    # object store is full, so memory would grow with the manifest (see pipelines/render_pipeline.py).
+    # Object-store memory the rows waiting between stages may hold, in MiB.  None: a share of the
+    # cluster's object store that grows with the cluster.  Without a bound Ray Data lets a fast stage
+    # run ahead of a slow one until half the store is full, so memory would grow with the manifest
+    # (see pipelines/render_pipeline.py).
     queue_memory_mib: int | None = None

@@ -22,7 +22,7 @@ from hellomeme_batch.results import Summary, result_row, write_results
 from hellomeme_batch.work import PENDING
 from pipelines.config import RenderJobConfig
 from pipelines.ray_runtime import connect
-from pipelines.render_pipeline import PoolSizes, build_dataset, queue_memory_bytes
+from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
 from pipelines.row_plan import plan_rows
 
 logger = logging.getLogger(__name__)
@@ -96,11 +96,9 @@ def run_render_job(
         connect(address)
         resources = ray.cluster_resources()
         pools = PoolSizes.for_cluster(engine, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-        queue_bytes = queue_memory_bytes(config, resources.get("CPU", 1.0))
-        ray.data.DataContext.get_current().execution_options.resource_limits = ray.data.ExecutionResources(
-            object_store_memory=queue_bytes)
-        logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %d MiB)", len(pending),
-                    config.engine, pools, queue_bytes // 2**20)
+        budget = set_queue_budget(ray.data.DataContext.get_current(), config)
+        logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(pending),
+                    config.engine, pools, budget)
         for row in _finished_rows(build_dataset(pending, config, engine, pools)):
             if first_video_at is None and row["status"] == "ok":
                 first_video_at = time.perf_counter() - started

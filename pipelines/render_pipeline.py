@@ -58,12 +58,14 @@ ENCODE_CPUS = 0.25  # x264 runs in an ffmpeg subprocess
 
 # Rows waiting between stages live in Ray's object store.  Ray Data would let decode run ahead of
 # pose and render until half the store is full; each worker keeps the store pages it has read
-# resident, so memory would grow with the manifest.  A fixed budget keeps a few rows queued in
-# front of the slowest stage (enough to keep it busy) and no more.  Ray Data still runs one task
-# of a stage when a single row is larger than the budget.  Measured on 2 CPUs (bench/): with 512
-# MiB per CPU, 300 rows peak within 1.13x of 30 rows' memory (unbounded: 1.48x); 256 MiB per CPU
-# held the render actor back on the shared clips (36 instead of 48 frames/s once busy).
-QUEUE_MIB_PER_CPU = 512
+# resident, so memory would grow with the manifest.  A smaller share keeps a few rows queued in
+# front of the slowest stage (enough to keep it busy) and no more.  It is a share of the cluster's
+# store, which Ray Data re-reads every second, so the budget grows as an autoscaling cluster adds
+# nodes.  Ray Data still runs one task of a stage when a single row is larger than the budget.
+# Measured on 2 CPUs with a 7 GiB store (bench/): with about 1 GiB, 300 rows peak within 1.13-1.21x
+# of 30 rows' memory (unbounded: 1.48x); 512 MiB held the render actor back on the shared clips
+# (36 instead of 48 frames/s once busy).
+QUEUE_STORE_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,20 @@ class PoolSizes:
         return cls(pose=cpu_pool, render=render, tasks=max(2, int(cpus)))
 
 
-def queue_memory_bytes(config: RenderJobConfig, cpus: float) -> int:
-    """The object-store budget for rows queued between stages (see QUEUE_MIB_PER_CPU)."""
-    mib = config.queue_memory_mib if config.queue_memory_mib is not None else QUEUE_MIB_PER_CPU * max(1.0, cpus)
-    return int(mib * 2**20)
+def set_queue_budget(context: ray.data.DataContext, config: RenderJobConfig) -> str:
+    """Cap the object-store memory of rows queued between stages (see QUEUE_STORE_FRACTION).
+
+    ``config.queue_memory_mib`` fixes the cap; by default it is a share of the cluster's store.
+    Returns the budget in words, for the job's log.
+    """
+    if config.queue_memory_mib is not None:
+        context.override_object_store_memory_limit_fraction = None
+        context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+            object_store_memory=config.queue_memory_mib * 2**20)
+        return f"{config.queue_memory_mib} MiB"
+    context.override_object_store_memory_limit_fraction = QUEUE_STORE_FRACTION
+    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits()
+    return f"{QUEUE_STORE_FRACTION:.0%} of the object store"
 
 
 def _result(row: dict) -> dict:

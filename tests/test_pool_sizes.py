@@ -2,6 +2,8 @@
 
 import argparse
 
+import ray.data
+
 from engines.hellomeme_engine import HelloMemeEngine
 from engines.warp.engine import WarpEngine
 from jobs.options import add_render_arguments, render_config
@@ -11,9 +13,9 @@ from pipelines.render_pipeline import (
     DECODE_CPUS,
     ENCODE_CPUS,
     POSE_CPUS,
-    QUEUE_MIB_PER_CPU,
+    QUEUE_STORE_FRACTION,
     PoolSizes,
-    queue_memory_bytes,
+    set_queue_budget,
 )
 
 
@@ -29,12 +31,18 @@ def test_gpu_engine_gets_one_render_actor_per_gpu():
     assert PoolSizes.for_cluster(HelloMemeEngine, cpus=16, gpus=0).render == 1
 
 
-def test_queue_budget_scales_with_cpus_unless_set():
-    config = RenderJobConfig(manifest_uri="m.parquet", output_uri="out")
-    assert queue_memory_bytes(config, cpus=2) == 2 * QUEUE_MIB_PER_CPU * 2**20
-    assert queue_memory_bytes(config, cpus=0.5) == QUEUE_MIB_PER_CPU * 2**20
+def test_queue_budget_is_a_share_of_the_store_unless_set():
+    context = ray.data.DataContext.get_current().copy()
     fixed = RenderJobConfig(manifest_uri="m.parquet", output_uri="out", queue_memory_mib=64)
-    assert queue_memory_bytes(fixed, cpus=64) == 64 * 2**20
+    assert set_queue_budget(context, fixed) == "64 MiB"
+    assert context.execution_options.resource_limits.object_store_memory == 64 * 2**20
+    assert context.override_object_store_memory_limit_fraction is None
+
+    # The next job in the same process, without a fixed budget, gets the share, not the last cap.
+    default = RenderJobConfig(manifest_uri="m.parquet", output_uri="out")
+    set_queue_budget(context, default)
+    assert context.override_object_store_memory_limit_fraction == QUEUE_STORE_FRACTION
+    assert context.execution_options.resource_limits.object_store_memory == float("inf")
 
 
 def test_queue_memory_option_reaches_the_config():
