@@ -1,11 +1,14 @@
-"""Helpers shared by the benchmark scripts: memory sampling and appending to RESULTS.md."""
+"""Helpers shared by the benchmark scripts: their common options, memory and CPU sampling, and
+appending to RESULTS.md."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,24 @@ from pathlib import Path
 import psutil
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+DEFAULT_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benches that run the render pipeline on the shared media."""
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA, help="folder with reference_images/ and "
+                        "drive_videos/ (default: ../shared/media)")
+    parser.add_argument("--queue-memory", type=int, default=None, metavar="MIB",
+                        help="the pipeline's queue budget (default: the job's default)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+
+
+def has_media(media: Path) -> bool:
+    """Whether the shared media are at ``media``; says so on stderr when not."""
+    if (media / "drive_videos").is_dir():
+        return True
+    print(f"no media at {media}; pass --media", file=sys.stderr)
+    return False
 
 
 def commit() -> str:
@@ -99,8 +120,6 @@ class PeakMemory:
         self.interval = interval
         self.peak_driver = 0
         self.peak_workers = 0
-        self.peak_total = 0
-        self.peak_workers_shared = 0  # the object store's part of peak_workers
         self.at_worker_peak: dict[str, tuple[int, int, int]] = {}  # title -> (count, bytes, shared bytes)
         # CPU seconds per Ray process, when first seen and when last seen: processes that end during
         # the run keep their last sample (up to one interval short), processes that start count whole.
@@ -116,14 +135,14 @@ class PeakMemory:
         while not self._stop.is_set():
             try:
                 driver = _pss(me)[0]
-                workers, shared, by_title = 0, 0, {}
+                workers, by_title = 0, {}
                 if self.include_ray_workers:
                     for process in ray_processes():
                         try:
                             size, shm = _pss(process)
                         except psutil.Error:
                             continue
-                        workers, shared = workers + size, shared + shm
+                        workers += size
                         title = _title(process)
                         try:
                             used = _cpu_seconds(process)
@@ -139,8 +158,7 @@ class PeakMemory:
                 self._first_sample = False
                 self.peak_driver = max(self.peak_driver, driver)
                 if workers > self.peak_workers:
-                    self.peak_workers, self.peak_workers_shared, self.at_worker_peak = workers, shared, by_title
-                self.peak_total = max(self.peak_total, driver + workers)
+                    self.peak_workers, self.at_worker_peak = workers, by_title
             except psutil.Error:
                 pass
             time.sleep(self.interval)

@@ -1,7 +1,7 @@
 """CPU pipeline benchmark: the shared pairs rendered (a) stage after stage in one process and
 (b) through the Ray pipeline on this machine's CPUs, side by side in one run.
 
-    .venv/bin/python bench/cpu_pipeline.py [--media ../shared/media] [--rows 8]
+    .venv/bin/python bench/cpu_pipeline.py [--media ../shared/media] [--rows 8] [--queue-memory MIB]
 
 Prints output frames per second of each, the ratio b/a, peak memory, time to the first finished
 video, and the warp engine's own speed on one core; appends the figures to bench/RESULTS.md.
@@ -26,7 +26,7 @@ import cv2  # noqa: E402
 
 from actors.pose_actor import PoseExtractor  # noqa: E402
 from actors.render_actor import FrameRenderer  # noqa: E402
-from bench._common import PeakMemory, append_results  # noqa: E402
+from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
 from hellomeme_batch.manifest import read_manifest  # noqa: E402
 from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
@@ -101,16 +101,12 @@ def warp_speed(config: RenderJobConfig) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
     parser.add_argument("--rows", type=int, default=8, help="rows: the 8 shared pairs, cycled beyond 8")
-    parser.add_argument("--queue-memory", type=int, default=None, metavar="MIB",
-                        help="the pipeline's queue budget (default: the job's default)")
-    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    add_pipeline_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    media = Path(args.media)
-    if not (media / "drive_videos").is_dir():
-        print(f"no media at {media}; pass --media", file=sys.stderr)
+    media = args.media
+    if not has_media(media):
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as scratch:
         pairs = pair_folders(str(media / "reference_images"), str(media / "drive_videos"), "zip")[:8]

@@ -1,6 +1,7 @@
 """Soak benchmark: 300 rows of short clips against 30 rows, in one run, on this machine's CPUs.
 
     .venv/bin/python bench/soak.py [--media ../shared/media] [--rows 300] [--small 30] [--seconds 1.0]
+                                      [--queue-memory MIB]
 
 The pipeline streams, so memory must not grow with the manifest: the peak resident memory of the
 driver and of the Ray workers is measured for both runs and compared (target: within 1.3x), every
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ray  # noqa: E402
 
-from bench._common import PeakMemory, append_results  # noqa: E402
+from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from pipelines.config import RenderJobConfig  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
@@ -48,18 +49,14 @@ def run(rows: list[dict], folder: str, queue_memory: int | None) -> tuple[object
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--small", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds of each driving clip to render")
-    parser.add_argument("--queue-memory", type=int, default=None, metavar="MIB",
-                        help="the pipeline's queue budget (default: the job's default)")
-    parser.add_argument("--no-record", action="store_true")
+    add_pipeline_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    media = Path(args.media)
-    if not (media / "drive_videos").is_dir():
-        print(f"no media at {media}; pass --media", file=sys.stderr)
+    media = args.media
+    if not has_media(media):
         return 1
     figures = {}
     for label, count in (("small", args.small), ("large", args.rows)):

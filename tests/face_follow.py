@@ -5,8 +5,25 @@ yaw and pitch; a signal counts only where it moves beyond its noise floor in the
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
 
 from hellomeme_batch import faces, media
+
+
+def read_clip(path: Path) -> np.ndarray:
+    """(T, H, W, 3) RGB frames of a video, read with OpenCV (independently of the product's decoder)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return np.stack(frames)
 
 
 def _track(path: str, tracker: faces.FaceTracker) -> faces.FaceTrack:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -21,25 +19,7 @@ from hellomeme_batch.faces import (
     head_pose,
     stable_crop_box,
 )
-
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-needs_media = pytest.mark.skipif(
-    not (MEDIA / "drive_videos").is_dir(),
-    reason=f"shared test media not found at {MEDIA} (it sits beside the checkout in CI, not on a fresh machine)",
-)
-
-
-def read_clip(path: Path) -> np.ndarray:
-    """(T, H, W, 3) RGB frames of a video."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return np.stack(frames)
+from tests.face_follow import read_clip
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +162,9 @@ def test_cropped_track_matches_the_face_found_in_the_crop(tracker, astronaut):
     np.testing.assert_allclose(moved.rotation, found.rotation, atol=np.radians(6))
 
 
-@needs_media
-def test_signals_follow_a_real_clip(tracker):
+def test_signals_follow_a_real_clip(tracker, media_dir):
     """nice.mp4: a man talks, closes his eyes for about two seconds, opens them and turns his head."""
-    frames = read_clip(MEDIA / "drive_videos" / "nice.mp4")
+    frames = read_clip(media_dir / "drive_videos" / "nice.mp4")
     track = tracker.track(frames)
     assert len(track) == len(frames) and track.detected.mean() > 0.95
     eye = faces.eye_opening(track)
@@ -201,9 +180,8 @@ def test_signals_follow_a_real_clip(tracker):
     assert all(value == pytest.approx(1.0) for value in correlations.values() if value is not None)
 
 
-@needs_media
-def test_crop_and_transformed_track_of_a_real_clip(tracker):
-    frames = read_clip(MEDIA / "drive_videos" / "qie.mp4")
+def test_crop_and_transformed_track_of_a_real_clip(tracker, media_dir):
+    frames = read_clip(media_dir / "drive_videos" / "qie.mp4")
     track = tracker.track(frames)
     box = stable_crop_box(track)
     crops = crop_frames(frames, box, 512)

@@ -10,9 +10,7 @@ nothing about eyes.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,25 +25,10 @@ from engines.warp.retarget import RetargetConfig, retarget
 from hellomeme_batch import faces
 from hellomeme_batch.faces import FaceTrack, FaceTracker, crop_frames, stable_crop_box
 from hellomeme_batch.windows import WindowPlan
+from tests.face_follow import read_clip
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-needs_media = pytest.mark.skipif(
-    not (MEDIA / "drive_videos").is_dir(),
-    reason=f"shared test media not found at {MEDIA} (it sits beside the checkout in CI, not on a fresh machine)",
-)
 MIN_CORRELATION = 0.8
 
-
-def read_clip(path: Path) -> np.ndarray:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return np.stack(frames)
 
 
 @pytest.fixture(scope="module")
@@ -212,40 +195,19 @@ def test_mismatched_inputs_are_refused(reference):
         WarpEngine().render([bad])
 
 
-def test_rendering_speed_per_core(reference):
-    """Target: >= 25 frames/s per core at 512x512 (measured ~100+); CPU time, so a busy machine does not fail it."""
-    crop, face = reference
-    num_frames = 30
-    amount = 0.3 * (1 + np.sin(np.linspace(0, 6, num_frames))) / 2
-    targets = retarget(face.landmarks[0], (face.landmarks[0] + open_mouth(face.landmarks[0], amount)).astype(np.float32))
-    rig = PortraitRig(crop, face.landmarks[0])
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        rig.render(targets[0])
-        started = time.process_time()
-        for target in targets:
-            rig.render(target)
-        frames_per_cpu_second = num_frames / (time.process_time() - started)
-    finally:
-        cv2.setNumThreads(threads)
-    assert frames_per_cpu_second >= 25
-
-
 @pytest.fixture(scope="module")
-def shared_reference(tracker):
-    path = MEDIA / "reference_images" / "harris.jpg"
+def shared_reference(tracker, media_dir):
+    path = media_dir / "reference_images" / "harris.jpg"
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     box = stable_crop_box(tracker.detect(image))
     crop = crop_frames(image, box, 512)
     return crop, tracker.detect(crop)
 
 
-@needs_media
 @pytest.mark.parametrize("clip", ["nice", "qie"])
-def test_output_follows_the_driving_clip(tracker, shared_reference, clip):
+def test_output_follows_the_driving_clip(tracker, shared_reference, clip, media_dir):
     """nice: talking, eyes shut for ~2 s, head turns and nods; qie: a child looks down, then up, and speaks."""
-    frames = read_clip(MEDIA / "drive_videos" / f"{clip}.mp4")
+    frames = read_clip(media_dir / "drive_videos" / f"{clip}.mp4")
     track = tracker.track(frames)
     box = stable_crop_box(track)
     driving = track.cropped(box, 512)
