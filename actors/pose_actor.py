@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from hellomeme_batch import faces
-from hellomeme_batch.storage import redact
-from hellomeme_batch.work import MemeWork, pack_batch, run_stage, unpack_batch
+from faces import tracking
+from mediaio.storage import redact
+from pipelines.rows import MemeWork, pack_batch, run_stage, unpack_batch
 
 
 class InputFaceError(Exception):
@@ -27,23 +27,23 @@ class PoseExtractor:
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self.tracker = faces.FaceTracker()
+        self.tracker = tracking.FaceTracker()
 
     def extract(self, work: MemeWork) -> MemeWork:
         try:
             reference_track = self.tracker.detect(work.reference_image)
-        except faces.FaceError as exc:
+        except tracking.FaceError as exc:
             raise InputFaceError(f"reference {redact(work.spec.reference_uri)}: {exc}") from None
-        reference_box = faces.stable_crop_box(reference_track)  # kept inside the image: no padded borders
-        reference = faces.crop_frames(work.reference_image[None], reference_box, self.size)[0]
+        reference_box = tracking.stable_crop_box(reference_track)  # kept inside the image: no padded borders
+        reference = tracking.crop_frames(work.reference_image[None], reference_box, self.size)[0]
 
         clip = work.clip
         try:
             driving_track = self.tracker.track(clip.frames)
-        except faces.FaceError as exc:
+        except tracking.FaceError as exc:
             raise InputFaceError(f"driving video {redact(work.spec.driving_uri)}: {exc}") from None
-        driving_box = faces.stable_crop_box(driving_track)
-        driving_frames = faces.crop_frames(clip.frames, driving_box, self.size)
+        driving_box = tracking.stable_crop_box(driving_track)
+        driving_frames = tracking.crop_frames(clip.frames, driving_box, self.size)
         return replace(
             work,
             reference=reference,

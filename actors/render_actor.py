@@ -18,9 +18,9 @@ import numpy as np
 
 from engines.base import EngineOptions, RenderInput, RenderSettings
 from engines.registry import create_engine
-from hellomeme_batch.metrics import worker_metrics
-from hellomeme_batch.windows import WindowPlan
-from hellomeme_batch.work import PENDING, MemeWork, pack_batch, run_stage, unpack_batch
+from reporting.metrics import worker_metrics
+from hellomeme.windows import WindowPlan
+from pipelines.rows import PENDING, MemeWork, pack_batch, run_stage, unpack_batch
 
 logger = logging.getLogger(__name__)
 

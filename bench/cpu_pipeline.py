@@ -28,9 +28,9 @@ from actors.pose_actor import PoseExtractor  # noqa: E402
 from actors.render_actor import FrameRenderer  # noqa: E402
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
-from hellomeme_batch.manifest import read_manifest  # noqa: E402
-from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
-from hellomeme_batch.work import run_stage  # noqa: E402
+from pipelines.manifest import read_manifest  # noqa: E402
+from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
+from pipelines.rows import run_stage  # noqa: E402
 from pipelines.config import RenderJobConfig  # noqa: E402
 from pipelines.decode_stage import make_decode_fn  # noqa: E402
 from pipelines.encode_stage import make_encode_fn  # noqa: E402

@@ -53,7 +53,7 @@ from hellomeme.video_pipeline import (  # noqa: E402
     VideoRequest,
     hellomeme_scheduler,
 )
-from hellomeme_batch.windows import WindowPlan  # noqa: E402
+from hellomeme.windows import WindowPlan  # noqa: E402
 
 logger = logging.getLogger("bench.gpu_throughput")
 H100_BF16_DENSE_TFLOPS = 989.0

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
-from hellomeme_batch.manifest_builder import pair_folders, write_manifest  # noqa: E402
+from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from pipelines.config import RenderJobConfig  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402

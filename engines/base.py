@@ -16,8 +16,8 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from hellomeme_batch.faces import FaceTrack
-from hellomeme_batch.windows import WindowPlan
+from faces.tracking import FaceTrack
+from hellomeme.windows import WindowPlan
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from hellomeme.random_components import random_full_size_components
 from hellomeme.tiny import tiny_components
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
 from hellomeme.weights import WeightsLayout, check_weights, hub_layout, load_hellomeme
-from hellomeme_batch.faces import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
+from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
 
 logger = logging.getLogger(__name__)
 

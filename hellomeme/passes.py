@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hellomeme_batch.windows import WindowPlan
+from hellomeme.windows import WindowPlan
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from hellomeme.images import to_model_range, to_uint8
 from hellomeme.noise import INITIAL_STEP, frame_noise
 from hellomeme.passes import DenoisePass, plan_passes
 from hellomeme.pose_control import HeadPoseTrack, draw_pose_images
-from hellomeme_batch.windows import WindowPlan
+from hellomeme.windows import WindowPlan
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import wave
 import numpy as np
 from PIL import Image
 
-from hellomeme_batch import media, storage
-from hellomeme_batch.manifest_builder import write_manifest
+from mediaio import media, storage
+from jobs.manifest_builder import write_manifest
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
 
@@ -43,7 +43,7 @@ def jingle_wav(seconds: float, rate: int = 22050) -> bytes:
 
 def build_demo_inputs(folder: str) -> str:
     """Write the demo portraits, driving clips and manifest under ``folder``; returns the manifest path."""
-    from hellomeme_batch import demo_media  # scikit-image and matplotlib load only for the demo
+    from jobs import demo_media  # scikit-image and matplotlib load only for the demo
 
     os.makedirs(folder, exist_ok=True)
     limits = media.MediaLimits()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from hellomeme_batch import storage
-from hellomeme_batch.manifest import ManifestError
-from hellomeme_batch.manifest_builder import pair_folders, rows_from_csv, write_manifest
+from mediaio import storage
+from pipelines.manifest import ManifestError
+from jobs.manifest_builder import pair_folders, rows_from_csv, write_manifest
 
-logger = logging.getLogger("hellomeme_batch.manifest")
+logger = logging.getLogger("pipelines.manifest")
 
 
 def run(args: argparse.Namespace) -> int:

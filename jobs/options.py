@@ -8,9 +8,9 @@ import os
 from typing import Any
 
 from engines.base import EngineOptions
-from hellomeme_batch.media import MediaLimits
-from hellomeme_batch.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
-from hellomeme_batch.storage import DEFAULT_SCHEMES, StoragePolicy
+from mediaio.media import MediaLimits
+from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
+from mediaio.storage import DEFAULT_SCHEMES, StoragePolicy
 from pipelines.config import RenderJobConfig
 
 STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"

@@ -18,9 +18,9 @@ import sys
 from typing import Any, Iterator
 
 from engines.registry import UnknownEngineError
-from hellomeme_batch.manifest import ManifestError
-from hellomeme_batch.metrics import DriverMetrics, MetricsEndpoint
-from hellomeme_batch.storage import StorageError, redact
+from pipelines.manifest import ManifestError
+from reporting.metrics import DriverMetrics, MetricsEndpoint
+from mediaio.storage import StorageError, redact
 from jobs.options import add_metrics_arguments, add_render_arguments, render_config
 from pipelines.render_job import JobReport, run_render_job
 

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from hellomeme_batch import storage
+from mediaio import storage
 from jobs.options import STORAGE_OPTIONS_ENV, add_metrics_arguments, add_render_arguments, parse_storage_options
 from jobs.render import EXIT_JOB_ERROR, EXIT_OK
 

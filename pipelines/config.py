@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from engines.base import EngineOptions
-from hellomeme_batch.media import MediaLimits
-from hellomeme_batch.storage import StoragePolicy
+from mediaio.media import MediaLimits
+from mediaio.storage import StoragePolicy
 
 
 @dataclass(frozen=True)

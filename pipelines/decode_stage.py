@@ -12,9 +12,10 @@ import tempfile
 from dataclasses import replace
 from typing import Callable
 
-from hellomeme_batch import media, previews, storage
-from hellomeme_batch.metrics import worker_metrics
-from hellomeme_batch.work import MemeWork
+from mediaio import media, storage
+from reporting import previews
+from reporting.metrics import worker_metrics
+from pipelines.rows import MemeWork
 from pipelines.config import RenderJobConfig
 
 

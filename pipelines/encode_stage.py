@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from hellomeme_batch import media, previews
-from hellomeme_batch.work import MemeWork
+from mediaio import media
+from reporting import previews
+from pipelines.rows import MemeWork
 from pipelines.config import RenderJobConfig
 
 

@@ -14,12 +14,12 @@ from typing import Any, Callable, Iterator
 import ray
 
 from engines.registry import ENGINE_CLASSES, engine_class
-from hellomeme_batch import storage
-from hellomeme_batch.manifest import read_manifest
-from hellomeme_batch.metrics import DriverMetrics
-from hellomeme_batch.report import JobFacts, write_report
-from hellomeme_batch.results import Summary, result_row, write_results
-from hellomeme_batch.work import PENDING
+from mediaio import storage
+from pipelines.manifest import read_manifest
+from reporting.metrics import DriverMetrics
+from reporting.report import JobFacts, write_report
+from reporting.results import Summary, result_row, write_results
+from pipelines.rows import PENDING
 from pipelines.config import RenderJobConfig
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget

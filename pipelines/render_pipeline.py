@@ -17,7 +17,7 @@
 
 Every row is its own block (one row per block from ``from_items``), so a small manifest still fans
 out over every actor.  Each stage runs rows through ``run_stage``: an error fails that row only.
-The workers record the job's metrics as they go (hellomeme_batch.metrics): rows started and
+The workers record the job's metrics as they go (reporting.metrics): rows started and
 frames decoded in decode, windows in flight, frames rendered and GPU memory in the render
 actors, and each row's status and stage timings as it leaves the pipeline.
 """
@@ -32,10 +32,10 @@ import ray
 from actors.pose_actor import PoseExtractor
 from actors.render_actor import FrameRenderer
 from engines.base import Engine
-from hellomeme_batch import previews
-from hellomeme_batch.metrics import worker_metrics
-from hellomeme_batch.results import result_row
-from hellomeme_batch.work import MemeWork, pack, row_stage, unpack
+from reporting import previews
+from reporting.metrics import worker_metrics
+from reporting.results import result_row
+from pipelines.rows import MemeWork, pack, row_stage, unpack
 from pipelines.config import RenderJobConfig
 from pipelines.decode_stage import make_decode_fn
 from pipelines.encode_stage import make_encode_fn

@@ -13,9 +13,9 @@ import logging
 import pyarrow as pa
 
 from engines.registry import UnknownEngineError
-from hellomeme_batch import storage
-from hellomeme_batch.manifest import RowError, describe_id, first_rows_by_id, parse_row
-from hellomeme_batch.work import FAILED, PENDING, SKIPPED, MemeWork
+from mediaio import storage
+from pipelines.manifest import RowError, describe_id, first_rows_by_id, parse_row
+from pipelines.rows import FAILED, PENDING, SKIPPED, MemeWork
 from pipelines.config import RenderJobConfig
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import logging
 from dataclasses import replace
 from typing import Callable
 
-from hellomeme_batch import storage
-from hellomeme_batch.work import OK, MemeWork
+from mediaio import storage
+from pipelines.rows import OK, MemeWork
 from pipelines.config import RenderJobConfig
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hellomeme_batch.media import ffmpeg_exe
+from mediaio.media import ffmpeg_exe
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def media_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ffmpeg() -> str:
-    from hellomeme_batch.media import ffmpeg_exe
+    from mediaio.media import ffmpeg_exe
 
     return ffmpeg_exe()
 

@@ -1,5 +1,5 @@
 """Does a rendered video's face follow its driving clip?  Both are tracked with mediapipe and compared
-signal by signal with :func:`hellomeme_batch.faces.follow_correlations` (mouth and eye opening, head
+signal by signal with :func:`faces.tracking.follow_correlations` (mouth and eye opening, head
 yaw and pitch; a signal counts only where it moves beyond its noise floor in the clip)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hellomeme_batch import faces, media
+from faces import tracking
+from mediaio import media
 
 
 def read_clip(path: Path) -> np.ndarray:
@@ -26,17 +27,17 @@ def read_clip(path: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def _track(path: str, tracker: faces.FaceTracker) -> faces.FaceTrack:
+def _track(path: str, tracker: tracking.FaceTracker) -> tracking.FaceTrack:
     return tracker.track(media.decode_clip(path, None, media.MediaLimits()).frames)
 
 
-def _first(track: faces.FaceTrack, count: int) -> faces.FaceTrack:
+def _first(track: tracking.FaceTrack, count: int) -> tracking.FaceTrack:
     return replace(track, landmarks=track.landmarks[:count], rotation=track.rotation[:count],
                    translation=track.translation[:count], detected=track.detected[:count])
 
 
-def compare(output_path: str, driving_path: str, tracker: faces.FaceTracker) -> dict[str, float | None]:
+def compare(output_path: str, driving_path: str, tracker: tracking.FaceTracker) -> dict[str, float | None]:
     """Pearson r per signal between the clip and the output (None where the clip does not move it)."""
     output, driving = _track(output_path, tracker), _track(driving_path, tracker)
     count = min(len(output), len(driving))
-    return faces.follow_correlations(_first(driving, count), _first(output, count))
+    return tracking.follow_correlations(_first(driving, count), _first(output, count))

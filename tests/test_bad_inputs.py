@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from hellomeme_batch import media
-from hellomeme_batch.manifest_builder import write_manifest
+from mediaio import media
+from jobs.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
 from tests.bad_inputs import build_corpus
 

@@ -59,7 +59,7 @@ def register_test_engine() -> None:
 # --- the child process: a two-node cluster and one render job ----------------------------------
 
 def _write_manifest(media: Path, folder: Path) -> str:
-    from hellomeme_batch.manifest_builder import write_manifest
+    from jobs.manifest_builder import write_manifest
 
     portraits = sorted((media / "reference_images").glob("*.jpg"))[:2]
     clips = sorted((media / "drive_videos").glob("*.mp4"))[:2]

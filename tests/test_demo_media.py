@@ -10,8 +10,8 @@ import pytest
 
 from engines.base import RenderInput
 from engines.warp import WarpEngine
-from hellomeme_batch import faces
-from hellomeme_batch.demo_media import (
+from faces import tracking
+from jobs.demo_media import (
     DEFAULT_SCRIPT,
     DRIVING_CROP_SCALE,
     DemoMediaError,
@@ -19,8 +19,8 @@ from hellomeme_batch.demo_media import (
     demo_portraits,
     synthesize_driving_clip,
 )
-from hellomeme_batch.faces import FaceTracker, NoFaceError, crop_frames, stable_crop_box
-from hellomeme_batch.windows import WindowPlan
+from faces.tracking import FaceTracker, NoFaceError, crop_frames, stable_crop_box
+from hellomeme.windows import WindowPlan
 
 FPS, SECONDS = 15.0, 4.0
 
@@ -66,7 +66,7 @@ def test_synthesised_clip_performs_its_script(clips):
     times = np.arange(int(FPS * SECONDS)) / (int(FPS * SECONDS) - 1)
     script = DEFAULT_SCRIPT.sample(times)
     for name, (_, _, track) in clips.items():
-        measured = faces.expression_signals(track)
+        measured = tracking.expression_signals(track)
         assert np.corrcoef(measured["mouth"], script["mouth"])[0, 1] > 0.9, name
         assert np.corrcoef(measured["yaw"], script["yaw"])[0, 1] > 0.9, name  # same sign convention
         assert np.corrcoef(measured["pitch"], script["pitch"])[0, 1] > 0.7, name
@@ -92,7 +92,7 @@ def test_warp_engine_driven_by_one_portrait_follows_it_on_the_other(clips, portr
     out = engine.render([item])[0]
     rendered = tracker.track(out)
     assert rendered.detected.all()
-    correlations = faces.follow_correlations(driving, rendered)
+    correlations = tracking.follow_correlations(driving, rendered)
     judged = {k: v for k, v in correlations.items() if v is not None}
     assert {"mouth", "yaw", "pitch"} <= set(judged), correlations
     assert all(v >= 0.8 for v in judged.values()), correlations
@@ -103,7 +103,7 @@ def test_script_is_resampled_to_any_length(portraits, tracker):
     assert frames.shape[0] == 15 and fps == 10
     # The first frame is the still face.
     still = crop_frames(portraits["astronaut"], stable_crop_box(tracker.detect(portraits["astronaut"]),
-                        faces.CropConfig(scale=DRIVING_CROP_SCALE)), 512)
+                        tracking.CropConfig(scale=DRIVING_CROP_SCALE)), 512)
     assert np.abs(frames[0].astype(int) - still).mean() < 1.0
 
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hellomeme_batch import faces
-from hellomeme_batch.faces import (
+from faces import tracking
+from faces.tracking import (
     CropBox,
     CropConfig,
     FaceTrack,
@@ -97,10 +97,10 @@ def test_tracker_is_reset_between_clips(tracker, astronaut):
 @pytest.mark.parametrize("pitch, yaw, roll", [(0.0, 0.0, 0.0), (0.25, 0.0, 0.0), (0.0, 0.35, 0.0), (-0.2, -0.3, 0.15)])
 def test_head_pose_recovers_a_known_rotation(pitch, yaw, roll):
     """Project the canonical face at a known pose, solve it back; also pins the angle conventions."""
-    index = np.array(sorted(faces.CANONICAL_FACE))
-    model = np.array([faces.CANONICAL_FACE[i] for i in index])
+    index = np.array(sorted(tracking.CANONICAL_FACE))
+    model = np.array([tracking.CANONICAL_FACE[i] for i in index])
     rotation = euler_to_rotation(pitch, yaw, roll)
-    camera = faces._camera_matrix((512, 512))
+    camera = tracking._camera_matrix((512, 512))
     projected, _ = cv2.projectPoints(model, cv2.Rodrigues(rotation)[0], np.array([0.0, 0.0, 90.0]), camera, np.zeros(4))
     landmarks = np.zeros((1, 478, 3), np.float32)
     landmarks[0, index, :2] = projected[:, 0]
@@ -167,16 +167,16 @@ def test_signals_follow_a_real_clip(tracker, media_dir):
     frames = read_clip(media_dir / "drive_videos" / "nice.mp4")
     track = tracker.track(frames)
     assert len(track) == len(frames) and track.detected.mean() > 0.95
-    eye = faces.eye_opening(track)
-    mouth = faces.mouth_opening(track)
-    yaw = np.degrees(faces.head_yaw(track))
+    eye = tracking.eye_opening(track)
+    mouth = tracking.mouth_opening(track)
+    yaw = np.degrees(tracking.head_yaw(track))
     assert eye.max() > 0.1 and np.percentile(eye, 10) < 0.05  # eyes open, then closed
     assert mouth.max() > 0.15 and mouth.min() < 0.03  # speaks: the mouth opens and shuts
     assert np.ptp(yaw) > 15
-    signals = faces.expression_signals(track)
+    signals = tracking.expression_signals(track)
     assert set(signals) == {"mouth", "eye", "yaw", "pitch"}
     assert all(values.shape == (len(frames),) for values in signals.values())
-    correlations = faces.follow_correlations(track, track)
+    correlations = tracking.follow_correlations(track, track)
     assert all(value == pytest.approx(1.0) for value in correlations.values() if value is not None)
 
 

@@ -15,8 +15,8 @@ import psutil
 import pytest
 import ray
 
-from hellomeme_batch import media
-from hellomeme_batch.manifest_builder import pair_folders, write_manifest
+from mediaio import media
+from jobs.manifest_builder import pair_folders, write_manifest
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
 from tests.conftest import REPO

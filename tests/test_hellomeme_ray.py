@@ -23,7 +23,7 @@ def run_tiny_hellomeme_job(media: Path, workdir: Path) -> dict:
     from ray.util.state import list_actors
 
     from engines.base import EngineOptions
-    from hellomeme_batch.manifest_builder import pair_folders, write_manifest
+    from jobs.manifest_builder import pair_folders, write_manifest
     from pipelines.config import RenderJobConfig
     from pipelines.render_job import run_render_job
 

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hellomeme_batch.manifest import ManifestError, RowError, check_schema, parse_row, read_manifest
-from hellomeme_batch.manifest_builder import pair_folders, rows_from_csv, safe_id, write_manifest
+from pipelines.manifest import ManifestError, RowError, check_schema, parse_row, read_manifest
+from jobs.manifest_builder import pair_folders, rows_from_csv, safe_id, write_manifest
 
 GOOD = {"id": "a-1", "reference_uri": "/x/a.jpg", "driving_uri": "/x/d.mp4"}
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hellomeme_batch import media
+from mediaio import media
 from tests.conftest import make_test_clip
 
 LIMITS = media.MediaLimits()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hellomeme_batch.manifest_builder import write_manifest
-from hellomeme_batch.metrics import (
+from jobs.manifest_builder import write_manifest
+from reporting.metrics import (
     DEFAULT_DRIVER_HOST,
     DEFAULT_DRIVER_PORT,
     WORKER_METRICS,
@@ -66,7 +66,7 @@ def free_port() -> int:
 def test_worker_metrics_are_a_no_op_without_ray():
     code = (
         "import sys\n"
-        "from hellomeme_batch.metrics import worker_metrics\n"
+        "from reporting.metrics import worker_metrics\n"
         "m = worker_metrics()\n"
         "m.row_started(); m.frames_decoded(3); m.frames_rendered(3); m.windows_in_flight(2)\n"
         "m.row_finished('ok', {'decode': 0.1}); m.sample_gpus()\n"

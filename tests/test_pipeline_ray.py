@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hellomeme_batch import faces, media
-from hellomeme_batch.manifest_builder import pair_folders, write_manifest
-from hellomeme_batch.results import read_results
+from faces import tracking
+from mediaio import media
+from jobs.manifest_builder import pair_folders, write_manifest
+from reporting.results import read_results
 from jobs.cli import main as cli_main
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
@@ -53,7 +54,7 @@ def test_outputs_decode_last_as_long_as_their_clip_and_keep_audio(shared_run):
 
 def test_faces_follow_their_clips(shared_run):
     rows, report, _ = shared_run
-    tracker = faces.FaceTracker()
+    tracker = tracking.FaceTracker()
     checked = 0
     failures = []
     for row, result in zip(rows, report.results):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hellomeme_batch import previews, storage
-from hellomeme_batch.manifest_builder import write_manifest
-from hellomeme_batch.report import JobFacts, render_report, write_report
-from hellomeme_batch.work import MemeWork
+from mediaio import storage
+from reporting import previews
+from jobs.manifest_builder import write_manifest
+from reporting.report import JobFacts, render_report, write_report
+from pipelines.rows import MemeWork
 from pipelines.config import RenderJobConfig
 from pipelines.render_job import run_render_job
 

@@ -2,8 +2,8 @@
 
 import pyarrow as pa
 
-from hellomeme_batch.manifest_builder import manifest_table
-from hellomeme_batch.storage import StoragePolicy
+from jobs.manifest_builder import manifest_table
+from mediaio.storage import StoragePolicy
 from pipelines.config import RenderJobConfig
 from pipelines.row_plan import plan_rows
 
@@ -49,7 +49,7 @@ def test_non_utf8_id_is_reported_readably(tmp_path):
 def test_a_row_past_its_time_limit_fails_at_the_next_stage():
     import time
 
-    from hellomeme_batch.work import MemeWork, run_stage
+    from pipelines.rows import MemeWork, run_stage
 
     work = MemeWork(row_index=3, id="slow", spec=None, output_uri=None, engine="warp", time_limit_s=5.0)
     work = run_stage("decode", lambda w: w, work)

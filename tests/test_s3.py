@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from hellomeme_batch import media, storage
-from hellomeme_batch.manifest_builder import write_manifest
+from mediaio import media, storage
+from jobs.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
 from tests.s3_server import CANARY_SECRET
 

@@ -5,8 +5,8 @@ import os
 import fsspec
 import pytest
 
-from hellomeme_batch import storage
-from hellomeme_batch.storage import StorageError, StoragePolicy
+from mediaio import storage
+from mediaio.storage import StorageError, StoragePolicy
 
 
 class Boom(Exception):

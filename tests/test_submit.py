@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient, JobType
 
-from hellomeme_batch.manifest_builder import write_manifest
-from hellomeme_batch.results import results_uri
+from jobs.manifest_builder import write_manifest
+from reporting.results import results_uri
 from jobs import render, submit
 from jobs.options import STORAGE_OPTIONS_ENV, render_config
 from tests.isolated_ray import (

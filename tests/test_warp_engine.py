@@ -3,7 +3,7 @@
 "Follows" is measured the way a viewer would judge it, from the pixels: the FaceTracker is run
 on the rendered video and its mouth opening, eye opening, head yaw and head pitch are
 correlated (Pearson) with the same signals of the driving clip.  A signal is only judged where
-the driving clip moves it beyond its noise floor (:data:`hellomeme_batch.faces.SIGNAL_NOISE_FLOORS`:
+the driving clip moves it beyond its noise floor (:data:`faces.tracking.SIGNAL_NOISE_FLOORS`:
 five times the tracker's own jitter on a still portrait); a clip that never blinks says
 nothing about eyes.
 """
@@ -22,9 +22,9 @@ from engines.warp.expressions import LIPS_OUTER_LOWER, LIPS_OUTER_UPPER, mouth_g
 from engines.warp.mesh import WarpMesh, face_mesh_triangles
 from engines.warp.portrait import PortraitRig
 from engines.warp.retarget import RetargetConfig, retarget
-from hellomeme_batch import faces
-from hellomeme_batch.faces import FaceTrack, FaceTracker, crop_frames, stable_crop_box
-from hellomeme_batch.windows import WindowPlan
+from faces import tracking
+from faces.tracking import FaceTrack, FaceTracker, crop_frames, stable_crop_box
+from hellomeme.windows import WindowPlan
 from tests.face_follow import read_clip
 
 MIN_CORRELATION = 0.8
@@ -114,7 +114,7 @@ def test_opening_the_driving_mouth_opens_the_rendered_mouth(tracker, reference):
     driving = FaceTrack(landmarks=landmarks.astype(np.float32), rotation=np.zeros((20, 3), np.float32),
                         translation=np.zeros((20, 3), np.float32), detected=np.ones(20, bool), image_size=(512, 512))
     out = WarpEngine().render([render_input(crop, face, driving)])[0]
-    measured = faces.mouth_opening(tracker.track(out))
+    measured = tracking.mouth_opening(tracker.track(out))
     assert np.corrcoef(measured, amount)[0, 1] > 0.95
     assert measured[9] > measured[0] + 0.2
     x, y = landmarks[9, [13, 14], :2].mean(axis=0).astype(int)  # the middle of the opened mouth
@@ -123,8 +123,8 @@ def test_opening_the_driving_mouth_opens_the_rendered_mouth(tracker, reference):
 
 def _posed(landmarks: np.ndarray, pitch: float, yaw: float, roll: float) -> np.ndarray:
     """``landmarks`` (478, 3) turned by Euler angles about their rigid centre."""
-    centre = landmarks[list(faces.FaceIndex.RIGID)].mean(axis=0)
-    return (landmarks - centre) @ faces.euler_to_rotation(pitch, yaw, roll).T + centre
+    centre = landmarks[list(tracking.FaceIndex.RIGID)].mean(axis=0)
+    return (landmarks - centre) @ tracking.euler_to_rotation(pitch, yaw, roll).T + centre
 
 
 def test_head_turn_stays_a_turn_whatever_the_starting_poses(reference):
@@ -138,20 +138,20 @@ def test_head_turn_stays_a_turn_whatever_the_starting_poses(reference):
     own = face.rotation[0].astype(np.float64)
     start = own + np.array([0.2, 0.4, 0.25])
     poses = start + np.outer(np.linspace(0.0, -0.6, 8), [0.0, 1.0, 0.0])  # only the yaw changes
-    centre = landmarks[list(faces.FaceIndex.RIGID)].mean(axis=0)
-    driving = np.stack([(landmarks - centre) @ (faces.euler_to_rotation(*p) @ faces.euler_to_rotation(*own).T).T
+    centre = landmarks[list(tracking.FaceIndex.RIGID)].mean(axis=0)
+    driving = np.stack([(landmarks - centre) @ (tracking.euler_to_rotation(*p) @ tracking.euler_to_rotation(*own).T).T
                         + centre for p in poses])
-    driving_pose, _ = faces.head_pose(driving.astype(np.float32), (512, 512))
+    driving_pose, _ = tracking.head_pose(driving.astype(np.float32), (512, 512))
     still = RetargetConfig(motion_smoothing_sigma=0.0, pose_gains=(1.0, 1.0, 1.0))
     targets = retarget(landmarks, driving, still, reference_pose=face.rotation[0], driving_pose=driving_pose,
                        image_size=(512, 512))
-    solved, _ = faces.head_pose(targets.astype(np.float32), (512, 512))
+    solved, _ = tracking.head_pose(targets.astype(np.float32), (512, 512))
     np.testing.assert_allclose(solved - solved[0], driving_pose - driving_pose[0], atol=np.radians(0.5))
     assert np.ptp(solved[:, 1]) > np.radians(25)
     assert np.abs(solved[:, [0, 2]] - solved[0, [0, 2]]).max() < np.radians(2)  # no nod, no tilt
     # The relative 3D rotation of the driving landmarks, applied to the reference, mixes them.
     mixed = retarget(landmarks, driving, replace(still, pose_rotation=False))
-    mixed_pose, _ = faces.head_pose(mixed.astype(np.float32), (512, 512))
+    mixed_pose, _ = tracking.head_pose(mixed.astype(np.float32), (512, 512))
     assert np.abs(mixed_pose[:, [0, 2]] - mixed_pose[0, [0, 2]]).max() > np.radians(4)
 
 
@@ -173,7 +173,7 @@ def test_a_small_mouth_opens_in_proportion_to_its_size(reference):
     landmarks = face.landmarks[0].astype(np.float64)
     amount = np.concatenate([np.zeros(4), np.full(4, 0.3)])
     driving = landmarks + open_mouth(landmarks, amount)
-    lips = sorted(set(faces.FaceIndex.LIPS_INNER_UPPER + faces.FaceIndex.LIPS_INNER_LOWER
+    lips = sorted(set(tracking.FaceIndex.LIPS_INNER_UPPER + tracking.FaceIndex.LIPS_INNER_LOWER
                       + LIPS_OUTER_UPPER + LIPS_OUTER_LOWER))
     small = landmarks.copy()
     middle = small[lips, 0].mean()
@@ -219,7 +219,7 @@ def test_output_follows_the_driving_clip(tracker, shared_reference, clip, media_
     assert np.abs(out.astype(np.int16) - crop).mean(axis=(1, 2, 3)).max() > 3  # not the reference unchanged
     rendered = tracker.track(out)
     assert rendered.detected.all()
-    correlations = faces.follow_correlations(driving, rendered)
+    correlations = tracking.follow_correlations(driving, rendered)
     judged = {name: value for name, value in correlations.items() if value is not None}
     assert len(judged) >= 3, f"{clip} should move at least three signals beyond their floors: {correlations}"
     weak = {name: round(value, 2) for name, value in judged.items() if value < MIN_CORRELATION}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hellomeme_batch.windows import WindowPlan, blend_windows
+from hellomeme.windows import WindowPlan, blend_windows
 
 
 def test_windows_cover_every_frame_and_share_the_overlap():

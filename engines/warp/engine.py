@@ -4,7 +4,7 @@ For each video: retarget the driving clip's expression and head motion onto the 
 landmarks (:mod:`engines.warp.retarget`; the head rotation from the two face tracks' solvePnP
 angles, so a nod stays a nod whatever either face's starting pose), then render each frame by
 warping the reference portrait (:mod:`engines.warp.portrait`).  Frames are produced window by window and joined with
-:func:`hellomeme_batch.windows.blend_windows`, the mechanism every engine shares; a warped
+:func:`hellomeme.windows.blend_windows`, the mechanism every engine shares; a warped
 frame does not depend on its window, so each frame is rendered once and shared by the windows
 that hold it.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from engines.base import Engine, EngineOptions, RenderInput
 from engines.warp.portrait import PortraitRig, RigConfig
 from engines.warp.retarget import RetargetConfig, retarget
-from hellomeme_batch.windows import blend_windows
+from hellomeme.windows import blend_windows
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.warp.mesh import NUM_MESH_LANDMARKS, face_mesh_triangles
-from hellomeme_batch.faces import FaceIndex
+from faces.tracking import FaceIndex
 
 LIPS_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
 LIPS_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)

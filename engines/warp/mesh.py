@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hellomeme_batch.faces import FaceIndex
+from faces.tracking import FaceIndex
 
 NUM_MESH_LANDMARKS = 468  # the iris points (468..477) are not mesh vertices
 # Radii of the two head-following loops around the face oval, in multiples of the oval's radius.

@@ -17,7 +17,7 @@ from engines.warp.expressions import FaceFrame
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
 from engines.warp.retarget import fit_similarity
-from hellomeme_batch.faces import FaceIndex
+from faces.tracking import FaceIndex
 
 # How much of the face's motion each head loop takes (near loop, far loop).
 HEAD_LOOP_FOLLOW = (1.0, 0.45)

@@ -4,7 +4,7 @@ Two parts, so that the reference's own expression and pose are the starting poin
 
 * head rotation: the reference turns from its own (pitch, yaw, roll) by the driving clip's change
   of each angle since its first frame, both measured by the same solvePnP as the tracks'
-  :attr:`~hellomeme_batch.faces.FaceTrack.rotation`.  Moving the angles one by one keeps a nod a
+  :attr:`~faces.tracking.FaceTrack.rotation`.  Moving the angles one by one keeps a nod a
   nod: the relative rotation ``R_t @ R_0.T`` of a driver who starts turned or tilted, applied
   to a reference posed differently, mixes yaw, pitch and roll.  The composed targets are then
   turned until their own solvePnP pose is the wanted one.  Scale and shift come from the 3D
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.warp.expressions import MOUTH_CORNERS, FaceFrame, close_eyes, eye_gaps, mouth_gap, open_mouth
-from hellomeme_batch.faces import FaceIndex, euler_to_rotation, head_pose, smooth_in_time
+from faces.tracking import FaceIndex, euler_to_rotation, head_pose, smooth_in_time
 
 
 class RetargetError(ValueError):
@@ -177,7 +177,7 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     """(T, 478, 3) target landmarks for the reference (478, 3) following the driving (T, 478, 3).
 
     ``reference_pose`` (3,) and ``driving_pose`` (T, 3) are the tracks' solvePnP angles
-    (:attr:`hellomeme_batch.faces.FaceTrack.rotation`); with them the head rotation moves the
+    (:attr:`faces.tracking.FaceTrack.rotation`); with them the head rotation moves the
     reference's angles by the driving ones' changes, and with ``image_size`` (of the frames the
     reference landmarks refer to) the targets are turned until their solvePnP pose is that
     wanted one.  Without them the rotation is the driving rigid landmarks' 3D similarity.
@@ -263,7 +263,7 @@ def correct_poses(targets: np.ndarray, wanted: np.ndarray, image_size: tuple[int
 def pose_rotations(reference_pose: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """(T, 3, 3) head rotations, about the reference's face centre, from its pose to ``wanted`` poses.
 
-    Poses are (pitch, yaw, roll) as in :attr:`hellomeme_batch.faces.FaceTrack.rotation`.
+    Poses are (pitch, yaw, roll) as in :attr:`faces.tracking.FaceTrack.rotation`.
     """
     start = euler_to_rotation(*np.asarray(reference_pose, dtype=np.float64).reshape(3))
     return np.stack([euler_to_rotation(*angles) @ start.T for angles in np.asarray(wanted, dtype=np.float64)])

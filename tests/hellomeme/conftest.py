@@ -12,8 +12,8 @@ from engines.base import RenderInput, RenderSettings
 from hellomeme.pose_control import HeadPoseTrack
 from hellomeme.tiny import tiny_components
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
-from hellomeme_batch.faces import FaceTrack
-from hellomeme_batch.windows import WindowPlan
+from faces.tracking import FaceTrack
+from hellomeme.windows import WindowPlan
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DICT_TSV = REPO.parent / "shared" / "hellomeme" / "state_dict_keys.tsv"

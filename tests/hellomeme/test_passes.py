@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hellomeme.passes import plan_passes, window_edges
-from hellomeme_batch.windows import WindowPlan
+from hellomeme.windows import WindowPlan
 
 
 def test_short_clip_is_one_unconditioned_pass():

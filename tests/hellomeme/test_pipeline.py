@@ -10,7 +10,7 @@ import hellomeme.video_pipeline as video_pipeline
 from hellomeme.noise import frame_noise
 from hellomeme.tiny import tiny_components
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig
-from hellomeme_batch.windows import WindowPlan, blend_windows
+from hellomeme.windows import WindowPlan, blend_windows
 
 from .conftest import TEST_SIZE, video_request
 

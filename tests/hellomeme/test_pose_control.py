@@ -79,7 +79,7 @@ def test_driving_track_follows_the_driver_by_trans_ratio():
 def test_opencv_head_pose_converts_to_hellomeme_axes():
     """Same physical rotation: S R_cv S (S flips y and z) must be HelloMeme's Rz Ry Rx of the converted angles."""
     from hellomeme.pose_control import rotation_from_opencv, rotation_matrix
-    from hellomeme_batch.faces import euler_to_rotation
+    from faces.tracking import euler_to_rotation
 
     opencv_angles = np.array([0.2, -0.35, 0.1])
     flip = np.diag([1.0, -1.0, -1.0])

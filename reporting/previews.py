@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from hellomeme_batch import storage
-from hellomeme_batch.work import MemeWork
+from mediaio import storage
+from pipelines.rows import MemeWork
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hellomeme_batch import storage
+from mediaio import storage
 
 
 class ManifestError(Exception):

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
-from hellomeme_batch import storage
-from hellomeme_batch.previews import KINDS, PREVIEW_DIR, SIDE, preview_path
+from mediaio import storage
+from reporting.previews import KINDS, PREVIEW_DIR, SIDE, preview_path
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hellomeme_batch import storage
-from hellomeme_batch.work import MemeWork
+from mediaio import storage
+from pipelines.rows import MemeWork
 
 RESULTS_DIR = "_results"
 RESULTS_FILE = "results.parquet"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from hellomeme_batch.faces import FaceTracker
+    from faces.tracking import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,14 @@ def synthesize_driving_clip(portrait: np.ndarray, script: DrivingScript = DEFAUL
     Like a real driving clip, the frames show the face large: the portrait's stable face crop
     at ``crop_size`` pixels square (``None`` animates the whole portrait at its own size).  The
     first frame is the still face.  ``tracker`` finds the face (one is built if not given);
-    :class:`hellomeme_batch.faces.NoFaceError` if the portrait has none.
+    :class:`faces.tracking.NoFaceError` if the portrait has none.
     """
-    # The warp engine's mesh warp does the animation.  This is the one place hellomeme_batch
+    # The warp engine's mesh warp does the animation.  This is the one place the batch code
     # reaches into engines/, and only when a clip is synthesised.
     from engines.warp.expressions import close_eyes, open_mouth, smile
     from engines.warp.portrait import PortraitRig
     from engines.warp.retarget import Similarity3D, compose_targets
-    from hellomeme_batch.faces import CropConfig, FaceTracker, crop_frames, euler_to_rotation, stable_crop_box
+    from faces.tracking import CropConfig, FaceTracker, crop_frames, euler_to_rotation, stable_crop_box
 
     portrait = np.ascontiguousarray(portrait)
     if portrait.ndim != 3 or portrait.shape[2] != 3 or portrait.dtype != np.uint8:

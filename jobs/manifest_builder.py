@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hellomeme_batch import storage
-from hellomeme_batch.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ManifestError, check_schema
+from mediaio import storage
+from pipelines.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ManifestError, check_schema
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hellomeme_batch.faces import FaceTrack
-from hellomeme_batch.manifest import MemeSpec
-from hellomeme_batch.media import DecodedClip
-from hellomeme_batch.storage import redact
-from hellomeme_batch.windows import WindowPlan
+from faces.tracking import FaceTrack
+from pipelines.manifest import MemeSpec
+from mediaio.media import DecodedClip
+from mediaio.storage import redact
+from hellomeme.windows import WindowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _is_own_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith(("hellomeme_batch", "engines", "hellomeme", "actors", "pipelines"))
+    return type(exc).__module__.startswith(("mediaio", "faces", "reporting", "engines", "hellomeme", "actors", "pipelines"))
 
 
 def run_stage(stage: str, fn: Callable[[MemeWork], MemeWork], work: MemeWork) -> MemeWork:

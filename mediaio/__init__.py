@@ -1,0 +1,7 @@
+"""Storage and media I/O: fsspec objects with an allow-list and safe writes, and video and image decoding
+and encoding with the real ffmpeg.
+
+Lives here: ``storage`` (which URIs a job may touch, bounded reads, all-or-nothing writes, redaction) and
+``media`` (probing, decoding driving clips, encoding MP4s, loading portraits).  It imports no Ray and
+nothing else of this project, so every other layer may use it.
+"""
