@@ -1,34 +1,101 @@
-"""The engine interface that the render actor pool drives.
+"""The engine interface that the render actor pool drives, and the two settings types engines see.
 
-An engine is built once per actor (weights loaded once) and renders many videos.  It sees
-everything in one coordinate frame: the reference portrait and the driving frames are both
-stable square face crops of ``settings.size`` pixels, and the landmarks of both face tracks are
-in those crops' pixel coordinates.  The engine renders window by window (``RenderInput.windows``)
-and returns one finished frame sequence per video; windows of several videos may be batched
-together by engines that profit from it.
+An engine is built once per actor from an :class:`EngineSpec` (weights loaded once) and renders
+many videos.  It sees everything in one coordinate frame: the reference portrait and the driving
+frames are both stable square face crops of ``spec.size`` pixels, and the landmarks of both face
+tracks are in those crops' pixel coordinates.  How a clip is cut into windows is the engine's own
+business (the warp engine needs none; HelloMeme plans them as its video script does).
+
+The settings types, decided once on the driver before any row runs:
+
+- :class:`EngineSpec`: the engine's name, where its class lives, the output size and the engine's
+  own options (a frozen dataclass per engine, see ``options_class`` in :mod:`engines.registry`).
+  It is small and serialisable, sent to every render actor once.
+- :class:`RowSettings`: a manifest row's own settings, with every default applied.
+
+Engines import only ``faces`` and ``mediaio`` (shared utilities) and ``hellomeme`` (the model); never Ray,
+``pipelines``, ``actors`` or ``jobs``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from faces.tracking import FaceTrack
-from hellomeme.windows import WindowPlan
+
+
+class EngineOptionError(ValueError):
+    """An engine option the engine cannot run with; the message names the option as the CLI spells it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def import_object(path: str) -> Any:
+    """The object at ``module:name`` (engines and their option classes are named this way)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected 'module:name', got {path!r}")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 @dataclass(frozen=True)
-class RenderSettings:
-    """Per-video settings from the manifest row (diffusion settings are ignored by the warp engine)."""
+class NoOptions:
+    """Options of an engine that has none."""
+
+    def check(self, size: int) -> None:
+        """Nothing to check."""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine renders, at what size, with which of its options; fixed before the job starts.
+
+    ``engine_path`` (``module:Class``) is resolved from the registry on the driver, so actors import
+    the engine class by path and need no registry of their own (tests add toy engines this way).
+    """
+
+    name: str
+    engine_path: str
+    size: int = 512
+    options: Any = field(default_factory=NoOptions)  # the engine's options dataclass
+
+    def engine_class(self) -> type["Engine"]:
+        return import_object(self.engine_path)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """One option by field name (``default`` when this engine has no such option)."""
+        return getattr(self.options, name, default)
+
+    def describe(self) -> dict[str, Any]:
+        """The spec as plain values, for logs and the report."""
+        options = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        return {"engine": self.name, "size": self.size, **options}
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """One manifest row's settings, every default applied once on the driver.
+
+    The diffusion defaults are HelloMeme v5's video script's; the warp engine ignores them.
+    ``fps`` None renders at the engine's rate (or the clip's own for the warp engine).
+    """
 
     seed: int = 0
     steps: int = 25
     guidance: float = 1.5
     prompt: str = ""
-    size: int = 512
+    lora: str | None = None  # a LoRA file for this row (hellomeme engine); the job's --lora when the row names none
+    lora_scale: float = 1.0
+    fps: float | None = None
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,20 +107,7 @@ class RenderInput:
     reference_face: FaceTrack  # one frame, landmarks in ``reference`` pixel coordinates
     driving_frames: np.ndarray  # (T, size, size, 3) uint8 RGB: the driving clip's stable face crop
     driving_face: FaceTrack  # T frames, landmarks in ``driving_frames`` pixel coordinates
-    windows: WindowPlan  # overlapping windows over the T frames
-    settings: RenderSettings = field(default_factory=RenderSettings)
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How an engine is built in each actor (passed by value, so keep it small: paths, not weights)."""
-
-    weights_dir: str | None = None
-    device: str = "auto"  # "auto" picks cuda when the actor was given a GPU
-    dtype: str = "auto"  # "auto": bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU
-    compile: bool = False
-    tiny: bool = False  # random-weight tiny config, for tests and CPU benchmarks
-    random_weights: bool = False  # full size with random weights, for GPU benchmarks (timing needs no real values)
+    settings: RowSettings = field(default_factory=RowSettings)
 
 
 class Engine(ABC):
@@ -61,15 +115,24 @@ class Engine(ABC):
 
     name: ClassVar[str]
     needs_gpu: ClassVar[bool] = False
-    window_size: ClassVar[int] = 12
-    window_overlap: ClassVar[int] = 4
     # Generation frame rate when the manifest row gives none; None renders at the driving clip's rate.
     default_fps: ClassVar[float | None] = None
 
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+
     @classmethod
-    def check_ready(cls, options: EngineOptions) -> None:
-        """Raise before any row is decoded if this engine cannot run with ``options`` (missing weights)."""
+    def check_ready(cls, spec: EngineSpec) -> None:
+        """Raise before any row runs if this engine cannot run with ``spec`` (missing weights); reads metadata only."""
+
+    @staticmethod
+    def batch_key(settings: RowSettings) -> Any:
+        """Rows whose keys are equal may be rendered in one call (HelloMeme: the same LoRA)."""
+        return None
 
     @abstractmethod
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
-        """Render each input to (T, size, size, 3) uint8 RGB frames, one array per input, same order."""
+        """Render each input to (T, size, size, 3) uint8 RGB frames, one array per input, same order.
+
+        All inputs of one call share :meth:`batch_key`.
+        """

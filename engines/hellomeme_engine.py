@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from engines.base import Engine, EngineOptions, RenderInput
+from engines.base import Engine, EngineSpec, RenderInput, import_object
+from engines.hellomeme_options import HelloMemeOptions
 from hellomeme.expression import align_face_for_expression, five_points_from_mediapipe
 from hellomeme.pose_control import (
     HeadPoseTrack,
@@ -24,11 +25,10 @@ from hellomeme.pose_control import (
     rotation_from_opencv,
     translation_from_camera,
 )
-from hellomeme.random_components import random_full_size_components
-from hellomeme.tiny import tiny_components
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
 from hellomeme.weights import WeightsLayout, check_weights, hub_layout, load_hellomeme
 from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
+from hellomeme.windows import WindowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -91,72 +91,69 @@ class HelloMemeEngine(Engine):
 
     name = "hellomeme"
     needs_gpu = True
-    window_size = 12
-    window_overlap = 1  # v5: neighbouring windows share one frame
     default_fps = 8
 
-    def __init__(
-        self, options: EngineOptions = EngineOptions(), settings: HelloMemeSettings = HelloMemeSettings()
-    ) -> None:
+    def __init__(self, spec: EngineSpec, settings: HelloMemeSettings = HelloMemeSettings()) -> None:
+        super().__init__(spec)
+        options: HelloMemeOptions = spec.options
         device = resolve_device(options.device)
         dtype = resolve_dtype(options.dtype, device)
-        if options.tiny:
-            components = tiny_components(device, dtype, release=settings.release)
-        elif options.random_weights:
-            components = random_full_size_components(device, dtype)
+        if options.components_factory:
+            components = import_object(options.components_factory)(device, dtype)
         else:
             components = load_hellomeme(
-                options.weights_dir, device, dtype, release=settings.release, checkpoint=settings.checkpoint,
+                options.weights, device, dtype, release=settings.release, checkpoint=settings.checkpoint,
                 lora=settings.lora, lora_scale=settings.lora_scale, cache_dir=settings.hub_cache_dir,
             )
         self.settings = settings
+        self.options = options
         # Compiled graphs are specialised on shapes: give every UNet call the same batch size.
         config = replace(settings.pipeline, static_batch_shapes=True) if options.compile else settings.pipeline
         self.pipeline = HelloMemeVideoPipeline(components, config, compile=options.compile)
         self._face_size = components.expression_encoder.config.image_size
-        logger.info("HelloMeme engine ready on %s (%s)%s", device, dtype, " [tiny]" if options.tiny else "")
+        logger.info("HelloMeme engine ready on %s (%s)%s", device, dtype,
+                    f" [{options.components_factory}]" if options.components_factory else "")
 
     @classmethod
-    def check_ready(cls, options: EngineOptions) -> None:
-        """The job calls this before decoding any row: missing or mismatched weights stop it there."""
-        cls.check_weights(options)
+    def check_ready(cls, spec: EngineSpec) -> None:
+        """The job calls this before any row runs: missing or mismatched weights stop it there."""
+        cls.check_weights(spec.options)
 
     @staticmethod
     def check_weights(
-        options: EngineOptions, settings: HelloMemeSettings = HelloMemeSettings()
+        options: HelloMemeOptions, settings: HelloMemeSettings = HelloMemeSettings()
     ) -> WeightsLayout | None:
         """Fail fast, before any row is decoded: raises a WeightsError naming what is missing and where.
 
         Loads nothing (hub weights are fetched into the cache, or looked up there when offline).
         """
-        if options.tiny or options.random_weights:
+        if options.components_factory:
             return None
-        if options.weights_dir is None:
+        if options.weights is None:
             return hub_layout(settings.release, settings.hub_cache_dir, settings.checkpoint)
-        return check_weights(options.weights_dir, settings.release, settings.checkpoint)
+        return check_weights(options.weights, settings.release, settings.checkpoint)
 
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
         return self.pipeline([self.request_for(item) for item in inputs])
 
     def request_for(self, item: RenderInput) -> VideoRequest:
         """HelloMeme's conditions for one video (pure CPU work, no model calls)."""
-        size = item.settings.size
+        size = self.spec.size
         frames = np.asarray(item.driving_frames)
         if np.asarray(item.reference).shape != (size, size, 3):
             raise ValueError(f"{item.meme_id}: reference crop is {np.asarray(item.reference).shape}, expected "
                              f"({size}, {size}, 3)")
         if frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
             raise ValueError(f"{item.meme_id}: driving frames are {frames.shape}, expected (T, {size}, {size}, 3)")
-        if len(item.driving_face) != len(frames) or item.windows.num_frames != len(frames):
-            raise ValueError(f"{item.meme_id}: {len(frames)} frames, {len(item.driving_face)} face-track frames and "
-                             f"a window plan over {item.windows.num_frames}")
+        if len(item.driving_face) != len(frames):
+            raise ValueError(f"{item.meme_id}: {len(frames)} frames but {len(item.driving_face)} face-track frames")
         pose = hellomeme_pose_track(item.reference_face, item.driving_face, size, self.settings.trans_ratio)
         faces = np.stack([
             align_face_for_expression(frame, five_points_from_mediapipe(points), self._face_size)
             for frame, points in zip(frames, item.driving_face.landmarks)
         ])
         return VideoRequest(
-            reference_image=np.asarray(item.reference), head_pose=pose, expression_faces=faces, plan=item.windows,
+            reference_image=np.asarray(item.reference), head_pose=pose, expression_faces=faces, plan=WindowPlan(num_frames=len(frames), size=self.options.window, overlap=self.options.overlap),
             seed=item.settings.seed, steps=item.settings.steps, guidance=item.settings.guidance,
             prompt=item.settings.prompt,
         )
