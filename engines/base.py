@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -96,6 +97,21 @@ class RowSettings:
     lora_scale: float = 1.0
     fps: float | None = None
     max_seconds: float | None = None
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> "RowSettings":
+        """A row's settings from its columns (Ray Data gives a null float as NaN, a null string as None)."""
+        return cls(
+            seed=int(row["seed"]), steps=int(row["steps"]), guidance=float(row["guidance"]), prompt=str(row["prompt"]),
+            lora=_optional(row["lora"]), lora_scale=float(row["lora_scale"]), fps=_optional(row["fps"]),
+            max_seconds=_optional(row["max_seconds"]),
+        )
+
+
+def _optional(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class EngineEntry:
     options: str
 
 
+DEFAULT_ENGINE = "warp"  # needs no GPU and no weights, so a fresh machine renders real memes
 ENGINES: dict[str, EngineEntry] = {
     "warp": EngineEntry(engine="engines.warp:WarpEngine", options="engines.base:NoOptions"),
     "hellomeme": EngineEntry(engine="engines.hellomeme_engine:HelloMemeEngine",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -266,31 +266,58 @@ class FaceTracker:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def detect(self, image: np.ndarray) -> FaceTrack:
-        """The largest face of one RGB image, as a one-frame track; :class:`NoFaceError` if none."""
+    def detect(self, image: np.ndarray, image_size: tuple[int, int] | None = None) -> FaceTrack:
+        """The largest face of one RGB image, as a one-frame track; :class:`NoFaceError` if none.
+
+        ``image`` may be a scaled-down copy of an image of ``image_size`` (height, width): the
+        landmarks are then given in ``image_size`` pixels.
+        """
         image = _check_frames(image[None] if np.asarray(image).ndim == 3 else image)[0]
         landmarks = _largest_face(self._image_mesh.process(image), image.shape[:2])
         if landmarks is None:
             raise NoFaceError(f"no face found in the {image.shape[1]}x{image.shape[0]} image")
-        return _build_track(landmarks[None], np.array([True]), image.shape[:2], smoothing_sigma=0.0)
+        size, landmarks = _in_full_size(landmarks[None], image.shape[:2], image_size)
+        return _build_track(landmarks, np.array([True]), size, smoothing_sigma=0.0)
 
-    def track(self, frames: np.ndarray | Sequence[np.ndarray]) -> FaceTrack:
-        """The largest face through a clip of RGB frames (T, H, W, 3); one track entry per frame."""
-        frames = _check_frames(frames)
-        height, width = frames.shape[1:3]
+    def track(self, frames: np.ndarray | Iterable[np.ndarray], image_size: tuple[int, int] | None = None) -> FaceTrack:
+        """The largest face through a clip of RGB frames; one track entry per frame.
+
+        ``frames`` may be a stream (any iterable of (H, W, 3) frames of one size): nothing but the
+        landmarks is kept.  Frames scaled down from ``image_size`` give landmarks in ``image_size`` pixels.
+        """
         self._video_mesh.reset()  # no tracking state carried over from the previous clip
-        landmarks = np.zeros((len(frames), NUM_LANDMARKS, 3), dtype=np.float32)
-        detected = np.zeros(len(frames), dtype=bool)
-        for t, frame in enumerate(frames):
-            found = _largest_face(self._video_mesh.process(np.ascontiguousarray(frame)), (height, width))
-            if found is not None:
-                landmarks[t], detected[t] = found, True
-        if not detected.any():
-            raise NoFaceError(f"no face found in any of the {len(frames)} frames ({width}x{height})")
-        lost = int((~detected).sum())
+        landmarks: list[np.ndarray] = []
+        detected: list[bool] = []
+        shape = None
+        for frame in frames:
+            frame = _check_frames(np.asarray(frame)[None])[0]
+            if shape is None:
+                shape = frame.shape
+            elif frame.shape != shape:
+                raise FaceTrackError(f"frames of one clip differ in size: {shape} and {frame.shape}")
+            found = _largest_face(self._video_mesh.process(np.ascontiguousarray(frame)), frame.shape[:2])
+            landmarks.append(found if found is not None else np.zeros((NUM_LANDMARKS, 3), dtype=np.float32))
+            detected.append(found is not None)
+        if shape is None:
+            raise FaceTrackError("expected RGB frames (T, H, W, 3) with T >= 1, got no frames")
+        height, width = shape[:2]
+        if not any(detected):
+            raise NoFaceError(f"no face found in any of the {len(detected)} frames ({width}x{height})")
+        lost = len(detected) - sum(detected)
         if lost:
-            log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(frames))
-        return _build_track(landmarks, detected, (height, width), self.config.smoothing_sigma)
+            log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(detected))
+        size, points = _in_full_size(np.stack(landmarks), (height, width), image_size)
+        return _build_track(points, np.array(detected), size, self.config.smoothing_sigma)
+
+
+def _in_full_size(landmarks: np.ndarray, seen_size: tuple[int, int],
+                  image_size: tuple[int, int] | None) -> tuple[tuple[int, int], np.ndarray]:
+    """Landmarks found on frames of ``seen_size`` expressed in ``image_size`` pixels (x, y and z alike)."""
+    if image_size is None or tuple(image_size) == tuple(seen_size):
+        return (int(seen_size[0]), int(seen_size[1])), landmarks
+    factor = np.array([image_size[1] / seen_size[1], image_size[0] / seen_size[0],
+                       image_size[1] / seen_size[1]], dtype=np.float32)
+    return (int(image_size[0]), int(image_size[1])), landmarks * factor
 
 
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:

@@ -19,7 +19,8 @@ from PIL import Image
 
 from mediaio import media, storage
 from jobs.manifest_builder import write_manifest
-from pipelines.config import RenderJobConfig
+from engines.registry import engine_spec
+from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
 
 logger = logging.getLogger("hellomeme_batch.demo")
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = os.path.join(output, "_demo_inputs")
     logger.info("building the demo manifest in %s", inputs)
     manifest = build_demo_inputs(inputs)
-    config = RenderJobConfig(manifest_uri=manifest, output_uri=output, engine="warp", skip_existing=False
-                             if args.force else True)
+    config = JobConfig(manifest_uri=manifest, output_uri=output, engine=engine_spec("warp"),
+                       skip_existing=not args.force)
     report = run_render_job(config, address=args.address)
     lines = [f"demo: {report.summary.ok} ok, {report.summary.failed} failed, {report.summary.skipped} skipped "
              f"in {report.seconds:.1f} s"]

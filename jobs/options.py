@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from typing import Any
 
-from engines.base import EngineOptions
+from engines.base import EngineOptionError, EngineSpec
+from engines.registry import DEFAULT_ENGINE, ENGINES, engine_spec, options_class
 from mediaio.media import MediaLimits
-from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 from mediaio.storage import DEFAULT_SCHEMES, StoragePolicy
-from pipelines.config import RenderJobConfig
+from pipelines.plan import JobConfig
+from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 
 STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
 
@@ -38,16 +40,9 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://, gs://, memory://)")
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
-    parser.add_argument("--engine", default="warp", help="warp (default, CPU, no weights) or hellomeme (GPU)")
-    parser.add_argument("--weights", default=None, help="local weights folder for the hellomeme engine")
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
-                        help="hellomeme engine precision (auto: bf16 where the GPU supports it, fp32 on CPU)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the hellomeme denoiser")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="hellomeme engine at full size with random weights: for GPU benchmarks only")
-    parser.add_argument("--window", type=int, default=None, help="frames per window (default: the engine's)")
-    parser.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows")
-    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels")
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
+                        help="warp (default, CPU, no weights) or hellomeme (GPU)")
+    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels (default: 512)")
     parser.add_argument("--videos-per-batch", type=int, default=1, help="videos per render call (GPU engines)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
@@ -55,8 +50,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true",
                         help="write no index.html report and no previews under _report/")
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,
-                        help="longest driving clip accepted, in seconds")
-    parser.add_argument("--row-time-limit", type=float, default=RenderJobConfig.row_time_limit_s,
+                        help="longest driving clip accepted, in seconds (default: %(default)s)")
+    parser.add_argument("--row-time-limit", type=float, default=JobConfig.row_time_limit_s,
                         help="seconds a row may take from its first stage before it fails (default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
@@ -67,6 +62,64 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"URI schemes inputs and outputs may use (default: {', '.join(DEFAULT_SCHEMES)})")
     parser.add_argument("--allow-root", action="append", metavar="URI",
                         help="only read and write under these prefixes (default: anywhere)")
+    add_engine_option_arguments(parser)
+
+
+def engine_option_fields(engine: str) -> list[dataclasses.Field]:
+    """The fields of an engine's options class that the command line sets (metadata ``flag`` not None)."""
+    return [f for f in dataclasses.fields(options_class(engine)) if f.metadata.get("flag")]
+
+
+def add_engine_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per engine option, from each engine's options dataclass (its metadata gives flag and help).
+
+    Defaults are None here, so the job knows which flags were given: an engine option's default
+    lives only in its dataclass.
+    """
+    for engine in sorted(ENGINES):
+        group = parser.add_argument_group(f"{engine} engine options")
+        for option in engine_option_fields(engine):
+            flag = option.metadata["flag"]
+            if any(flag in action.option_strings for action in parser._actions):
+                continue  # two engines with the same option share one flag
+            kind = _option_type(option)
+            kwargs: dict[str, Any] = {"dest": option.name, "default": None,
+                                      "help": f"{option.metadata.get('help', '')} (default: {_default_text(option)})"}
+            if kind is bool:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["type"] = kind
+                if option.metadata.get("choices"):
+                    kwargs["choices"] = option.metadata["choices"]
+            group.add_argument(flag, **kwargs)
+
+
+def _option_type(option: dataclasses.Field) -> type:
+    """str, int, float or bool from a field's annotation (``X | None`` gives X)."""
+    text = str(option.type).replace(" ", "")
+    for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if text == name or text.startswith(f"{name}|") or text.endswith(f"|{name}"):
+            return kind
+    raise TypeError(f"engine option {option.name} has a type the command line cannot set: {option.type}")
+
+
+def _default_text(option: dataclasses.Field) -> str:
+    value = option.default if option.default is not dataclasses.MISSING else option.default_factory()
+    return "off" if value is False else "none" if value is None else str(value)
+
+
+def engine_spec_from_args(args: argparse.Namespace) -> EngineSpec:
+    """The engine spec: the chosen engine's options from the flags given, its own defaults for the rest.
+
+    A flag that belongs to another engine only is an error naming it.
+    """
+    chosen = {option.name: option for option in engine_option_fields(args.engine)}
+    for engine in ENGINES:
+        for option in engine_option_fields(engine):
+            if option.name not in chosen and getattr(args, option.name, None) is not None:
+                raise EngineOptionError(option.metadata["flag"], f"applies to the {engine} engine, not {args.engine}")
+    given = {name: getattr(args, name) for name in chosen if getattr(args, name, None) is not None}
+    return engine_spec(args.engine, size=args.size, **given)
 
 
 def port_number(text: str) -> int:
@@ -86,17 +139,12 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.0.0.0 lets a Prometheus elsewhere scrape it)")
 
 
-def render_config(args: argparse.Namespace) -> RenderJobConfig:
+def job_config(args: argparse.Namespace) -> JobConfig:
     """The job config from parsed render arguments."""
-    return RenderJobConfig(
+    return JobConfig(
         manifest_uri=args.manifest,
         output_uri=args.output,
-        engine=args.engine,
-        engine_options=EngineOptions(weights_dir=args.weights, dtype=args.dtype, compile=args.compile,
-                                     random_weights=args.random_weights),
-        window=args.window,
-        overlap=args.overlap,
-        size=args.size,
+        engine=engine_spec_from_args(args),
         storage_options=parse_storage_options(args.storage_option),
         policy=StoragePolicy(
             allowed_schemes=tuple(args.allow_scheme) if args.allow_scheme else DEFAULT_SCHEMES,
@@ -105,8 +153,8 @@ def render_config(args: argparse.Namespace) -> RenderJobConfig:
         limits=MediaLimits(max_seconds=args.max_seconds),
         interpolate=not args.no_interpolate,
         skip_existing=not args.no_skip_existing,
-        render_batch_size=args.videos_per_batch,
         report=not args.no_report,
+        videos_per_batch=args.videos_per_batch,
         row_time_limit_s=args.row_time_limit,
         queue_memory_mib=args.queue_memory,
     )

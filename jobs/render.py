@@ -17,11 +17,12 @@ import logging
 import sys
 from typing import Any, Iterator
 
+from engines.base import EngineOptionError
 from engines.registry import UnknownEngineError
 from pipelines.manifest import ManifestError
 from reporting.metrics import DriverMetrics, MetricsEndpoint
 from mediaio.storage import StorageError, redact
-from jobs.options import add_metrics_arguments, add_render_arguments, render_config
+from jobs.options import add_metrics_arguments, add_render_arguments, job_config
 from pipelines.render_job import JobReport, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
@@ -82,10 +83,10 @@ def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
     try:
-        config = render_config(args)
+        config = job_config(args)
         with served_metrics(args.metrics_host, args.metrics_port) as metrics:
             report = run_render_job(config, address=args.address, on_result=log_progress, metrics=metrics)
-    except (ManifestError, UnknownEngineError, StorageError, argparse.ArgumentTypeError) as exc:
+    except (ManifestError, UnknownEngineError, EngineOptionError, StorageError, argparse.ArgumentTypeError) as exc:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
     except Exception as exc:  # a job-level failure the user must see in one line, details in the log

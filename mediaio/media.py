@@ -36,6 +36,7 @@ class MediaLimits:
     max_seconds: float = 60.0
     max_decode_side: int = 1024  # driving frames are scaled down to this longest side on decode
     max_fps: float = 30.0  # generation frame rate cap
+    max_output_fps: float = 60.0  # outputs keep the clip's rate up to this (a 1000 fps clip comes out at 60)
     ffmpeg_timeout_s: float = 300.0
 
 
@@ -51,6 +52,9 @@ def ffmpeg_exe() -> str:
 
 
 _INPUT_OPTIONS = ["-protocol_whitelist", "file,pipe"]
+# Reading a user's clip (its audio): plain containers only, no demuxer that opens other files.
+_CLIP_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-format_whitelist",
+                       "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc"]
 
 
 def _run_ffmpeg(args: list[str], timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -78,144 +82,10 @@ def _last_error_line(stderr: bytes, most: int = 2) -> str:
     return "; ".join(causes[:most]) if causes else "no message"
 
 
-@dataclass(frozen=True)
-class MediaInfo:
-    """What ffmpeg says about a file (first video stream, first audio stream)."""
-
-    container: str
-    duration: float | None
-    has_video: bool
-    has_audio: bool
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    pix_fmt: str = ""
-    video_codec: str = ""
-    rotation: int = 0  # degrees, clockwise display rotation from metadata
-
-    @property
-    def is_still_image(self) -> bool:
-        return self.container in {"image2", "jpeg_pipe", "png_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe",
-                                  "gif", "gif_pipe"} or self.video_codec in {"mjpeg", "png", "bmp"} and (
-            self.duration is None or self.duration < 0.2)
-
-    @property
-    def display_size(self) -> tuple[int, int]:
-        """(width, height) after applying rotation metadata."""
-        if self.rotation % 180 == 90:
-            return self.height, self.width
-        return self.width, self.height
-
-
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_INPUT = re.compile(r"Input #0, ([^,]+(?:,[^ ]+)*?), from")
-_VIDEO = re.compile(r"Stream #0:\d+[^:]*: Video: (\w+)[^,]*, ([\w]+)(?:\([^)]*\))?.*?, (\d{1,6})x(\d{1,6})")
-_FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
-_TBR = re.compile(r"(\d+(?:\.\d+)?)k? tbr")
-_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(-?\d+)")
-
-
-def probe(path: str, timeout: float = 60.0) -> MediaInfo:
-    """Read a local file's container, streams, size, rate, duration and rotation."""
-    result = _run_ffmpeg([*_INPUT_OPTIONS, "-i", path], timeout=timeout)
-    text = result.stderr.decode("utf-8", "replace")
-    container_match = _INPUT.search(text)
-    if container_match is None:
-        raise MediaError(f"not a media file ffmpeg can read ({_last_error_line(result.stderr)})")
-    duration_match = _DURATION.search(text)
-    duration = None
-    if duration_match:
-        h, m, s = duration_match.groups()
-        duration = int(h) * 3600 + int(m) * 60 + float(s)
-    video_lines = [line for line in text.splitlines() if re.search(r"Stream #0:\d+.*: Video:", line)]
-    has_audio = bool(re.search(r"Stream #0:\d+.*: Audio:", text))
-    if not video_lines:
-        return MediaInfo(container=container_match.group(1), duration=duration, has_video=False, has_audio=has_audio)
-    line = video_lines[0]
-    video = _VIDEO.search(line)
-    if video is None:
-        raise MediaError(f"cannot read the video stream's format: {line.strip()}")
-    fps_match = _FPS.search(line) or _TBR.search(line)
-    rotation_match = _ROTATION.search(text)
-    rotation = 0
-    if rotation_match:
-        value = float(rotation_match.group(1) or rotation_match.group(2))
-        rotation = int(round(value)) % 360
-    return MediaInfo(
-        container=container_match.group(1),
-        duration=duration,
-        has_video=True,
-        has_audio=has_audio,
-        video_codec=video.group(1),
-        pix_fmt=video.group(2),
-        width=int(video.group(3)),
-        height=int(video.group(4)),
-        fps=float(fps_match.group(1)) if fps_match else 0.0,
-        rotation=rotation,
-    )
-
-
-@dataclass(frozen=True)
-class DecodedClip:
-    """A driving clip decoded at the generation frame rate, with its audio kept for the encode."""
-
-    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
-    fps: float  # generation frame rate of ``frames``
-    source_fps: float
-    duration: float  # seconds of the clip that the output must match
-    audio: bytes | None  # AAC (ADTS) of the same span, or None when the clip has no audio
-
-
-def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
-
-
-def decode_clip(path: str, fps: float | None, limits: MediaLimits, max_seconds: float | None = None) -> DecodedClip:
-    """Decode a local video file to RGB frames at ``fps`` (None: the clip's own rate, capped)."""
-    info = probe(path)
-    if not info.has_video:
-        raise MediaError("has no video stream" + (" (audio only)" if info.has_audio else ""))
-    if info.is_still_image:
-        raise MediaError(f"is a still image ({info.video_codec}), not a video")
-    if info.width * info.height > limits.max_video_pixels:
-        raise MediaError(
-            f"video is {info.width}x{info.height}, over the cap of {limits.max_video_pixels / 1e6:.1f} megapixels"
-        )
-    if info.duration is not None and info.duration > limits.max_seconds and max_seconds is None:
-        raise MediaError(
-            f"clip lasts {info.duration:.1f} s, over the cap of {limits.max_seconds:.0f} s "
-            "(set max_seconds in the manifest to render its start)"
-        )
-    span = min(x for x in (info.duration, max_seconds, limits.max_seconds) if x)
-    source_fps = info.fps if info.fps > 0 else 25.0
-    generation_fps = min(fps or source_fps, limits.max_fps, source_fps)
-    width, height = info.display_size
-    scale = min(1.0, limits.max_decode_side / max(width, height))
-    out_w, out_h = _even(width * scale), _even(height * scale)
-    result = _run_ffmpeg(
-        [
-            "-v", "error", *_INPUT_OPTIONS, "-i", path, "-t", f"{span:.6f}", "-map", "0:v:0", "-an", "-sn",
-            "-vf", f"fps={generation_fps:.6f},scale={out_w}:{out_h}:flags=area",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-        ],
-        timeout=limits.ffmpeg_timeout_s,
-    )
-    frame_bytes = out_w * out_h * 3
-    count = len(result.stdout) // frame_bytes
-    if result.returncode != 0 and count == 0:
-        raise MediaError(f"cannot decode video: {_last_error_line(result.stderr)}")
-    if count == 0:
-        raise MediaError("video has no decodable frames")
-    frames = np.frombuffer(result.stdout[: count * frame_bytes], dtype=np.uint8).reshape(count, out_h, out_w, 3)
-    duration = min(span, count / generation_fps) if info.duration is None else span
-    audio = extract_audio(path, duration, limits) if info.has_audio else None
-    return DecodedClip(frames=frames, fps=generation_fps, source_fps=source_fps, duration=duration, audio=audio)
-
-
 def extract_audio(path: str, seconds: float, limits: MediaLimits) -> bytes | None:
     """The first audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec works."""
     result = _run_ffmpeg(
-        ["-v", "error", *_INPUT_OPTIONS, "-i", path, "-t", f"{seconds:.6f}", "-map", "0:a:0", "-vn",
+        ["-v", "error", *_CLIP_INPUT_OPTIONS, "-i", path, "-t", f"{seconds:.6f}", "-map", "0:a:0", "-vn",
          "-c:a", "aac", "-b:a", "160k", "-f", "adts", "pipe:1"],
         timeout=limits.ffmpeg_timeout_s,
     )
@@ -273,16 +143,6 @@ def encode_mp4(
             return handle.read()
 
 
-def count_frames(path: str, timeout: float = 120.0) -> int:
-    """Decode the first video stream fully and count its frames (fails on undecodable data)."""
-    result = _run_ffmpeg(["-v", "error", *_INPUT_OPTIONS, "-i", path, "-map", "0:v:0", "-f", "null", "-",
-                          "-progress", "pipe:1", "-nostats"], timeout=timeout)
-    if result.returncode != 0:
-        raise MediaError(f"cannot decode: {_last_error_line(result.stderr)}")
-    counts = re.findall(r"frame=(\d+)", result.stdout.decode())
-    return int(counts[-1]) if counts else 0
-
-
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     try:
@@ -306,8 +166,3 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise MediaError(f"image cannot be decoded: {exc}") from exc
-
-
-def output_frame_rate(clip: DecodedClip) -> float:
-    """Outputs keep the driving clip's frame rate."""
-    return clip.source_fps if math.isfinite(clip.source_fps) and clip.source_fps > 0 else clip.fps

@@ -37,6 +37,8 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "steps": "integer",
     "guidance": "number",
     "prompt": "string",
+    "lora": "string",
+    "lora_scale": "number",
 }
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -99,6 +101,8 @@ class MemeSpec:
     steps: int | None = None
     guidance: float | None = None
     prompt: str | None = None
+    lora: str | None = None
+    lora_scale: float | None = None
 
 
 def _optional_number(row: Mapping[str, Any], column: str) -> float | None:
@@ -154,6 +158,9 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     max_seconds = _optional_number(row, "max_seconds")
     if max_seconds is not None and max_seconds <= 0:
         raise RowError(f"max_seconds must be positive, got {max_seconds}")
+    lora_scale = _optional_number(row, "lora_scale")
+    if lora_scale is not None and not -10 <= lora_scale <= 10:
+        raise RowError(f"lora_scale must be in [-10, 10], got {lora_scale}")
     guidance = _optional_number(row, "guidance")
     if guidance is not None and not 0 <= guidance <= 50:
         raise RowError(f"guidance must be in [0, 50], got {guidance}")
@@ -172,6 +179,8 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
         steps=None if steps is None else int(steps),
         guidance=guidance,
         prompt=row.get("prompt"),
+        lora=(row.get("lora") or "").strip() or None,
+        lora_scale=lora_scale,
     )
 
 

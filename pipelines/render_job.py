@@ -13,17 +13,13 @@ from typing import Any, Callable, Iterator
 
 import ray
 
-from engines.registry import ENGINE_CLASSES, engine_class
 from mediaio import storage
-from pipelines.manifest import read_manifest
-from reporting.metrics import DriverMetrics
-from reporting.report import JobFacts, write_report
-from reporting.results import Summary, result_row, write_results
-from pipelines.rows import PENDING
-from pipelines.config import RenderJobConfig
+from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
-from pipelines.row_plan import plan_rows
+from reporting.metrics import DriverMetrics
+from reporting.report import JobFacts, write_report
+from reporting.results import Summary, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ def _finished_rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def _write_report(results: list[dict[str, Any]], config: RenderJobConfig, facts: JobFacts) -> str | None:
+def _write_report(results: list[dict[str, Any]], config: JobConfig, facts: JobFacts) -> str | None:
     """The HTML report, or None: the results table is the record, a report that fails only logs."""
     try:
         return write_report(results, config.output_uri, facts, config.storage_options)
@@ -61,45 +57,40 @@ def _write_report(results: list[dict[str, Any]], config: RenderJobConfig, facts:
 
 
 def run_render_job(
-    config: RenderJobConfig,
+    config: JobConfig,
     address: str | None = None,
     on_result: Callable[[dict[str, Any], int, int], None] | None = None,
     metrics: DriverMetrics | None = None,
 ) -> JobReport:
-    """Render every pending row of the manifest; job-level problems raise before any row is decoded.
+    """Render every pending row of the manifest; job-level problems raise before any row runs.
 
     ``on_result(result_row, done, total)`` is called as each row finishes (skipped and
     up-front failures first), in completion order, after ``metrics`` has counted it.
     """
     started = time.perf_counter()
-    table = read_manifest(config.manifest_uri, config.storage_options)
-    engine = engine_class(config.engine)
-    engine.check_ready(config.engine_options)
-    works = plan_rows(table, config, tuple(ENGINE_CLASSES))
+    plan = plan_job(config)
     results: list[dict[str, Any]] = []
-    total = len(works)
-    pending = [work for work in works if work.status == PENDING]
     metrics = metrics or DriverMetrics()
-    metrics.job_planned(total=total, pending=len(pending))
+    metrics.job_planned(total=plan.total, pending=len(plan.pending))
 
     def record(row: dict[str, Any], from_pipeline: bool) -> None:
         results.append(row)
         metrics.row_finished(row, from_pipeline)
         if on_result is not None:
-            on_result(row, len(results), total)
+            on_result(row, len(results), plan.total)
 
-    for work in works:
-        if work.status != PENDING:
-            record(result_row(work), from_pipeline=False)
+    for row in plan.settled:
+        record(row, from_pipeline=False)
     first_video_at = None
-    if pending:
+    if plan.pending:
         connect(address)
         resources = ray.cluster_resources()
-        pools = PoolSizes.for_cluster(engine, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
-        budget = set_queue_budget(ray.data.DataContext.get_current(), config)
-        logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(pending),
-                    config.engine, pools, budget)
-        for row in _finished_rows(build_dataset(pending, config, engine, pools)):
+        pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
+                                      resources.get("GPU", 0.0))
+        budget = set_queue_budget(ray.data.DataContext.get_current(), config.queue_memory_mib)
+        logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
+                    config.engine.name, pools, budget)
+        for row in _finished_rows(build_dataset(plan.pending, config, pools)):
             if first_video_at is None and row["status"] == "ok":
                 first_video_at = time.perf_counter() - started
             record(row, from_pipeline=True)
@@ -107,9 +98,8 @@ def run_render_job(
     seconds = time.perf_counter() - started
     report_uri = None
     if config.report:
-        facts = JobFacts(manifest_uri=config.manifest_uri, output_uri=config.output_uri, engine=config.engine,
-                         seconds=seconds, inputs={work.row_index: (work.spec.reference_uri, work.spec.driving_uri)
-                                                  for work in works if work.spec is not None})
+        facts = JobFacts(manifest_uri=config.manifest_uri, output_uri=config.output_uri, engine=config.engine.name,
+                         seconds=seconds, inputs=plan.inputs)
         report_uri = _write_report(results, config, facts)
     metrics.job_finished(seconds)
     return JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]),

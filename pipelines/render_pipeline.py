@@ -1,70 +1,62 @@
-"""The render job's Ray Data pipeline: the wiring, and why each resource choice was made.
+"""The render job's Ray Data pipeline: the wiring, each stage's columns, and why each resource choice was made.
 
-    manifest rows (planned on the driver)
-      -> decode        tasks: fetch inputs through fsspec, decode frames at the generation rate, keep audio;
-                       the report's reference and driving previews are made from the decoded frames
-      -> pose          actor pool: mediapipe face mesh loaded once per actor; face crops and tracks
-      -> render        actor pool: the engine built once per actor; GPU actors only for GPU engines;
-                       each video is cut into overlapping frame windows (size W, overlap K, per
-                       engine), and the windows are blended and stitched back per video inside this stage,
-                       because a global groupby would be a barrier (no video encoded before the last
-                       window of the whole manifest is done)
-      -> encode        tasks: H.264 MP4 at the driving clip's rate, frames interpolated, audio muxed;
-                       the report's meme preview is made from the rendered frames
-      -> write         create-only, all-or-nothing publish through fsspec
-      -> results       small plain rows streamed back to the driver
-                       (encode, write and results run as one fused task per row: see below)
+    planned rows (pipelines/plan.py)   row_index, id, reference_uri, driving_uri, output_uri,
+                                       seed, steps, guidance, prompt, lora, lora_scale, fps, max_seconds,
+                                       status, error, started_at, time_limit_s, seconds_<stage>
+      -> prepare   actor pool (actors/prepare_actor.py): mediapipe loaded once per actor; fetches the
+                   inputs, streams the clip through the face mesh and cuts face crops; full-resolution
+                   frames never leave the actor.
+                   adds: reference_crop (S, S, 3) uint8, reference_{landmarks, rotation, translation,
+                         detected} (1 frame), driving_crops (T, S, S, 3) uint8, driving_{landmarks (T, 478, 3),
+                         rotation (T, 3), translation (T, 3), detected (T,)}, audio (AAC bytes or null),
+                         generation_fps, output_fps, duration, frames, preview_reference, preview_driving
+      -> render    actor pool (actors/render_actor.py): the engine built once per actor; GPU actors only
+                   for GPU engines; rows sharing the engine's batch key rendered in one call.
+                   adds: rendered (T, S, S, 3) uint8; drops the crops and tracks
+      -> finish    tasks (pipelines/finish_stage.py): encode, write, results row, one task per row.
+                   gives: the results row (row_index, id, status, output_uri, error, frames, engine,
+                          seconds_<stage>, preview_<kind>) -- small plain rows streamed to the driver
 
-Every row is its own block (one row per block from ``from_items``), so a small manifest still fans
-out over every actor.  Each stage runs rows through ``run_stage``: an error fails that row only.
-The workers record the job's metrics as they go (reporting.metrics): rows started and
-frames decoded in decode, windows in flight, frames rendered and GPU memory in the render
-actors, and each row's status and stage timings as it leaves the pipeline.
+Every row is its own block (``from_items`` with one block per row), so a small manifest still fans
+out over every actor.  Each stage runs inside the per-row error boundary (pipelines/rows.py): an
+error fails that row only, and the row carries empty values for the columns it never got.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
-from actors.pose_actor import PoseExtractor
-from actors.render_actor import FrameRenderer
-from engines.base import Engine
-from reporting import previews
-from reporting.metrics import worker_metrics
-from reporting.results import result_row
-from pipelines.rows import MemeWork, pack, row_stage, unpack
-from pipelines.config import RenderJobConfig
-from pipelines.decode_stage import make_decode_fn
-from pipelines.encode_stage import make_encode_fn
-from pipelines.write_stage import make_write_fn
+from actors import prepare_actor, render_actor
+from actors.prepare_actor import PrepareActor
+from actors.render_actor import RenderActor
+from engines.base import EngineSpec
+from mediaio.media import MediaLimits
+from pipelines.finish_stage import make_finish_fn
+from pipelines.plan import JobConfig
+from pipelines.rows import Row, batch_rows, rows_batch, run_batch_stage, run_stage
 
 logger = logging.getLogger(__name__)
 
 # Logical CPUs per task or actor.  Ray counts these, it does not pin cores: they bound how many of
-# each run at once.  On a 2-CPU machine an actor pool that claims every CPU starves the decode
+# each run at once.  On a 2-CPU machine an actor pool that claims every CPU starves the finish
 # tasks and the job hangs, so every claim is a fraction and the pools are sized to leave room.
-DECODE_CPUS = 0.25  # the work happens in an ffmpeg subprocess; the task mostly waits
-POSE_CPUS = 0.5  # mediapipe runs its graph on this actor's threads
+PREPARE_CPUS = 0.5  # PyAV decodes and mediapipe runs its graph on this actor's threads
 CPU_RENDER_CPUS = 0.5  # the warp engine is numpy/OpenCV work on the actor's threads
 GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and must not block CPU stages
-ENCODE_CPUS = 0.25  # x264 runs in an ffmpeg subprocess
-# Write and results ask for exactly what encode asks for, so Ray Data fuses the three into one task
-# per row: the MP4's bytes never pass through the object store, and a finished video does not wait
-# for two more task hops (measured on 2 CPUs: each hop to a fresh worker cost about 2 s before the
-# first video).
+FINISH_CPUS = 0.25  # x264 runs in an ffmpeg subprocess; the task mostly waits on it
 
-# Rows waiting between stages live in Ray's object store.  Ray Data would let decode run ahead of
-# pose and render until half the store is full; each worker keeps the store pages it has read
-# resident, so memory would grow with the manifest.  A smaller share keeps a few rows queued in
-# front of the slowest stage (enough to keep it busy) and no more.  It is a share of the cluster's
-# store, which Ray Data re-reads every second, so the budget grows as an autoscaling cluster adds
-# nodes.  Ray Data still runs one task of a stage when a single row is larger than the budget.
-# Measured on 2 CPUs with a 7 GiB store (bench/): with about 1 GiB, 300 rows peak within 1.13-1.21x
-# of 30 rows' memory (unbounded: 1.48x); 512 MiB held the render actor back on the shared clips
-# (36 instead of 48 frames/s once busy).
+# Rows waiting between stages live in Ray's object store.  Ray Data would let prepare run ahead of
+# render until half the store is full; each worker keeps the store pages it has read resident, so
+# memory would grow with the manifest.  A smaller share keeps a few rows queued in front of the
+# slowest stage (enough to keep it busy) and no more.  It is a share of the cluster's store, which
+# Ray Data re-reads every second, so the budget grows as an autoscaling cluster adds nodes.  Ray
+# Data still runs one task of a stage when a single row is larger than the budget.  Measured on 2
+# CPUs with a 7 GiB store (bench/soak.py): with about 1 GiB, 300 rows peak within 1.13-1.21x of 30
+# rows' memory (unbounded: 1.48x); 512 MiB held the render actor back on the shared clips.
 QUEUE_STORE_FRACTION = 0.15
 
 
@@ -72,70 +64,84 @@ QUEUE_STORE_FRACTION = 0.15
 class PoolSizes:
     """How many actors each pool may grow to, from the cluster's resources."""
 
-    pose: int
+    prepare: int
     render: int
-    tasks: int  # concurrent tasks per task stage: bounds the worker processes (and their memory)
+    tasks: int  # concurrent finish tasks: bounds the worker processes (and their memory)
 
     @classmethod
-    def for_cluster(cls, engine: type[Engine], cpus: float, gpus: float) -> "PoolSizes":
-        # Each CPU pool may take at most a quarter of the CPUs' worth of its claim, so decode and
-        # encode always find room; a GPU pool has one actor per GPU.
-        cpu_pool = max(1, int(cpus // 4 / POSE_CPUS))
-        render = max(1, int(gpus)) if engine.needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
+    def for_cluster(cls, needs_gpu: bool, cpus: float, gpus: float) -> "PoolSizes":
+        # Each CPU pool may take at most a quarter of the CPUs' worth of its claim, so the finish
+        # tasks always find room; a GPU pool has one actor per GPU.
+        prepare = max(1, int(cpus // 4 / PREPARE_CPUS))
+        render = max(1, int(gpus)) if needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
         # Fractional claims would let dozens of tasks run at once, each in its own worker process;
-        # more than one per CPU only adds processes, not speed (ffmpeg and numpy use the cores).
-        return cls(pose=cpu_pool, render=render, tasks=max(2, int(cpus)))
+        # more than one per CPU only adds processes, not speed (ffmpeg uses the cores).
+        return cls(prepare=prepare, render=render, tasks=max(2, int(cpus)))
 
 
-def set_queue_budget(context: ray.data.DataContext, config: RenderJobConfig) -> str:
+def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None) -> str:
     """Cap the object-store memory of rows queued between stages (see QUEUE_STORE_FRACTION).
 
-    ``config.queue_memory_mib`` fixes the cap; by default it is a share of the cluster's store.
-    Returns the budget in words, for the job's log.
+    ``queue_memory_mib`` fixes the cap; None makes it a share of the cluster's store.  Returns the
+    budget in words, for the job's log.
     """
-    if config.queue_memory_mib is not None:
+    if queue_memory_mib is not None:
         context.override_object_store_memory_limit_fraction = None
         context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
-            object_store_memory=config.queue_memory_mib * 2**20)
-        return f"{config.queue_memory_mib} MiB"
+            object_store_memory=queue_memory_mib * 2**20)
+        return f"{queue_memory_mib} MiB"
     context.override_object_store_memory_limit_fraction = QUEUE_STORE_FRACTION
     context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits()
     return f"{QUEUE_STORE_FRACTION:.0%} of the object store"
 
 
-def _result(row: dict) -> dict:
-    work = unpack(row)
-    worker_metrics().row_finished(work.status, work.timings)
-    return {**result_row(work), **previews.result_fields(work)}
+class PrepareStage:
+    """Ray Data callable class: the prepare actor inside the per-row error boundary."""
+
+    def __init__(self, size: int, default_fps: float | None, limits: MediaLimits, storage_options: dict[str, Any],
+                 max_input_bytes: int, previews_uri: str | None) -> None:
+        self.actor = PrepareActor(size, default_fps, limits, storage_options, max_input_bytes, previews_uri)
+        self.outputs = prepare_actor.output_columns(size)
+
+    def __call__(self, row: Row) -> Row:
+        return run_stage("prepare", self.actor, row, self.outputs)
 
 
-def build_dataset(works: list[MemeWork], config: RenderJobConfig, engine: type[Engine],
-                  pools: PoolSizes) -> ray.data.Dataset:
-    """Chain the stages over the pending rows; nothing runs until the dataset is iterated.
+class RenderStage:
+    """Ray Data callable class: the render actor inside the error boundary; drops what it consumed."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.actor = RenderActor(spec)
+        self.outputs = render_actor.output_columns(spec.size)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        rows = run_batch_stage("render", self.actor, batch_rows(batch), self.outputs)
+        return rows_batch([{name: value for name, value in row.items() if name not in render_actor.CONSUMED_COLUMNS}
+                           for row in rows])
+
+
+def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.data.Dataset:
+    """Chain the stages over the planned rows; nothing runs until the dataset is iterated.
 
     The dataset takes its execution options (the queue budget) from the current DataContext.
     """
-    dataset = ray.data.from_items([pack(work) for work in works], override_num_blocks=len(works))
-    dataset = dataset.map(row_stage("decode", make_decode_fn(config, engine.default_fps)), num_cpus=DECODE_CPUS,
-                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
-    dataset = dataset.map_batches(
-        PoseExtractor,
-        fn_constructor_kwargs={"size": config.size},
-        batch_size=1,  # one clip per call: a clip is already ~100 frames of work
-        num_cpus=POSE_CPUS,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.pose),
+    engine = config.engine.engine_class()
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    dataset = dataset.map(
+        PrepareStage,
+        fn_constructor_kwargs={"size": config.engine.size, "default_fps": engine.default_fps, "limits": config.limits,
+                               "storage_options": dict(config.storage_options),
+                               "max_input_bytes": config.max_input_bytes,
+                               "previews_uri": config.output_uri if config.report else None},
+        num_cpus=PREPARE_CPUS,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.prepare),
     )
     dataset = dataset.map_batches(
-        FrameRenderer,
-        fn_constructor_kwargs={"engine": config.engine, "options": config.engine_options, "size": config.size,
-                               "window": config.window, "overlap": config.overlap},
-        batch_size=config.render_batch_size,  # GPU engines batch the windows of several videos
+        RenderStage,
+        fn_constructor_kwargs={"spec": config.engine},
+        batch_size=config.videos_per_batch,  # GPU engines batch the windows of several videos
         num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
         num_gpus=1 if engine.needs_gpu else 0,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.render),
     )
-    dataset = dataset.map(row_stage("encode", make_encode_fn(config)), num_cpus=ENCODE_CPUS,
-                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
-    dataset = dataset.map(row_stage("write", make_write_fn(config)), num_cpus=ENCODE_CPUS,
-                          compute=ray.data.TaskPoolStrategy(size=pools.tasks))
-    return dataset.map(_result, num_cpus=ENCODE_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))

@@ -1,129 +1,182 @@
-"""A manifest row on its way through the pipeline, and the per-row error boundary of every stage.
+"""Rows between the stages: named, typed columns, and the per-row error boundary every stage runs in.
 
-Ray Data moves rows as ``{"id": str, "work": bytes}``: the :class:`MemeWork` is pickled by us
-(explicitly, so Arrow never has to guess a schema for frames and face tracks).  Every stage runs
-through :func:`run_stage`: a row that already failed or was skipped passes untouched, an
-exception turns the row into a failed row with the stage's name and the cause, and the time the
-stage took is recorded.  One bad row never takes a block of good rows down with it.
+A row is a plain dict of columns, which Ray Data stores as Arrow columns: scalars (ids, URIs,
+settings, status, error, per-stage seconds) as Arrow scalars, pixels and face tracks as numpy
+tensors (Arrow tensor columns), the clip's audio as binary.  Nothing is pickled, so
+``Dataset.schema()`` shows what each stage hands the next.  The planned row's columns are listed
+in :data:`PLANNED_COLUMNS`; each actor declares what it adds (see ``pipelines/render_pipeline.py``).
+
+The error boundary (:func:`run_stage`, :func:`run_batch_stage`): a row that already failed passes
+untouched, with the stage's output columns filled with empty values so every row keeps one schema;
+an exception fails the row with the stage's name and the cause; the time the stage took is added to
+the row's ``seconds_<stage>``; a row past its time limit fails before the stage starts.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
+import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from faces.tracking import FaceTrack
-from pipelines.manifest import MemeSpec
-from mediaio.media import DecodedClip
+from engines.base import RowSettings
 from mediaio.storage import redact
-from hellomeme.windows import WindowPlan
 
 logger = logging.getLogger(__name__)
 
 PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
+STAGES = ("decode", "pose", "render", "encode", "write")
+
+# name -> Arrow type, of the row the driver plans (one row per manifest row that will run).
+PLANNED_COLUMNS: dict[str, str] = {
+    "row_index": "int64",
+    "id": "string",
+    "reference_uri": "string",  # normalised and checked against the allow-list on the driver
+    "driving_uri": "string",
+    "output_uri": "string",  # the row's final MP4
+    "seed": "int64",
+    "steps": "int64",
+    "guidance": "float64",
+    "prompt": "string",
+    "lora": "string (null: none)",
+    "lora_scale": "float64",
+    "fps": "float64 (null: the engine's rate)",
+    "max_seconds": "float64 (null: the whole clip)",
+    "status": "string",
+    "error": "string",
+    "started_at": "float64 (epoch seconds; NaN until the first stage)",
+    "time_limit_s": "float64",
+    **{f"seconds_{stage}": "float64" for stage in STAGES},
+}
+
+Row = dict[str, Any]
+Outputs = Mapping[str, Callable[[], Any]]  # column -> empty value, for rows that do not run the stage
 
 
-@dataclass(frozen=True)
-class MemeWork:
-    """What a row is, how far it got, and the data the next stage needs (cleared once used)."""
-
-    row_index: int
-    id: str
-    spec: MemeSpec | None
-    output_uri: str | None
-    engine: str
-    status: str = PENDING
-    error: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    # The row's time limit (seconds from its first stage); ffmpeg calls also carry their own.
-    time_limit_s: float | None = None
-    started_at: float | None = None
-    # Filled by decode:
-    clip: DecodedClip | None = None
-    reference_image: np.ndarray | None = None
-    # Filled by pose (face crops of `size` pixels; landmarks in crop coordinates):
-    reference: np.ndarray | None = None
-    reference_face: FaceTrack | None = None
-    driving_frames: np.ndarray | None = None
-    driving_face: FaceTrack | None = None
-    windows: WindowPlan | None = None
-    # Filled by render, then encode:
-    frames: np.ndarray | None = None
-    video: bytes | None = None
-    num_frames: int = 0
-    # Report previews published so far: kind -> path relative to the job's output (kept on failure).
-    previews: dict[str, str] = field(default_factory=dict)
-
-    def failed(self, message: str) -> "MemeWork":
-        """This row as failed, its payload dropped so nothing heavy travels further."""
-        return replace(
-            self, status=FAILED, error=redact(message), clip=None, reference_image=None, reference=None,
-            reference_face=None, driving_frames=None, driving_face=None, frames=None, video=None,
-        )
-
-    def timed(self, stage: str, seconds: float) -> "MemeWork":
-        return replace(self, timings={**self.timings, stage: self.timings.get(stage, 0.0) + seconds})
-
-
-def pack(work: MemeWork) -> dict[str, Any]:
-    """The Ray Data row for a work item."""
-    return {"id": work.id, "work": pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)}
-
-
-def unpack(row: dict[str, Any]) -> MemeWork:
-    return pickle.loads(row["work"])
-
-
-def unpack_batch(batch: dict[str, Any]) -> list[MemeWork]:
-    """The work items of a Ray Data batch (as given to actor pools)."""
-    return [pickle.loads(item) for item in batch["work"]]
-
-
-def pack_batch(works: list[MemeWork]) -> dict[str, list]:
-    """A Ray Data batch of work items."""
-    return {"id": [work.id for work in works],
-            "work": [pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL) for work in works]}
+def planned_row(row_index: int, meme_id: str, reference_uri: str, driving_uri: str, output_uri: str,
+                settings: RowSettings, time_limit_s: float) -> Row:
+    """A row as it enters the pipeline, every setting in its own column."""
+    return {
+        "row_index": row_index, "id": meme_id, "reference_uri": reference_uri, "driving_uri": driving_uri,
+        "output_uri": output_uri, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
+        "prompt": settings.prompt, "lora": settings.lora, "lora_scale": settings.lora_scale, "fps": settings.fps,
+        "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "started_at": math.nan,
+        "time_limit_s": time_limit_s, **{f"seconds_{stage}": 0.0 for stage in STAGES},
+    }
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line naming the exception's kind and message."""
+    """One line naming the exception's kind and message (our own exceptions speak for themselves)."""
     message = str(exc).strip() or "no message"
-    return f"{type(exc).__name__}: {message}" if not _is_own_error(exc) else message
+    own = type(exc).__module__.startswith(("mediaio", "faces", "reporting", "engines", "hellomeme", "actors",
+                                           "pipelines"))
+    return message if own else f"{type(exc).__name__}: {message}"
 
 
-def _is_own_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith(("mediaio", "faces", "reporting", "engines", "hellomeme", "actors", "pipelines"))
+def fail(row: Row, stage: str, message: str) -> Row:
+    """``row`` as failed in ``stage``, the message naming the row."""
+    return {**row, "status": FAILED,
+            "error": redact(f"row {int(row['row_index'])} ({row['id']}): {stage}: {message}")}
 
 
-def run_stage(stage: str, fn: Callable[[MemeWork], MemeWork], work: MemeWork) -> MemeWork:
-    """Run one stage on one pending row; errors become a failed row naming the row and the stage."""
-    if work.status != PENDING:
-        return work
-    if work.started_at is None:
-        work = replace(work, started_at=time.time())
-    elif work.time_limit_s is not None and time.time() - work.started_at > work.time_limit_s:
-        return work.failed(f"row {work.row_index} ({work.id}): {stage}: the row exceeded its time limit "
-                           f"of {work.time_limit_s:.0f} s")
+def with_empty(row: Row, outputs: Outputs) -> Row:
+    """``row`` with each of a stage's output columns set to its empty value (a row the stage did not run)."""
+    return {**row, **{name: empty() for name, empty in outputs.items()}}
+
+
+def _over_time(row: Row, now: float) -> bool:
+    started = row["started_at"]
+    return not math.isnan(started) and now - started > float(row["time_limit_s"])
+
+
+def _begin(row: Row, stage: str) -> Row | None:
+    """The row stamped with its start, or None if it is past its time limit."""
+    now = time.time()
+    if math.isnan(row["started_at"]):
+        return {**row, "started_at": now}
+    if _over_time(row, now):
+        return None
+    return row
+
+
+def _timed(row: Row, stage: str, seconds: float) -> Row:
+    key = f"seconds_{stage}"
+    if key in row:  # stages inside a larger step (decode, pose) record their own seconds
+        return {**row, key: float(row[key]) + seconds}
+    return row
+
+
+def _time_limit_error(row: Row) -> str:
+    return f"the row exceeded its time limit of {float(row['time_limit_s']):.0f} s"
+
+
+def run_stage(stage: str, fn: Callable[[Row], Mapping[str, Any]], row: Row, outputs: Outputs) -> Row:
+    """Run ``fn`` on one pending row and merge the columns it returns; errors fail the row alone."""
+    row = dict(row)
+    if row["status"] != PENDING:
+        return with_empty(row, outputs)
+    begun = _begin(row, stage)
+    if begun is None:
+        return with_empty(fail(row, stage, _time_limit_error(row)), outputs)
     started = time.perf_counter()
     try:
-        result = fn(work)
+        result = {**begun, **fn(begun)}
     except Exception as exc:  # the per-row error boundary: any failure is this row's alone
         cause = describe_error(exc)
-        logger.warning("row %d (%s) failed in %s: %s", work.row_index, work.id, stage, redact(cause))
-        result = work.failed(f"row {work.row_index} ({work.id}): {stage}: {cause}")
-    return result.timed(stage, time.perf_counter() - started)
+        logger.warning("row %d (%s) failed in %s: %s", int(row["row_index"]), row["id"], stage, redact(cause))
+        result = with_empty(fail(begun, stage, cause), outputs)
+    return _timed(result, stage, time.perf_counter() - started)
 
 
-def row_stage(stage: str, fn: Callable[[MemeWork], MemeWork]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Wrap a work -> work function as a Ray Data ``map`` function with the per-row error boundary."""
+def run_batch_stage(stage: str, fn: Callable[[list[Row]], Sequence[Mapping[str, Any]]], rows: list[Row],
+                    outputs: Outputs) -> list[Row]:
+    """Run ``fn`` on the pending rows of a batch at once; if the batch fails, each row alone.
 
-    def apply(row: dict[str, Any]) -> dict[str, Any]:
-        return pack(run_stage(stage, fn, unpack(row)))
+    One bad row cannot fail the good rows it was batched with: they are run again one by one,
+    and only the rows that fail alone fail.
+    """
+    rows = [dict(row) for row in rows]
+    begun: list[Row | None] = [None] * len(rows)
+    for i, row in enumerate(rows):
+        if row["status"] != PENDING:
+            rows[i] = with_empty(row, outputs)
+        elif (stamped := _begin(row, stage)) is None:
+            rows[i] = with_empty(fail(row, stage, _time_limit_error(row)), outputs)
+        else:
+            begun[i] = stamped
+    pending = [i for i, row in enumerate(begun) if row is not None]
+    if len(pending) > 1:
+        started = time.perf_counter()
+        try:
+            results = fn([begun[i] for i in pending])
+        except Exception:  # isolate the bad row: each row alone below
+            logger.warning("%s failed for a batch of %d rows; running them one by one", stage, len(pending),
+                           exc_info=True)
+        else:
+            share = (time.perf_counter() - started) / len(pending)
+            for i, result in zip(pending, results):
+                rows[i] = _timed({**begun[i], **result}, stage, share)
+            return rows
+    for i in pending:
+        rows[i] = run_stage(stage, lambda row: fn([row])[0], begun[i], outputs)
+    return rows
 
-    apply.__name__ = stage
-    return apply
+
+def batch_rows(batch: Mapping[str, Any]) -> list[Row]:
+    """The rows of a Ray Data numpy batch, as plain Python scalars and numpy arrays."""
+    names = list(batch)
+    count = len(batch[names[0]]) if names else 0
+    return [{name: _plain(batch[name][i]) for name in names} for i in range(count)]
+
+
+def rows_batch(rows: list[Row]) -> dict[str, list]:
+    """A Ray Data batch from rows with the same columns."""
+    return {name: [row[name] for row in rows] for name in rows[0]} if rows else {}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

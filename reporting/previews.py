@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from PIL import Image
 
 from mediaio import storage
-from pipelines.rows import MemeWork
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +38,6 @@ def preview_path(meme_id: str, kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown preview kind {kind!r} (known: {', '.join(KINDS)})")
     return f"{PREVIEW_DIR}/{meme_id}.{kind}.webp"
-
-
-def result_fields(work: MemeWork) -> dict[str, str | None]:
-    """The results-row columns naming a row's previews (relative to the output prefix), None when absent."""
-    return {f"preview_{kind}": work.previews.get(kind) for kind in KINDS}
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
@@ -75,33 +68,19 @@ def animated_webp(frames: np.ndarray, fps: float, side: int = SIDE, preview_fps:
     return buffer.getvalue()
 
 
-def _published(work: MemeWork, kind: str, data: bytes, output_uri: str,
-               storage_options: Mapping[str, Any] | None) -> MemeWork:
-    path = preview_path(work.id, kind)
+def publish(meme_id: str, kind: str, data: bytes, output_uri: str,
+            storage_options: Mapping[str, Any] | None = None) -> str:
+    """Write one preview under the job's output; returns its path relative to the output prefix."""
+    path = preview_path(meme_id, kind)
     storage.write_replace(storage.join(output_uri, path), data, storage_options)
-    return replace(work, previews={**work.previews, kind: path})
+    return path
 
 
-def with_input_previews(work: MemeWork, output_uri: str, storage_options: Mapping[str, Any] | None = None) -> MemeWork:
-    """Publish the reference and driving previews of a decoded row (best-effort)."""
+def try_publish(meme_id: str, kind: str, make: Callable[[], bytes], output_uri: str,
+                storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """Make and publish a preview, best-effort: a preview is a nicety, a failure only logs and gives None."""
     try:
-        if work.reference_image is not None:
-            work = _published(work, "reference", still_webp(work.reference_image), output_uri, storage_options)
-        if work.clip is not None and len(work.clip.frames):
-            work = _published(work, "driving", animated_webp(work.clip.frames, work.clip.fps), output_uri,
-                              storage_options)
-    except Exception as exc:  # a preview is a nicety: the row goes on without it
-        logger.warning("row %d (%s): input preview not written: %s", work.row_index, work.id,
-                       storage.redact(f"{type(exc).__name__}: {exc}"))
-    return work
-
-
-def with_meme_preview(work: MemeWork, frames: np.ndarray, fps: float, output_uri: str,
-                      storage_options: Mapping[str, Any] | None = None) -> MemeWork:
-    """Publish the animated preview of a row's rendered frames (best-effort)."""
-    try:
-        return _published(work, "meme", animated_webp(frames, fps), output_uri, storage_options)
-    except Exception as exc:  # a preview is a nicety: the row goes on without it
-        logger.warning("row %d (%s): meme preview not written: %s", work.row_index, work.id,
-                       storage.redact(f"{type(exc).__name__}: {exc}"))
-        return work
+        return publish(meme_id, kind, make(), output_uri, storage_options)
+    except Exception as exc:  # a preview never fails its row
+        logger.warning("%s: %s preview not written: %s", meme_id, kind, storage.redact(f"{type(exc).__name__}: {exc}"))
+        return None

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mediaio import storage
-from pipelines.rows import MemeWork
 
 RESULTS_DIR = "_results"
 RESULTS_FILE = "results.parquet"
@@ -46,22 +45,25 @@ class Summary:
 
 
 STAGES = ("decode", "pose", "render", "encode", "write")
+PREVIEW_COLUMNS = ("preview_meme", "preview_reference", "preview_driving")
 
 
-def result_row(work: MemeWork) -> dict[str, Any]:
-    """One row of the results table for a work item in its final state."""
-    row: dict[str, Any] = {
-        "row_index": work.row_index,
-        "id": work.id,
-        "status": work.status,
-        "output_uri": storage.redact(work.output_uri) if work.output_uri else None,
-        "error": work.error or None,
-        "frames": work.num_frames,
-        "engine": work.engine,
+def result_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the results table (plus its preview paths, which the report reads) from a finished row."""
+    result: dict[str, Any] = {
+        "row_index": int(row["row_index"]),
+        "id": row["id"],
+        "status": row["status"],
+        "output_uri": storage.redact(row["output_uri"]) if row.get("output_uri") else None,
+        "error": row.get("error") or None,
+        "frames": int(row.get("frames") or 0),
+        "engine": row.get("engine"),
     }
     for stage in STAGES:
-        row[f"seconds_{stage}"] = round(work.timings.get(stage, 0.0), 4)
-    return row
+        result[f"seconds_{stage}"] = round(float(row.get(f"seconds_{stage}") or 0.0), 4)
+    for column in PREVIEW_COLUMNS:
+        result[column] = row.get(column) or None
+    return result
 
 
 def results_uri(output_uri: str) -> str:

@@ -1,4 +1,5 @@
-"""A corpus of bad and awkward inputs, generated from the shared media with the real ffmpeg.
+"""A corpus of bad and awkward inputs, generated with the real ffmpeg from any media folder laid out like
+``../shared/media`` (the tests use the media they synthesise, so the corpus needs nothing outside the repo).
 
 ``build_corpus(folder, media_dir)`` writes the files and returns manifest rows, each tagged with
 what the test expects: ``expect="failed"`` with words its error must contain, or ``expect="ok"``
@@ -34,9 +35,10 @@ def _h264(*extra: str) -> list[str]:
 
 def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     folder.mkdir(parents=True, exist_ok=True)
-    clip = media_dir / "drive_videos" / "tbh.mp4"
-    portrait = media_dir / "reference_images" / "kjl.jpg"
+    clip = sorted((media_dir / "drive_videos").glob("*.mp4"))[0]
     f = lambda name: str(folder / name)  # noqa: E731
+    portrait = Path(f("portrait.jpg"))
+    Image.open(sorted((media_dir / "reference_images").iterdir())[0]).convert("RGB").save(portrait, quality=92)
 
     # A short base clip keeps every render cheap.
     _ffmpeg("-i", str(clip), "-t", "1.2", *_h264(), "-c:a", "aac", f("base.mp4"))
@@ -100,7 +102,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("random-bytes", ("random.mp4",), driving_uri=f("random.mp4"))
     bad("zero-frames", ("zero_frames.mp4",), driving_uri=f("zero_frames.mp4"))
     bad("audio-only", ("audio_only.m4a", "no video stream"), driving_uri=f("audio_only.m4a"))
-    bad("image-as-driving", ("kjl.jpg", "still image"), driving_uri=ref)
+    bad("image-as-driving", ("portrait.jpg", "still image"), driving_uri=ref)
     bad("video-as-reference", ("reference", "not an image"), reference_uri=drv)
     bad("text-as-reference", ("notes.txt", "not an image"), reference_uri=f("notes.txt"))
     bad("text-as-driving", ("notes.txt",), driving_uri=f("notes.txt"))

@@ -29,6 +29,14 @@ def media_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_media(tmp_path_factory) -> Path:
+    """Portraits and driving clips made by the tests themselves (no ../shared needed), shared media's layout."""
+    from tests.synthetic_media import build_synthetic_media
+
+    return build_synthetic_media(tmp_path_factory.mktemp("synthetic-media"))
+
+
+@pytest.fixture(scope="session")
 def ffmpeg() -> str:
     from mediaio.media import ffmpeg_exe
 

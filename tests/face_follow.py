@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from faces import tracking
-from mediaio import media
+from mediaio import clips, media
 
 
 def read_clip(path: Path) -> np.ndarray:
@@ -28,7 +28,7 @@ def read_clip(path: Path) -> np.ndarray:
 
 
 def _track(path: str, tracker: tracking.FaceTracker) -> tracking.FaceTrack:
-    return tracker.track(media.decode_clip(path, None, media.MediaLimits()).frames)
+    return tracker.track(clips.decode_clip(path, None, media.MediaLimits()).frames)
 
 
 def _first(track: tracking.FaceTrack, count: int) -> tracking.FaceTrack:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from mediaio import media
+from mediaio import clips, media
 from jobs.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
 from tests.bad_inputs import build_corpus
@@ -14,15 +14,15 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def corpus_run(ray_local, media_dir, tmp_path_factory):
+def corpus_run(ray_local, synthetic_media, tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    cases = build_corpus(folder / "inputs", media_dir)
+    cases = build_corpus(folder / "inputs", synthetic_media)
     manifest = folder / "manifest.parquet"
     write_manifest([case.row for case in cases], str(manifest))
     out = folder / "out"
     code = cli_main([
         "render", str(manifest), "--output", str(out),
-        "--allow-root", str(folder / "inputs"), "--allow-root", str(media_dir), "--allow-root", str(out),
+        "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
     ])
     results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
     return cases, results, code
@@ -63,9 +63,10 @@ def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
         if case.expect != "ok":
             continue
         assert result["status"] == "ok", (case.row["id"], result["error"])
-        clip_frames = media.count_frames(case.row["driving_uri"])
-        assert abs(media.count_frames(result["output_uri"]) - clip_frames) <= 1, case.row["id"]
-        assert media.probe(result["output_uri"]).has_audio == media.probe(case.row["driving_uri"]).has_audio
+        clip_frames = clips.count_frames(case.row["driving_uri"])
+        assert abs(clips.count_frames(result["output_uri"]) - clip_frames) <= 1, case.row["id"]
+        limits = media.MediaLimits()
+        assert clips.probe(result["output_uri"], limits).has_audio == clips.probe(case.row["driving_uri"], limits).has_audio
 
 
 def test_no_secret_in_any_error(corpus_run):

@@ -20,7 +20,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from engines.registry import ENGINE_CLASSES, engine_class
+from engines.registry import ENGINES, engine_class
 from jobs import render
 from pipelines import render_pipeline
 
@@ -49,9 +49,8 @@ def _requests(engine_name: str) -> dict[str, dict[str, float]]:
     """What each stage asks of a node for ``engine_name``, as build_dataset asks it."""
     engine = engine_class(engine_name)
     cpu_only = {
-        "decode": render_pipeline.DECODE_CPUS,
-        "pose": render_pipeline.POSE_CPUS,
-        "encode, write, results": render_pipeline.ENCODE_CPUS,
+        "prepare": render_pipeline.PREPARE_CPUS,
+        "finish": render_pipeline.FINISH_CPUS,
     }
     requests = {stage: {"CPU": cpus} for stage, cpus in cpu_only.items()}
     requests["render"] = ({"CPU": render_pipeline.GPU_RENDER_CPUS, "GPU": 1} if engine.needs_gpu
@@ -59,7 +58,7 @@ def _requests(engine_name: str) -> dict[str, dict[str, float]]:
     return requests
 
 
-@pytest.mark.parametrize("engine_name", sorted(ENGINE_CLASSES))
+@pytest.mark.parametrize("engine_name", sorted(ENGINES))
 def test_every_stage_fits_a_node_type_that_can_be_launched(cluster: dict, engine_name: str) -> None:
     worker_types = {name: spec for name, spec in cluster["available_node_types"].items()
                     if name != cluster["head_node_type"] and spec.get("max_workers", 0) > 0}

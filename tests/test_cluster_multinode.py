@@ -1,4 +1,4 @@
-"""Two nodes on one machine: a GPU engine's render pool runs on the GPU node only, the pose pool takes no GPU.
+"""Two nodes on one machine: a GPU engine's render pool runs on the GPU node only, the prepare pool takes no GPU.
 
 The cluster (``ray.cluster_utils.Cluster``: a CPU-only head and a worker with one logical GPU)
 lives in a child process -- this file run as a script -- with a private ``RAY_TMPDIR``.
@@ -23,8 +23,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from engines.base import Engine, EngineOptions, RenderInput
-from engines.registry import ENGINE_CLASSES
+from engines.base import Engine, EngineSpec, RenderInput
 from tests.isolated_ray import free_port, run_child_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +40,10 @@ class GpuTestEngine(Engine):
     name = TEST_ENGINE
     needs_gpu = True
 
-    def __init__(self, options: EngineOptions) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         import ray
 
+        super().__init__(spec)
         if not ray.get_gpu_ids():
             raise RuntimeError("the GPU engine was built in an actor that holds no GPU")
 
@@ -51,17 +51,12 @@ class GpuTestEngine(Engine):
         return [np.array(item.driving_frames, copy=True) for item in inputs]
 
 
-def register_test_engine() -> None:
-    """Make ``TEST_ENGINE`` known to the engine registry; also Ray's worker setup hook, so actors know it too."""
-    ENGINE_CLASSES[TEST_ENGINE] = f"{MODULE}:GpuTestEngine"
-
-
 # --- the child process: a two-node cluster and one render job ----------------------------------
 
 def _write_manifest(media: Path, folder: Path) -> str:
     from jobs.manifest_builder import write_manifest
 
-    portraits = sorted((media / "reference_images").glob("*.jpg"))[:2]
+    portraits = sorted((media / "reference_images").glob("*.png"))[:2]
     clips = sorted((media / "drive_videos").glob("*.mp4"))[:2]
     rows = [{"id": f"multinode_{i}", "reference_uri": str(portrait), "driving_uri": str(clip),
              "fps": 8.0, "max_seconds": 1.0}  # 8 frames a row: placement is under test, not throughput
@@ -77,7 +72,7 @@ def run_two_node_job(media: Path, workdir: Path) -> dict:
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    from pipelines.config import RenderJobConfig
+    from pipelines.plan import JobConfig
     from pipelines.render_job import run_render_job
 
     dashboard_port = free_port()
@@ -88,18 +83,17 @@ def run_two_node_job(media: Path, workdir: Path) -> dict:
     })
     try:
         gpu_node_id = cluster.add_node(num_cpus=1, num_gpus=1).node_id
-        register_test_engine()
-        ray.init(address=cluster.address, log_to_driver=False, runtime_env={
-            "worker_process_setup_hook": f"{MODULE}.register_test_engine",
-        })
-        config = RenderJobConfig(manifest_uri=_write_manifest(media, workdir), output_uri=str(workdir / "out"),
-                                 engine=TEST_ENGINE, size=128, interpolate=False)
+        ray.init(address=cluster.address, log_to_driver=False)
+        # The actors import the engine class by its path: no registry entry is needed.
+        spec = EngineSpec(name=TEST_ENGINE, engine_path=f"{MODULE}:GpuTestEngine", size=128)
+        config = JobConfig(manifest_uri=_write_manifest(media, workdir), output_uri=str(workdir / "out"),
+                           engine=spec, interpolate=False)
         report = run_render_job(config)
         actors = [
             {"repr_name": actor.repr_name, "node_id": actor.node_id,
              "gpus": (actor.required_resources or {}).get("GPU", 0)}
             for actor in list_actors(address=dashboard, detail=True, limit=1000, raise_on_missing_output=False)
-            if actor.repr_name and ("PoseExtractor" in actor.repr_name or "FrameRenderer" in actor.repr_name)
+            if actor.repr_name and ("PrepareStage" in actor.repr_name or "RenderStage" in actor.repr_name)
         ]
         return {"gpu_node_id": gpu_node_id, "results": report.results, "actors": actors}
     finally:
@@ -111,19 +105,19 @@ def run_two_node_job(media: Path, workdir: Path) -> dict:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_gpu_engine_renders_on_the_gpu_node_only(media_dir: Path, tmp_path: Path) -> None:
-    report = run_child_job(__file__, [str(media_dir), str(tmp_path)], tmp_path / "report.json", "hm-mn-",
+def test_gpu_engine_renders_on_the_gpu_node_only(synthetic_media: Path, tmp_path: Path) -> None:
+    report = run_child_job(__file__, [str(synthetic_media), str(tmp_path)], tmp_path / "report.json", "hm-mn-",
                            timeout_s=CHILD_TIMEOUT_S)
 
     assert [row["status"] for row in report["results"]] == ["ok", "ok"], report["results"]
     assert all(Path(row["output_uri"]).is_file() for row in report["results"])
-    render = [actor for actor in report["actors"] if "FrameRenderer" in actor["repr_name"]]
-    pose = [actor for actor in report["actors"] if "PoseExtractor" in actor["repr_name"]]
-    assert render and pose, report["actors"]
+    render = [actor for actor in report["actors"] if "RenderStage" in actor["repr_name"]]
+    prepare = [actor for actor in report["actors"] if "PrepareStage" in actor["repr_name"]]
+    assert render and prepare, report["actors"]
     assert {actor["node_id"] for actor in render} == {report["gpu_node_id"]}
     assert all(actor["gpus"] == 1 for actor in render)
-    assert all(actor["gpus"] == 0 for actor in pose)
-    # Where the pose actors run is Ray's choice: it prefers nodes without GPUs for CPU-only work, no more.
+    assert all(actor["gpus"] == 0 for actor in prepare)
+    # Where the prepare actors run is Ray's choice: it prefers nodes without GPUs for CPU-only work, no more.
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engines.base import RenderInput
+from engines.registry import engine_spec
 from engines.warp import WarpEngine
 from faces import tracking
 from jobs.demo_media import (
@@ -20,7 +21,6 @@ from jobs.demo_media import (
     synthesize_driving_clip,
 )
 from faces.tracking import FaceTracker, NoFaceError, crop_frames, stable_crop_box
-from hellomeme.windows import WindowPlan
 
 FPS, SECONDS = 15.0, 4.0
 
@@ -85,10 +85,9 @@ def test_warp_engine_driven_by_one_portrait_follows_it_on_the_other(clips, portr
     portrait = portraits[animated]
     reference_box = stable_crop_box(tracker.detect(portrait))
     reference = crop_frames(portrait, reference_box, 512)
-    engine = WarpEngine()
+    engine = WarpEngine(engine_spec("warp"))
     item = RenderInput(meme_id=f"{driver}->{animated}", reference=reference, reference_face=tracker.detect(reference),
-                       driving_frames=crop_frames(frames, box, 512), driving_face=driving,
-                       windows=WindowPlan(len(frames), engine.window_size, engine.window_overlap))
+                       driving_frames=crop_frames(frames, box, 512), driving_face=driving)
     out = engine.render([item])[0]
     rendered = tracker.track(out)
     assert rendered.detected.all()

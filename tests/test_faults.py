@@ -1,7 +1,13 @@
-"""Faults mid-job: a render actor killed, a worker node removed, the driver killed and rerun."""
+"""Faults mid-job: a render actor killed, a worker node removed, the driver killed and rerun.
+
+Each job runs against its own Ray instance, and a fault is aimed only at that job: actors are
+found through Ray's state API by the job's id, never by process name (other jobs on the machine
+have render actors too).  The media are synthesised by the tests, so these run in a fresh clone.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -11,24 +17,22 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 
-from mediaio import media
+from mediaio import clips
 from jobs.manifest_builder import pair_folders, write_manifest
-from pipelines.config import RenderJobConfig
+from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
 from tests.conftest import REPO
-from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir, run_child_job
+from tests.isolated_ray import end_processes_under, free_port, isolated_environment, private_temp_dir, run_child_job
 
 pytestmark = pytest.mark.ray
 
 
 def _manifest(media_dir: Path, folder: Path, count: int) -> Path:
-    rows = pair_folders(str(media_dir / "reference_images"), str(media_dir / "drive_videos"), "zip")[:count]
-    for row in rows:
-        row["max_seconds"] = 2.0  # short renders keep the test quick; every row still takes seconds
+    pairs = pair_folders(str(media_dir / "reference_images"), str(media_dir / "drive_videos"), "all")
+    rows = [{**pair, "id": f"{pair['id']}-{i}"} for i, pair in zip(range(count), itertools.cycle(pairs))]
     path = folder / "manifest.parquet"
     write_manifest(rows, str(path))
     return path
@@ -44,15 +48,6 @@ def _wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline", "name"]):
-        text = " ".join(process.info.get("cmdline") or []) + " " + (process.info.get("name") or "")
-        if marker in text:
-            found.append(process)
-    return found
-
-
 def _outputs(folder: Path) -> set[str]:
     return {p.stem for p in folder.glob("*.mp4")} if folder.exists() else set()
 
@@ -63,10 +58,10 @@ def _assert_exactly_once(report, out: Path, count: int) -> None:
     assert report.summary.ok == count, [r["error"] for r in report.results if r["error"]]
     assert len(_outputs(out)) == count
     for path in out.glob("*.mp4"):
-        assert media.count_frames(str(path)) > 0
+        assert clips.count_frames(str(path)) > 0
 
 
-def _run_in_thread(config: RenderJobConfig):
+def _run_in_thread(config: JobConfig):
     box: dict = {}
 
     def target():
@@ -80,17 +75,46 @@ def _run_in_thread(config: RenderJobConfig):
     return thread, box
 
 
-def test_killed_render_actor_is_replaced_and_every_row_ok_once(ray_local, media_dir, tmp_path):
-    manifest = _manifest(media_dir, tmp_path, 6)
+def _job_actor_pids(dashboard: str, job_id: str, class_marker: str) -> list[int]:
+    """Pids of this job's live actors whose class name contains ``class_marker`` (Ray's state API)."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=dashboard, filters=[("job_id", "=", job_id), ("state", "=", "ALIVE")], detail=True,
+                         limit=1000, raise_on_missing_output=False)
+    return [actor.pid for actor in actors if class_marker in (actor.class_name or "") and actor.pid]
+
+
+def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
+    """In a child process: a private Ray with its dashboard; this job's render actor is SIGKILLed mid-job."""
+    dashboard_port = free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=dashboard_port, log_to_driver=False)
+    try:
+        dashboard = f"http://127.0.0.1:{dashboard_port}"
+        job_id = ray.get_runtime_context().get_job_id()
+        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        _wait_for(lambda: _outputs(out), 300, "the first output")
+        renderers = _wait_for(lambda: _job_actor_pids(dashboard, job_id, "RenderStage"), 60, "this job's render actor")
+        for pid in renderers:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(600)
+        if "error" in box:
+            raise box["error"]
+        return {"killed": len(renderers), "results": box["report"].results,
+                "outputs_after": sorted(_outputs(out))}
+    finally:
+        ray.shutdown()
+
+
+def test_killed_render_actor_is_replaced_and_every_row_ok_once(synthetic_media, tmp_path):
+    manifest = _manifest(synthetic_media, tmp_path, 6)
     out = tmp_path / "out"
-    thread, box = _run_in_thread(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
-    _wait_for(lambda: _outputs(out), 300, "the first output")
-    renderers = _wait_for(lambda: _processes("FrameRenderer"), 60, "a render actor process")
-    for process in renderers:
-        os.kill(process.pid, signal.SIGKILL)
-    thread.join(600)
-    assert "error" not in box, box.get("error")
-    _assert_exactly_once(box["report"], out, 6)
+    outcome = run_child_job(__file__, ["kill-actor", str(manifest), str(out)], tmp_path / "r.json", "hm-kill-")
+    assert outcome["killed"] >= 1
+    ids = [r["id"] for r in outcome["results"]]
+    assert len(ids) == len(set(ids)) == 6
+    assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
+    assert len(_outputs(out)) == 6
 
 
 def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
@@ -104,7 +128,7 @@ def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
     worker = cluster.add_node(num_cpus=2, object_store_memory=store)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        thread, box = _run_in_thread(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
         _wait_for(lambda: _outputs(out), 300, "the first output")
         outputs_before = len(_outputs(out))
         cluster.remove_node(worker)
@@ -117,10 +141,10 @@ def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
         cluster.shutdown()
 
 
-def test_removed_worker_node_mid_job(media_dir, tmp_path):
-    manifest = _manifest(media_dir, tmp_path, 5)
+def test_removed_worker_node_mid_job(synthetic_media, tmp_path):
+    manifest = _manifest(synthetic_media, tmp_path, 5)
     out = tmp_path / "out"
-    outcome = run_child_job(__file__, [str(manifest), str(out)], tmp_path / "r.json", "hm-node-")
+    outcome = run_child_job(__file__, ["lose-node", str(manifest), str(out)], tmp_path / "r.json", "hm-node-")
     assert outcome["outputs_before_removal"] < 5, "the node was meant to go mid-job"
     ids = [r["id"] for r in outcome["results"]]
     assert len(ids) == len(set(ids)) == 5
@@ -128,8 +152,8 @@ def test_removed_worker_node_mid_job(media_dir, tmp_path):
     assert len(_outputs(out)) == 5
 
 
-def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_path):
-    manifest = _manifest(media_dir, tmp_path, 6)
+def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthetic_media, tmp_path):
+    manifest = _manifest(synthetic_media, tmp_path, 6)
     out = tmp_path / "out"
     ray_tmp = private_temp_dir("hm-drv-")
     env = isolated_environment(ray_tmp)
@@ -146,8 +170,8 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_pa
     finished = _outputs(out)
     assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
     for path in out.glob("*.mp4"):  # nothing half-written under a final name
-        assert media.count_frames(str(path)) > 0
-    report = run_render_job(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        assert clips.count_frames(str(path)) > 0
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
     rendered = {r["id"] for r in report.results if r["status"] == "ok"}
     skipped = {r["id"] for r in report.results if r["status"] == "skipped"}
     assert skipped == finished
@@ -156,6 +180,7 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(media_dir, tmp_pa
 
 
 if __name__ == "__main__":
-    manifest_arg, out_arg, report_arg = sys.argv[1:4]
-    outcome = run_job_losing_a_node(Path(manifest_arg), Path(out_arg))
+    fault, manifest_arg, out_arg, report_arg = sys.argv[1:5]
+    run = {"kill-actor": run_job_killing_a_render_actor, "lose-node": run_job_losing_a_node}[fault]
+    outcome = run(Path(manifest_arg), Path(out_arg))
     Path(report_arg).write_text(json.dumps(outcome, default=str))

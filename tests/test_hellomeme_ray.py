@@ -22,9 +22,9 @@ def run_tiny_hellomeme_job(media: Path, workdir: Path) -> dict:
     import ray
     from ray.util.state import list_actors
 
-    from engines.base import EngineOptions
+    from engines.registry import engine_spec
     from jobs.manifest_builder import pair_folders, write_manifest
-    from pipelines.config import RenderJobConfig
+    from pipelines.plan import JobConfig
     from pipelines.render_job import run_render_job
 
     dashboard_port = free_port()
@@ -36,8 +36,9 @@ def run_tiny_hellomeme_job(media: Path, workdir: Path) -> dict:
             row.update(max_seconds=1.5, steps=2, seed=7)
         manifest = workdir / "manifest.parquet"
         write_manifest(rows, str(manifest))
-        config = RenderJobConfig(manifest_uri=str(manifest), output_uri=str(workdir / "out"), engine="hellomeme",
-                                 engine_options=EngineOptions(tiny=True), size=128, render_batch_size=2)
+        spec = engine_spec("hellomeme", size=128, components_factory="hellomeme.tiny:tiny_components")
+        config = JobConfig(manifest_uri=str(manifest), output_uri=str(workdir / "out"), engine=spec,
+                           videos_per_batch=2)
         report = run_render_job(config)
         actors = [{"name": actor.repr_name or actor.class_name,
                    "gpus": (actor.required_resources or {}).get("GPU", 0)}

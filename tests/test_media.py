@@ -1,4 +1,5 @@
-"""Decoding and encoding with the real ffmpeg binary, on generated and real clips."""
+"""Reading clips with PyAV (real stream facts, frames at the generation rate) and encoding with the real
+ffmpeg binary, on generated and real clips."""
 
 import io
 import subprocess
@@ -7,33 +8,37 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediaio import media
+from mediaio import clips, media
 from tests.conftest import make_test_clip
 
 LIMITS = media.MediaLimits()
 
 
-def test_decode_at_generation_rate_keeps_audio(test_clip):
-    clip = media.decode_clip(str(test_clip), 8, LIMITS)
-    assert clip.fps == 8 and clip.source_fps == 15
+def test_decode_at_generation_rate_and_the_audio_of_the_same_span(test_clip):
+    clip = clips.decode_clip(str(test_clip), 8, LIMITS)
+    assert clip.fps == 8 and clip.source_fps == pytest.approx(15)
     assert clip.frames.shape == (16, 240, 320, 3)
-    assert clip.audio and abs(clip.duration - 2.0) < 0.01
+    assert abs(clip.duration - 2.0) < 0.01
+    facts = clips.probe(str(test_clip), LIMITS)
+    assert facts.has_audio and (facts.width, facts.height) == (320, 240) and facts.frame_count == 30
+    assert media.extract_audio(str(test_clip), clip.duration, LIMITS)
 
 
 def test_decode_at_source_rate(test_clip):
-    clip = media.decode_clip(str(test_clip), None, LIMITS)
-    assert clip.fps == 15 and clip.frames.shape[0] == 30
+    clip = clips.decode_clip(str(test_clip), None, LIMITS)
+    assert clip.fps == pytest.approx(15) and clip.frames.shape[0] == 30
 
 
 @pytest.mark.parametrize("generated_fps", [8.0, 15.0])
 def test_encode_matches_duration_rate_and_audio(tmp_path, test_clip, generated_fps):
-    clip = media.decode_clip(str(test_clip), generated_fps, LIMITS)
-    video = media.encode_mp4(clip.frames, clip.fps, 15.0, clip.duration, clip.audio, LIMITS)
+    clip = clips.decode_clip(str(test_clip), generated_fps, LIMITS)
+    audio = media.extract_audio(str(test_clip), clip.duration, LIMITS)
+    video = media.encode_mp4(clip.frames, clip.fps, 15.0, clip.duration, audio, LIMITS)
     out = tmp_path / "out.mp4"
     out.write_bytes(video)
-    info = media.probe(str(out))
-    assert info.has_audio and info.fps == 15 and info.pix_fmt.startswith("yuv420p")
-    assert abs(media.count_frames(str(out)) - 30) <= 1
+    info = clips.probe(str(out), LIMITS)
+    assert info.has_audio and info.source_fps == pytest.approx(15) and info.codec == "h264"
+    assert abs(clips.count_frames(str(out)) - 30) <= 1
     assert abs(info.duration - 2.0) <= 1 / 15 + 0.03
 
 
@@ -43,7 +48,7 @@ def test_interpolated_frames_lie_between_generated_ones(tmp_path):
     video = media.encode_mp4(frames, 5.0, 15.0, 1.0, None, LIMITS)
     path = tmp_path / "i.mp4"
     path.write_bytes(video)
-    decoded = media.decode_clip(str(path), None, LIMITS).frames.mean(axis=(1, 2, 3))
+    decoded = clips.decode_clip(str(path), None, LIMITS).frames.mean(axis=(1, 2, 3))
     assert len(decoded) == 15
     assert len(np.unique(np.round(decoded / 5))) > 8  # not just 5 repeated levels
 
@@ -53,8 +58,9 @@ def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
     path = tmp_path / "r.mp4"
     subprocess.run([ffmpeg, "-v", "error", "-display_rotation:v:0", "90", "-i", str(plain), "-c", "copy", str(path)],
                    check=True)
-    assert media.probe(str(path)).display_size == (240, 320)
-    clip = media.decode_clip(str(path), None, LIMITS)
+    facts = clips.probe(str(path), LIMITS)
+    assert (facts.width, facts.height, facts.rotation) == (240, 320, 90)
+    clip = clips.decode_clip(str(path), None, LIMITS)
     assert clip.frames.shape[1:3] == (320, 240)
 
 
@@ -62,22 +68,22 @@ def test_refusals(tmp_path, ffmpeg, test_clip):
     audio_only = tmp_path / "a.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
     with pytest.raises(media.MediaError, match="no video stream"):
-        media.decode_clip(str(audio_only), None, LIMITS)
+        clips.decode_clip(str(audio_only), None, LIMITS)
     still = tmp_path / "s.jpg"
     Image.new("RGB", (64, 64)).save(still)
     with pytest.raises(media.MediaError, match="still image"):
-        media.decode_clip(str(still), None, LIMITS)
+        clips.decode_clip(str(still), None, LIMITS)
     truncated = tmp_path / "t.mp4"
     truncated.write_bytes(test_clip.read_bytes()[:2000])
     with pytest.raises(media.MediaError):
-        media.decode_clip(str(truncated), None, LIMITS)
+        clips.decode_clip(str(truncated), None, LIMITS)
     text = tmp_path / "x.mp4"
     text.write_text("hello")
     with pytest.raises(media.MediaError):
-        media.decode_clip(str(text), None, LIMITS)
+        clips.decode_clip(str(text), None, LIMITS)
     with pytest.raises(media.MediaError, match="over the cap"):
-        media.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0))
-    assert media.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0), max_seconds=1.0).frames.shape[0] == 15
+        clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0))
+    assert clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0), max_seconds=1.0).frames.shape[0] == 15
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P"])
@@ -109,5 +115,5 @@ def test_image_refusals(test_clip):
 
 def test_real_clip_decodes(media_dir):
     path = media_dir / "drive_videos" / "jgz.mp4"
-    clip = media.decode_clip(str(path), 8, LIMITS)
-    assert clip.frames.shape[1:] == (512, 512, 3) and clip.audio
+    clip = clips.decode_clip(str(path), 8, LIMITS)
+    assert clip.frames.shape[1:] == (512, 512, 3) and clips.probe(str(path), LIMITS).has_audio

@@ -4,43 +4,37 @@ import argparse
 
 import ray.data
 
-from engines.hellomeme_engine import HelloMemeEngine
-from engines.warp.engine import WarpEngine
-from jobs.options import add_render_arguments, render_config
-from pipelines.config import RenderJobConfig
+from jobs.options import add_render_arguments, job_config
 from pipelines.render_pipeline import (
     CPU_RENDER_CPUS,
-    DECODE_CPUS,
-    ENCODE_CPUS,
-    POSE_CPUS,
+    FINISH_CPUS,
+    PREPARE_CPUS,
     QUEUE_STORE_FRACTION,
     PoolSizes,
     set_queue_budget,
 )
 
 
-def test_cpu_pools_leave_room_for_decode_and_encode_on_two_cpus():
-    pools = PoolSizes.for_cluster(WarpEngine, cpus=2, gpus=0)
-    actors = pools.pose * POSE_CPUS + pools.render * CPU_RENDER_CPUS
-    assert actors + DECODE_CPUS + ENCODE_CPUS <= 2
-    assert pools.pose >= 1 and pools.render >= 1 and pools.tasks >= 2
+def test_cpu_pools_leave_room_for_the_finish_tasks_on_two_cpus():
+    pools = PoolSizes.for_cluster(needs_gpu=False, cpus=2, gpus=0)
+    actors = pools.prepare * PREPARE_CPUS + pools.render * CPU_RENDER_CPUS
+    assert actors + FINISH_CPUS <= 2
+    assert pools.prepare >= 1 and pools.render >= 1 and pools.tasks >= 2
 
 
 def test_gpu_engine_gets_one_render_actor_per_gpu():
-    assert PoolSizes.for_cluster(HelloMemeEngine, cpus=16, gpus=4).render == 4
-    assert PoolSizes.for_cluster(HelloMemeEngine, cpus=16, gpus=0).render == 1
+    assert PoolSizes.for_cluster(needs_gpu=True, cpus=16, gpus=4).render == 4
+    assert PoolSizes.for_cluster(needs_gpu=True, cpus=16, gpus=0).render == 1
 
 
 def test_queue_budget_is_a_share_of_the_store_unless_set():
     context = ray.data.DataContext.get_current().copy()
-    fixed = RenderJobConfig(manifest_uri="m.parquet", output_uri="out", queue_memory_mib=64)
-    assert set_queue_budget(context, fixed) == "64 MiB"
+    assert set_queue_budget(context, 64) == "64 MiB"
     assert context.execution_options.resource_limits.object_store_memory == 64 * 2**20
     assert context.override_object_store_memory_limit_fraction is None
 
     # The next job in the same process, without a fixed budget, gets the share, not the last cap.
-    default = RenderJobConfig(manifest_uri="m.parquet", output_uri="out")
-    set_queue_budget(context, default)
+    set_queue_budget(context, None)
     assert context.override_object_store_memory_limit_fraction == QUEUE_STORE_FRACTION
     assert context.execution_options.resource_limits.object_store_memory == float("inf")
 
@@ -49,5 +43,5 @@ def test_queue_memory_option_reaches_the_config():
     parser = argparse.ArgumentParser()
     add_render_arguments(parser)
     args = parser.parse_args(["m.parquet", "--output", "out", "--queue-memory", "128"])
-    assert render_config(args).queue_memory_mib == 128
-    assert render_config(parser.parse_args(["m.parquet", "--output", "out"])).queue_memory_mib is None
+    assert job_config(args).queue_memory_mib == 128
+    assert job_config(parser.parse_args(["m.parquet", "--output", "out"])).queue_memory_mib is None

@@ -15,8 +15,8 @@ from mediaio import storage
 from reporting import previews
 from jobs.manifest_builder import write_manifest
 from reporting.report import JobFacts, render_report, write_report
-from pipelines.rows import MemeWork
-from pipelines.config import RenderJobConfig
+from engines.registry import engine_spec
+from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,14 +140,14 @@ def test_animated_preview_is_small_and_plays_in_real_time():
 
 def test_previews_are_published_and_a_failing_one_leaves_the_row_alone():
     output = "memory://preview-test/out"
-    work = MemeWork(row_index=0, id="a", spec=None, output_uri=None, engine="warp",
-                    reference_image=rng_frames(1, 300, 200)[0])
-    published = previews.with_input_previews(work, output)
-    assert published.previews == {"reference": "_report/a.reference.webp"}
+    image = rng_frames(1, 300, 200)[0]
+    path = previews.try_publish("a", "reference", lambda: previews.still_webp(image), output)
+    assert path == "_report/a.reference.webp"
     assert Image.open(io.BytesIO(storage.read_bytes(f"{output}/_report/a.reference.webp"))).size == (107, 160)
 
-    unchanged = previews.with_meme_preview(published, np.zeros((3, 8), np.uint8), 15.0, output)
-    assert unchanged is published
+    broken = previews.try_publish("a", "meme", lambda: previews.animated_webp(np.zeros((3, 8), np.uint8), 15.0),
+                                  output)
+    assert broken is None
 
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
@@ -158,12 +158,13 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.ray
-def test_report_of_a_small_render_in_headless_chromium(ray_local, media_dir, tmp_path, test_clip):
+def test_report_of_a_small_render_in_headless_chromium(ray_local, synthetic_media, tmp_path, test_clip):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install -y chromium)")
-    reference = str(media_dir / "reference_images" / "kjl.jpg")
+    reference = str(synthetic_media / "reference_images" / "astronaut.png")
     rows = [
-        {"id": "good", "reference_uri": reference, "driving_uri": str(media_dir / "drive_videos" / "tbh.mp4"),
+        {"id": "good", "reference_uri": reference,
+         "driving_uri": str(synthetic_media / "drive_videos" / "grace_hopper.mp4"),
          "max_seconds": 1.0},
         {"id": "no-face", "reference_uri": reference, "driving_uri": str(test_clip), "max_seconds": 1.0},
         {"id": HOSTILE_ID, "reference_uri": reference, "driving_uri": str(test_clip)},
@@ -173,7 +174,8 @@ def test_report_of_a_small_render_in_headless_chromium(ray_local, media_dir, tmp
     manifest = tmp_path / "manifest.parquet"
     write_manifest(rows, str(manifest))
     output = tmp_path / "out"
-    report = run_render_job(RenderJobConfig(manifest_uri=str(manifest), output_uri=str(output), size=256))
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(output),
+                                         engine=engine_spec("warp", size=256)))
     assert [r["status"] for r in report.results] == ["ok", "failed", "failed", "failed"], report.results
     assert report.report_uri == str(output / "index.html")
 

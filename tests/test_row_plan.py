@@ -1,16 +1,26 @@
-"""Driver-side row planning: duplicates, allow-list, unknown engines, skipping finished rows."""
+"""Driver-side planning: one job plan before any row runs (engine checked, rows decided, settings applied)."""
 
+import argparse
+import time
+
+import numpy as np
 import pyarrow as pa
+import pytest
 
+from engines.base import EngineOptionError, RowSettings
+from engines.registry import engine_spec
 from jobs.manifest_builder import manifest_table
+from jobs.options import add_render_arguments, job_config
 from mediaio.storage import StoragePolicy
-from pipelines.config import RenderJobConfig
-from pipelines.row_plan import plan_rows
+from pipelines.plan import JobConfig, check_engine, plan_rows
+from pipelines.rows import PLANNED_COLUMNS, planned_row, run_batch_stage, run_stage
 
 
-def _plan(tmp_path, rows, **config):
-    config = RenderJobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), **config)
-    return plan_rows(manifest_table(rows), config, ("warp", "hellomeme"))
+def _plan(tmp_path, rows, engine=None, **config):
+    config = JobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), engine=engine or engine_spec("warp"),
+                       **config)
+    plan = plan_rows(manifest_table(rows), config)
+    return sorted(plan.pending + plan.settled, key=lambda r: r["row_index"])
 
 
 def row(meme_id, **extra):
@@ -20,42 +30,104 @@ def row(meme_id, **extra):
 def test_statuses(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "done.mp4").write_bytes(b"x")
-    works = _plan(tmp_path, [
+    rows = _plan(tmp_path, [
         row("a"), row("a"), row("done"), row("bad/id"), row("e", engine="nope"),
         row("h", reference_uri="http://127.0.0.1/x.jpg"), row("o", output_uri=str(tmp_path / "else" / "o.mp4")),
     ])
-    assert [w.status for w in works] == ["pending", "failed", "skipped", "failed", "failed", "failed", "pending"]
-    assert "duplicate id 'a'" in works[1].error and "row 1" in works[1].error
-    assert "unknown engine 'nope'" in works[4].error
-    assert "scheme 'http'" in works[5].error
-    assert works[0].output_uri == str(tmp_path / "out" / "a.mp4")
-    assert works[6].output_uri == str(tmp_path / "else" / "o.mp4")
+    assert [r["status"] for r in rows] == ["pending", "failed", "skipped", "failed", "failed", "failed", "pending"]
+    assert "duplicate id 'a'" in rows[1]["error"] and "row 1" in rows[1]["error"]
+    assert "unknown engine 'nope'" in rows[4]["error"]
+    assert "scheme 'http'" in rows[5]["error"]
+    assert rows[0]["output_uri"] == str(tmp_path / "out" / "a.mp4")
+    assert rows[6]["output_uri"] == str(tmp_path / "else" / "o.mp4")
+
+
+def test_pending_rows_are_typed_columns_with_every_default_applied(tmp_path):
+    spec = engine_spec("hellomeme", size=128, components_factory="unused")
+    rows = _plan(tmp_path, [row("a"), row("b", seed=7, steps=3, guidance=2.0, prompt="smile", fps=10.0,
+                                       max_seconds=1.5, lora="/in/style.safetensors", lora_scale=0.5)], engine=spec)
+    assert all(set(r) == set(PLANNED_COLUMNS) for r in rows)
+    defaults = RowSettings()
+    assert (rows[0]["seed"], rows[0]["steps"], rows[0]["guidance"], rows[0]["prompt"]) == (
+        defaults.seed, defaults.steps, defaults.guidance, defaults.prompt)
+    assert rows[0]["lora"] is None and rows[0]["lora_scale"] == 1.0 and rows[0]["fps"] is None
+    assert RowSettings.from_columns(rows[1]) == RowSettings(seed=7, steps=3, guidance=2.0, prompt="smile",
+                                                            lora="/in/style.safetensors", lora_scale=0.5, fps=10.0,
+                                                            max_seconds=1.5)
+
+
+def test_uris_are_normalised_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (pending,) = _plan(tmp_path, [row("a", reference_uri="faces/r.jpg", driving_uri="file:///in/d.mp4")])
+    assert pending["reference_uri"] == str(tmp_path / "faces" / "r.jpg")
+    assert pending["driving_uri"] == "/in/d.mp4"
 
 
 def test_output_must_stay_inside_allowed_roots(tmp_path):
     policy = StoragePolicy(allowed_roots=("/in", str(tmp_path / "out")))
-    works = _plan(tmp_path, [row("a"), row("b", output_uri="/etc/cron.d/x.mp4")], policy=policy)
-    assert works[0].status == "pending"
-    assert works[1].status == "failed" and "outside the allowed roots" in works[1].error
+    rows = _plan(tmp_path, [row("a"), row("b", output_uri="/etc/cron.d/x.mp4")], policy=policy)
+    assert rows[0]["status"] == "pending"
+    assert rows[1]["status"] == "failed" and "outside the allowed roots" in rows[1]["error"]
 
 
 def test_non_utf8_id_is_reported_readably(tmp_path):
     table = pa.table({"id": pa.array([b"\xff\xfeid"], pa.binary()), "reference_uri": ["/r"], "driving_uri": ["/d"]})
-    config = RenderJobConfig(manifest_uri="unused", output_uri=str(tmp_path))
-    (work,) = plan_rows(table, config, ("warp",))
-    assert work.status == "failed" and "not valid UTF-8" in work.error and "\\xff" in work.id
+    config = JobConfig(manifest_uri="unused", output_uri=str(tmp_path), engine=engine_spec("warp"))
+    (result,) = plan_rows(table, config).settled
+    assert result["status"] == "failed" and "not valid UTF-8" in result["error"] and "\\xff" in result["id"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--size", "100"], "--size"),  # not a multiple of 64
+    (["--size", "513"], "--size"),  # odd: no engine can encode it
+    (["--window", "31"], "--window"),
+    (["--window", "12", "--overlap", "12"], "--overlap"),
+])
+def test_engine_constraints_stop_the_job_before_any_row_naming_the_option(argv, option):
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    args = parser.parse_args(["m.parquet", "--output", "out", "--engine", "hellomeme", *argv,
+                              *([] if "--size" in argv else ["--size", "128"])])
+    config = job_config(args)
+    with pytest.raises(EngineOptionError) as raised:
+        check_engine(config.engine)  # raises on the options, before the weights are looked at
+    assert raised.value.option == option and option in str(raised.value)
+
+
+def test_an_option_of_another_engine_is_refused():
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    args = parser.parse_args(["m.parquet", "--output", "out", "--window", "8"])  # warp has no windows
+    with pytest.raises(EngineOptionError, match="--window: applies to the hellomeme engine, not warp"):
+        job_config(args)
+
+
+def _planned(time_limit_s=5.0):
+    return planned_row(3, "slow", "/r", "/d", "/o.mp4", RowSettings(), time_limit_s)
 
 
 def test_a_row_past_its_time_limit_fails_at_the_next_stage():
-    import time
+    row = run_stage("decode", lambda r: {}, _planned(), {})
+    assert row["status"] == "pending" and row["started_at"] > 0
+    late = {**row, "started_at": time.time() - 10}
+    result = run_stage("pose", lambda r: {}, late, {"crop": lambda: np.zeros(0)})
+    assert result["status"] == "failed"
+    assert "row 3 (slow): pose: the row exceeded its time limit of 5 s" in result["error"]
+    assert result["crop"].shape == (0,)  # the stage's columns are there, empty, so every row keeps one schema
 
-    from pipelines.rows import MemeWork, run_stage
 
-    work = MemeWork(row_index=3, id="slow", spec=None, output_uri=None, engine="warp", time_limit_s=5.0)
-    work = run_stage("decode", lambda w: w, work)
-    assert work.status == "pending"
-    from dataclasses import replace
+def test_a_failing_batch_is_run_again_row_by_row_so_only_the_bad_row_fails():
+    rows = [{**_planned(), "row_index": i, "id": f"r{i}"} for i in range(3)]
+    calls = []
 
-    late = replace(work, started_at=time.time() - 10)
-    result = run_stage("pose", lambda w: w, late)
-    assert result.status == "failed" and "row 3 (slow): pose: the row exceeded its time limit of 5 s" in result.error
+    def render(batch):
+        calls.append([r["id"] for r in batch])
+        if any(r["id"] == "r1" for r in batch):
+            raise ValueError("bad LoRA file")
+        return [{"rendered": r["id"] * 2} for r in batch]
+
+    out = run_batch_stage("render", render, rows, {"rendered": lambda: ""})
+    assert calls == [["r0", "r1", "r2"], ["r0"], ["r1"], ["r2"]]
+    assert [r["status"] for r in out] == ["pending", "failed", "pending"]
+    assert [r["rendered"] for r in out] == ["r0r0", "", "r2r2"]
+    assert "row 1 (r1): render: ValueError: bad LoRA file" in out[1]["error"]

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from mediaio import media, storage
+from mediaio import clips, media, storage
 from jobs.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
 from tests.s3_server import CANARY_SECRET
@@ -31,17 +31,18 @@ def test_create_only_write_on_s3(s3_endpoint):
     assert _s3(s3_endpoint).cat_file(uri) == b"first"
 
 
-def test_render_from_s3_to_s3(ray_local, s3_endpoint, media_dir, tmp_path, capsys, caplog):
+def test_render_from_s3_to_s3(ray_local, s3_endpoint, synthetic_media, tmp_path, capsys, caplog):
+    media_dir = synthetic_media
     fs = _s3(s3_endpoint)
     bucket = s3_endpoint.bucket
-    pairs = [("kjl.jpg", "tbh.mp4"), ("zzj.jpg", "qie.mp4")]
+    pairs = [("astronaut.png", "grace_hopper.mp4"), ("grace_hopper.png", "astronaut.mp4")]
     rows = []
     for portrait, clip in pairs:
         fs.put_file(str(media_dir / "reference_images" / portrait), f"{bucket}/in/{portrait}")
         fs.put_file(str(media_dir / "drive_videos" / clip), f"{bucket}/in/{clip}")
         rows.append({"id": Path(clip).stem, "reference_uri": f"s3://{bucket}/in/{portrait}",
                      "driving_uri": f"s3://{bucket}/in/{clip}"})
-    rows.append({"id": "missing", "reference_uri": f"s3://{bucket}/in/kjl.jpg",
+    rows.append({"id": "missing", "reference_uri": f"s3://{bucket}/in/astronaut.png",
                  "driving_uri": f"s3://{bucket}/in/nothing.mp4"})
     manifest = f"s3://{bucket}/manifests/nightly.parquet"
     write_manifest(rows, manifest, s3_endpoint.storage_options)
@@ -50,20 +51,21 @@ def test_render_from_s3_to_s3(ray_local, s3_endpoint, media_dir, tmp_path, capsy
 
     assert cli_main(args) == 2
     names = set(fs.ls(f"{bucket}/out", detail=False))
-    assert {f"{bucket}/out/tbh.mp4", f"{bucket}/out/qie.mp4"} <= names
+    assert {f"{bucket}/out/grace_hopper.mp4", f"{bucket}/out/astronaut.mp4"} <= names
     assert not any(name.endswith(".partial") for name in names)
-    local = tmp_path / "tbh.mp4"
-    fs.get_file(f"{bucket}/out/tbh.mp4", str(local))
-    assert abs(media.count_frames(str(local)) - media.count_frames(str(media_dir / "drive_videos" / "tbh.mp4"))) <= 1
+    local = tmp_path / "grace_hopper.mp4"
+    fs.get_file(f"{bucket}/out/grace_hopper.mp4", str(local))
+    clip = media_dir / "drive_videos" / "grace_hopper.mp4"
+    assert abs(clips.count_frames(str(local)) - clips.count_frames(str(clip))) <= 1
     results = pq.read_table(io.BytesIO(fs.cat_file(f"{bucket}/out/_results/results.parquet"))).to_pylist()
     assert [r["status"] for r in results] == ["ok", "ok", "failed"]
     assert "nothing.mp4 not found" in results[2]["error"]
 
     # A rerun renders nothing again: the outputs are there.
-    etag_before = fs.info(f"{bucket}/out/tbh.mp4")["ETag"]
+    etag_before = fs.info(f"{bucket}/out/grace_hopper.mp4")["ETag"]
     assert cli_main(args) == 2
     assert "0 ok, 1 failed, 2 skipped" in capsys.readouterr().out
-    assert fs.info(f"{bucket}/out/tbh.mp4")["ETag"] == etag_before
+    assert fs.info(f"{bucket}/out/grace_hopper.mp4")["ETag"] == etag_before
 
     # The secret appears nowhere: not in what we printed or logged, not in results, not in Ray's logs.
     printed = capsys.readouterr()

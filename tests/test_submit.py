@@ -30,7 +30,7 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient, JobTy
 from jobs.manifest_builder import write_manifest
 from reporting.results import results_uri
 from jobs import render, submit
-from jobs.options import STORAGE_OPTIONS_ENV, render_config
+from jobs.options import STORAGE_OPTIONS_ENV, job_config
 from tests.isolated_ray import (
     end_processes_under,
     free_port,
@@ -87,11 +87,11 @@ def test_the_cluster_renders_with_the_same_options(tmp_path: Path, monkeypatch: 
     render.add_arguments(job_parser)
     job_args = job_parser.parse_args(command[3:])
     monkeypatch.setenv(STORAGE_OPTIONS_ENV, request.runtime_env["env_vars"][STORAGE_OPTIONS_ENV])
-    on_cluster = render_config(job_args)  # as the job sees it: its arguments, and its environment
+    on_cluster = job_config(job_args)  # as the job sees it: its arguments, and its environment
     monkeypatch.delenv(STORAGE_OPTIONS_ENV)
-    here = render_config(args)
-    assert here.engine_options.weights_dir == "w" and on_cluster.engine_options.weights_dir == str(tmp_path / "w")
-    assert on_cluster == replace(here, engine_options=on_cluster.engine_options)  # paths made absolute, the rest equal
+    here = job_config(args)
+    assert here.engine.options.weights == "w" and on_cluster.engine.options.weights == str(tmp_path / "w")
+    assert on_cluster == replace(here, engine=on_cluster.engine)  # paths made absolute, the rest equal
     assert (job_args.metrics_port, job_args.address) == (0, None)  # the job joins its cluster through RAY_ADDRESS
     assert request.runtime_env["working_dir"] == str(REPO)
 
@@ -287,7 +287,7 @@ def _stop_head(head: subprocess.Popen, temp_dir: str) -> None:
 
 
 def small_manifest(media: Path, folder: Path, rows: int = 2) -> str:
-    portraits = sorted((media / "reference_images").glob("*.jpg"))
+    portraits = sorted((media / "reference_images").glob("*.*"))
     clips = sorted((media / "drive_videos").glob("*.mp4"))
     path = folder / "manifest.parquet"
     write_manifest([{"id": f"submitted_{i}", "reference_uri": str(portraits[i]), "driving_uri": str(clips[i]),
@@ -311,8 +311,8 @@ def test_the_jobs_api_refuses_requests_without_the_token(ray_head: RayHead, tmp_
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_submitted_job_renders_once(ray_head: RayHead, media_dir: Path, tmp_path: Path) -> None:
-    manifest, output = small_manifest(media_dir, tmp_path), tmp_path / "out"
+def test_a_submitted_job_renders_once(ray_head: RayHead, synthetic_media: Path, tmp_path: Path) -> None:
+    manifest, output = small_manifest(synthetic_media, tmp_path), tmp_path / "out"
     options = [manifest, "--output", str(output), "--size", "128", "--no-interpolate"]
 
     first = ray_head.submit(*options)

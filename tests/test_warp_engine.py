@@ -1,4 +1,4 @@
-"""The warp engine: mesh, retargeting, rendering through windows, and whether its output follows the clip.
+"""The warp engine: mesh, retargeting, rendering, and whether its output follows the clip.
 
 "Follows" is measured the way a viewer would judge it, from the pixels: the FaceTracker is run
 on the rendered video and its mouth opening, eye opening, head yaw and head pitch are
@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import Engine, EngineOptions, RenderInput
+from engines.base import Engine, RenderInput
+from engines.registry import engine_spec
 from engines.warp import WarpEngine, WarpInputError
 from engines.warp.expressions import LIPS_OUTER_LOWER, LIPS_OUTER_UPPER, mouth_gap, open_mouth
 from engines.warp.mesh import WarpMesh, face_mesh_triangles
@@ -24,10 +25,11 @@ from engines.warp.portrait import PortraitRig
 from engines.warp.retarget import RetargetConfig, retarget
 from faces import tracking
 from faces.tracking import FaceTrack, FaceTracker, crop_frames, stable_crop_box
-from hellomeme.windows import WindowPlan
 from tests.face_follow import read_clip
 
 MIN_CORRELATION = 0.8
+
+WARP = engine_spec("warp")
 
 
 
@@ -56,19 +58,16 @@ def still_driving(face: FaceTrack, num_frames: int) -> FaceTrack:
 
 
 def render_input(reference_crop, reference_face, driving_face, driving_frames=None, meme_id="test") -> RenderInput:
-    engine = WarpEngine
     if driving_frames is None:
         driving_frames = np.zeros((len(driving_face),) + reference_crop.shape, np.uint8)
     return RenderInput(meme_id=meme_id, reference=reference_crop, reference_face=reference_face,
-                       driving_frames=driving_frames, driving_face=driving_face,
-                       windows=WindowPlan(len(driving_face), engine.window_size, engine.window_overlap))
+                       driving_frames=driving_frames, driving_face=driving_face)
 
 
 def test_engine_declares_what_it_needs():
-    engine = WarpEngine(EngineOptions(weights_dir="/nowhere", device="cuda"))  # options that do not apply
+    engine = WarpEngine(WARP)
     assert isinstance(engine, Engine)
     assert engine.name == "warp" and engine.needs_gpu is False and engine.default_fps is None
-    assert 0 <= engine.window_overlap < engine.window_size
 
 
 def test_face_mesh_triangles_and_warp_mesh_tile_the_plane(reference):
@@ -84,25 +83,24 @@ def test_face_mesh_triangles_and_warp_mesh_tile_the_plane(reference):
 
 def test_still_driving_face_leaves_the_reference_unchanged(reference):
     crop, face = reference
-    out = WarpEngine().render([render_input(crop, face, still_driving(face, 5))])[0]
+    out = WarpEngine(WARP).render([render_input(crop, face, still_driving(face, 5))])[0]
     assert out.shape == (5, 512, 512, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - crop).max() <= 1
 
 
-def test_windows_are_blended_back_to_every_frame_rendered_once(reference):
+def test_every_frame_is_rendered_from_its_own_target(reference):
     crop, face = reference
-    num_frames = 37  # several windows, the last one shifted back
+    num_frames = 37
     landmarks = face.landmarks[0] + open_mouth(face.landmarks[0], np.linspace(0.0, 0.3, num_frames))
     driving = FaceTrack(landmarks=landmarks.astype(np.float32), rotation=np.zeros((num_frames, 3), np.float32),
                         translation=np.zeros((num_frames, 3), np.float32), detected=np.ones(num_frames, bool),
                         image_size=(512, 512))
     item = render_input(crop, face, driving)
-    assert len(item.windows.windows) > 2
-    out = WarpEngine().render([item])[0]
+    out = WarpEngine(WARP).render([item])[0]
     rig = PortraitRig(crop, face.landmarks[0])
     targets = retarget(face.landmarks[0], driving.landmarks, reference_pose=face.rotation[0],
                        driving_pose=driving.rotation, image_size=face.image_size)
-    for t in (0, 13, 14, 26, 36):  # inside windows and in their overlaps
+    for t in (0, 13, 14, 26, 36):
         np.testing.assert_array_equal(out[t], rig.render(targets[t]))
 
 
@@ -113,7 +111,7 @@ def test_opening_the_driving_mouth_opens_the_rendered_mouth(tracker, reference):
     landmarks = face.landmarks[0] + open_mouth(face.landmarks[0], amount)
     driving = FaceTrack(landmarks=landmarks.astype(np.float32), rotation=np.zeros((20, 3), np.float32),
                         translation=np.zeros((20, 3), np.float32), detected=np.ones(20, bool), image_size=(512, 512))
-    out = WarpEngine().render([render_input(crop, face, driving)])[0]
+    out = WarpEngine(WARP).render([render_input(crop, face, driving)])[0]
     measured = tracking.mouth_opening(tracker.track(out))
     assert np.corrcoef(measured, amount)[0, 1] > 0.95
     assert measured[9] > measured[0] + 0.2
@@ -187,12 +185,12 @@ def test_a_small_mouth_opens_in_proportion_to_its_size(reference):
 def test_mismatched_inputs_are_refused(reference):
     crop, face = reference
     with pytest.raises(WarpInputError, match="reference must be"):
-        WarpEngine().render([render_input(crop[:256], face, still_driving(face, 3))])
+        WarpEngine(WARP).render([render_input(crop[:256], face, still_driving(face, 3))])
     item = render_input(crop, face, still_driving(face, 3))
-    bad = RenderInput(meme_id="x", reference=crop, reference_face=face, driving_frames=item.driving_frames,
-                      driving_face=item.driving_face, windows=WindowPlan(4, 16, 4))
-    with pytest.raises(WarpInputError, match="window plan"):
-        WarpEngine().render([bad])
+    bad = RenderInput(meme_id="x", reference=crop, reference_face=face, driving_frames=item.driving_frames[:2],
+                      driving_face=item.driving_face)
+    with pytest.raises(WarpInputError, match="2 driving frames but 3 driving face entries"):
+        WarpEngine(WARP).render([bad])
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +211,7 @@ def test_output_follows_the_driving_clip(tracker, shared_reference, clip, media_
     driving = track.cropped(box, 512)
     crop, face = shared_reference
     item = render_input(crop, face, driving, crop_frames(frames, box, 512), meme_id=clip)
-    out = WarpEngine().render([item])[0]
+    out = WarpEngine(WARP).render([item])[0]
 
     assert out.shape == (len(frames), 512, 512, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(np.int16) - crop).mean(axis=(1, 2, 3)).max() > 3  # not the reference unchanged

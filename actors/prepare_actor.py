@@ -1,0 +1,229 @@
+"""The prepare pool: a row's inputs in, only what the render stage needs out (face crops, tracks, audio).
+
+One actor per pool slot loads mediapipe's face mesh once and prepares many rows.  For each row it
+
+1. fetches the portrait, finds its face and cuts the reference crop;
+2. fetches the driving clip to a local temp file and reads its real facts (PyAV, no decoding);
+3. streams the clip once at the generation rate, scaled down, through the face mesh: only the
+   landmarks are kept;
+4. places one stable square crop for the whole clip (HelloMeme's convention) and streams the clip
+   again at full resolution, cutting each frame's crop as it is decoded;
+5. extracts the clip's audio for the same span.
+
+Full-resolution frames never leave this actor and at most one is held at a time, so a row's peak
+memory here is its crops plus a frame or two, whatever the source resolution.  The report's
+reference and driving previews are made here, from pixels already in hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from engines.base import RowSettings
+from actors.face_columns import empty_track_columns, track_columns
+from faces.tracking import CropConfig, FaceError, FaceTracker, crop_frames, stable_crop_box
+from mediaio import clips, media, storage
+from reporting import previews
+from reporting.metrics import worker_metrics
+
+logger = logging.getLogger(__name__)
+
+# Frames are scaled down to this longest side for the face mesh (it works on small images anyway).
+LANDMARK_SIDE = 1024
+PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip streams past
+
+
+class InputError(Exception):
+    """An input of a row cannot be used; the message names the input and the cause."""
+
+
+def output_columns(size: int) -> dict[str, Callable[[], Any]]:
+    """Columns this stage adds, with the empty values a row that did not run it carries."""
+    return {
+        "reference_crop": lambda: np.zeros((0, size, 3), np.uint8),
+        **empty_track_columns("reference"),
+        "driving_crops": lambda: np.zeros((0, size, size, 3), np.uint8),
+        **empty_track_columns("driving"),
+        "audio": lambda: None,
+        "generation_fps": lambda: 0.0,
+        "output_fps": lambda: 0.0,
+        "duration": lambda: 0.0,
+        "frames": lambda: 0,
+        "preview_reference": lambda: None,
+        "preview_driving": lambda: None,
+    }
+
+
+class _Stopwatch:
+    """Seconds spent fetching, probing and decoding (the rest of a row's time here is the face mesh)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def time(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        while True:
+            started = time.perf_counter()
+            try:
+                frame = next(frames)
+            except StopIteration:
+                self.seconds += time.perf_counter() - started
+                return
+            self.seconds += time.perf_counter() - started
+            yield frame
+
+
+class PrepareActor:
+    """Turns a row's URIs into face crops, face tracks and audio (see the module docstring)."""
+
+    def __init__(self, size: int, default_fps: float | None, limits: media.MediaLimits,
+                 storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None) -> None:
+        self.size = size
+        self.default_fps = default_fps
+        self.limits = limits
+        self.storage_options = dict(storage_options)
+        self.max_input_bytes = max_input_bytes
+        self.previews_uri = previews_uri
+        self.tracker = FaceTracker()
+        self.crop = CropConfig()
+
+    def __call__(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        metrics = worker_metrics()
+        metrics.row_started()
+        started = time.perf_counter()
+        decode = _Stopwatch()
+        columns = self._reference(row, decode)
+        with tempfile.TemporaryDirectory(prefix="hm-prepare-") as scratch:
+            with decode.timing():
+                path = self._fetch_to(scratch, row["driving_uri"])
+            columns.update(self._driving(row, path, decode))
+        metrics.frames_decoded(int(columns["frames"]))
+        total = time.perf_counter() - started
+        columns["seconds_decode"] = float(row["seconds_decode"]) + decode.seconds
+        columns["seconds_pose"] = float(row["seconds_pose"]) + total - decode.seconds
+        return columns
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def _read(self, uri: str, what: str) -> bytes:
+        try:
+            data = storage.read_bytes(uri, self.storage_options, max_bytes=self.max_input_bytes)
+        except FileNotFoundError:
+            raise InputError(f"{what} {storage.redact(uri)} not found") from None
+        except IsADirectoryError:
+            raise InputError(f"{what} {storage.redact(uri)} is a directory") from None
+        except storage.StorageError as exc:
+            raise InputError(f"{what}: {exc}") from None
+        if not data:
+            raise InputError(f"{what} {storage.redact(uri)} is empty")
+        return data
+
+    def _fetch_to(self, folder: str, uri: str) -> str:
+        """The driving clip as a local file: ffmpeg and PyAV only ever open local files, never URLs."""
+        path = os.path.join(folder, "driving")
+        with open(path, "wb") as handle:
+            handle.write(self._read(uri, "driving video"))
+        return path
+
+    # -- reference --------------------------------------------------------------------------------
+
+    def _reference(self, row: Mapping[str, Any], decode: _Stopwatch) -> dict[str, Any]:
+        uri = row["reference_uri"]
+        try:
+            with decode.timing():
+                image = media.load_image(self._read(uri, "reference"), self.limits)
+        except media.MediaError as exc:
+            raise InputError(f"reference {storage.redact(uri)} {exc}") from None
+        height, width = image.shape[:2]
+        small = _scaled_to(image, LANDMARK_SIDE)
+        try:
+            track = self.tracker.detect(small, image_size=(height, width))
+        except FaceError as exc:
+            raise InputError(f"reference {storage.redact(uri)}: {exc}") from None
+        box = stable_crop_box(track, self.crop)
+        crop = crop_frames(image, box, self.size)
+        columns = {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size))}
+        columns["preview_reference"] = self._preview(row, "reference", lambda: previews.still_webp(image))
+        return columns
+
+    # -- driving clip -----------------------------------------------------------------------------
+
+    def _driving(self, row: Mapping[str, Any], path: str, decode: _Stopwatch) -> dict[str, Any]:
+        uri = row["driving_uri"]
+        settings = RowSettings.from_columns(row)
+        try:
+            with decode.timing():
+                facts = clips.probe(path, self.limits)
+            fps = clips.generation_rate(settings.fps or self.default_fps, facts, self.limits)
+            span = clips.clip_span(facts, self.limits, settings.max_seconds)
+        except media.MediaError as exc:
+            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+        plan = clips.ClipPlan.for_span(fps, span)
+        reader = clips.ClipReader(path, facts, self.limits)
+        preview_frames: list[np.ndarray] = []
+        preview_step = max(1, -(-plan.count // PREVIEW_FRAMES))
+
+        def landmark_frames() -> Iterator[np.ndarray]:
+            for index, frame in enumerate(decode.time(reader.frames(plan, max_side=LANDMARK_SIDE))):
+                if index % preview_step == 0:
+                    preview_frames.append(_scaled_to(frame, previews.SIDE))
+                yield frame
+
+        try:
+            track = self.tracker.track(landmark_frames(), image_size=(facts.height, facts.width))
+        except media.MediaError as exc:
+            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+        except FaceError as exc:
+            raise InputError(f"driving video {storage.redact(uri)}: {exc}") from None
+        box = stable_crop_box(track, self.crop)
+        crops = np.empty((plan.count, self.size, self.size, 3), np.uint8)
+        try:
+            for index, frame in enumerate(decode.time(reader.frames(plan))):
+                crops[index] = crop_frames(frame, box, self.size)
+        except media.MediaError as exc:
+            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+        with decode.timing():
+            audio = media.extract_audio(path, span, self.limits) if facts.has_audio else None
+        preview = self._preview(row, "driving", lambda: previews.animated_webp(
+            np.stack(preview_frames), fps / preview_step, preview_fps=fps / preview_step))
+        return {
+            "driving_crops": crops,
+            **track_columns("driving", track.cropped(box, self.size)),
+            "audio": audio,
+            "generation_fps": float(fps),
+            "output_fps": float(clips.output_rate(facts, self.limits)),
+            "duration": float(span),
+            "frames": int(plan.count),
+            "preview_driving": preview,
+        }
+
+    def _preview(self, row: Mapping[str, Any], kind: str, make: Callable[[], bytes]) -> str | None:
+        if self.previews_uri is None:
+            return None
+        return previews.try_publish(str(row["id"]), kind, make, self.previews_uri, self.storage_options)
+
+
+def _scaled_to(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` scaled down so its longest side is at most ``side`` (area filter)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

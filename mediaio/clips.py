@@ -1,0 +1,313 @@
+"""Driving clips read with PyAV: real stream facts, and frames streamed at the generation rate.
+
+Why PyAV and not the ffmpeg binary's text output: the facts a cap is checked on (size, frame rate,
+duration) come from the stream's codec parameters, the packets' timestamps and the decoded frames
+themselves, never from text that a file's metadata can fill.  The container is opened with an
+allow-list of plain demuxers (no playlists, manifests, concat lists or image patterns, which
+would open other files) and the ``file`` protocol only, and no external data references.
+
+A clip is read in passes, each streaming one frame at a time, so a row never holds more than a
+frame or two at full resolution:
+
+- :func:`probe` demuxes packets only (no decoding) to measure the real frame rate and duration;
+- :meth:`ClipReader.frames` decodes and yields the frames picked at the generation rate, by
+  their timestamps, the same frames on every pass.
+
+Lives in ``mediaio``: imports no Ray and nothing of this project.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from mediaio.media import MediaError, MediaLimits
+
+logger = logging.getLogger(__name__)
+
+# Demuxers a driving clip may use: plain containers that read one file and nothing else.
+ALLOWED_DEMUXERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "flv", "mpegts", "mpeg",
+                    "ogg", "asf", "gif", "h264", "hevc")
+_OPEN_OPTIONS = {
+    "protocol_whitelist": "file",
+    "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+    "enable_drefs": "0",  # mov: never follow data references to other files
+    "use_absolute_path": "0",
+}
+# Real clips have steady rates far below this; a higher measured rate is a broken or hostile file.
+MAX_SOURCE_FPS = 1000.0
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What a clip really is, measured from its stream and packets."""
+
+    container: str
+    codec: str
+    width: int  # as displayed (rotation applied)
+    height: int
+    rotation: int  # degrees the frames are turned for display
+    source_fps: float  # from the packets' timestamps
+    duration: float  # seconds from the first to the end of the last frame
+    frame_count: int
+    has_audio: bool
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _open(path: str):
+    import av
+    import av.logging
+
+    # libav's own error lines name the cause ("moov atom not found"); PyAV adds the last one to its
+    # exceptions only when it records errors.  Capture keeps them out of the process's log.
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=True):
+            return av.open(path, options=dict(_OPEN_OPTIONS), metadata_errors="replace")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaError(_not_a_video_reason(path, exc)) from None
+
+
+def _not_a_video_reason(path: str, exc: BaseException) -> str:
+    """Why a file did not open: a still image, a container outside the allow-list, or ffmpeg's own words."""
+    import av
+
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(_IMAGE_MAGIC) and not head.startswith(b"GIF8") and not head[8:12] == b"AVI ":
+        return "is a still image, not a video"
+    cause = _av_message(exc)
+    if "whitelist" in cause or (isinstance(exc, av.error.InvalidDataError) and "last error log" not in str(exc)):
+        return f"is not a video in a supported container ({', '.join(ALLOWED_DEMUXERS[:10])}, ...)"
+    return f"cannot be opened as a video: {cause}"
+
+
+def _av_message(exc: BaseException) -> str:
+    """libav's cause for a PyAV error, without the temp file's path."""
+    text = str(exc)
+    if "last error log:" in text:
+        return text.split("last error log:", 1)[1].split("]", 1)[-1].strip()
+    return str(getattr(exc, "strerror", None) or text).split(":")[0]
+
+
+def _video_stream(container):
+    if not container.streams.video:
+        kind = " (audio only)" if container.streams.audio else ""
+        raise MediaError(f"has no video stream{kind}")
+    return container.streams.video[0]
+
+
+def probe(path: str, limits: MediaLimits) -> ClipFacts:
+    """The clip's real facts, from its codec parameters and packet timestamps; nothing is decoded.
+
+    Refuses clips over the pixel cap here, before any frame is decoded.
+    """
+    with _open(path) as container:
+        if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
+            raise MediaError(f"container {container.format.name!r} is not allowed")
+        stream = _video_stream(container)
+        codec = stream.codec_context.name
+        width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        if width <= 0 or height <= 0:
+            raise MediaError("video stream has no frame size")
+        if width * height > limits.max_video_pixels:
+            raise MediaError(f"video is {width}x{height}, over the cap of {limits.max_video_pixels / 1e6:.1f} "
+                             "megapixels")
+        has_audio = bool(container.streams.audio)
+        times = []
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        cap = limits.max_seconds
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            times.append(packet.pts * time_base)
+            if len(times) > MAX_SOURCE_FPS * (cap + 2):
+                break
+    if not times:
+        raise MediaError("video has no frames")
+    times = np.sort(np.asarray(times, dtype=np.float64))
+    times -= times[0]
+    rotation = _rotation_of_first_frame(path)
+    if rotation % 180 == 90:
+        width, height = height, width
+    return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
+                     source_fps=_measured_fps(times), duration=_measured_duration(times), frame_count=len(times),
+                     has_audio=has_audio)
+
+
+def _measured_fps(times: np.ndarray) -> float:
+    """The clip's frame rate from its timestamps: the median spacing of distinct frames."""
+    steps = np.diff(np.unique(times))
+    steps = steps[steps > 0]
+    if len(steps) == 0:
+        return 0.0
+    fps = 1.0 / float(np.median(steps))
+    return fps if math.isfinite(fps) else 0.0
+
+
+def _measured_duration(times: np.ndarray) -> float:
+    fps = _measured_fps(times)
+    last = float(times[-1])
+    return last + (1.0 / fps if fps > 0 else 0.0)
+
+
+def _rotation_of_first_frame(path: str) -> int:
+    with _open(path) as container:
+        stream = _video_stream(container)
+        for frame in container.decode(stream):
+            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    return 0
+
+
+def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimits) -> float:
+    """The rate frames are generated at: the request (None: the clip's own), never above the clip's or the cap."""
+    if facts.source_fps <= 0:
+        raise MediaError("video has no measurable frame rate (fewer than two distinct timestamps)")
+    if facts.source_fps > MAX_SOURCE_FPS:
+        raise MediaError(f"video's timestamps give {facts.source_fps:.0f} frames per second, over the "
+                         f"{MAX_SOURCE_FPS:.0f} a real clip can have")
+    return min(requested or facts.source_fps, limits.max_fps, facts.source_fps)
+
+
+def output_rate(facts: ClipFacts, limits: MediaLimits) -> float:
+    """Outputs keep the driving clip's rate, up to ``limits.max_output_fps`` (a 1000 fps clip gives 60)."""
+    return min(facts.source_fps, limits.max_output_fps)
+
+
+def clip_span(facts: ClipFacts, limits: MediaLimits, max_seconds: float | None) -> float:
+    """Seconds of the clip to render; MediaError if the clip is over the cap and the row did not ask for its start."""
+    if facts.duration > limits.max_seconds + 1e-6 and max_seconds is None:
+        raise MediaError(f"clip lasts {facts.duration:.1f} s, over the cap of {limits.max_seconds:.0f} s "
+                         "(set max_seconds in the manifest to render its start)")
+    return min(x for x in (facts.duration, max_seconds, limits.max_seconds) if x)
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Which frames a row uses: ``count`` frames at ``fps`` from time 0 (picked by timestamp)."""
+
+    fps: float
+    count: int
+
+    @classmethod
+    def for_span(cls, fps: float, span: float) -> "ClipPlan":
+        return cls(fps=fps, count=max(1, int(math.floor(span * fps + 1e-6))))
+
+
+class ClipReader:
+    """Streams a clip's frames, picked at a plan's rate, as RGB arrays in display orientation."""
+
+    def __init__(self, path: str, facts: ClipFacts, limits: MediaLimits) -> None:
+        self.path = path
+        self.facts = facts
+        self.limits = limits
+
+    def frames(self, plan: ClipPlan, max_side: int | None = None) -> Iterator[np.ndarray]:
+        """Yield exactly ``plan.count`` frames (the last one held if the clip runs short).
+
+        Frame k is the decoded frame whose timestamp is nearest to k / fps.  ``max_side``
+        scales frames down on decode (for landmarks); None keeps full resolution (for crops).
+        """
+        yielded = 0
+        previous: tuple[float, object] | None = None
+        for time, frame in self._decoded():
+            while yielded < plan.count:
+                target = yielded / plan.fps
+                if time < target:
+                    break
+                # ``frame`` is the first at or past the target; the one before may be nearer.
+                pick = frame if previous is None or (time - target) <= (target - previous[0]) else previous[1]
+                yield self._to_rgb(pick, max_side)
+                yielded += 1
+            if yielded >= plan.count:
+                return
+            previous = (time, frame)
+        if previous is None:
+            raise MediaError("video has no decodable frames")
+        last = self._to_rgb(previous[1], max_side)
+        while yielded < plan.count:
+            yield last
+            yielded += 1
+
+    def _decoded(self) -> Iterator[tuple[float, object]]:
+        import av
+        import av.logging
+
+        with _open(self.path) as container, av.logging.Capture(local=True):
+            stream = _video_stream(container)
+            stream.thread_type = "AUTO"
+            start = None
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    if frame.width * frame.height > self.limits.max_video_pixels:
+                        raise MediaError(f"a decoded frame is {frame.width}x{frame.height}, over the cap of "
+                                         f"{self.limits.max_video_pixels / 1e6:.1f} megapixels")
+                    time = frame.time if frame.time is not None else index / self.facts.source_fps
+                    start = time if start is None else start
+                    yield time - start, frame
+            except av.error.FFmpegError as exc:
+                if start is None:
+                    raise MediaError(f"cannot decode video: {_av_message(exc)}") from None
+                logger.info("decoding stopped early (%s); the last frame is held", _av_message(exc))
+
+    def _to_rgb(self, frame, max_side: int | None) -> np.ndarray:
+        width, height = frame.width, frame.height
+        rotation = self.facts.rotation
+        display_w, display_h = (height, width) if rotation % 180 == 90 else (width, height)
+        scale = 1.0 if max_side is None else min(1.0, max_side / max(display_w, display_h))
+        if scale < 1.0:
+            width, height = _even(width * scale), _even(height * scale)
+            image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        else:
+            image = frame.to_ndarray(format="rgb24")
+        if rotation:
+            image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))  # counter-clockwise, as ffmpeg displays it
+        return image
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+@dataclass(frozen=True)
+class DecodedClip:
+    """A whole clip in memory at the generation rate (tests, the demo, the benches; the pipeline streams)."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    fps: float
+    source_fps: float
+    duration: float
+
+
+def decode_clip(path: str, fps: float | None, limits: MediaLimits, max_seconds: float | None = None,
+                max_side: int | None = None) -> DecodedClip:
+    """Every frame of a clip at ``fps`` (None: its own rate, capped) in memory."""
+    facts = probe(path, limits)
+    rate = generation_rate(fps, facts, limits)
+    span = clip_span(facts, limits, max_seconds)
+    plan = ClipPlan.for_span(rate, span)
+    frames = np.stack(list(ClipReader(path, facts, limits).frames(plan, max_side)))
+    return DecodedClip(frames=frames, fps=rate, source_fps=facts.source_fps, duration=span)
+
+
+def count_frames(path: str, limits: MediaLimits = MediaLimits()) -> int:
+    """Decode the first video stream fully and count its frames (MediaError on undecodable data)."""
+    import av
+
+    count = 0
+    with _open(path) as container:
+        stream = _video_stream(container)
+        try:
+            for _ in container.decode(stream):
+                count += 1
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"cannot decode: {_av_message(exc)}") from None
+    return count

@@ -1,0 +1,67 @@
+"""The finish stage: encode a row's rendered frames, publish the MP4, and make its results row.
+
+One task per row does all three, explicitly: the MP4's bytes never pass through the object store,
+and a finished video does not wait for further task hops.  Each step runs in the row's error
+boundary and is timed on its own (``seconds_encode``, ``seconds_write``).  Only the small results
+row leaves this stage.
+
+- encode: H.264 at the driving clip's rate (frames between generated ones interpolated), the
+  clip's audio muxed back; the report's animated meme preview is made from the same frames.
+- write: a create-only, all-or-nothing publish through fsspec.  If the name is already taken (a
+  retried task, or a rerun racing another) the existing file is kept and the row is ok: renders
+  are deterministic per row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from mediaio import media, storage
+from pipelines.plan import JobConfig
+from pipelines.rows import OK, PENDING, Row, run_stage
+from reporting import previews
+from reporting.metrics import worker_metrics
+from reporting.results import STAGES, result_row
+
+logger = logging.getLogger(__name__)
+
+# What the finish stage reads from a rendered row.
+INPUT_COLUMNS = ("id", "output_uri", "rendered", "generation_fps", "output_fps", "duration", "audio", "status")
+
+
+def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
+    """A row -> results-row function for the job's outputs."""
+
+    def encode(row: Row) -> dict[str, Any]:
+        frames = row["rendered"]
+        video = media.encode_mp4(frames, fps=float(row["generation_fps"]), output_fps=float(row["output_fps"]),
+                                 duration=float(row["duration"]), audio=row["audio"], limits=config.limits,
+                                 interpolate=config.interpolate)
+        columns: dict[str, Any] = {"video": video, "frames": int(len(frames))}
+        if config.report:
+            columns["preview_meme"] = previews.try_publish(
+                str(row["id"]), "meme", lambda: previews.animated_webp(frames, float(row["generation_fps"])),
+                config.output_uri, config.storage_options)
+        return columns
+
+    def write(row: Row) -> dict[str, Any]:
+        try:
+            storage.write_create_only(row["output_uri"], row["video"], config.storage_options)
+        except FileExistsError:
+            logger.info("output of %r already exists at %s; keeping it", row["id"], storage.redact(row["output_uri"]))
+        return {"status": OK}
+
+    def finish(row: Row) -> dict[str, Any]:
+        row = {**row, "engine": config.engine.name}
+        row = run_stage("encode", encode, row, {"video": lambda: b"", "preview_meme": lambda: None})
+        row = {**row, "rendered": None}  # the frames are encoded: let them go before the write
+        row = run_stage("write", write, row, {})
+        if row["status"] == PENDING:  # every step returned without marking the row: a bug, not the row's fault
+            row = {**row, "status": "failed", "error": f"row {row['row_index']} ({row['id']}): finish: not written"}
+        result = result_row(row)
+        worker_metrics().row_finished(result["status"], {stage: result[f"seconds_{stage}"] for stage in STAGES})
+        return result
+
+    return finish
+

@@ -1,0 +1,149 @@
+"""The job plan, made on the driver before any row runs: the job's config, the engine checked, every row decided.
+
+Three settings types make a job, each decided once, here:
+
+- :class:`JobConfig`: where inputs and outputs live, limits, and how the pipeline runs;
+- :class:`engines.base.EngineSpec`: the engine and every one of its options, checked here
+  (a bad ``--size`` or ``--window`` stops the job with the option named, before any row runs)
+  and then sent to every render actor once;
+- :class:`engines.base.RowSettings`: a row's own settings, with the defaults applied here.
+
+The manifest is read on the driver, whole: it holds URIs and settings, not media, so even
+thousands of rows are small.  Reading it whole lets the job check the schema first, fail later
+rows that repeat an id (the first keeps it), refuse URIs outside the allow-list, normalise every
+URI once, and skip rows whose output already exists with one listing of the output prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+from engines.base import EngineOptionError, EngineSpec, RowSettings
+from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
+from mediaio import storage
+from mediaio.media import MediaLimits
+from pipelines.manifest import MemeSpec, RowError, describe_id, first_rows_by_id, parse_row, read_manifest
+from pipelines.rows import FAILED, SKIPPED, STAGES, Row, planned_row
+from reporting.results import result_row
+
+logger = logging.getLogger(__name__)
+
+# Output sizes every engine supports: x264's yuv420p needs even sides; the crops are square.
+MIN_SIZE, MAX_SIZE = 64, 2048
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A render job: manifest in, memes under ``output_uri``, results table beside them."""
+
+    manifest_uri: str
+    output_uri: str
+    engine: EngineSpec = field(default_factory=lambda: engine_spec(DEFAULT_ENGINE))
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    policy: storage.StoragePolicy = field(default_factory=storage.StoragePolicy)
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    interpolate: bool = True  # motion-compensated interpolation up to the driving clip's frame rate
+    skip_existing: bool = True  # a rerun skips rows whose output exists
+    report: bool = True  # write {output}/index.html and the small previews it shows
+    videos_per_batch: int = 1  # videos per render call (GPU engines batch their windows)
+    max_input_bytes: int = 2 * 1024**3
+    row_time_limit_s: float = 1800.0  # a row still unfinished this long after its first stage fails
+    # Object-store memory the rows waiting between stages may hold, in MiB.  None: a share of the
+    # cluster's object store that grows with the cluster (see pipelines/render_pipeline.py).
+    queue_memory_mib: int | None = None
+
+
+class JobError(Exception):
+    """The job cannot start (a bad option, unusable weights); the message names the cause."""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Every manifest row decided: pending rows for the pipeline, the others already with their result."""
+
+    pending: list[Row]
+    settled: list[dict[str, Any]]  # results rows of rows failed or skipped at planning
+    inputs: dict[int, tuple[str, str]]  # row_index -> (reference_uri, driving_uri), for the report
+
+    @property
+    def total(self) -> int:
+        return len(self.pending) + len(self.settled)
+
+
+def check_engine(spec: EngineSpec) -> None:
+    """Raise EngineOptionError naming the option the engine cannot run with, then check its weights."""
+    if not MIN_SIZE <= spec.size <= MAX_SIZE or spec.size % 2:
+        raise EngineOptionError("--size", f"must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
+                                          f"got {spec.size}")
+    spec.options.check(spec.size)
+    spec.engine_class().check_ready(spec)
+
+
+def default_output_uri(config: JobConfig, meme_id: str) -> str:
+    """Where a row's MP4 goes when the manifest names no ``output_uri``: always under the output prefix."""
+    return storage.join(config.output_uri, f"{meme_id}.mp4")
+
+
+def row_settings(spec: MemeSpec, engine: EngineSpec) -> RowSettings:
+    """The row's settings: what the manifest gives, the job's (or the engine's) defaults for the rest."""
+    defaults = RowSettings(lora=engine.option("lora"), lora_scale=engine.option("lora_scale", 1.0))
+    chosen = {name: getattr(spec, name) for name in ("seed", "steps", "guidance", "prompt", "lora", "lora_scale",
+                                                    "fps", "max_seconds")}
+    return RowSettings(**{name: getattr(defaults, name) if value is None else value for name, value in chosen.items()})
+
+
+def _settled(index: int, meme_id: str, status: str, error: str = "", output_uri: str | None = None,
+             engine: str = "") -> dict[str, Any]:
+    row = {"row_index": index, "id": meme_id, "status": status, "error": error, "output_uri": output_uri,
+           "engine": engine, **{f"seconds_{stage}": 0.0 for stage in STAGES}}
+    return result_row(row)
+
+
+def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
+    """Each manifest row, in order: pending (typed columns), failed (with why) or skipped."""
+    rows = table.to_pylist()
+    first_index = first_rows_by_id(row.get("id") for row in rows)
+    existing = storage.list_names(config.output_uri, config.storage_options) if config.skip_existing else set()
+    engine = config.engine
+    pending, settled, inputs = [], [], {}
+    for index, row in enumerate(rows):
+        shown_id = describe_id(row.get("id"))
+        try:
+            spec = parse_row(index, row)
+            if first_index[spec.id] != index:
+                raise RowError(f"duplicate id {spec.id!r} (first used by row {first_index[spec.id]})")
+            if spec.engine and spec.engine not in ENGINES and spec.engine != engine.name:
+                raise UnknownEngineError(f"unknown engine {spec.engine!r} (known: {', '.join(sorted(ENGINES))})")
+            if spec.engine and spec.engine != engine.name:
+                raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
+            reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
+            driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
+            output_uri = config.policy.check(spec.output_uri or default_output_uri(config, spec.id), "output_uri")
+            settings = row_settings(spec, engine)
+            if settings.lora:
+                settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
+        except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
+            settled.append(_settled(index, shown_id, FAILED, storage.redact(f"row {index} ({shown_id}): manifest: "
+                                                                            f"{exc}"), engine=engine.name))
+            continue
+        inputs[index] = (reference_uri, driving_uri)
+        done = (f"{spec.id}.mp4" in existing) if spec.output_uri is None else (
+            config.skip_existing and storage.exists(output_uri, config.storage_options))
+        if done:
+            settled.append(_settled(index, spec.id, SKIPPED, output_uri=output_uri, engine=engine.name))
+            continue
+        pending.append(planned_row(index, spec.id, reference_uri, driving_uri, output_uri, settings,
+                                   config.row_time_limit_s))
+    # Rows that share a LoRA next to each other, so render batches mostly share one adapter.
+    pending.sort(key=lambda row: (row["lora"] or "", row["lora_scale"], row["row_index"]))
+    return JobPlan(pending=pending, settled=settled, inputs=inputs)
+
+
+def plan_job(config: JobConfig) -> JobPlan:
+    """Check the engine, read the manifest and plan every row; job-level problems raise before any row runs."""
+    check_engine(config.engine)
+    return plan_rows(read_manifest(config.manifest_uri, config.storage_options), config)
