@@ -93,10 +93,10 @@ def load_single_file(path: str, unet_config: dict[str, Any], vae_config: dict[st
     from safetensors.torch import load_file
 
     state = load_file(str(path))
-    unet_state, vae_state = convert(state, unet_config, vae_config)
     problems = check_shapes({k: tuple(v.shape) for k, v in state.items()}, unet_config, vae_config, str(path))
     if problems:
         raise SingleFileError("; ".join(problems))
+    unet_state, vae_state = convert(state, unet_config, vae_config)
     modules = []
     for cls, config, converted in ((UNet2DConditionModel, unet_config, unet_state),
                                    (AutoencoderKL, vae_config, vae_state)):
