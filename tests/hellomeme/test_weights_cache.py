@@ -14,6 +14,7 @@ import s3fs
 from engines.hellomeme_weights_cache import WeightsCacheError, folder_selector, sync, verify_file
 from hellomeme.weights import get_release
 
+from .cache_worker import sync_after_barrier
 from .tiny_models import save_tiny_weights
 
 
@@ -35,18 +36,13 @@ def s3_weights(s3_endpoint, tiny_dir):
     return uri
 
 
-def _sync_in_child(uri, cache, storage_options, barrier, results):
-    barrier.wait()
-    result = sync(uri, cache, storage_options, select=folder_selector(get_release("v5").folders()))
-    results.put(result.downloaded)
-
-
 def test_processes_racing_on_one_cache_download_once(s3_endpoint, s3_weights, tmp_path):
     context = multiprocessing.get_context("spawn")
     workers = 4
     barrier, results = context.Barrier(workers), context.Queue()
-    processes = [context.Process(target=_sync_in_child,
-                                 args=(s3_weights, str(tmp_path), s3_endpoint.storage_options, barrier, results))
+    folders = get_release("v5").folders()
+    processes = [context.Process(target=sync_after_barrier,
+                                 args=(s3_weights, str(tmp_path), s3_endpoint.storage_options, folders, barrier, results))
                  for _ in range(workers)]
     for process in processes:
         process.start()
