@@ -89,19 +89,19 @@ class WeightFiles:
         return None
 
     def read_json(self, path: str) -> Any:
-        with self.fs.open(str(path), "rb") as handle:
-            return json.loads(handle.read())
+        """A small JSON file (configs, shard indexes)."""
+        return json.loads(self.fs.cat_file(str(path)))
 
     def safetensors_header(self, path: str) -> dict[str, dict[str, Any]]:
-        """One safetensors file's header, read with two small reads."""
+        """One safetensors file's header, read with two ranged reads (the 8-byte length, then the JSON)."""
+        path = str(path)
         size = self.size(path)
-        with self.fs.open(str(path), "rb") as handle:
-            head = handle.read(_LENGTH_BYTES)
-            if len(head) == _LENGTH_BYTES:
-                (length,) = struct.unpack("<Q", head)
-                if length <= MAX_HEADER_BYTES and _LENGTH_BYTES + length <= size:
-                    head += handle.read(length)
-        return parse_safetensors_header(head, size, str(path))
+        head = bytes(self.fs.cat_file(path, start=0, end=min(_LENGTH_BYTES, size)))
+        if len(head) == _LENGTH_BYTES:
+            (length,) = struct.unpack("<Q", head)
+            if length <= MAX_HEADER_BYTES and _LENGTH_BYTES + length <= size:
+                head += bytes(self.fs.cat_file(path, start=_LENGTH_BYTES, end=_LENGTH_BYTES + length))
+        return parse_safetensors_header(head, size, path)
 
     def safetensors_shapes(self, path: str) -> dict[str, tuple[int, ...]] | None:
         """Tensor shapes of a safetensors file or sharded index; None for other formats (.bin)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 
 import huggingface_hub.constants
 import numpy as np
@@ -152,18 +153,20 @@ def test_hub_check_online_reads_metadata_only(tiny_dir, monkeypatch):
         for folder in HUB_FOLDERS:
             memory.put(str(tiny_dir / folder), f"/songkey/{folder}", recursive=True)
         reads = []
-        original_open = memory.open
+        original_cat_file = memory.cat_file
 
-        def counting_open(path, mode="rb", **kwargs):
-            handle = original_open(path, mode, **kwargs)
-            real_read = handle.read
-            handle.read = lambda n=-1: reads.append((path, n)) or real_read(n)
-            return handle
+        def counting_cat_file(path, start=None, end=None, **kwargs):
+            reads.append((path, start, end))
+            return original_cat_file(path, start=start, end=end, **kwargs)
 
-        monkeypatch.setattr(memory, "open", counting_open)
+        monkeypatch.setattr(memory, "cat_file", counting_cat_file)
+        monkeypatch.setattr(memory, "open", no_download)  # whole-file reads would go through open
         check_hub(files=WeightFiles(memory))
-        weight_reads = [(p, n) for p, n in reads if p.endswith(".safetensors")]
-        assert weight_reads and all(n != -1 for _, n in weight_reads)  # headers only, never whole files
+        weight_reads = [(p, a, b) for p, a, b in reads if p.endswith(".safetensors")]
+        assert weight_reads
+        for path, _, end in weight_reads:  # the 8-byte length and the JSON header, never tensor data
+            data = original_cat_file(path)
+            assert end is not None and end <= 8 + struct.unpack("<Q", data[:8])[0] < len(data)
         memory.rm("/songkey/hm5_motion/diffusion_pytorch_model.safetensors")
         with pytest.raises(MissingWeightsError, match="hm5_motion"):
             check_hub(files=WeightFiles(memory))
