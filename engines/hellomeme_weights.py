@@ -13,6 +13,7 @@ Two sides, never mixed up:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,8 +50,6 @@ def check_hellomeme_weights(options: HelloMemeOptions) -> None:
         files, root = _files_for(options.weights)
         layout = check_weights(root, options.release, files=files, deep=True)
         if checkpoint is not None:
-            from dataclasses import replace
-
             check_layout(replace(layout, checkpoint=checkpoint, checkpoint_files=checkpoint_files))
     if options.lora is not None:
         files, path = _files_for(options.lora)

@@ -17,7 +17,6 @@ import logging
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.peft_utils import delete_adapter_layers, set_adapter_layers, set_weights_and_activate_adapters
 from torch import nn
