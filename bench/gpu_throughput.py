@@ -3,7 +3,8 @@
     .venv/bin/python bench/gpu_throughput.py [--videos 4] [--frames 47] [--steps 25] [--baseline-frames 23]
 
 Full-size SD1.5 + v5 adapters with random weights (no downloads), 512x512, 25 DPM-Solver++
-steps, guidance on, windows of 12 sharing one frame, edges first. Runs, in one process:
+steps, guidance on, fp16, windows as the official script plans them (12 frames, stride 11, a
+shorter last window, window ends first). Runs, in one process:
 
 * ours: every video's windows batched together through the UNet, modules resident on the GPU,
   the scheduler on the GPU;
@@ -42,18 +43,18 @@ from hellomeme.components import HelloMemeComponents  # noqa: E402
 from hellomeme.control import ControlResiduals  # noqa: E402
 from hellomeme.denoiser import UNetFeatures  # noqa: E402
 from hellomeme.images import to_model_range, to_uint8  # noqa: E402
-from hellomeme.noise import INITIAL_STEP, frame_noise  # noqa: E402
+from hellomeme.noise import OfficialNoise  # noqa: E402
 from hellomeme.passes import plan_passes  # noqa: E402
 from hellomeme.pose_control import HeadPoseTrack, draw_pose_images  # noqa: E402
-from hellomeme.random_components import random_full_size_components  # noqa: E402
-from hellomeme.tiny import tiny_components  # noqa: E402
 from hellomeme.video_pipeline import (  # noqa: E402
     HelloMemeVideoPipeline,
     PipelineConfig,
     VideoRequest,
     hellomeme_scheduler,
 )
-from hellomeme.windows import WindowPlan  # noqa: E402
+from hellomeme.windows import WindowRule  # noqa: E402
+from tests.hellomeme.full_size_models import random_full_size_components  # noqa: E402
+from tests.hellomeme.tiny_models import tiny_components  # noqa: E402
 
 logger = logging.getLogger("bench.gpu_throughput")
 H100_BF16_DENSE_TFLOPS = 989.0
@@ -71,7 +72,6 @@ def synthetic_requests(videos: int, frames: int, size: int, face_size: int, step
             head_pose=HeadPoseTrack(rotation=rng.normal(0, 0.2, (frames, 3)),
                                     translation=np.tile([0.0, 0.0, -5.0], (frames, 1))),
             expression_faces=rng.integers(0, 256, (frames, face_size, face_size, 3), dtype=np.uint8),
-            plan=WindowPlan(num_frames=frames, size=12, overlap=1),
             seed=index,
             steps=steps,
         )
@@ -113,12 +113,16 @@ class ReferenceStyleRenderer:
     def render(self, request: VideoRequest) -> np.ndarray:
         c, dtype = self.c, self.c.dtype
         text = self._text(["", "a person"])  # negative, positive
+        frames = request.num_frames
+        side = request.size // c.vae_scale_factor
+        noise_source = OfficialNoise(request.seed, frames, 12, (c.latent_channels, side, side), dtype)
         with self._on_device(c.encoder_vae) as vae:
             pixels = to_model_range(request.reference_image[None]).to(self.device, dtype)
-            reference_latent = (vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor).cpu()
+            posterior = vae.encode(pixels).latent_dist
+            sample = noise_source.reference(dtype).to(self.device)
+            reference_latent = ((posterior.mean + posterior.std * sample) * vae.config.scaling_factor).cpu()
         reference = self._reference_features(reference_latent, text)
 
-        frames = request.plan.num_frames
         controls = []
         with self._on_device(c.control_net) as control_net, self._on_device(c.control_proj) as control_proj, \
                 self._on_device(c.expression_encoder) as expression_encoder:
@@ -137,20 +141,19 @@ class ReferenceStyleRenderer:
                     tuple(torch.cat([n, p]).cpu() for n, p in zip(negative.up, positive.up)),
                 ))
 
-        side = size // c.vae_scale_factor
         ends: dict[int, UNetFeatures] = {}
         latents_out = None
-        passes = plan_passes(request.plan)
+        passes = plan_passes(frames)
         for denoise_pass in passes:
-            keys = [(request.seed, f) for f in denoise_pass.frames]
-            latents = frame_noise(keys, INITIAL_STEP, (c.latent_channels, side, side), torch.device("cpu"))
+            count = len(denoise_pass.frames)
+            latents = noise_source.initial(denoise_pass.frames)
             scheduler = hellomeme_scheduler()
             scheduler.set_timesteps(request.steps)  # on the CPU
             with self._on_device(c.denoiser) as denoiser:
                 for step, timestep in enumerate(scheduler.timesteps):
                     prediction = torch.zeros(2, *latents.shape)
-                    counts = torch.zeros(len(keys))
-                    for positions, window in zip(denoise_pass.plan.windows, denoise_pass.window_frames()):
+                    counts = torch.zeros(count)
+                    for positions, window in zip(denoise_pass.windows, denoise_pass.window_frames()):
                         index = list(positions)
                         sample = latents[index].to(self.device, dtype)
                         control = ControlResiduals(
@@ -174,7 +177,7 @@ class ReferenceStyleRenderer:
                         counts[index] += 1
                     prediction = prediction / counts[None, :, None, None, None]
                     guided = prediction[0] + request.guidance * (prediction[1] - prediction[0])
-                    noise = frame_noise(keys, step, tuple(latents.shape[1:]), torch.device("cpu"))
+                    noise = noise_source.step(denoise_pass.frames, step)
                     latents = scheduler.step(guided, timestep, latents, variance_noise=noise).prev_sample
             if denoise_pass is passes[-1]:
                 latents_out = latents
@@ -279,8 +282,8 @@ def unet_images(requests: list[VideoRequest]) -> int:
     """UNet images (frames x windows x guidance branches x steps) our pipeline runs for ``requests``."""
     total = 0
     for request in requests:
-        for denoise_pass in plan_passes(request.plan):
-            total += sum(len(w) for w in denoise_pass.plan.windows) * 2 * request.steps
+        for denoise_pass in plan_passes(request.num_frames, WindowRule()):
+            total += sum(len(w) for w in denoise_pass.windows) * 2 * request.steps
     return total
 
 
@@ -343,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (GPU 25, CPU 3)")
     parser.add_argument("--baseline-frames", type=int, default=None, help="frames the baseline renders (GPU 23, CPU 9)")
     parser.add_argument("--frames-per-batch", type=int, default=96, help="UNet images per call in our pipeline")
-    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
+    parser.add_argument("--dtype", choices=("bf16", "fp16"), default="fp16", help="fp16 as the official script")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (static batch shapes)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
@@ -400,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "denoiser_tflops_per_second": denoiser_tflops,
     }
     lines = [
-        f"device: {device_name}, {dtype}, {size}x{size}, {steps} steps, guidance on, windows of 12 sharing 1 frame",
+        f"device: {device_name}, {dtype}, {size}x{size}, {steps} steps, guidance on, official windows (12, stride 11)",
         f"ours: {videos} videos x {frames} frames batched, {ours.frames} frames in {ours.seconds:.1f} s = "
         f"{ours.frames_per_second:.2f} frames/s",
         f"denoiser: {flops_per_image / 1e9:.4g} GFLOP per UNet image, achieved {denoiser_tflops:.4g} TFLOP/s"

@@ -3,20 +3,25 @@
 Turns each :class:`RenderInput` into HelloMeme's conditions (the head-pose square of every
 driving frame placed from the reference's face, the driving faces aligned for PD-FGC) and
 hands all of them to one :class:`HelloMemeVideoPipeline` call, so windows of several videos
-share UNet batches. Weights are loaded (and checked) once, in the constructor.
+share UNet batches.  Weights are loaded once, in the constructor; where they come from (a local
+folder, an object store synced once per node, or the hub) is decided by :mod:`engines.hellomeme_weights`.
+Rows of one call share a LoRA (:meth:`HelloMemeEngine.batch_key`), which the pipeline switches to
+as an adapter of the one loaded model.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from engines.base import Engine, EngineSpec, RenderInput, import_object
-from engines.hellomeme_options import HelloMemeOptions
+from engines.base import Engine, EngineOptionError, EngineSpec, RenderInput, RowSettings, import_object
+from engines.hellomeme_crop import hellomeme_crop_box
+from engines.hellomeme_options import HelloMemeOptions, check_lora_name
+from engines.hellomeme_weights import check_hellomeme_weights, load_components, local_file
+from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, CropBox, FaceTrack
 from hellomeme.expression import align_face_for_expression, five_points_from_mediapipe
 from hellomeme.pose_control import (
     HeadPoseTrack,
@@ -26,27 +31,11 @@ from hellomeme.pose_control import (
     translation_from_camera,
 )
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
-from hellomeme.weights import WeightsLayout, check_weights, hub_layout, load_hellomeme
-from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
-from hellomeme.windows import WindowPlan
+from hellomeme.windows import WindowRule
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class HelloMemeSettings:
-    """Engine choices beyond :class:`EngineOptions`; the defaults follow HelloMeme v5's video script."""
-
-    release: str = "v5"
-    checkpoint: str | None = None  # a diffusers-layout SD1.5-derived checkpoint for the denoiser
-    lora: str | None = None
-    lora_scale: float = 1.0
-    trans_ratio: float = 0.5  # how much of the driver's head translation the output follows
-    hub_cache_dir: str | None = None
-    pipeline: PipelineConfig = PipelineConfig()
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def head_translations(track: FaceTrack, size: int) -> np.ndarray:
@@ -77,13 +66,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on a GPU, as the official script runs; fp32 on the CPU (half precision is slow there)."""
     if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "cuda" else torch.float32
     if name not in _DTYPES:
         raise ValueError(f"unknown dtype {name!r}; use auto or one of {sorted(_DTYPES)}")
     return _DTYPES[name]
+
+
+def pipeline_config(options: HelloMemeOptions) -> PipelineConfig:
+    """hellomeme's own model-level config, from the engine's options."""
+    return PipelineConfig(
+        windows=WindowRule(size=options.window, overlap=options.overlap, full_last_window=options.full_last_window,
+                           ramped=options.ramped_overlap),
+        noise="per-frame" if options.noise_per_frame else "official",
+        frames_per_batch=options.unet_batch,
+        # Compiled graphs are specialised on shapes: give every UNet call the same batch size.
+        static_batch_shapes=options.compile,
+        lora_cache_size=options.lora_cache,
+    )
 
 
 class HelloMemeEngine(Engine):
@@ -93,51 +94,45 @@ class HelloMemeEngine(Engine):
     needs_gpu = True
     default_fps = 8
 
-    def __init__(self, spec: EngineSpec, settings: HelloMemeSettings = HelloMemeSettings()) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)
         options: HelloMemeOptions = spec.options
+        options.check(spec.size)
         device = resolve_device(options.device)
         dtype = resolve_dtype(options.dtype, device)
         if options.components_factory:
-            components = import_object(options.components_factory)(device, dtype)
+            components = import_object(options.components_factory)(device, dtype, release=options.release)
         else:
-            components = load_hellomeme(
-                options.weights, device, dtype, release=settings.release, checkpoint=settings.checkpoint,
-                lora=settings.lora, lora_scale=settings.lora_scale, cache_dir=settings.hub_cache_dir,
-            )
-        self.settings = settings
+            components = load_components(options, device, dtype)
         self.options = options
-        # Compiled graphs are specialised on shapes: give every UNet call the same batch size.
-        config = replace(settings.pipeline, static_batch_shapes=True) if options.compile else settings.pipeline
-        self.pipeline = HelloMemeVideoPipeline(components, config, compile=options.compile)
+        self.pipeline = HelloMemeVideoPipeline(components, pipeline_config(options), compile=options.compile)
         self._face_size = components.expression_encoder.config.image_size
-        logger.info("HelloMeme engine ready on %s (%s)%s", device, dtype,
+        logger.info("HelloMeme %s engine ready on %s (%s)%s", options.release, device, dtype,
                     f" [{options.components_factory}]" if options.components_factory else "")
 
     @classmethod
     def check_ready(cls, spec: EngineSpec) -> None:
-        """The job calls this before any row runs: missing or mismatched weights stop it there."""
-        cls.check_weights(spec.options)
+        """On the driver, before any row: options, then weights from metadata only (nothing is downloaded)."""
+        options: HelloMemeOptions = spec.options
+        options.check(spec.size)
+        if not options.components_factory:
+            check_hellomeme_weights(options)
 
     @staticmethod
-    def check_weights(
-        options: HelloMemeOptions, settings: HelloMemeSettings = HelloMemeSettings()
-    ) -> WeightsLayout | None:
-        """Fail fast, before any row is decoded: raises a WeightsError naming what is missing and where.
+    def batch_key(settings: RowSettings):
+        """Rows with the same LoRA file and scale share a render call (one adapter active per call)."""
+        return (settings.lora, float(settings.lora_scale)) if settings.lora else None
 
-        Loads nothing (hub weights are fetched into the cache, or looked up there when offline).
-        """
-        if options.components_factory:
-            return None
-        if options.weights is None:
-            return hub_layout(settings.release, settings.hub_cache_dir, settings.checkpoint)
-        return check_weights(options.weights, settings.release, settings.checkpoint)
+    @staticmethod
+    def crop_box(track: FaceTrack) -> CropBox:
+        """The official script's square face crop for a clip (or a reference image's one frame)."""
+        return hellomeme_crop_box(track)
 
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
         return self.pipeline([self.request_for(item) for item in inputs])
 
     def request_for(self, item: RenderInput) -> VideoRequest:
-        """HelloMeme's conditions for one video (pure CPU work, no model calls)."""
+        """HelloMeme's conditions for one video (CPU work, no model calls; a remote LoRA is synced here)."""
         size = self.spec.size
         frames = np.asarray(item.driving_frames)
         if np.asarray(item.reference).shape != (size, size, 3):
@@ -147,13 +142,21 @@ class HelloMemeEngine(Engine):
             raise ValueError(f"{item.meme_id}: driving frames are {frames.shape}, expected (T, {size}, {size}, 3)")
         if len(item.driving_face) != len(frames):
             raise ValueError(f"{item.meme_id}: {len(frames)} frames but {len(item.driving_face)} face-track frames")
-        pose = hellomeme_pose_track(item.reference_face, item.driving_face, size, self.settings.trans_ratio)
+        settings = item.settings
+        lora = None
+        if settings.lora:
+            try:
+                check_lora_name(settings.lora)
+            except EngineOptionError as err:
+                raise ValueError(f"{item.meme_id}: {err}") from None
+            lora = str(local_file(settings.lora, self.options))
+        pose = hellomeme_pose_track(item.reference_face, item.driving_face, size, self.options.trans_ratio)
         faces = np.stack([
             align_face_for_expression(frame, five_points_from_mediapipe(points), self._face_size)
             for frame, points in zip(frames, item.driving_face.landmarks)
         ])
         return VideoRequest(
-            reference_image=np.asarray(item.reference), head_pose=pose, expression_faces=faces, plan=WindowPlan(num_frames=len(frames), size=self.options.window, overlap=self.options.overlap),
-            seed=item.settings.seed, steps=item.settings.steps, guidance=item.settings.guidance,
-            prompt=item.settings.prompt,
+            reference_image=np.asarray(item.reference), head_pose=pose, expression_faces=faces,
+            seed=settings.seed, steps=settings.steps, guidance=settings.guidance, prompt=settings.prompt,
+            lora=lora, lora_scale=settings.lora_scale,
         )

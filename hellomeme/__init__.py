@@ -8,9 +8,15 @@ Modules, one idea each:
 - ``expression``: the PD-FGC motion encoder (548-d expression codes) and its face alignment
 - ``pose_control``: drawing the head-pose control image
 - ``denoiser``: SD1.5's UNet walked block by block with those insertions; the reference net
-- ``passes`` / ``noise``: boundary-frames-first denoising order; per-(seed, frame, step) noise
+- ``windows`` / ``passes``: the official script's windows and its end-frames-first passes (deviations as switches)
+- ``noise``: the official script's random numbers from one generator per video, or per (seed, frame, step)
 - ``video_pipeline``: conditions once per frame, then windowed denoising of many videos at once
-- ``weights`` / ``lora`` / ``tiny``: loading and checking weights, fusing LoRAs, tiny test models
+- ``weights`` / ``weight_files`` / ``single_file`` / ``hub``: checking weights from metadata, loading them,
+  single-file SD1.5 checkpoints, the Hugging Face hub
+- ``lora``: LoRAs as adapters of the denoiser, switched per render call
+
+Tiny and full-size random test models live in ``tests/hellomeme``. Nothing here imports Ray or the
+batch package.
 
 Nothing is imported here, so that light modules (``pose_control``) stay light.
 """

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import AutoencoderKL
@@ -99,3 +100,22 @@ def assemble_components(
         device=device,
         dtype=dtype,
     )
+
+
+def with_own_denoiser(components: HelloMemeComponents) -> HelloMemeComponents:
+    """The same components, but the denoiser's UNet and text encoder are not shared with the reference branch.
+
+    LoRA adapters go into the denoiser only (HelloMeme keeps the reference net on base SD1.5);
+    a module still shared is copied once, on its device.
+    """
+    denoiser = components.denoiser
+    unet = denoiser.unet
+    if unet is components.reference_net.unet:
+        unet = copy.deepcopy(unet)
+    text_encoder = components.denoiser_text_encoder
+    if text_encoder is components.reference_text_encoder:
+        text_encoder = copy.deepcopy(text_encoder)
+    if unet is denoiser.unet and text_encoder is components.denoiser_text_encoder:
+        return components
+    return replace(components, denoiser=HelloMemeUNet(unet, denoiser.reference_adapter, denoiser.motion_adapter),
+                   denoiser_text_encoder=text_encoder)

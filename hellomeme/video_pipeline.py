@@ -1,13 +1,16 @@
 """HelloMeme v5 video generation: conditions once per frame, then windowed denoising of many videos at once.
 
-Per video: the reference portrait is encoded once (VAE, then the reference net at t=0, for
-the conditional branch; the unconditional branch uses a zero latent and is shared by every
-video); every driving frame's control residuals are computed once (pose image + PD-FGC code;
-the unconditional control is shared too). Denoising then runs in rounds: a round denoises one
-pass (see :mod:`hellomeme.passes`) of every video together, all windows of all those passes
-batched through the UNet, their noise predictions blended per frame with the window plan's
-weights at every step, one DPM-Solver++ (SDE) step over all frames. Noise depends only on
-(seed, frame, step). All modules stay where they were put; only small index tensors are made
+What is computed follows HelloMeme v5's video script (``pipline_hm5_video.py``); how it is
+batched is ours. Per video: the reference portrait is encoded once (a VAE posterior sample drawn
+with the video's generator, then the reference net at t=0, for the conditional branch; the
+unconditional branch uses a zero latent and is shared by every video); every driving frame's
+control residuals are computed once (pose image + PD-FGC code; the unconditional control is
+shared too). Denoising then runs in rounds: a round denoises one pass (see
+:mod:`hellomeme.passes`) of every video together, all windows of all those passes batched
+through the UNet, overlapping windows' noise predictions combined per frame (a plain mean by
+default) at every step, one DPM-Solver++ (SDE) step over all frames. Guidance above 1 blends the
+two branches; at or below 1 only the conditional branch runs. Random numbers come from
+:mod:`hellomeme.noise`. All modules stay where they were put; only small index tensors are made
 per batch.
 """
 
@@ -20,14 +23,15 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from hellomeme.components import HelloMemeComponents
+from hellomeme.components import HelloMemeComponents, with_own_denoiser
 from hellomeme.control import ControlResiduals
 from hellomeme.denoiser import UNetFeatures
 from hellomeme.images import to_model_range, to_uint8
-from hellomeme.noise import INITIAL_STEP, frame_noise
+from hellomeme.lora import LoraAdapters
+from hellomeme.noise import NOISE_KINDS
 from hellomeme.passes import DenoisePass, plan_passes
 from hellomeme.pose_control import HeadPoseTrack, draw_pose_images
-from hellomeme.windows import WindowPlan
+from hellomeme.windows import WindowRule
 
 logger = logging.getLogger(__name__)
 
@@ -40,46 +44,61 @@ DEFAULT_PROMPT = (
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """How the pipeline batches and what it assumes; the defaults are HelloMeme v5's."""
+    """How the pipeline cuts, draws and batches; the defaults are HelloMeme v5's video script."""
 
-    edges_first: bool = True  # v5: windows' boundary frames are generated first and condition the windows
+    windows: WindowRule = WindowRule()
+    noise: str = "official"  # or "per-frame": see hellomeme.noise
     frames_per_batch: int = 96  # UNet images per call, both guidance branches counted
     decode_batch: int = 16
     condition_batch: int = 32
     default_prompt: str = DEFAULT_PROMPT
     negative_prompt: str = ""
     static_batch_shapes: bool = False  # pad window batches to one size (torch.compile, CUDA graphs)
+    lora_cache_size: int = 4  # LoRA adapters kept loaded at once
+
+    def __post_init__(self) -> None:
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f"noise must be one of {sorted(NOISE_KINDS)}, got {self.noise!r}")
 
 
 @dataclass(frozen=True)
 class VideoRequest:
-    """One video: the reference, per-frame conditions, the window plan and the diffusion settings."""
+    """One video: the reference, per-frame conditions and the diffusion settings."""
 
     reference_image: np.ndarray  # (S, S, 3) uint8 RGB
     head_pose: HeadPoseTrack  # T frames, HelloMeme convention
     expression_faces: np.ndarray  # (T, E, E, 3) uint8 RGB faces aligned for PD-FGC
-    plan: WindowPlan
     seed: int = 0
     steps: int = 25
     guidance: float = 1.5
     prompt: str = ""
+    lora: str | None = None  # a local LoRA file for the denoiser
+    lora_scale: float = 1.0  # the LoRA's weight in the denoiser's text encoder (the UNet's is 1, as published)
 
     def __post_init__(self) -> None:
         image = np.asarray(self.reference_image)
         if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
             raise ValueError(f"reference image must be (S, S, 3), got {image.shape}")
-        frames = self.plan.num_frames
-        if len(self.head_pose) != frames or len(self.expression_faces) != frames:
-            raise ValueError(
-                f"plan has {frames} frames but head pose has {len(self.head_pose)} and expression faces "
-                f"{len(self.expression_faces)}"
-            )
+        if len(self.head_pose) < 1:
+            raise ValueError("a video needs at least one frame")
+        if len(self.expression_faces) != len(self.head_pose):
+            raise ValueError(f"head pose has {len(self.head_pose)} frames but expression faces "
+                             f"{len(self.expression_faces)}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
     @property
     def size(self) -> int:
         return int(np.asarray(self.reference_image).shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.head_pose)
+
+    @property
+    def uses_guidance(self) -> bool:
+        """The script's rule: classifier-free guidance only above 1."""
+        return self.guidance > 1.0
 
 
 def hellomeme_scheduler() -> DPMSolverMultistepScheduler:
@@ -95,7 +114,7 @@ def hellomeme_scheduler() -> DPMSolverMultistepScheduler:
 
 @dataclass(frozen=True)
 class _UnconditionalBranch:
-    """What the guidance's unconditional branch sees: the same for every video of one size."""
+    """What the guidance's unconditional branch sees: the same for every video of one size and LoRA."""
 
     text: torch.Tensor  # the denoiser's negative prompt
     reference: UNetFeatures  # the reference net on a zero latent
@@ -111,6 +130,7 @@ class _Video:
     slot: int  # row in the per-video caches (text, reference); row 0 is the unconditional branch
     control_offset: int  # row of its frame 0 in the control cache
     passes: tuple[DenoisePass, ...]
+    noise: object  # hellomeme.noise.OfficialNoise or FrameNoise
     frames_out: np.ndarray | None = None
 
 
@@ -128,12 +148,13 @@ class _Batch:
     """Index tensors that assemble one UNet call from the caches."""
 
     num_frames: int
+    guided: bool  # both branches (unconditional windows first), else the conditional branch only
     latent_rows: torch.Tensor
     weights: torch.Tensor
     guidance: torch.Tensor
-    video_slots: torch.Tensor  # (2W,) unconditional windows first
-    control_rows: torch.Tensor  # (2W*F,)
-    end_rows: torch.Tensor | None  # (2W*2,)
+    video_slots: torch.Tensor  # (branches*W,)
+    control_rows: torch.Tensor  # (branches*W*F,)
+    end_rows: torch.Tensor | None  # (branches*W*2,)
 
 
 @dataclass
@@ -152,10 +173,15 @@ class HelloMemeVideoPipeline:
                  compile: bool = False) -> None:
         self.components = components
         self.config = config
+        self._compile = compile
         self._denoise = torch.compile(components.denoiser, dynamic=False) if compile else components.denoiser
-        self._unconditional: dict[int, _UnconditionalBranch] = {}
+        self._unconditional: dict[tuple, _UnconditionalBranch] = {}
+        self._loras: LoraAdapters | None = None
+        self._lora_key: tuple[str, float] | None = None
         max_frames = components.denoiser.motion_adapter.config.max_frames
         self._max_window = max_frames - 2
+        if config.windows.size > self._max_window:
+            raise ValueError(f"windows of {config.windows.size} frames exceed the motion module's {self._max_window}")
 
     # ------------------------------------------------------------------------------------------
     # public
@@ -166,20 +192,39 @@ class HelloMemeVideoPipeline:
         # The control net halves the latent three times and upsamples back onto its skips.
         granularity = self.components.vae_scale_factor * 8
         for request in requests:
-            if request.plan.size > self._max_window:
-                raise ValueError(f"windows of {request.plan.size} frames exceed the motion module's "
-                                 f"{self._max_window}")
             if request.size % granularity:
                 raise ValueError(f"render size {request.size} is not a multiple of {granularity}")
         outputs: list[np.ndarray | None] = [None] * len(requests)
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault((request.size, request.steps), []).append(index)
-        for (size, steps), indices in groups.items():
+            key = (request.size, request.steps, request.lora, request.lora_scale if request.lora else None)
+            groups.setdefault(key, []).append(index)
+        for (size, steps, lora, lora_scale), indices in groups.items():
+            self.use_lora(lora, lora_scale)
             rendered = self._render_group([requests[i] for i in indices], size, steps)
             for index, frames in zip(indices, rendered):
                 outputs[index] = frames
         return outputs  # type: ignore[return-value]
+
+    def use_lora(self, path: str | None, scale: float = 1.0) -> None:
+        """Make ``path`` (or no LoRA) the denoiser's active adapter; loaded adapters are kept in a small cache.
+
+        The first LoRA gives the denoiser its own UNet and text encoder (copies on the same device),
+        so the reference branch stays base SD1.5 as in HelloMeme.
+        """
+        if path is None:
+            if self._loras is not None:
+                self._loras.deactivate()
+            self._lora_key = None
+            return
+        if self._loras is None:
+            self.components = with_own_denoiser(self.components)
+            denoiser = self.components.denoiser
+            self._denoise = torch.compile(denoiser, dynamic=False) if self._compile else denoiser
+            self._loras = LoraAdapters(denoiser.unet, self.components.denoiser_text_encoder,
+                                       cache_size=self.config.lora_cache_size)
+        self._loras.activate(path, scale)
+        self._lora_key = (path, float(scale))
 
     # ------------------------------------------------------------------------------------------
     # conditions
@@ -197,8 +242,9 @@ class HelloMemeVideoPipeline:
         return f"{prompt}, {default}" if default else prompt
 
     def _unconditional_branch(self, size: int) -> _UnconditionalBranch:
-        if size in self._unconditional:
-            return self._unconditional[size]
+        key = (size, self._lora_key)
+        if key in self._unconditional:
+            return self._unconditional[key]
         c = self.components
         negative = [self.config.negative_prompt]
         reference_text = self._encode_prompts(c.reference_text_encoder, negative)
@@ -210,32 +256,37 @@ class HelloMemeVideoPipeline:
         pose = -torch.ones(1, 3, size, size, device=c.device, dtype=c.dtype)
         expression = torch.zeros(1, c.control_net.config.expression_dim, device=c.device, dtype=c.dtype)
         control = c.control_proj(c.control_net(pose, expression))
-        self._unconditional[size] = _UnconditionalBranch(denoiser_text, reference, ends, control)
-        return self._unconditional[size]
+        if len(self._unconditional) >= 2 * max(1, self.config.lora_cache_size):
+            self._unconditional.pop(next(iter(self._unconditional)))
+        self._unconditional[key] = _UnconditionalBranch(denoiser_text, reference, ends, control)
+        return self._unconditional[key]
 
     def _zero_latent(self, size: int) -> torch.Tensor:
         c = self.components
         side = size // c.vae_scale_factor
         return torch.zeros(1, c.latent_channels, side, side, device=c.device, dtype=c.dtype)
 
-    def _encode_references(self, requests: list[VideoRequest]) -> torch.Tensor:
+    def _encode_references(self, videos: list[_Video]) -> torch.Tensor:
+        """Reference latents: a sample of each VAE posterior, drawn with the video's own generator."""
         c = self.components
-        images = np.stack([np.asarray(r.reference_image) for r in requests])
+        images = np.stack([np.asarray(v.request.reference_image) for v in videos])
         pixels = to_model_range(images).to(c.device, c.dtype)
         latents = []
         for start in range(0, len(pixels), self.config.decode_batch):
             posterior = c.encoder_vae.encode(pixels[start : start + self.config.decode_batch]).latent_dist
-            latents.append(posterior.mode() * c.encoder_vae.config.scaling_factor)
+            chunk = videos[start : start + self.config.decode_batch]
+            sample = torch.cat([v.noise.reference(posterior.mean.dtype) for v in chunk]).to(c.device)
+            latents.append((posterior.mean + posterior.std * sample) * c.encoder_vae.config.scaling_factor)
         return torch.cat(latents)
 
     def _control_rows(self, videos: list[_Video], uncond: ControlResiduals) -> ControlResiduals:
         """Control residuals for every frame of every video; row 0 is the unconditional control."""
         c = self.components
-        total = sum(v.request.plan.num_frames for v in videos)
+        total = sum(v.request.num_frames for v in videos)
         cache = uncond.map(lambda t: t.new_empty((1 + total, *t.shape[1:])))
         for dst, src in zip(cache.down + cache.up, uncond.down + uncond.up):
             dst[:1] = src
-        jobs = [(v, f) for v in videos for f in range(v.request.plan.num_frames)]
+        jobs = [(v, f) for v in videos for f in range(v.request.num_frames)]
         expected = c.expression_encoder.config.image_size
         for start in range(0, len(jobs), self.config.condition_batch):
             chunk = jobs[start : start + self.config.condition_batch]
@@ -258,18 +309,23 @@ class HelloMemeVideoPipeline:
 
     def _render_group(self, requests: list[VideoRequest], size: int, steps: int) -> list[np.ndarray]:
         c = self.components
+        rule = self.config.windows
+        side = size // c.vae_scale_factor
+        latent_shape = (c.latent_channels, side, side)
+        noise_kind = NOISE_KINDS[self.config.noise]
         unconditional = self._unconditional_branch(size)
+
+        videos, offset = [], 0
+        for slot, request in enumerate(requests):
+            noise = noise_kind(request.seed, request.num_frames, rule.size, latent_shape, c.dtype)
+            videos.append(_Video(request, slot + 1, offset, plan_passes(request.num_frames, rule), noise))
+            offset += request.num_frames
+
         prompts = [self._full_prompt(r.prompt) for r in requests]
         reference_text = self._encode_prompts(c.reference_text_encoder, prompts)
         denoiser_text = (reference_text if c.denoiser_text_encoder is c.reference_text_encoder
                          else self._encode_prompts(c.denoiser_text_encoder, prompts))
-        reference = c.reference_net(self._encode_references(requests), reference_text)
-
-        videos, offset = [], 0
-        for slot, request in enumerate(requests):
-            passes = plan_passes(request.plan, edges_first=self.config.edges_first)
-            videos.append(_Video(request, slot + 1, offset, passes))
-            offset += request.plan.num_frames
+        reference = c.reference_net(self._encode_references(videos), reference_text)
         caches = _GroupCaches(
             text=torch.cat([unconditional.text, denoiser_text]),
             reference=tuple(torch.cat([u, r]) for u, r in zip(unconditional.reference.up, reference.up)),
@@ -280,29 +336,30 @@ class HelloMemeVideoPipeline:
         rounds = max(len(v.passes) for v in videos)
         for round_index in range(rounds):
             active = [(v, v.passes[round_index]) for v in videos if round_index < len(v.passes)]
-            latents = self._denoise_round(active, caches, size, steps)
+            latents = self._denoise_round(active, caches, latent_shape, steps)
             self._finish_round(active, latents, caches, unconditional.end_features)
         return [v.frames_out for v in videos]  # type: ignore[misc]
 
-    def _round_windows(self, active: list[tuple[_Video, DenoisePass]]) -> tuple[list[_Window], list[tuple[int, int]]]:
-        windows, keys, row = [], [], 0
+    def _round_windows(self, active: list[tuple[_Video, DenoisePass]]) -> tuple[list[_Window], int]:
+        windows, row = [], 0
         for video, denoise_pass in active:
-            for positions, frames, weights in zip(denoise_pass.plan.windows, denoise_pass.window_frames(),
-                                                  denoise_pass.plan.weights()):
+            for positions, frames, weights in zip(denoise_pass.windows, denoise_pass.window_frames(),
+                                                  denoise_pass.weights):
                 rows = tuple(row + p for p in positions)
                 windows.append(_Window(video, frames, rows, weights, denoise_pass.conditioned_on_ends))
-            keys.extend((video.request.seed, frame) for frame in denoise_pass.frames)
             row += len(denoise_pass.frames)
-        return windows, keys
+        return windows, row
 
     def _batches(self, windows: list[_Window], caches: _GroupCaches) -> list[_Batch]:
         device = self.components.device
-        by_shape: dict[tuple[int, bool], list[_Window]] = {}
+        by_shape: dict[tuple[int, bool, bool], list[_Window]] = {}
         for window in windows:
-            by_shape.setdefault((len(window.frames), window.conditioned_on_ends), []).append(window)
+            key = (len(window.frames), window.conditioned_on_ends, window.video.request.uses_guidance)
+            by_shape.setdefault(key, []).append(window)
         batches = []
-        for (frames, with_ends), group in by_shape.items():
-            per_batch = max(1, self.config.frames_per_batch // (2 * frames))
+        for (frames, with_ends, guided), group in by_shape.items():
+            branches = 2 if guided else 1
+            per_batch = max(1, self.config.frames_per_batch // (branches * frames))
             for start in range(0, len(group), per_batch):
                 chunk = group[start : start + per_batch]
                 weights = [w.weights for w in chunk]
@@ -311,48 +368,49 @@ class HelloMemeVideoPipeline:
                     pad = per_batch - len(chunk)
                     weights += [np.zeros_like(chunk[0].weights)] * pad
                     chunk = chunk + [chunk[0]] * pad
-                control = [0] * (len(chunk) * frames)
-                control += [1 + w.video.control_offset + f for w in chunk for f in w.frames]
+                slots = [w.video.slot for w in chunk]
+                control = [1 + w.video.control_offset + f for w in chunk for f in w.frames]
                 end_rows = None
                 if with_ends:
-                    end_rows = [0, 0] * len(chunk) + [
-                        caches.end_rows[(w.video.slot, f)] for w in chunk for f in (w.frames[0], w.frames[-1])
-                    ]
+                    end_rows = [caches.end_rows[(w.video.slot, f)] for w in chunk for f in (w.frames[0], w.frames[-1])]
+                if guided:
+                    slots = [0] * len(chunk) + slots
+                    control = [0] * (len(chunk) * frames) + control
+                    end_rows = None if end_rows is None else [0, 0] * len(chunk) + end_rows
                 batches.append(_Batch(
                     num_frames=frames,
+                    guided=guided,
                     latent_rows=torch.tensor([r for w in chunk for r in w.rows], device=device),
                     weights=torch.from_numpy(np.concatenate(weights)).to(device),
                     guidance=torch.tensor([w.video.request.guidance for w in chunk for _ in w.frames],
                                           dtype=torch.float32, device=device),
-                    video_slots=torch.tensor([0] * len(chunk) + [w.video.slot for w in chunk], device=device),
+                    video_slots=torch.tensor(slots, device=device),
                     control_rows=torch.tensor(control, device=device),
                     end_rows=None if end_rows is None else torch.tensor(end_rows, device=device),
                 ))
         return batches
 
-    def _denoise_round(self, active, caches: _GroupCaches, size: int, steps: int) -> torch.Tensor:
+    def _denoise_round(self, active, caches: _GroupCaches, latent_shape: tuple[int, int, int],
+                       steps: int) -> torch.Tensor:
         c = self.components
-        windows, keys = self._round_windows(active)
+        windows, rows = self._round_windows(active)
         batches = self._batches(windows, caches)
-        side = size // c.vae_scale_factor
-        shape = (c.latent_channels, side, side)
-        pin = c.device.type == "cuda"
-        latents = frame_noise(keys, INITIAL_STEP, shape, c.device, pin)
-        weight_sum = torch.zeros(len(keys), device=c.device)
+        latents = torch.cat([video.noise.initial(p.frames) for video, p in active]).to(c.device)
+        weight_sum = torch.zeros(rows, device=c.device)
         for batch in batches:
             weight_sum.index_add_(0, batch.latent_rows, batch.weights)
         scheduler = hellomeme_scheduler()
         scheduler.set_timesteps(steps, device=c.device)
         latents = latents * scheduler.init_noise_sigma
-        logger.info("round: %d frames in %d windows, %d UNet calls per step", len(keys), len(windows), len(batches))
+        logger.info("round: %d frames in %d windows, %d UNet calls per step", rows, len(windows), len(batches))
         for step, timestep in enumerate(scheduler.timesteps):
             prediction = torch.zeros_like(latents)
             model_input = scheduler.scale_model_input(latents, timestep)
             for batch in batches:
-                guided = self._predict(batch, model_input, timestep, caches)
-                prediction.index_add_(0, batch.latent_rows, guided * batch.weights[:, None, None, None])
+                predicted = self._predict(batch, model_input, timestep, caches)
+                prediction.index_add_(0, batch.latent_rows, predicted * batch.weights[:, None, None, None])
             prediction = prediction / weight_sum[:, None, None, None]
-            noise = frame_noise(keys, step, shape, c.device, pin)
+            noise = torch.cat([video.noise.step(p.frames, step) for video, p in active]).to(c.device)
             latents = scheduler.step(prediction, timestep, latents, variance_noise=noise).prev_sample
         return latents
 
@@ -360,7 +418,8 @@ class HelloMemeVideoPipeline:
         c = self.components
         frames = batch.num_frames
         sample = model_input.index_select(0, batch.latent_rows).to(c.dtype)
-        sample = torch.cat([sample, sample])
+        if batch.guided:
+            sample = torch.cat([sample, sample])
         text = caches.text.index_select(0, batch.video_slots)
         reference = tuple(t.index_select(0, batch.video_slots) for t in caches.reference)
         control = caches.control.map(lambda t: t.index_select(0, batch.control_rows))
@@ -369,6 +428,8 @@ class HelloMemeVideoPipeline:
             windows = batch.video_slots.shape[0]
             ends = caches.end_features.map(lambda t: t.index_select(0, batch.end_rows).unflatten(0, (windows, 2)))
         noise = self._denoise(sample, timestep, text, reference, control, ends, frames).float()
+        if not batch.guided:
+            return noise
         unconditional, conditional = noise.chunk(2)
         return unconditional + batch.guidance[:, None, None, None] * (conditional - unconditional)
 

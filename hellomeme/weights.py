@@ -7,20 +7,25 @@ A weights directory is laid out like the hub repositories, one folder per repo:
         config.json + diffusion_pytorch_model.safetensors   (ModelMixin.save_pretrained layout)
 
 Without a directory the same folders come from the hub (``songkey/<folder>``) through
-huggingface_hub's cache (``cache_dir``, ``HF_HUB_OFFLINE`` honoured). :func:`check_weights`
-finds every missing or mismatched file up front (tensor names and shapes are read from the
-safetensors headers, nothing is loaded), so a job can fail before it renders anything.
-Adapters load strictly: every published tensor must match a parameter of our modules.
+huggingface_hub's cache (``HF_HUB_OFFLINE`` honoured).  A stylised SD1.5 checkpoint replaces the
+denoiser's UNet (and decoding VAE): a diffusers folder or a single original-layout
+``.safetensors`` file (:mod:`hellomeme.single_file`).
+
+:func:`check_layout` finds every missing or mismatched file up front from metadata only (file
+lists, JSON configs, tensor names and shapes from safetensors headers) through any fsspec
+filesystem: a local folder, an object store, or the hub (``HfFileSystem``) — so the job's driver
+checks the weights without downloading the model.  Adapters load strictly: every published
+tensor must match a parameter of our modules.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -30,9 +35,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from hellomeme.components import HelloMemeComponents, assemble_components, prepare_module
 from hellomeme.control import HM5ControlNetBase, HM5SD15ControlProj
 from hellomeme.expression import PDFGCMotionEncoder
-from hellomeme.lora import fuse_lora
 from hellomeme.motion_adapter import HM5MotionAdapter
 from hellomeme.reference_adapter import HM5bReferenceAdapter, HM5ReferenceAdapter
+from hellomeme.single_file import check_shapes as check_single_file_shapes
+from hellomeme.single_file import load_single_file
+from hellomeme.weight_files import WeightFileError, WeightFiles
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ BASE_MODEL_DIR = "stable-diffusion-v1-5"
 ADAPTER_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
                         "diffusion_pytorch_model.bin")
 TEXT_ENCODER_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+BASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 # Bookkeeping buffers that change nothing in eval mode; files converted without them still load.
 OPTIONAL_TENSOR_SUFFIXES = (".num_batches_tracked",)
 
@@ -86,24 +94,15 @@ class Release:
         return {"reference": self.reference, "control_base": self.control_base, "control_proj": self.control_proj,
                 "motion": self.motion, "expression": self.expression}
 
+    def folders(self) -> tuple[str, ...]:
+        """Every folder (hub repo) this release reads, the base model first."""
+        return (BASE_MODEL_DIR, *(spec.folder for spec in self.adapters().values()))
+
 
 RELEASES = {
     "v5": Release("v5", AdapterSpec("hm5_reference", HM5ReferenceAdapter)),
     "v5b": Release("v5b", AdapterSpec("hm5b_reference", HM5bReferenceAdapter)),
 }
-
-
-@dataclass(frozen=True)
-class WeightsLayout:
-    """Resolved local folders of every part."""
-
-    release: Release
-    base: Path
-    adapters: tuple[tuple[str, Path], ...]
-    checkpoint: Path | None = None
-
-    def adapter(self, role: str) -> Path:
-        return dict(self.adapters)[role]
 
 
 def get_release(name: str) -> Release:
@@ -112,34 +111,47 @@ def get_release(name: str) -> Release:
     return RELEASES[name]
 
 
+def is_single_file(checkpoint: str | Path | None) -> bool:
+    """A checkpoint given as one original-layout file rather than a diffusers folder."""
+    return checkpoint is not None and str(checkpoint).endswith(".safetensors")
+
+
+@dataclass(frozen=True)
+class WeightsLayout:
+    """Where every part lives (paths in ``files``' filesystem)."""
+
+    release: Release
+    base: str
+    adapters: tuple[tuple[str, str], ...]
+    checkpoint: str | None = None  # a diffusers folder or a single .safetensors file
+    files: WeightFiles = field(default_factory=WeightFiles, compare=False)
+    checkpoint_files: WeightFiles | None = field(default=None, compare=False)  # when not under ``files``
+
+    def adapter(self, role: str) -> str:
+        return dict(self.adapters)[role]
+
+    def searched(self) -> list[str]:
+        places = [self.base, *(p for _, p in self.adapters)]
+        return places + ([self.checkpoint] if self.checkpoint is not None else [])
+
+
+def _root(root: str | Path, files: WeightFiles) -> str:
+    return str(Path(root).expanduser()) if files.is_local else str(root).rstrip("/")
+
+
+def layout_under(root: str | Path, release: str = "v5", checkpoint: str | Path | None = None,
+                 files: WeightFiles | None = None) -> WeightsLayout:
+    """The layout of a weights folder (or object-store prefix) in the hub layout."""
+    files = files or WeightFiles()
+    root = _root(root, files)
+    spec = get_release(release)
+    adapters = tuple((role, files.join(root, a.folder)) for role, a in spec.adapters().items())
+    return WeightsLayout(spec, files.join(root, BASE_MODEL_DIR), adapters,
+                         None if checkpoint is None else str(checkpoint), files)
+
+
 # ----------------------------------------------------------------------------------------------
-# Checking
-
-
-def _weights_file(folder: Path, names: Iterable[str]) -> Path | None:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
-    """Tensor shapes from safetensors headers (single file or index); None for other formats."""
-    from safetensors import safe_open
-
-    if path.name.endswith(".index.json"):
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        files = [path.parent / shard for shard in shards]
-    elif path.suffix == ".safetensors":
-        files = [path]
-    else:
-        return None
-    shapes = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
-    return shapes
+# Checking (metadata only)
 
 
 def expected_shapes(cls: type[ModelMixin], config: dict) -> dict[str, tuple[int, ...]]:
@@ -163,23 +175,6 @@ def compare_state(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[i
     return problems
 
 
-def _check_sd_folder(base: Path, missing: list[str]) -> None:
-    for part in ("unet", "vae"):
-        folder = base / part
-        if not (folder / "config.json").is_file():
-            missing.append(f"{folder}/config.json")
-        if _weights_file(folder, ADAPTER_WEIGHT_FILES) is None:
-            missing.append(f"{folder}/diffusion_pytorch_model.safetensors (or .bin)")
-    folder = base / "text_encoder"
-    if not (folder / "config.json").is_file():
-        missing.append(f"{folder}/config.json")
-    if _weights_file(folder, TEXT_ENCODER_WEIGHT_FILES) is None:
-        missing.append(f"{folder}/model.safetensors (or pytorch_model.bin)")
-    folder = base / "tokenizer"
-    if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
-        missing.append(f"{folder}/tokenizer.json (or vocab.json + merges.txt)")
-
-
 def unet_block_channels(unet_config: dict) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(outputs of the down blocks, inputs of the up blocks) of an SD-style UNet config."""
     down = tuple(unet_config["block_out_channels"])
@@ -188,7 +183,50 @@ def unet_block_channels(unet_config: dict) -> tuple[tuple[int, ...], tuple[int, 
     return down, up
 
 
-def _check_compatibility(unet_config: dict, configs: dict[str, dict], where: Path) -> list[str]:
+class _Checker:
+    """Collects problems while reading one layout's metadata."""
+
+    def __init__(self, layout: WeightsLayout, deep: bool) -> None:
+        self.layout = layout
+        self.files = layout.files
+        self.deep = deep
+        self.missing: list[str] = []
+        self.mismatched: list[str] = []
+
+    def config(self, path: str) -> dict[str, Any] | None:
+        if not self.files.is_file(path):
+            self.missing.append(path)
+            return None
+        try:
+            return self.files.read_json(path)
+        except (OSError, ValueError) as err:
+            self.mismatched.append(f"{path}: unreadable config ({err})")
+            return None
+
+    def weights(self, folder: str, names: tuple[str, ...], what: str) -> str | None:
+        path = self.files.first_file(folder, names)
+        if path is None:
+            self.missing.append(f"{self.files.join(folder, names[0])} ({what})")
+        return path
+
+    def shapes(self, path: str) -> dict[str, tuple[int, ...]] | None:
+        try:
+            return self.files.safetensors_shapes(path)
+        except (OSError, ValueError, KeyError, WeightFileError) as err:
+            self.mismatched.append(f"{path}: {err}")
+            return None
+
+    def module(self, cls: type[ModelMixin], folder: str, config: dict | None, where: str) -> None:
+        """A diffusers-layout module folder: weights present and (deep) their shapes fit the config."""
+        weights = self.weights(folder, ADAPTER_WEIGHT_FILES, cls.__name__)
+        if config is None or weights is None or not self.deep:
+            return
+        found = self.shapes(weights)
+        if found is not None:
+            self.mismatched.extend(compare_state(expected_shapes(cls, config), found, where))
+
+
+def _check_compatibility(unet_config: dict, configs: dict[str, dict], where: str) -> list[str]:
     """The adapters must have been made for this UNet's widths, and agree with each other."""
     down, up = unet_block_channels(unet_config)
     problems = []
@@ -221,116 +259,97 @@ def _check_compatibility(unet_config: dict, configs: dict[str, dict], where: Pat
     return problems
 
 
+def _check_checkpoint(check: _Checker, unet_config: dict | None, vae_config: dict | None) -> None:
+    checkpoint = check.layout.checkpoint
+    files = check.layout.checkpoint_files or check.files
+    if is_single_file(checkpoint):
+        if not files.is_file(checkpoint):
+            check.missing.append(f"{checkpoint} (a single-file SD1.5 checkpoint)")
+            return
+        try:
+            shapes = files.safetensors_shapes(checkpoint)
+        except (OSError, ValueError, KeyError, WeightFileError) as err:
+            check.mismatched.append(f"{checkpoint}: {err}")
+            return
+        if shapes is not None and unet_config is not None and vae_config is not None:
+            check.mismatched.extend(check_single_file_shapes(shapes, unet_config, vae_config, checkpoint))
+        return
+    unet_folder = files.join(checkpoint, "unet")
+    if not files.is_file(files.join(unet_folder, "config.json")):
+        check.missing.append(f"{unet_folder}/config.json (a diffusers-layout SD1.5 checkpoint, or a .safetensors file)")
+        return
+    inner = _Checker(replace(check.layout, files=files), check.deep)
+    config = inner.config(files.join(unet_folder, "config.json"))
+    inner.module(UNet2DConditionModel, unet_folder, config, f"{checkpoint} (UNet)")
+    vae_folder = files.join(checkpoint, "vae")
+    if files.is_file(files.join(vae_folder, "config.json")):
+        inner.module(AutoencoderKL, vae_folder, inner.config(files.join(vae_folder, "config.json")),
+                     f"{checkpoint} (VAE)")
+    check.missing.extend(inner.missing)
+    check.mismatched.extend(inner.mismatched)
+
+
 def check_layout(layout: WeightsLayout, deep: bool = True) -> WeightsLayout:
-    """Raise MissingWeightsError / MismatchedWeightsError describing every problem with ``layout``."""
-    missing: list[str] = []
-    mismatched: list[str] = []
-    searched = [str(layout.base), *(str(p) for _, p in layout.adapters)]
-    if layout.checkpoint is not None:
-        searched.append(str(layout.checkpoint))
-    _check_sd_folder(layout.base, missing)
-    if layout.checkpoint is not None and not (layout.checkpoint / "unet" / "config.json").is_file():
-        missing.append(f"{layout.checkpoint}/unet/config.json (a diffusers-layout SD1.5 checkpoint)")
+    """Raise MissingWeightsError / MismatchedWeightsError describing every problem with ``layout``.
+
+    Reads configs and safetensors headers only.
+    """
+    check = _Checker(layout, deep)
+    files = check.files
+    base = layout.base
+    unet_config = check.config(files.join(base, "unet", "config.json"))
+    check.module(UNet2DConditionModel, files.join(base, "unet"), unet_config, f"{base}/unet")
+    vae_config = check.config(files.join(base, "vae", "config.json"))
+    check.weights(files.join(base, "vae"), ADAPTER_WEIGHT_FILES, "VAE")
+    if not files.is_file(files.join(base, "text_encoder", "config.json")):
+        check.missing.append(files.join(base, "text_encoder", "config.json"))
+    check.weights(files.join(base, "text_encoder"), TEXT_ENCODER_WEIGHT_FILES, "CLIP text encoder")
+    tokenizer = files.join(base, "tokenizer")
+    if files.first_file(tokenizer, ("tokenizer.json", "vocab.json")) is None:
+        check.missing.append(f"{tokenizer}/tokenizer.json (or vocab.json + merges.txt)")
+
     configs: dict[str, dict] = {}
     for role, spec in layout.release.adapters().items():
         folder = layout.adapter(role)
-        config_path = folder / "config.json"
-        weights = _weights_file(folder, ADAPTER_WEIGHT_FILES)
-        if not config_path.is_file():
-            missing.append(f"{config_path}")
-        if weights is None:
-            missing.append(f"{folder}/diffusion_pytorch_model.safetensors")
-        if not config_path.is_file():
-            continue
-        try:
-            configs[role] = spec.cls.load_config(str(folder))
-        except (OSError, ValueError) as err:
-            mismatched.append(f"{config_path}: unreadable config ({err})")
-            continue
-        if deep and weights is not None:
-            found = _safetensors_shapes(weights)
-            if found is not None:
-                expected = expected_shapes(spec.cls, configs[role])
-                mismatched.extend(compare_state(expected, found, f"{folder.name} ({spec.cls.__name__})"))
-    unet_config_path = layout.base / "unet" / "config.json"
-    if unet_config_path.is_file():
-        unet_config = json.loads(unet_config_path.read_text())
-        mismatched.extend(_check_compatibility(unet_config, configs, layout.base / "unet"))
-    if missing:
-        raise MissingWeightsError(f"HelloMeme {layout.release.name} weights are incomplete", missing + mismatched,
-                                  searched)
-    if mismatched:
-        raise MismatchedWeightsError(f"HelloMeme {layout.release.name} weights do not fit the model", mismatched,
-                                     searched)
+        config = check.config(files.join(folder, "config.json"))
+        if config is not None:
+            configs[role] = config
+        check.module(spec.cls, folder, config, f"{folder} ({spec.cls.__name__})")
+    if unet_config is not None:
+        check.mismatched.extend(_check_compatibility(unet_config, configs, f"{base}/unet"))
+    if layout.checkpoint is not None:
+        _check_checkpoint(check, unet_config, vae_config)
+
+    name = layout.release.name
+    if check.missing:
+        raise MissingWeightsError(f"HelloMeme {name} weights are incomplete", check.missing + check.mismatched,
+                                  layout.searched())
+    if check.mismatched:
+        raise MismatchedWeightsError(f"HelloMeme {name} weights do not fit the model", check.mismatched,
+                                     layout.searched())
     return layout
 
 
-def local_layout(weights_dir: str | Path, release: str = "v5", checkpoint: str | Path | None = None) -> WeightsLayout:
-    root = Path(weights_dir).expanduser()
-    spec = get_release(release)
-    adapters = tuple((role, root / a.folder) for role, a in spec.adapters().items())
-    return WeightsLayout(spec, root / BASE_MODEL_DIR, adapters, None if checkpoint is None else Path(checkpoint))
-
-
-def check_weights(
-    weights_dir: str | Path, release: str = "v5", checkpoint: str | Path | None = None, deep: bool = True
-) -> WeightsLayout:
-    """Check a local weights directory without loading anything; raises a :class:`WeightsError`."""
-    root = Path(weights_dir).expanduser()
-    if not root.is_dir():
-        raise MissingWeightsError(f"HelloMeme weights directory {root} does not exist", [f"{root}/"], [str(root)])
-    return check_layout(local_layout(root, release, checkpoint), deep=deep)
+def check_weights(weights_dir: str | Path, release: str = "v5", checkpoint: str | Path | None = None,
+                  deep: bool = True, files: WeightFiles | None = None) -> WeightsLayout:
+    """Check a weights folder (local, or under ``files``' filesystem) without loading anything."""
+    files = files or WeightFiles()
+    root = _root(weights_dir, files)
+    layout = layout_under(root, release, checkpoint, files)
+    if not files.is_dir(root):
+        raise MissingWeightsError(f"HelloMeme weights directory {root} does not exist", [f"{root}/"], [root])
+    return check_layout(layout, deep=deep)
 
 
 # ----------------------------------------------------------------------------------------------
-# The hub
+# Loading (local files)
 
 
-def hub_layout(
-    release: str = "v5", cache_dir: str | Path | None = None, checkpoint: str | Path | None = None
-) -> WeightsLayout:
-    """Fetch (or find in the cache, when HF_HUB_OFFLINE is set) every repo of ``release``."""
-    spec = get_release(release)
-    errors = []
-    base = _snapshot(f"{HUB_OWNER}/{BASE_MODEL_DIR}", cache_dir, ("unet", "vae", "text_encoder"), errors,
-                     extra_folders=("tokenizer",))
-    adapters = []
-    for role, adapter in spec.adapters().items():
-        folder = _snapshot(f"{HUB_OWNER}/{adapter.folder}", cache_dir, (".",), errors)
-        adapters.append((role, folder if folder is not None else Path(f"<hub:{HUB_OWNER}/{adapter.folder}>")))
-    if errors:
-        raise MissingWeightsError(f"HelloMeme {release} weights are not available from the hub or its cache", errors,
-                                  [f"huggingface hub cache {cache_dir or '(default HF cache)'}"])
-    layout = WeightsLayout(spec, base, tuple(adapters), None if checkpoint is None else Path(checkpoint))
-    return check_layout(layout)
-
-
-def _snapshot(
-    repo_id: str, cache_dir, weight_folders: tuple[str, ...], errors: list[str], extra_folders: tuple[str, ...] = ()
-) -> Path | None:
-    """Download (or find cached) the parts of ``repo_id`` we use; safetensors preferred, .bin only where needed."""
-    from huggingface_hub import snapshot_download
-
-    def patterns(folders):
-        return None if folders == (".",) else [f"{folder}/*" for folder in folders]
-
-    ignore = ["*fp16*", "*non_ema*", "*.ckpt", "*.msgpack", "*.onnx*", "*.h5", "*.ot"]
-    try:
-        wanted = patterns(weight_folders + extra_folders)
-        path = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=wanted,
-                                      ignore_patterns=ignore + ["*.bin"]))
-        lacking = tuple(f for f in weight_folders if not list((path / f).glob("*.safetensors")))
-        if lacking:
-            path = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns(lacking),
-                                          ignore_patterns=ignore))
-        return path
-    except Exception as err:  # huggingface_hub raises many types (offline, auth, network, missing)
-        errors.append(f"{repo_id}: {type(err).__name__}: {err}")
-        return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
+def _weights_file(folder: Path, names: Iterable[str]) -> Path | None:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def load_adapter(
@@ -382,32 +401,38 @@ def _load_sd_part(loader, folder: Path, **kwargs):
         raise MismatchedWeightsError(f"cannot load {folder}", [f"{type(err).__name__}: {err}"], [str(folder)]) from err
 
 
-def load_layout(
-    layout: WeightsLayout,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    lora: str | Path | None = None,
-    lora_scale: float = 1.0,
-) -> HelloMemeComponents:
-    """Load every part of ``layout`` and place it on ``device`` once."""
+def _load_checkpoint(checkpoint: Path, base: Path):
+    """(denoiser UNet, decoding VAE or None) from a stylised SD1.5 checkpoint (folder or single file)."""
+    if is_single_file(checkpoint):
+        unet_config = UNet2DConditionModel.load_config(str(base / "unet"))
+        vae_config = AutoencoderKL.load_config(str(base / "vae"))
+        try:
+            return load_single_file(str(checkpoint), unet_config, vae_config)
+        except ValueError as err:
+            raise MismatchedWeightsError(f"cannot use checkpoint {checkpoint}", [str(err)], [str(checkpoint)]) from err
+    unet = _load_sd_part(UNet2DConditionModel.from_pretrained, checkpoint / "unet")
+    vae = None
+    if (checkpoint / "vae" / "config.json").is_file():
+        vae = _load_sd_part(AutoencoderKL.from_pretrained, checkpoint / "vae")
+    return unet, vae
+
+
+def load_layout(layout: WeightsLayout, device: torch.device | str, dtype: torch.dtype) -> HelloMemeComponents:
+    """Load every part of a local ``layout`` and place it on ``device`` once.
+
+    As the published script (its 'x1' style): the reference net, both text encoders and the
+    encoding VAE are base SD1.5; a checkpoint gives the denoiser's UNet and the decoding VAE.
+    """
     device = torch.device(device)
-    base = layout.base
+    base = Path(layout.base)
     tokenizer = _load_sd_part(CLIPTokenizer.from_pretrained, base / "tokenizer")
     text_encoder = _load_sd_part(CLIPTextModel.from_pretrained, base / "text_encoder")
     vae = _load_sd_part(AutoencoderKL.from_pretrained, base / "vae")
     unet = _load_sd_part(UNet2DConditionModel.from_pretrained, base / "unet")
 
-    denoiser_unet = decoder_vae = denoiser_text_encoder = None
+    denoiser_unet = decoder_vae = None
     if layout.checkpoint is not None:
-        checkpoint = layout.checkpoint
-        denoiser_unet = _load_sd_part(UNet2DConditionModel.from_pretrained, checkpoint / "unet")
-        if (checkpoint / "vae" / "config.json").is_file():
-            decoder_vae = _load_sd_part(AutoencoderKL.from_pretrained, checkpoint / "vae")
-    if lora is not None:
-        # HelloMeme keeps the reference branch on base SD1.5: the LoRA goes to separate copies.
-        denoiser_unet = copy.deepcopy(unet) if denoiser_unet is None else denoiser_unet
-        denoiser_text_encoder = copy.deepcopy(text_encoder)
-        fuse_lora(denoiser_unet, denoiser_text_encoder, lora, lora_scale)
+        denoiser_unet, decoder_vae = _load_checkpoint(Path(layout.checkpoint), base)
 
     release = layout.release
     adapters = {role: load_adapter(spec.cls, layout.adapter(role)) for role, spec in release.adapters().items()}
@@ -421,7 +446,6 @@ def load_layout(
         device=device,
         dtype=dtype,
         denoiser_unet=denoiser_unet,
-        denoiser_text_encoder=denoiser_text_encoder,
         decoder_vae=decoder_vae,
     )
 
@@ -432,14 +456,14 @@ def load_hellomeme(
     dtype: torch.dtype = torch.float32,
     release: str = "v5",
     checkpoint: str | Path | None = None,
-    lora: str | Path | None = None,
-    lora_scale: float = 1.0,
     cache_dir: str | Path | None = None,
 ) -> HelloMemeComponents:
-    """Check, then load, HelloMeme from a local directory (or from the hub when ``weights_dir`` is None)."""
+    """Check, then load, HelloMeme from a local folder (or from the hub when ``weights_dir`` is None)."""
     if weights_dir is None:
-        layout = hub_layout(release, cache_dir, checkpoint)
+        from hellomeme.hub import download_layout
+
+        layout = check_layout(download_layout(release, cache_dir, checkpoint))
     else:
         layout = check_weights(weights_dir, release, checkpoint)
-    logger.info("loading HelloMeme %s from %s onto %s (%s)", release, layout.base.parent, device, dtype)
-    return load_layout(layout, device, dtype, lora=lora, lora_scale=lora_scale)
+    logger.info("loading HelloMeme %s from %s onto %s (%s)", release, Path(layout.base).parent, device, dtype)
+    return load_layout(layout, device, dtype)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import RenderInput, RenderSettings
-from hellomeme.pose_control import HeadPoseTrack
-from hellomeme.tiny import tiny_components
-from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
+from engines.base import RenderInput, RowSettings
 from faces.tracking import FaceTrack
-from hellomeme.windows import WindowPlan
+from hellomeme.pose_control import HeadPoseTrack
+from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig, VideoRequest
+from hellomeme.windows import WindowRule
+
+from .tiny_models import tiny_components
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DICT_TSV = REPO.parent / "shared" / "hellomeme" / "state_dict_keys.tsv"
@@ -47,8 +48,13 @@ def face_track(size: int, frames: int, seed: int = 0) -> FaceTrack:
     )
 
 
-def render_input(frames: int, window: int = 4, overlap: int = 1, seed: int = 0, size: int = TEST_SIZE,
-                 steps: int = 2, meme_id: str = "meme") -> RenderInput:
+TINY_FACTORY = "tests.hellomeme.tiny_models:tiny_components"
+# Tiny clips still need several windows: 4-frame windows sharing one frame.
+TEST_WINDOWS = WindowRule(size=4, overlap=1)
+
+
+def render_input(frames: int, seed: int = 0, size: int = TEST_SIZE, steps: int = 2, meme_id: str = "meme",
+                 **settings) -> RenderInput:
     rng = np.random.default_rng(seed + 100)
     return RenderInput(
         meme_id=meme_id,
@@ -56,13 +62,12 @@ def render_input(frames: int, window: int = 4, overlap: int = 1, seed: int = 0, 
         reference_face=face_track(size, 1, seed + 1),
         driving_frames=rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8),
         driving_face=face_track(size, frames, seed + 2),
-        windows=WindowPlan(num_frames=frames, size=window, overlap=overlap),
-        settings=RenderSettings(seed=seed, steps=steps, guidance=1.5, size=size),
+        settings=RowSettings(seed=seed, steps=steps, **settings),
     )
 
 
-def video_request(frames: int, window: int = 4, overlap: int = 1, seed: int = 0, size: int = TEST_SIZE,
-                  steps: int = 2, prompt: str = "") -> VideoRequest:
+def video_request(frames: int, seed: int = 0, size: int = TEST_SIZE, steps: int = 2, prompt: str = "",
+                  guidance: float = 1.5, **extra) -> VideoRequest:
     rng = np.random.default_rng(seed + 200)
     return VideoRequest(
         reference_image=rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
@@ -71,11 +76,11 @@ def video_request(frames: int, window: int = 4, overlap: int = 1, seed: int = 0,
             translation=np.tile([0.0, 0.0, -5.0], (frames, 1)) + rng.normal(0, 0.01, (frames, 3)),
         ),
         expression_faces=rng.integers(0, 256, (frames, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8),
-        plan=WindowPlan(num_frames=frames, size=window, overlap=overlap),
         seed=seed,
         steps=steps,
-        guidance=1.5,
+        guidance=guidance,
         prompt=prompt,
+        **extra,
     )
 
 
@@ -87,4 +92,4 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def pipeline(tiny):
-    return HelloMemeVideoPipeline(tiny, PipelineConfig(frames_per_batch=32))
+    return HelloMemeVideoPipeline(tiny, PipelineConfig(windows=TEST_WINDOWS, frames_per_batch=32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 
 import huggingface_hub.constants
 import numpy as np
@@ -12,8 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from hellomeme.expression import PDFGCMotionEncoder
 from hellomeme.motion_adapter import HM5MotionAdapter
-from hellomeme.tiny import save_tiny_weights, tiny_components, tiny_modules
+from hellomeme.hub import check_hub
 from hellomeme.video_pipeline import HelloMemeVideoPipeline, PipelineConfig
+from hellomeme.weight_files import WeightFiles
 from hellomeme.weights import (
     MismatchedWeightsError,
     MissingWeightsError,
@@ -23,7 +25,9 @@ from hellomeme.weights import (
     load_hellomeme,
 )
 
-from .conftest import video_request
+from .conftest import TEST_WINDOWS, video_request
+from .ldm_layout import single_file_state
+from .tiny_models import save_tiny_weights, tiny_components, tiny_modules
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,8 @@ def test_saved_tiny_checkpoint_loads_and_renders_like_the_in_memory_model(tiny_d
     check_weights(tiny_dir)
     loaded = load_hellomeme(tiny_dir, device="cpu", dtype=torch.float32)
     built = tiny_components("cpu", torch.float32, seed=0)
-    request = video_request(frames=5, window=4, overlap=1, seed=1)
-    config = PipelineConfig(frames_per_batch=32)
+    request = video_request(frames=5, seed=1)
+    config = PipelineConfig(windows=TEST_WINDOWS, frames_per_batch=32)
     from_disk = HelloMemeVideoPipeline(loaded, config)([request])[0]
     in_memory = HelloMemeVideoPipeline(built, config)([request])[0]
     # Same weights; CPU kernels may round differently for differently aligned buffers (~1e-6).
@@ -96,49 +100,139 @@ def test_adapters_made_for_another_unet_are_refused(tiny_dir, tmp_path):
         check_weights(broken)
 
 
+HUB_FOLDERS = ("stable-diffusion-v1-5", "hm5_reference", "hm5_control_base", "hm5_control_proj", "hm5_motion",
+               "pd_fgc_motion")
+
+
+def _fake_hub_cache(tiny_dir, cache):
+    revision = "0" * 40
+    for folder in HUB_FOLDERS:
+        repo = cache / f"models--songkey--{folder}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(revision)
+        shutil.copytree(tiny_dir / folder, repo / "snapshots" / revision)
+    return cache
+
+
 def test_hub_offline_without_cache_names_the_repos(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsError) as caught:
         load_hellomeme(None, cache_dir=tmp_path / "hf-cache")
     assert "songkey/hm5_motion" in str(caught.value)
     assert "songkey/stable-diffusion-v1-5" in str(caught.value)
+    with pytest.raises(WeightsError, match="HF_HUB_OFFLINE"):
+        check_hub(cache_dir=tmp_path / "hf-cache")
 
 
 def test_hub_ids_resolve_from_the_cache_when_offline(tiny_dir, tmp_path, monkeypatch):
     """The hub path: songkey/<folder> repos found in a huggingface_hub cache with HF_HUB_OFFLINE set."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    cache, revision = tmp_path / "hf-cache", "0" * 40
-    for folder in ("stable-diffusion-v1-5", "hm5_reference", "hm5_control_base", "hm5_control_proj", "hm5_motion",
-                   "pd_fgc_motion"):
-        repo = cache / f"models--songkey--{folder}"
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(revision)
-        shutil.copytree(tiny_dir / folder, repo / "snapshots" / revision)
+    cache = _fake_hub_cache(tiny_dir, tmp_path / "hf-cache")
+    check_hub(cache_dir=cache)
     components = load_hellomeme(None, cache_dir=cache)
     assert components.denoiser.motion_adapter.config.block_up_channels[-1] == 16
 
 
-def test_stylised_checkpoint_and_lora_go_to_the_denoiser_only(tiny_dir, tmp_path):
-    """HelloMeme keeps the reference branch on base SD1.5; a checkpoint or LoRA changes the denoiser side."""
+def test_hub_check_online_reads_metadata_only(tiny_dir, monkeypatch):
+    """Online, the driver reads listings, configs and safetensors headers through a filesystem; it downloads nothing.
+
+    An in-memory filesystem laid out like the hub (``songkey/<repo>/...``) stands in for HfFileSystem.
+    """
+    import fsspec
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the driver must not download the model")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    memory = fsspec.filesystem("memory")
+    try:
+        for folder in HUB_FOLDERS:
+            memory.put(str(tiny_dir / folder), f"/songkey/{folder}", recursive=True)
+        reads = []
+        original_cat_file = memory.cat_file
+
+        def counting_cat_file(path, start=None, end=None, **kwargs):
+            reads.append((path, start, end))
+            return original_cat_file(path, start=start, end=end, **kwargs)
+
+        monkeypatch.setattr(memory, "cat_file", counting_cat_file)
+        monkeypatch.setattr(memory, "open", no_download)  # whole-file reads would go through open
+        check_hub(files=WeightFiles(memory))
+        weight_reads = [(p, a, b) for p, a, b in reads if p.endswith(".safetensors")]
+        assert weight_reads
+        for path, _, end in weight_reads:  # the 8-byte length and the JSON header, never tensor data
+            data = original_cat_file(path)
+            assert end is not None and end <= 8 + struct.unpack("<Q", data[:8])[0] < len(data)
+        memory.rm("/songkey/hm5_motion/diffusion_pytorch_model.safetensors")
+        with pytest.raises(MissingWeightsError, match="hm5_motion"):
+            check_hub(files=WeightFiles(memory))
+    finally:
+        memory.rm("/songkey", recursive=True)
+
+
+def _styled_single_file(tmp_path, with_vae=True):
+    styled = tiny_modules(seed=5)
+    path = tmp_path / "styled.safetensors"
+    save_file(single_file_state(styled["unet"], styled["vae"] if with_vae else None), str(path))
+    return styled, path
+
+
+def test_stylised_checkpoint_goes_to_the_denoiser_only(tiny_dir, tmp_path):
+    """As the script's 'x1' style: the reference branch and text encoders stay base SD1.5."""
     checkpoint = tmp_path / "style"
     styled = tiny_modules(seed=5)
     styled["unet"].save_pretrained(str(checkpoint / "unet"))
     styled["vae"].save_pretrained(str(checkpoint / "vae"))
-    lora = tmp_path / "lora.safetensors"
-    layer = "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"lora_unet_{layer}.lora_down.weight": torch.ones(1, 8),
-               f"lora_unet_{layer}.lora_up.weight": torch.ones(8, 1)}, str(lora))
+    check_weights(tiny_dir, checkpoint=checkpoint)
     base = load_hellomeme(tiny_dir)
-    components = load_hellomeme(tiny_dir, checkpoint=checkpoint, lora=lora)
+    components = load_hellomeme(tiny_dir, checkpoint=checkpoint)
     assert components.denoiser.unet is not components.reference_net.unet
     assert components.decoder_vae is not components.encoder_vae
-    assert components.denoiser_text_encoder is not components.reference_text_encoder
+    assert components.denoiser_text_encoder is components.reference_text_encoder
     reference_q = components.reference_net.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
     base_q = base.reference_net.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
     torch.testing.assert_close(reference_q, base_q)
     styled_q = styled["unet"].down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
     denoiser_q = components.denoiser.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
-    torch.testing.assert_close(denoiser_q, styled_q + 1.0)
+    torch.testing.assert_close(denoiser_q, styled_q)
+
+
+def test_single_file_checkpoint_loads_as_the_diffusers_folder_would(tiny_dir, tmp_path):
+    styled, path = _styled_single_file(tmp_path)
+    check_weights(tiny_dir, checkpoint=path)
+    components = load_hellomeme(tiny_dir, checkpoint=path)
+    for name, tensor in styled["unet"].state_dict().items():
+        torch.testing.assert_close(components.denoiser.unet.state_dict()[name], tensor, rtol=0, atol=0)
+    for name, tensor in styled["vae"].state_dict().items():
+        torch.testing.assert_close(components.decoder_vae.state_dict()[name], tensor, rtol=0, atol=0)
+    assert components.encoder_vae is not components.decoder_vae
+
+
+def test_single_file_without_a_vae_keeps_the_base_decoder(tiny_dir, tmp_path):
+    _, path = _styled_single_file(tmp_path, with_vae=False)
+    components = load_hellomeme(tiny_dir, checkpoint=path)
+    assert components.decoder_vae is components.encoder_vae
+
+
+def test_broken_single_file_is_named_before_loading(tiny_dir, tmp_path):
+    _, path = _styled_single_file(tmp_path)
+    state = load_file(str(path))
+    state.pop("model.diffusion_model.out.2.weight")
+    state["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(path))
+    with pytest.raises(MismatchedWeightsError) as caught:
+        check_weights(tiny_dir, checkpoint=path)
+    assert "conv_out.weight" in str(caught.value) and "conv_in.weight" in str(caught.value)
+    with pytest.raises(MissingWeightsError, match="single-file"):
+        check_weights(tiny_dir, checkpoint=tmp_path / "absent.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MismatchedWeightsError, match="truncated"):
+        check_weights(tiny_dir, checkpoint=truncated)
 
 
 def test_batch_norm_counters_may_be_absent(tiny_dir, tmp_path):
