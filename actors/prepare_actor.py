@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from engines.base import RowSettings
+from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
-from faces.tracking import CropConfig, FaceError, FaceTracker, crop_frames, stable_crop_box
+from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames
 from mediaio import clips, media, storage
 from reporting import previews
 from reporting.metrics import worker_metrics
@@ -90,16 +90,16 @@ class _Stopwatch:
 class PrepareActor:
     """Turns a row's URIs into face crops, face tracks and audio (see the module docstring)."""
 
-    def __init__(self, size: int, default_fps: float | None, limits: media.MediaLimits,
+    def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: media.MediaLimits,
                  storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None) -> None:
         self.size = size
         self.default_fps = default_fps
+        self.crop_box: Callable[[FaceTrack], CropBox] = import_object(crop_rule)  # the engine's crop convention
         self.limits = limits
         self.storage_options = dict(storage_options)
         self.max_input_bytes = max_input_bytes
         self.previews_uri = previews_uri
         self.tracker = FaceTracker()
-        self.crop = CropConfig()
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, Any]:
         metrics = worker_metrics()
@@ -154,7 +154,7 @@ class PrepareActor:
             track = self.tracker.detect(small, image_size=(height, width))
         except FaceError as exc:
             raise InputError(f"reference {storage.redact(uri)}: {exc}") from None
-        box = stable_crop_box(track, self.crop)
+        box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
         columns = {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size))}
         columns["preview_reference"] = self._preview(row, "reference", lambda: previews.still_webp(image))
@@ -189,7 +189,7 @@ class PrepareActor:
             raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
         except FaceError as exc:
             raise InputError(f"driving video {storage.redact(uri)}: {exc}") from None
-        box = stable_crop_box(track, self.crop)
+        box = self.crop_box(track)
         crops = np.empty((plan.count, self.size, self.size, 3), np.uint8)
         try:
             for index, frame in enumerate(decode.time(reader.frames(plan))):

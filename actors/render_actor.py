@@ -47,9 +47,9 @@ def render_input(row: Mapping[str, Any], size: int) -> RenderInput:
 class RenderActor:
     """Wraps one engine instance for the actor's life."""
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
-        self.engine = create_engine(spec)
+        self.engine = create_engine(spec, storage_options)
         self.metrics = worker_metrics()
         if self.engine.needs_gpu:
             self.metrics.start_gpu_sampler()

@@ -133,13 +133,18 @@ class Engine(ABC):
     needs_gpu: ClassVar[bool] = False
     # Generation frame rate when the manifest row gives none; None renders at the driving clip's rate.
     default_fps: ClassVar[float | None] = None
+    # The square face crop this engine expects, as ``module:function`` (FaceTrack -> CropBox): named by
+    # path so the prepare actors use it without importing the engine (and its model libraries).
+    crop_rule: ClassVar[str] = "faces.tracking:stable_crop_box"
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         self.spec = spec
+        self.storage_options = dict(storage_options or {})  # the job's, for weights in object storage
 
     @classmethod
-    def check_ready(cls, spec: EngineSpec) -> None:
+    def check_ready(cls, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         """Raise before any row runs if this engine cannot run with ``spec`` (missing weights); reads metadata only."""
+
 
     @staticmethod
     def batch_key(settings: RowSettings) -> Any:

@@ -12,16 +12,16 @@ as an adapter of the one loaded model.
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from engines.base import Engine, EngineOptionError, EngineSpec, RenderInput, RowSettings, import_object
-from engines.hellomeme_crop import hellomeme_crop_box
 from engines.hellomeme_options import HelloMemeOptions, check_lora_name
 from engines.hellomeme_weights import check_hellomeme_weights, load_components, local_file
-from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, CropBox, FaceTrack
+from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
 from hellomeme.expression import align_face_for_expression, five_points_from_mediapipe
 from hellomeme.pose_control import (
     HeadPoseTrack,
@@ -93,9 +93,10 @@ class HelloMemeEngine(Engine):
     name = "hellomeme"
     needs_gpu = True
     default_fps = 8
+    crop_rule = "engines.hellomeme_crop:hellomeme_crop_box"  # the official script's square face crop
 
-    def __init__(self, spec: EngineSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(spec, storage_options)
         options: HelloMemeOptions = spec.options
         options.check(spec.size)
         device = resolve_device(options.device)
@@ -103,7 +104,7 @@ class HelloMemeEngine(Engine):
         if options.components_factory:
             components = import_object(options.components_factory)(device, dtype, release=options.release)
         else:
-            components = load_components(options, device, dtype)
+            components = load_components(options, device, dtype, self.storage_options)
         self.options = options
         self.pipeline = HelloMemeVideoPipeline(components, pipeline_config(options), compile=options.compile)
         self._face_size = components.expression_encoder.config.image_size
@@ -111,22 +112,17 @@ class HelloMemeEngine(Engine):
                     f" [{options.components_factory}]" if options.components_factory else "")
 
     @classmethod
-    def check_ready(cls, spec: EngineSpec) -> None:
+    def check_ready(cls, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         """On the driver, before any row: options, then weights from metadata only (nothing is downloaded)."""
         options: HelloMemeOptions = spec.options
         options.check(spec.size)
         if not options.components_factory:
-            check_hellomeme_weights(options)
+            check_hellomeme_weights(options, storage_options)
 
     @staticmethod
     def batch_key(settings: RowSettings):
         """Rows with the same LoRA file and scale share a render call (one adapter active per call)."""
         return (settings.lora, float(settings.lora_scale)) if settings.lora else None
-
-    @staticmethod
-    def crop_box(track: FaceTrack) -> CropBox:
-        """The official script's square face crop for a clip (or a reference image's one frame)."""
-        return hellomeme_crop_box(track)
 
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
         return self.pipeline([self.request_for(item) for item in inputs])
@@ -149,7 +145,7 @@ class HelloMemeEngine(Engine):
                 check_lora_name(settings.lora)
             except EngineOptionError as err:
                 raise ValueError(f"{item.meme_id}: {err}") from None
-            lora = str(local_file(settings.lora, self.options))
+            lora = str(local_file(settings.lora, self.options, self.storage_options))
         pose = hellomeme_pose_track(item.reference_face, item.driving_face, size, self.options.trans_ratio)
         faces = np.stack([
             align_face_for_expression(frame, five_points_from_mediapipe(points), self._face_size)

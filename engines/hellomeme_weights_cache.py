@@ -9,8 +9,8 @@ the local files the same way (sizes and headers, a few kilobytes each) and use t
 fails verification is fetched again; one that fails after download raises, so a job never loads
 a truncated model.
 
-Credentials come from the job's storage options (the ``HELLOMEME_STORAGE_OPTIONS`` JSON that Ray
-Jobs submissions give every worker) or the provider's usual chain; nothing secret is logged.
+Credentials come from the job's storage options (handed to the engine by its render actor) or the
+provider's usual chain; nothing secret is logged.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from mediaio.storage import filesystem_for, redact, scheme_of
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "HELLOMEME_WEIGHTS_CACHE"
-STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"  # the job's storage options (jobs.options writes it)
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "memory")
 MANIFEST = ".hellomeme-cache.json"
 # Files in a weights tree that HelloMeme never reads.
@@ -52,18 +51,6 @@ def is_remote(location: str | None) -> bool:
 
 def default_cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hellomeme-batch").expanduser()
-
-
-def storage_options_from_env() -> dict[str, Any]:
-    """The job's storage options, as the job hands them to its workers (empty when none)."""
-    raw = os.environ.get(STORAGE_OPTIONS_ENV)
-    if not raw:
-        return {}
-    try:
-        options = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise WeightsCacheError(f"${STORAGE_OPTIONS_ENV} is not JSON ({err.msg})") from None
-    return options if isinstance(options, dict) else {}
 
 
 @dataclass(frozen=True)

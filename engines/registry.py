@@ -7,6 +7,7 @@ its options class is light, so the CLI can build every engine's flags without lo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from engines.base import Engine, EngineSpec, import_object
 
@@ -53,6 +54,6 @@ def engine_spec(name: str, size: int = 512, **options) -> EngineSpec:
     return EngineSpec(name=name, engine_path=entry(name).engine, size=size, options=options_class(name)(**options))
 
 
-def create_engine(spec: EngineSpec) -> Engine:
+def create_engine(spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> Engine:
     """Build an engine (load its weights); called once per render actor."""
-    return spec.engine_class()(spec)
+    return spec.engine_class()(spec, storage_options)

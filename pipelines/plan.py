@@ -74,13 +74,13 @@ class JobPlan:
         return len(self.pending) + len(self.settled)
 
 
-def check_engine(spec: EngineSpec) -> None:
+def check_engine(spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
     """Raise EngineOptionError naming the option the engine cannot run with, then check its weights."""
     if not MIN_SIZE <= spec.size <= MAX_SIZE or spec.size % 2:
         raise EngineOptionError("--size", f"must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                                           f"got {spec.size}")
     spec.options.check(spec.size)
-    spec.engine_class().check_ready(spec)
+    spec.engine_class().check_ready(spec, storage_options)
 
 
 def default_output_uri(config: JobConfig, meme_id: str) -> str:
@@ -145,5 +145,5 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
 
 def plan_job(config: JobConfig) -> JobPlan:
     """Check the engine, read the manifest and plan every row; job-level problems raise before any row runs."""
-    check_engine(config.engine)
+    check_engine(config.engine, config.storage_options)
     return plan_rows(read_manifest(config.manifest_uri, config.storage_options), config)

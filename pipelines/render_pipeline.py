@@ -98,9 +98,9 @@ def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None
 class PrepareStage:
     """Ray Data callable class: the prepare actor inside the per-row error boundary."""
 
-    def __init__(self, size: int, default_fps: float | None, limits: MediaLimits, storage_options: dict[str, Any],
-                 max_input_bytes: int, previews_uri: str | None) -> None:
-        self.actor = PrepareActor(size, default_fps, limits, storage_options, max_input_bytes, previews_uri)
+    def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: MediaLimits,
+                 storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None) -> None:
+        self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri)
         self.outputs = prepare_actor.output_columns(size)
 
     def __call__(self, row: Row) -> Row:
@@ -110,8 +110,8 @@ class PrepareStage:
 class RenderStage:
     """Ray Data callable class: the render actor inside the error boundary; drops what it consumed."""
 
-    def __init__(self, spec: EngineSpec) -> None:
-        self.actor = RenderActor(spec)
+    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
+        self.actor = RenderActor(spec, storage_options)
         self.outputs = render_actor.output_columns(spec.size)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -129,7 +129,8 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     dataset = dataset.map(
         PrepareStage,
-        fn_constructor_kwargs={"size": config.engine.size, "default_fps": engine.default_fps, "limits": config.limits,
+        fn_constructor_kwargs={"size": config.engine.size, "default_fps": engine.default_fps,
+                               "crop_rule": engine.crop_rule, "limits": config.limits,
                                "storage_options": dict(config.storage_options),
                                "max_input_bytes": config.max_input_bytes,
                                "previews_uri": config.output_uri if config.report else None},
@@ -138,7 +139,7 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
     )
     dataset = dataset.map_batches(
         RenderStage,
-        fn_constructor_kwargs={"spec": config.engine},
+        fn_constructor_kwargs={"spec": config.engine, "storage_options": dict(config.storage_options)},
         batch_size=config.videos_per_batch,  # GPU engines batch the windows of several videos
         num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
         num_gpus=1 if engine.needs_gpu else 0,

@@ -36,7 +36,7 @@ def run_tiny_hellomeme_job(media: Path, workdir: Path) -> dict:
             row.update(max_seconds=1.5, steps=2, seed=7)
         manifest = workdir / "manifest.parquet"
         write_manifest(rows, str(manifest))
-        spec = engine_spec("hellomeme", size=128, components_factory="hellomeme.tiny:tiny_components")
+        spec = engine_spec("hellomeme", size=128, components_factory="tests.hellomeme.tiny_models:tiny_components")
         config = JobConfig(manifest_uri=str(manifest), output_uri=str(workdir / "out"), engine=spec,
                            videos_per_batch=2)
         report = run_render_job(config)

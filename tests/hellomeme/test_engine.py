@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from safetensors.torch import save_file
 from engines.base import Engine, EngineOptionError, RenderInput, RowSettings
 from engines.hellomeme_engine import HelloMemeEngine, pipeline_config, resolve_device, resolve_dtype
 from engines.hellomeme_options import HelloMemeOptions
-from engines.hellomeme_weights_cache import STORAGE_OPTIONS_ENV
 from engines.registry import engine_spec
 from hellomeme.lora import LoraError
 from hellomeme.weights import MismatchedWeightsError, MissingWeightsError
@@ -158,13 +156,13 @@ def test_weights_from_s3_checked_by_metadata_then_synced_once(s3_endpoint, tiny_
     fs.put(str(tiny_dir), uri, recursive=True)
     lora_uri = f"s3://{s3_endpoint.bucket}/engine-loras/style.safetensors"
     fs.put(str(write_lora(tmp_path / "style.safetensors")), lora_uri)
-    monkeypatch.setenv(STORAGE_OPTIONS_ENV, json.dumps(s3_endpoint.storage_options))
+    options = s3_endpoint.storage_options  # the job's storage options, handed to the engine by its actor
     cache = tmp_path / "node-cache"
     spec = engine_spec("hellomeme", size=TEST_SIZE, weights=uri, weights_cache=str(cache), lora=lora_uri,
                        device="cpu", window=4)
-    HelloMemeEngine.check_ready(spec)
+    HelloMemeEngine.check_ready(spec, options)
     assert not cache.exists()  # the driver read metadata only
-    engine = HelloMemeEngine(spec)
+    engine = HelloMemeEngine(spec, options)
     synced = [p for p in cache.rglob("*.safetensors")]
     assert any(p.parent.name == "hm5_motion" for p in synced)
     row = render_input(frames=2, seed=2)
@@ -173,4 +171,4 @@ def test_weights_from_s3_checked_by_metadata_then_synced_once(s3_endpoint, tiny_
     assert any(p.name == "style.safetensors" for p in cache.rglob("*.safetensors"))
     with pytest.raises(EngineOptionError, match="--lora"):
         HelloMemeEngine.check_ready(dataclasses.replace(spec, options=dataclasses.replace(
-            spec.options, lora=f"s3://{s3_endpoint.bucket}/engine-loras/absent.safetensors")))
+            spec.options, lora=f"s3://{s3_endpoint.bucket}/engine-loras/absent.safetensors")), options)
