@@ -173,6 +173,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("out") / "quality",
                         help="where the contact sheets go (default: bench/out/quality, not committed)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--note", default="", help="a line to record with the figures (what changed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with_media = has_media(args.media)
@@ -205,7 +206,9 @@ def main() -> int:
 
     gen_table, shared_table = summarise(generated), summarise(shared)
     jumps = seam_jumps([pair.result.frames for pair in generated + shared])
-    speed = warp_speed(generated[0].result, portraits[SPECS[0].reference])
+    # The longest clip, so the per-video setup (rig, retargeting) weighs as in a real row.
+    longest = max(generated, key=lambda pair: len(pair.result.frames))
+    speed = warp_speed(longest.result, portraits[SPECS[0].reference])
     lines = [format_table("generated set, r min/median", gen_table)]
     if shared:
         lines.append(format_table("shared pairs, r min/median", shared_table))
@@ -224,9 +227,11 @@ def main() -> int:
         f"contact sheets (driving above, output below): {args.out}/<set>/<pair>.png",
         f"wall time {time.perf_counter() - started:.0f} s",
     ]
+    if args.note:
+        lines.append(f"note: {args.note}")
     print("\n".join(lines))
     if not args.no_record:
-        append_results("Warp quality", "python bench/quality.py", lines)
+        append_results("Warp quality", "python bench/quality.py" + (" --note ..." if args.note else ""), lines)
     return 0
 
 
