@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -470,11 +470,43 @@ def head_pitch(track: FaceTrack) -> np.ndarray:
     return track.rotation[:, 0].copy()
 
 
+def head_roll(track: FaceTrack) -> np.ndarray:
+    """(T,) roll in radians (clockwise in the image is positive)."""
+    return track.rotation[:, 2].copy()
+
+
+_EYE_CORNERS = (33, 133, 362, 263)
+
+
+def nose_proxies(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(yaw, pitch) proxies (T,) each: the nose tip against the eye corners, no pose model at all.
+
+    The nose tip's 2D offset from the mean of the four eye corners, along the line through the
+    outer corners (yaw: towards image left is positive) and across it (pitch: down is
+    positive), over the outer corners' 3D distance.  An independent check on solvePnP's
+    angles: it needs no canonical face or camera, only the tracker's points.  The 3D distance
+    (not the 2D one, which shrinks as cos(yaw)) keeps a turn from reading as a nod.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    centre = landmarks[:, list(_EYE_CORNERS), :2].mean(axis=1)
+    along = landmarks[:, FaceIndex.EYE_OUTER_RIGHT, :2] - landmarks[:, FaceIndex.EYE_OUTER_LEFT, :2]
+    along /= np.maximum(np.linalg.norm(along, axis=1, keepdims=True), 1e-9)
+    across = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    length = np.linalg.norm(landmarks[:, FaceIndex.EYE_OUTER_RIGHT] - landmarks[:, FaceIndex.EYE_OUTER_LEFT], axis=1)
+    offset = landmarks[:, FaceIndex.NOSE_TIP, :2] - centre
+    length = np.maximum(length, 1e-9)
+    return -np.einsum("tc,tc->t", offset, along) / length, np.einsum("tc,tc->t", offset, across) / length
+
+
 # Standard deviation a signal must exceed over a clip to count as moving: five times the
 # tracker's own noise, measured as the signal's standard deviation over a still portrait
 # re-tracked under +-1 px shifts, +-1 % scale, +-0.5 degree rotation and pixel noise (worst of
-# five photographic portraits: mouth 0.0027, eye 0.0034, yaw 0.0113 rad, pitch 0.0073 rad).
+# five photographic portraits: mouth 0.0027, eye 0.0034, yaw 0.0113 rad, pitch 0.0073 rad;
+# of six for roll 0.0068 rad, which includes the +-0.5 degree rotation itself, and the nose
+# proxies, yaw 0.0054 and pitch 0.0057).
 SIGNAL_NOISE_FLOORS: dict[str, float] = {"mouth": 0.014, "eye": 0.017, "yaw": 0.057, "pitch": 0.037}
+MOTION_NOISE_FLOORS: dict[str, float] = {**SIGNAL_NOISE_FLOORS, "roll": 0.034, "yaw_proxy": 0.027,
+                                         "pitch_proxy": 0.029}
 
 
 def expression_signals(track: FaceTrack) -> dict[str, np.ndarray]:
@@ -482,16 +514,29 @@ def expression_signals(track: FaceTrack) -> dict[str, np.ndarray]:
     return {"mouth": mouth_opening(track), "eye": eye_opening(track), "yaw": head_yaw(track), "pitch": head_pitch(track)}
 
 
-def follow_correlations(driving: FaceTrack, output: FaceTrack,
-                        floors: dict[str, float] | None = None) -> dict[str, float | None]:
+def motion_signals(track: FaceTrack) -> dict[str, np.ndarray]:
+    """:func:`expression_signals`, head roll, and the nose proxies of yaw and pitch (:func:`nose_proxies`).
+
+    The proxies judge head motion without the solvePnP model the warp engine itself retargets
+    with, so an engine cannot pass by agreeing with its own pose estimator.
+    """
+    yaw_proxy, pitch_proxy = nose_proxies(track.landmarks)
+    return {**expression_signals(track), "roll": head_roll(track), "yaw_proxy": yaw_proxy, "pitch_proxy": pitch_proxy}
+
+
+def follow_correlations(driving: FaceTrack, output: FaceTrack, floors: dict[str, float] | None = None,
+                        signals: Callable[[FaceTrack], dict[str, np.ndarray]] = expression_signals,
+                        ) -> dict[str, float | None]:
     """Pearson correlation of each signal between a driving clip and a video rendered from it.
 
     ``None`` for a signal that stays within its noise floor in the driving clip (nothing to follow).
+    ``signals`` picks the set (:func:`motion_signals` adds roll and the nose proxies); ``floors``
+    defaults to :data:`MOTION_NOISE_FLOORS`, which covers both sets.
     """
     if len(driving) != len(output):
         raise FaceTrackError(f"tracks differ in length: {len(driving)} and {len(output)} frames")
-    floors = SIGNAL_NOISE_FLOORS if floors is None else floors
-    wanted, got = expression_signals(driving), expression_signals(output)
+    floors = MOTION_NOISE_FLOORS if floors is None else floors
+    wanted, got = signals(driving), signals(output)
     result: dict[str, float | None] = {}
     for name, values in wanted.items():
         if values.std() <= floors[name] or got[name].std() == 0:

@@ -46,7 +46,8 @@ def demo_portraits() -> dict[str, np.ndarray]:
 class DrivingScript:
     """Keyframed head pose and expression of a synthesised driving clip (linear in between).
 
-    Angles in degrees (pitch > 0 looks down, yaw > 0 turns the nose towards image left);
+    Angles in degrees, changes of the portrait's own angles (pitch > 0 looks down, yaw > 0 turns
+    the nose towards image left, roll > 0 tilts clockwise);
     ``mouth``: extra inner-lip gap and ``smile``: corner pull, both in outer-eye-corner
     distances; ``blink``: eyelid closure, 1 = shut.
     """
@@ -67,6 +68,45 @@ class DrivingScript:
 
 
 DEFAULT_SCRIPT = DrivingScript()
+STILL: Keyframes = ((0.0, 0.0), (1.0, 0.0))
+
+
+def oscillation(amplitude: float, cycles: float, start: float = 0.05, end: float = 0.95, phase: float = 0.0,
+                samples: int = 48) -> Keyframes:
+    """Keyframes of a sine of ``amplitude`` over ``cycles`` periods between ``start`` and ``end`` (still outside).
+
+    ``phase`` in radians; the sine fades in and out over the first and last tenth of the span, so
+    the motion starts from and returns to the still pose whatever the phase.
+    """
+    times = np.linspace(start, end, samples)
+    position = (times - start) / (end - start)
+    envelope = np.sin(np.pi / 2 * np.clip(np.minimum(position, 1 - position) / 0.1, 0.0, 1.0)) ** 2
+    values = amplitude * envelope * np.sin(2 * np.pi * cycles * position + phase)
+    return ((0.0, 0.0),) + tuple((float(t), float(v)) for t, v in zip(times, values)) + ((1.0, 0.0),)
+
+
+_BLINKS: Keyframes = ((0.0, 0.0), (0.2, 0.0), (0.25, 1.0), (0.3, 1.0), (0.35, 0.0), (0.6, 0.0), (0.65, 1.0),
+                      (0.7, 1.0), (0.75, 0.0), (1.0, 0.0))
+
+# Head motions one at a time and combined, for checking that an engine follows each: small nods
+# and turns (a few degrees, just above the tracker's noise floors) and large ones, tilts, and
+# all at once at different rates, with blinks and a mouth opening.
+MOTION_SCRIPTS: dict[str, DrivingScript] = {
+    "nod_small": DrivingScript(pitch=oscillation(5.0, 2.0), yaw=STILL, roll=STILL, smile=STILL, mouth=STILL,
+                               blink=STILL),
+    "nod_large": DrivingScript(pitch=oscillation(15.0, 1.5), yaw=STILL, roll=STILL, smile=STILL, mouth=STILL,
+                               blink=STILL),
+    "turn_small": DrivingScript(pitch=STILL, yaw=oscillation(7.0, 2.0), roll=STILL, smile=STILL, mouth=STILL,
+                                blink=STILL),
+    "turn": DrivingScript(pitch=STILL, yaw=oscillation(20.0, 1.5), roll=STILL, smile=STILL, mouth=STILL,
+                          blink=_BLINKS),
+    "roll": DrivingScript(pitch=STILL, yaw=STILL, roll=oscillation(10.0, 1.5), smile=STILL, mouth=STILL,
+                          blink=STILL),
+    "combined": DrivingScript(pitch=oscillation(9.0, 2.5), yaw=oscillation(15.0, 1.5, phase=1.0),
+                              roll=oscillation(5.0, 1.0, phase=0.5), smile=STILL,
+                              mouth=((0.0, 0.0), (0.25, 0.0), (0.32, 0.25), (0.4, 0.0), (1.0, 0.0)),
+                              blink=_BLINKS),
+}
 # Driving clips frame the face more tightly than the 3x crop the pipeline takes of them (the
 # shared clips show it at about 1.5-2.2x), so the face is large and its details tracked well.
 DRIVING_CROP_SCALE = 2.2
@@ -86,8 +126,8 @@ def synthesize_driving_clip(portrait: np.ndarray, script: DrivingScript = DEFAUL
     # reaches into engines/, and only when a clip is synthesised.
     from engines.warp.expressions import close_eyes, open_mouth, smile
     from engines.warp.portrait import PortraitRig
-    from engines.warp.retarget import Similarity3D, compose_targets
-    from faces.tracking import CropConfig, FaceTracker, crop_frames, euler_to_rotation, stable_crop_box
+    from engines.warp.retarget import Similarity3D, compose_targets, pose_rotations
+    from faces.tracking import CropConfig, FaceTracker, crop_frames, stable_crop_box
 
     portrait = np.ascontiguousarray(portrait)
     if portrait.ndim != 3 or portrait.shape[2] != 3 or portrait.dtype != np.uint8:
@@ -110,8 +150,10 @@ def synthesize_driving_clip(portrait: np.ndarray, script: DrivingScript = DEFAUL
     channels = script.sample(np.arange(num_frames) / (num_frames - 1))
     offsets = (open_mouth(landmarks, channels["mouth"]) + smile(landmarks, channels["smile"])
                + close_eyes(landmarks, np.stack([channels["blink"]] * 2, axis=1)))
-    rotation = np.stack([euler_to_rotation(*np.radians(angles))
-                         for angles in zip(channels["pitch"], channels["yaw"], channels["roll"])])
+    # The script's angles move the portrait's own (pitch, yaw, roll) one by one, as retargeting
+    # does, so the tracker reads the script back as its angles whatever the portrait's pose.
+    own = face.rotation[0].astype(np.float64)
+    rotation = pose_rotations(own, own + np.radians(np.stack([channels["pitch"], channels["yaw"], channels["roll"]], axis=1)))
     head = Similarity3D(scale=np.ones(num_frames), rotation=rotation, translation=np.zeros((num_frames, 3)))
     targets = compose_targets(landmarks, offsets, head)
 

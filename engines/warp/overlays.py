@@ -1,10 +1,10 @@
-"""What a mesh warp cannot invent: the inside of an opened mouth, and eyelids over a closing eye.
+"""What a mesh warp cannot invent: the inside of an opened mouth (the lid over a closing eye is
+:mod:`engines.warp.eyelids`).
 
 Stretching a closed mouth open only smears the lip line, so the opened part is painted over
-with a dark mouth cavity and a band of upper (and a hint of lower) teeth; an eye that closes
-further than in the reference gets its remaining visible part tinted with the eyelid's skin
-colour, in proportion to the closure.  Both work on a small region of interest around the
-feature, so they cost little next to the warp.
+with a dark mouth cavity and a band of upper (and a hint of lower) teeth.  It works on a small
+region of interest around the mouth, so it costs little next to the warp.  The eyelid's skin
+colour is measured here too.
 """
 
 from __future__ import annotations
@@ -27,11 +27,6 @@ class OverlayStyle:
     mouth_full_at: float = 0.05  # extra lip gap (over eye-corner distance) at which the cavity is opaque
     upper_teeth: float = 0.15  # upper-teeth band height over mouth width (at most 0.4 of the gap)
     lower_teeth: float = 0.06  # lower-teeth band (at most 0.2 of the gap)
-    eyelid_opacity: float = 0.85  # tint of a fully closed eye's remaining opening
-    # How far the tint reaches beyond the lid landmarks, in the reference's largest lid gap:
-    # the landmarks sit inside the visible eye, by a little on photographs and by a lot on
-    # drawn (anime) eyes, where a smaller tint leaves most of a closed eye showing.
-    eyelid_spread: float = 0.5
 
 
 def _roi(points: np.ndarray, shape: tuple[int, ...], margin: int) -> tuple[int, int, int, int] | None:
@@ -107,45 +102,8 @@ def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray
     frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + layer * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-def paint_eyelid(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, closure: float, lid_colour: np.ndarray,
-                 spread: float, style: OverlayStyle = OverlayStyle()) -> None:
-    """Tint, in place, the visible eye between the lid polylines with skin, in proportion to ``closure``.
-
-    The tint reaches ``spread`` pixels beyond the lid landmarks (they often sit a little inside
-    the visible eye), and a closing eye gets the dark line of its lashes along the lid.
-    """
-    if closure <= 0.0:
-        return
-    closure = min(closure, 1.0)
-    polygon = np.concatenate([upper, lower[::-1][1:-1]])
-    margin = int(np.ceil(spread)) + 3
-    roi = _roi(polygon, frame.shape, margin=margin)
-    if roi is None:
-        return
-    x0, y0, x1, y1 = roi
-    size = (x1 - x0, y1 - y0)
-    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
-    pts = np.round((polygon - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
-    cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, _SHIFT)
-    if spread >= 0.5:
-        cv2.polylines(mask, [pts], True, 255, max(1, int(round(2 * spread))), cv2.LINE_AA, _SHIFT)
-    eye = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 0.8)
-    alpha = (style.eyelid_opacity * closure * eye)[..., None]
-    region = frame[y0:y1, x0:x1].astype(np.float32)
-    region = region * (1 - alpha) + lid_colour * alpha
-    lashes = np.clip(2.0 * closure - 1.0, 0.0, 1.0)
-    if lashes > 0:
-        line = np.zeros((size[1], size[0]), dtype=np.uint8)
-        lid = (upper + lower) / 2 if closure > 0.8 else upper
-        lid_pts = np.round((lid - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
-        cv2.polylines(line, [lid_pts], False, 255, max(1, int(round(0.6 * spread))), cv2.LINE_AA, _SHIFT)
-        weight = (0.35 * lashes * cv2.GaussianBlur(line.astype(np.float32) / 255.0, (0, 0), 0.7))[..., None]
-        region = region * (1 - weight) + 0.45 * lid_colour * weight
-    frame[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
-
-
 def eyelid_colour(image: np.ndarray, upper: np.ndarray, brow: np.ndarray) -> np.ndarray:
-    """Median RGB of the skin between an upper eyelid (n, 2) and the eyebrow above it (m, 2)."""
+    """Median RGB of the (brighter half of the) skin between an upper eyelid (n, 2) and the eyebrow above it (m, 2)."""
     brow_centre = brow.mean(axis=0)
     band_top = upper + 0.45 * (brow_centre - upper.mean(axis=0))
     band_bottom = upper + 0.15 * (brow_centre - upper.mean(axis=0))
@@ -158,4 +116,6 @@ def eyelid_colour(image: np.ndarray, upper: np.ndarray, brow: np.ndarray) -> np.
     pixels = image[y0:y1, x0:x1][mask]
     if len(pixels) < 3:
         return image[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0).astype(np.float64)
-    return np.median(pixels, axis=0).astype(np.float64)
+    # The brighter half: lashes, a crease's shadow or a drawn eye's outline reach into the band.
+    luminance = pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return np.median(pixels[luminance >= np.median(luminance)], axis=0).astype(np.float64)

@@ -4,7 +4,8 @@ Built once per reference; :meth:`PortraitRig.render` turns one set of target lan
 reference's 478 landmarks, moved) into a frame.  The face-mesh vertices go to the targets, the
 two head loops follow the face's 3D motion as points on the skull behind it (fully, then partly), the border
 loops stay, the eyelid copies expose as much eyeball as the lids leave open, and the overlays
-paint what stretching cannot show.
+paint what stretching cannot show (a mouth's inside, a
+closing eye's lid).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.warp.expressions import FaceFrame
+from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
-from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_eyelid, paint_mouth_interior
+from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
+from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_mouth_interior
 from engines.warp.retarget import fit_similarity
 from faces.tracking import FaceIndex
 
@@ -39,6 +41,7 @@ class RigConfig:
     mouth_fill: bool = True
     eye_close: bool = True
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
+    lid: LidStyle = field(default_factory=LidStyle)
 
 
 def _gap(landmarks: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -87,9 +90,15 @@ class PortraitRig:
         self._face_half_width = float(np.ptp(oval[:, 0])) / 2.0
         self._face_length = float(np.linalg.norm(landmarks[FaceIndex.EYE_OUTER_LEFT] - landmarks[FaceIndex.EYE_OUTER_RIGHT]))
         self._eye_gaps = [_gap(landmarks, pairs) for pairs in _EYE_PAIRS]
+        # Lid gaps along the face's "down" (units of the eye-corner distance): how shut an eye is.
+        # Drawn eyes' lid points do not pair up across the eye, so 3D pair distances never reach 0.
+        self._eye_openings = np.maximum(eye_gaps(landmarks), 1e-6)
         self._mouth_gap = float(_gap(landmarks, _MOUTH_PAIRS).max())
-        self._lid_colours = [eyelid_colour(image, landmarks[list(upper), :2], landmarks[list(brow), :2])
-                             for upper, _, brow in _EYES]
+        self._eyes = [ReferenceEye.measure(image, landmarks[list(upper), :2], landmarks[list(lower), :2],
+                                           landmarks[list(brow), :2],
+                                           eyelid_colour(image, landmarks[list(upper), :2], landmarks[list(brow), :2]),
+                                           config.lid)
+                      for upper, lower, brow in _EYES]
         # Eyelid copies: source positions measured from their lower-lid partner.
         src = self.mesh.source
         self._lid_partner_source = src[self.mesh.eyelid_partner].astype(np.float64)
@@ -161,9 +170,9 @@ class PortraitRig:
                 paint_mouth_interior(frame, target[list(FaceIndex.LIPS_INNER_UPPER), :2],
                                      target[list(FaceIndex.LIPS_INNER_LOWER), :2], down2d, strength, style)
         if self.config.eye_close:
-            for (upper, lower, _), pairs, ref_gap, colour in zip(_EYES, _EYE_PAIRS, self._eye_gaps, self._lid_colours):
-                closure = 1.0 - float(_gap(target, pairs).mean() / max(scale * ref_gap.mean(), 1e-6))
+            closures = 1.0 - eye_gaps(target) / self._eye_openings
+            for (upper, lower, _), closure, eye in zip(_EYES, closures, self._eyes):
                 if closure > 0:
-                    spread = style.eyelid_spread * float(ref_gap.max()) * scale
-                    paint_eyelid(frame, target[list(upper), :2], target[list(lower), :2], closure, colour, spread, style)
+                    paint_lid(frame, self.image, eye, target[list(upper), :2], target[list(lower), :2], closure,
+                              self.config.lid)
         return frame

@@ -50,7 +50,9 @@ class RetargetConfig:
     # last 2-4 frames at 15 fps, so keep it below 1.
     smoothing_sigma: float = 0.6
     # The same for the head motion (rotation, scale, shift), whose jitter moves the whole head.
-    motion_smoothing_sigma: float = 1.0
+    # Centred, so it never delays the motion; at 1 frame it shrank a nod of 8 frames (half a
+    # second at 15 fps) to 0.75 of its size, at 0.6 to 0.9, and followed real clips as well.
+    motion_smoothing_sigma: float = 0.6
     # Take the head rotation from the tracks' solvePnP poses (pitch, yaw and roll moved one by one
     # from the reference's own angles) when the engine is given them; otherwise from the 3D
     # similarity of the rigid landmarks.
@@ -62,11 +64,14 @@ class RetargetConfig:
     # Passes that turn each target face until its solvePnP pose is the wanted one (0: none).
     pose_corrections: int = 2
     # Gains on the (pitch, yaw, roll) changes taken from the poses, times rotation_gain.  A mesh
-    # warp cannot show what a real nod shows (shading, the nose's outline, the underside of the
-    # chin): scripted nods of 12 degrees on the 11 shared portraits were measured by mediapipe at
-    # 0.47-0.80 of their angle (mean 0.65), turns at 0.79-1.07 (mean 0.96).  Pitch gets 1.3, so
-    # a rendered nod reads at about 0.85 of the driver's (at most ~1.05), never much more.
-    pose_gains: tuple[float, float, float] = (1.3, 1.0, 1.0)
+    # warp cannot show what a real nod shows (the nose's underside, the chin tucking in): the
+    # targets' own solvePnP pitch follows the driver's at r >= 0.98, but mediapipe reads the
+    # rendered nod at 0.56-0.88 of that angle (mean ~0.7 over photographic and drawn portraits;
+    # turns and tilts read at 0.96-1.02).  Left at that, a nod shrinks next to the turn and
+    # tilt that come with it, and the tracker's cross-talk from those (a few hundredths of their
+    # angle) and its own jitter swamp small nods.  Pitch gets 1.6 so a nod reads at about the
+    # driver's angle on most portraits, as turns do.
+    pose_gains: tuple[float, float, float] = (1.6, 1.0, 1.0)
     # Set openings from the driving face rather than adding its changes from frame 0: the mouth
     # gap as is (in eye-corner distances), each eye's gap relative to that eye's usual (90th
     # percentile) opening in the clip.  A clip that starts mid-laugh or mid-blink then still

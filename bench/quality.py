@@ -1,0 +1,244 @@
+"""Warp engine quality: does the output follow the driving clip, are there seams, what does it look like.
+
+    .venv/bin/python bench/quality.py [--media ../shared/media] [--out bench/out/quality] [--no-record]
+
+Two sets of (driving clip, reference) pairs:
+
+* generated: the scripted validation clips of tests/validation_clips.py (demo portraits; small
+  and large nods, turns, tilts, combined; mirrored, re-framed, shrunk, re-timed), plus, when the
+  shared media are there, each shared clip changed as a new user's clip would differ
+  (mirrored, off-centre in 16:9, shrunk in the frame, re-timed to 25 or 10 fps) driving a
+  reference it is not paired with;
+* shared: the shared pairs as the manifest builder zips them (each portrait with a clip).
+
+For each, per signal (mouth, eye; solvePnP yaw, pitch, roll; the nose-tip-against-eye-corner
+proxies of yaw and pitch, which use no pose model): Pearson r between driving and output, min
+and median over the pairs where the clip moves the signal beyond its noise floor.  Targets: every
+moving signal r >= 0.85.  Also the frame-difference jump at window seams (every 16th frame, the
+warp engine's old window length, and every 11th, the diffusion engine's stride) against the
+other frames (target <= 1.1x), the warp engine's output frames per second on one core at
+512x512 (target >= 60), and a contact sheet PNG per pair (driving above, output below) under
+--out.  Appends the figures to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench._common import DEFAULT_MEDIA, append_results, has_media  # noqa: E402
+from engines.registry import engine_spec  # noqa: E402
+from engines.warp import WarpEngine  # noqa: E402
+from faces.tracking import MOTION_NOISE_FLOORS, FaceTracker  # noqa: E402
+from jobs.demo_media import demo_portraits  # noqa: E402
+from tests.validation_clips import (  # noqa: E402
+    SPECS,
+    FollowResult,
+    build,
+    follow,
+    mirrored,
+    off_centre_wide,
+    render_input,
+    retimed,
+    shrunk,
+)
+
+logger = logging.getLogger("bench.quality")
+
+SIGNALS = ("mouth", "eye", "yaw", "pitch", "roll", "yaw_proxy", "pitch_proxy")
+TARGET_R = 0.85
+TARGET_SEAM = 1.1
+TARGET_FPS = 60.0
+SEAM_PERIODS = (16, 11)
+REAL_VARIANTS = (
+    ("mirrored", mirrored),
+    ("wide", off_centre_wide),
+    ("shrunk", lambda frames, fps: shrunk(frames, fps, 0.75)),
+    ("25fps", lambda frames, fps: retimed(frames, fps, 25.0)),
+    ("10fps", lambda frames, fps: retimed(frames, fps, 10.0)),
+)
+
+
+@dataclass
+class PairResult:
+    name: str
+    result: FollowResult
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"cannot read {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, float]:
+    from mediaio import clips, media
+
+    clip = clips.decode_clip(str(path), None, media.MediaLimits())
+    return clip.frames, float(clip.fps)
+
+
+def shared_pairs(media: Path) -> list[tuple[str, Path, Path]]:
+    from jobs.manifest_builder import pair_folders
+
+    rows = pair_folders(str(media / "reference_images"), str(media / "drive_videos"))
+    return [(row["id"], Path(row["reference_uri"]), Path(row["driving_uri"])) for row in rows]
+
+
+def seam_jumps(frames_list: list[np.ndarray]) -> dict[int, float]:
+    """Mean frame difference at every ``period``-th frame over the mean elsewhere, pooled over clips."""
+    jumps = {}
+    for period in SEAM_PERIODS:
+        at, elsewhere = [], []
+        for frames in frames_list:
+            diff = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))  # diff[t-1]: t-1 -> t
+            for t in range(1, len(frames)):
+                (at if t % period == 0 else elsewhere).append(diff[t - 1])
+        jumps[period] = float(np.mean(at) / max(np.mean(elsewhere), 1e-9)) if at else float("nan")
+    return jumps
+
+
+def contact_sheet(result: FollowResult, path: Path, columns: int = 8, tile: int = 160) -> None:
+    """Driving crops (top row) over output frames (bottom row) at evenly spaced times and at the
+    most shut eyes and the pitch extremes of the driving clip."""
+    from faces import tracking
+
+    count = len(result.frames)
+
+    picks = set(np.linspace(0, count - 1, columns - 3).round().astype(int).tolist())
+    picks.add(int(np.argmin(tracking.eye_opening(result.driving))))
+    picks.add(int(np.argmin(result.driving.rotation[:, 0])))
+    picks.add(int(np.argmax(result.driving.rotation[:, 0])))
+    picks = sorted(picks)
+    top = [cv2.resize(result.driving_frames[t], (tile, tile), interpolation=cv2.INTER_AREA) for t in picks]
+    bottom = [cv2.resize(result.frames[t], (tile, tile), interpolation=cv2.INTER_AREA) for t in picks]
+    for t, image in zip(picks, top):
+        cv2.putText(image, str(t), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    sheet = np.vstack([np.hstack(top), np.hstack(bottom)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+def warp_speed(result: FollowResult, reference: np.ndarray, repeats: int = 3) -> float:
+    """Output frames per second of the warp engine alone on one core (OpenCV single-threaded), 512x512."""
+    from faces.tracking import stable_crop_box, crop_frames
+
+    with FaceTracker() as tracker:
+        crop = crop_frames(reference, stable_crop_box(tracker.detect(reference)), 512)
+        face = tracker.detect(crop)
+    item = render_input("speed", crop, face, result.driving_frames, result.driving)
+    engine = WarpEngine(engine_spec("warp"))
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        engine.render([item])  # warm caches
+        started = time.perf_counter()
+        for _ in range(repeats):
+            engine.render([item])
+        seconds = time.perf_counter() - started
+    finally:
+        cv2.setNumThreads(threads)
+    return repeats * len(result.frames) / seconds
+
+
+def summarise(results: list[PairResult]) -> dict[str, tuple[float, float, int, str]]:
+    """Per signal: (min r, median r, pairs judged, the weakest pair's name)."""
+    table = {}
+    for name in SIGNALS:
+        values = [(r.result.correlations[name], r.name) for r in results if r.result.correlations.get(name) is not None]
+        if values:
+            low = min(values)
+            table[name] = (low[0], float(np.median([v for v, _ in values])), len(values), low[1])
+    return table
+
+
+def format_table(label: str, table: dict[str, tuple[float, float, int, str]]) -> str:
+    cells = [f"{name} {low:.2f}/{median:.2f} (n={count})" for name, (low, median, count, _) in table.items()]
+    return f"{label}: " + ", ".join(cells)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA, help="folder with reference_images/ and "
+                        "drive_videos/ (default: ../shared/media); without it only the scripted set runs")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("out") / "quality",
+                        help="where the contact sheets go (default: bench/out/quality, not committed)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--note", default="", help="a line to record with the figures (what changed)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with_media = has_media(args.media)
+    portraits = demo_portraits()
+    generated: list[PairResult] = []
+    shared: list[PairResult] = []
+    started = time.perf_counter()
+    with FaceTracker() as tracker:
+        for spec in SPECS:
+            clip = build(spec, tracker, portraits)
+            generated.append(PairResult(f"scripted/{spec.name}", follow(clip.frames, clip.reference, tracker)))
+            print(f"generated {spec.name}: {_judged(generated[-1])}", flush=True)
+        if with_media:
+            pairs = shared_pairs(args.media)
+            references = sorted({reference for _, reference, _ in pairs})
+            clips = sorted({clip for _, _, clip in pairs})
+            for i, clip_path in enumerate(clips):
+                variant, change = REAL_VARIANTS[i % len(REAL_VARIANTS)]
+                reference = references[(3 * i + 5) % len(references)]
+                frames, fps = change(*read_clip(clip_path))
+                name = f"real/{clip_path.stem}-{variant}-{reference.stem}"
+                generated.append(PairResult(name, follow(frames, read_rgb(reference), tracker)))
+                print(f"generated {name}: {_judged(generated[-1])}", flush=True)
+            for meme_id, reference, clip_path in pairs:
+                frames, _ = read_clip(clip_path)
+                shared.append(PairResult(f"shared/{meme_id}", follow(frames, read_rgb(reference), tracker)))
+                print(f"shared {meme_id}: {_judged(shared[-1])}", flush=True)
+    for pair in generated + shared:
+        contact_sheet(pair.result, args.out / f"{pair.name}.png")
+
+    gen_table, shared_table = summarise(generated), summarise(shared)
+    jumps = seam_jumps([pair.result.frames for pair in generated + shared])
+    # The longest clip, so the per-video setup (rig, retargeting) weighs as in a real row.
+    longest = max(generated, key=lambda pair: len(pair.result.frames))
+    speed = warp_speed(longest.result, portraits[SPECS[0].reference])
+    lines = [format_table("generated set, r min/median", gen_table)]
+    if shared:
+        lines.append(format_table("shared pairs, r min/median", shared_table))
+    weakest = [f"{name} {low:.2f} ({pair})" for table in (gen_table, shared_table)
+               for name, (low, _, _, pair) in table.items() if low < TARGET_R]
+    lines += [
+        f"pairs: {len(generated)} generated ({len(SPECS)} scripted from the demo portraits"
+        f"{', ' + str(len(generated) - len(SPECS)) + ' changed shared clips' if shared else ''}), "
+        f"{len(shared)} shared; signals judged where the driving clip moves them beyond their noise floor "
+        f"({', '.join(f'{k} {v}' for k, v in MOTION_NOISE_FLOORS.items())})",
+        f"below the {TARGET_R} target: " + ("; ".join(weakest) if weakest else "none"),
+        "seam jump (frame difference at every Nth frame over elsewhere): "
+        + ", ".join(f"every {period}th {value:.2f}x" for period, value in jumps.items())
+        + f" (target <= {TARGET_SEAM}x)",
+        f"warp engine alone, one core: {speed:.1f} output frames/s at 512x512 (target >= {TARGET_FPS:.0f})",
+        f"contact sheets (driving above, output below): {args.out}/<set>/<pair>.png",
+        f"wall time {time.perf_counter() - started:.0f} s",
+    ]
+    if args.note:
+        lines.append(f"note: {args.note}")
+    print("\n".join(lines))
+    if not args.no_record:
+        append_results("Warp quality", "python bench/quality.py" + (" --note ..." if args.note else ""), lines)
+    return 0
+
+
+def _judged(pair: PairResult) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in pair.result.correlations.items() if v is not None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
