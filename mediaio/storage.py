@@ -33,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 from mediaio.redaction import printable, redact
 
 __all__ = ["StorageError", "NotFoundError", "StoragePolicy", "redact", "printable", "read_bytes", "open_input",
-           "fetch_to_file", "write_create_only", "write_replace", "exists", "list_names", "join", "normalize",
+           "fetch_to_file", "open_seekable", "write_create_only", "write_replace", "exists", "list_names", "join", "normalize",
            "scheme_of", "filesystem_for", "is_local_uri", "DEFAULT_SCHEMES", "DEFAULT_MAX_READ_BYTES"]
 
 
@@ -108,6 +108,8 @@ class StoragePolicy:
             raise StorageError(
                 f"{what} {printable(uri)} uses scheme {scheme!r}, allowed: {', '.join(self.allowed_schemes)}"
             )
+        if scheme != "file" and any(part in (".", "..") for part in uri.split("://", 1)[1].split("/")[1:]):
+            raise StorageError(f"{what} {printable(uri)} has '.' or '..' path segments")
         if uri[:7].lower() == "file://" and not (uri[7:].startswith("/") or uri[7:].startswith("localhost/")):
             raise StorageError(f"{what} {printable(uri)} is not an absolute file:// URI (use file:///path)")
         normalized = normalize(uri)
@@ -218,8 +220,8 @@ def _open_local_regular(path: str, uri: str, policy: "StoragePolicy | None", wha
         raise
 
 
-def _open_remote_object(fs, path: str, uri: str, max_bytes: int, what: str) -> BinaryIO:
-    """Open a storage object (not a prefix or directory) for reading; refuse one reported over the limit."""
+def _open_remote_object(fs, path: str, uri: str, max_bytes: int | None, what: str) -> tuple[BinaryIO, int]:
+    """Open a storage object (not a prefix or directory); refuse one reported over the limit. (handle, size)"""
     try:
         info = fs.info(path)
     except FileNotFoundError:
@@ -227,10 +229,10 @@ def _open_remote_object(fs, path: str, uri: str, max_bytes: int, what: str) -> B
     if info.get("type") != "file":
         raise StorageError(f"{what} {printable(uri)} is a directory (a prefix), not a file")
     size = info.get("size")
-    if isinstance(size, int) and size > max_bytes:
+    if max_bytes is not None and isinstance(size, int) and size > max_bytes:
         raise StorageError(f"{what} {printable(uri)} is {size} bytes, over the limit of {max_bytes} bytes")
     try:
-        return fs.open(path, "rb")
+        return fs.open(path, "rb"), int(size or 0)
     except FileNotFoundError:
         raise NotFoundError(f"{what} {printable(uri)} not found") from None
 
@@ -284,12 +286,34 @@ def open_input(uri: str, storage_options: Mapping[str, Any] | None = None, max_b
         uri = policy.check(uri, what)
     fs, path = filesystem_for(uri, storage_options, what)
     raw = _open_local_regular(path, uri, policy, what) if _is_local(fs) else _open_remote_object(
-        fs, path, uri, limit, what)
+        fs, path, uri, limit, what)[0]
     reader = BoundedReader(raw, limit, uri, what)
     try:
         yield reader
     finally:
         reader.close()
+
+
+@contextlib.contextmanager
+def open_seekable(uri: str, storage_options: Mapping[str, Any] | None = None, policy: "StoragePolicy | None" = None,
+                  what: str = "file") -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file or object for random-access reads; yields (handle, size).
+
+    The same refusals as :func:`open_input`.  Nothing bounds the reads here: the caller reads only
+    what it needs (an MP4's box headers, say) and bounds that itself.
+    """
+    if policy is not None:
+        uri = policy.check(uri, what)
+    fs, path = filesystem_for(uri, storage_options, what)
+    if _is_local(fs):
+        handle = _open_local_regular(path, uri, policy, what)
+        size = os.fstat(handle.fileno()).st_size
+    else:
+        handle, size = _open_remote_object(fs, path, uri, None, what)
+    try:
+        yield handle, size
+    finally:
+        handle.close()
 
 
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None, max_bytes: int | None = None,

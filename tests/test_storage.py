@@ -69,6 +69,7 @@ def test_memory_filesystem_create_only():
         ("/data/a.mp4::memory", "chained URL"),
         ("simplecache::s3://bucket/a.mp4", "chained URL"),
         ("file://etc/passwd", "not an absolute file:// URI"),
+        ("s3://bucket/in/../secret.mp4", "'.' or '..' path segments"),
     ],
 )
 def test_policy_refuses(uri, reason):
