@@ -25,10 +25,12 @@ import re
 # Name fragments that mark a credential, matched anywhere in the name with case and separators
 # removed (``SecretAccessKey``, ``aws_secret_access_key``, ``X-Amz-Security-Token`` ...).
 SECRET_NAME_FRAGMENTS = (
-    "secret", "password", "passwd", "passphrase", "pwd", "token", "credential", "authorization", "signature",
+    "secret", "password", "passwd", "passphrase", "pwd", "token", "credential", "authorization",
     "session", "privatekey", "apikey", "accesskey", "accountkey", "sastoken", "cookie", "bearer",
     "connectionstring",
 )
+# Endings that mark a credential (``X-Amz-Signature``, but not ``signature_version``).
+SECRET_NAME_SUFFIXES = ("signature",)
 # Whole words (after splitting on separators and camelCase) that mark a credential on their own:
 # s3fs's ``key`` is the access key id, Azure's ``sas`` a signature.
 SECRET_NAME_WORDS = frozenset({"key", "sas", "sig", "pass", "auth", "private"})
@@ -57,7 +59,7 @@ def is_secret_name(name: str) -> bool:
     """Whether a key, header or option name marks a credential (case and separators ignored)."""
     text = str(name)
     compact = _NON_ALNUM.sub("", text.lower())
-    if any(fragment in compact for fragment in SECRET_NAME_FRAGMENTS):
+    if any(fragment in compact for fragment in SECRET_NAME_FRAGMENTS) or compact.endswith(SECRET_NAME_SUFFIXES):
         return True
     words = _NON_ALNUM.split(_CAMEL_BOUNDARY.sub(" ", text).lower())
     return any(word in SECRET_NAME_WORDS for word in words)
