@@ -186,3 +186,8 @@ def test_ids_are_described_escaped_and_cut():
     assert describe_id("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
     assert describe_id(b"\xffz") == "\\xffz"
     assert describe_id("x" * 10_000) == "x" * 200 + "..."
+
+
+def test_the_builder_refuses_cells_the_job_would_refuse(tmp_path):
+    with pytest.raises(ManifestError, match="row 1: prompt is 5000 characters long"):
+        write_manifest([{**GOOD}, {**GOOD, "id": "b", "prompt": "p" * 5000}], str(tmp_path / "m.parquet"))
