@@ -220,7 +220,8 @@ def _open_local_regular(path: str, uri: str, policy: "StoragePolicy | None", wha
         raise
 
 
-def _open_remote_object(fs, path: str, uri: str, max_bytes: int | None, what: str) -> tuple[BinaryIO, int]:
+def _open_remote_object(fs, path: str, uri: str, max_bytes: int | None, what: str,
+                        block_size: int | None = None) -> tuple[BinaryIO, int]:
     """Open a storage object (not a prefix or directory); refuse one reported over the limit. (handle, size)"""
     try:
         info = fs.info(path)
@@ -232,7 +233,8 @@ def _open_remote_object(fs, path: str, uri: str, max_bytes: int | None, what: st
     if max_bytes is not None and isinstance(size, int) and size > max_bytes:
         raise StorageError(f"{what} {printable(uri)} is {size} bytes, over the limit of {max_bytes} bytes")
     try:
-        return fs.open(path, "rb"), int(size or 0)
+        options = {} if block_size is None else {"block_size": block_size}
+        return fs.open(path, "rb", **options), int(size or 0)
     except FileNotFoundError:
         raise NotFoundError(f"{what} {printable(uri)} not found") from None
 
@@ -296,11 +298,12 @@ def open_input(uri: str, storage_options: Mapping[str, Any] | None = None, max_b
 
 @contextlib.contextmanager
 def open_seekable(uri: str, storage_options: Mapping[str, Any] | None = None, policy: "StoragePolicy | None" = None,
-                  what: str = "file") -> Iterator[tuple[BinaryIO, int]]:
+                  what: str = "file", block_size: int | None = None) -> Iterator[tuple[BinaryIO, int]]:
     """Open a regular file or object for random-access reads; yields (handle, size).
 
     The same refusals as :func:`open_input`.  Nothing bounds the reads here: the caller reads only
-    what it needs (an MP4's box headers, say) and bounds that itself.
+    what it needs (an MP4's box headers, say) and bounds that itself.  ``block_size``: how much an
+    object store fetches per request (small for scattered header reads).
     """
     if policy is not None:
         uri = policy.check(uri, what)
@@ -309,7 +312,7 @@ def open_seekable(uri: str, storage_options: Mapping[str, Any] | None = None, po
         handle = _open_local_regular(path, uri, policy, what)
         size = os.fstat(handle.fileno()).st_size
     else:
-        handle, size = _open_remote_object(fs, path, uri, None, what)
+        handle, size = _open_remote_object(fs, path, uri, None, what, block_size)
     try:
         yield handle, size
     finally:

@@ -63,6 +63,7 @@ DEFAULT_STALE_AGE_S = 600.0  # a temp file this old is no write in flight: stora
 MAX_MOOV_BYTES = 64 * 1024**2  # a moov box larger than this is not one of ours
 MAX_TOP_LEVEL_BOXES = 4096
 MAX_NAMED_ROWS = 3  # a collision message names at most this many other rows
+_HEADER_BLOCK_BYTES = 256 * 1024  # object-store reads while walking an MP4's boxes: headers, then moov
 
 
 class OutputError(StorageError):
@@ -246,7 +247,7 @@ def _list_types(folder: str, storage_options: Mapping[str, Any] | None) -> dict[
     """{name: "file" | "directory"} directly under ``folder`` ({} if it does not exist), or why it cannot be used."""
     fs, path = storage.filesystem_for(folder, storage_options)
     try:
-        entries = fs.ls(path, detail=True)
+        entries = fs.ls(path, detail=True, refresh=True)  # never an earlier listing from the cache
     except FileNotFoundError:
         return {}
     except NotADirectoryError:
@@ -376,7 +377,8 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
     create-only write finds the name taken.  Not owned: fail the row with :func:`not_owned_message`.
     """
     try:
-        with storage.open_seekable(uri, storage_options, what="output") as (handle, size):
+        with storage.open_seekable(uri, storage_options, what="output", block_size=_HEADER_BLOCK_BYTES) as (
+                handle, size):
             if size == 0:
                 return ExistingOutput(False, "is empty (0 bytes)")
             moov = _read_moov(handle, size)
