@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mediaio import storage
-from pipelines.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ManifestError, check_schema
+from pipelines.manifest import CELL_LIMITS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ManifestError, check_schema
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -29,9 +29,9 @@ def _files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def safe_id(*parts: str) -> str:
-    """A manifest id from file stems: letters, digits, '.', '_' and '-' only, at most 128."""
+    """A manifest id from file stems: letters, digits, '.', '_' and '-' only, at most the id cell limit."""
     text = "-".join(os.path.splitext(os.path.basename(part))[0] for part in parts)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:128] or "meme"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:CELL_LIMITS["id"]] or "meme"
 
 
 def pair_folders(portraits: str, drivers: str, pairing: str = "zip") -> list[dict[str, Any]]:
@@ -72,6 +72,11 @@ def rows_from_csv(text: str) -> list[dict[str, Any]]:
 def manifest_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """An Arrow table with the manifest's column types (unknown columns kept as strings)."""
     rows = list(rows)
+    for index, row in enumerate(rows):  # the job would fail these rows; say so while the manifest is made
+        for column, limit in CELL_LIMITS.items():
+            value = row.get(column)
+            if isinstance(value, str) and len(value) > limit:
+                raise ManifestError(f"row {index}: {column} is {len(value)} characters long, over the limit of {limit}")
     columns = list(dict.fromkeys(itertools.chain(REQUIRED_COLUMNS, *[row.keys() for row in rows])))
     known = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
     schema = pa.schema([(name, _ARROW_TYPES[known.get(name, "string")]) for name in columns])

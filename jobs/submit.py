@@ -8,11 +8,17 @@ does not render it twice: while the first submission runs, the command follows i
 finished, the command reports how it ended.  ``--retry`` submits a new attempt of a job whose last
 attempt failed or was stopped (rows already written are skipped).
 
-Credentials never travel with the job.  Ray writes a job's runtime environment, environment
-variables included, to the cluster's logs (runtime_env_agent.log) and shows it in the dashboard,
-and writes the entrypoint to the job's log.  Non-secret storage options (endpoint, region) go
-along in $HELLOMEME_STORAGE_OPTIONS; options that look like credentials are refused: give the
-cluster its own (an instance profile, IRSA, the nodes' environment).
+Credentials never travel in the clear.  Ray writes a job's runtime environment, environment
+variables included, to the cluster's logs (runtime_env_agent.log) and shows it to whoever lists
+jobs, and writes the entrypoint to the job's log.  Non-secret storage options (endpoint, region)
+go along in $HELLOMEME_STORAGE_OPTIONS.  Options that look like credentials -- by key pattern,
+case-insensitively: secret, key, key id, token, session, password/pwd/passphrase, authorization,
+credential, signature ... (see :func:`mediaio.redaction.is_secret_name`), or a value carrying
+them -- go only to a cluster with token authentication, sealed with its token in
+$HELLOMEME_SEALED_STORAGE_OPTIONS, and the job starts through ``jobs.job_entry``, which opens them
+in the driver's process (why this channel: :mod:`jobs.sealed_options`).  Without token
+authentication they are refused.  Better still, give the cluster its own credentials (an
+instance profile, IRSA, the nodes' environment) and send none.
 
 The Jobs API runs code for whoever reaches it: keep the dashboard on 127.0.0.1 behind
 `ray dashboard cluster.yaml` (an SSH tunnel to http://127.0.0.1:8265, the default address), and
@@ -31,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shlex
 import sys
 import time
@@ -43,6 +48,8 @@ from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from mediaio import storage
+from mediaio.redaction import install_log_safety, is_secret_name, printable, redact
+from jobs import sealed_options
 from jobs.options import STORAGE_OPTIONS_ENV, add_metrics_arguments, add_render_arguments, parse_storage_options
 from jobs.render import EXIT_JOB_ERROR, EXIT_OK
 
@@ -57,9 +64,8 @@ STATUS_POLL_S = 1.0
 PATH_ARGUMENTS = frozenset({"manifest", "output", "weights", "allow_root"})
 # Render arguments that never go on the job's command line (storage options travel in the environment).
 NOT_ON_COMMAND_LINE = frozenset({"storage_option"})
-# Words in a storage option's key that mark it as a credential.
-SECRET_WORDS = frozenset({"secret", "password", "passwd", "token", "credential", "credentials", "key", "sas",
-                          "private", "connection"})
+# The job's entry point: plain, or opening sealed credentials first.
+RENDER_MODULE, SEALED_ENTRY_MODULE = "jobs.render", "jobs.job_entry"
 
 
 class SubmitError(Exception):
@@ -109,22 +115,56 @@ def command_line(args: argparse.Namespace, add_arguments: Callable[[argparse.Arg
     return argv
 
 
+def _is_secret_option(key: Any, value: Any) -> bool:
+    """A credential by its key's name, or a string value that carries one (``http://u:p@host``, ``token=...``)."""
+    if is_secret_name(str(key)):
+        return True
+    if isinstance(value, str):
+        return redact(value) != value
+    if isinstance(value, (list, tuple)):
+        return any(_is_secret_option(key, item) for item in value)
+    return False
+
+
 def secret_option_keys(options: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys of the storage options that look like credentials (by name, or a URI carrying a password)."""
+    """Dotted keys of the storage options that look like credentials (key pattern, case-insensitive, or value)."""
     found = []
     for key, value in options.items():
         dotted = f"{prefix}{key}"
-        words = set(re.split(r"[^a-z0-9]+", str(key).lower()))
-        if words & SECRET_WORDS or (isinstance(value, str) and storage.redact(value) != value):
+        if _is_secret_option(key, value):
             found.append(dotted)
         elif isinstance(value, Mapping):
             found += secret_option_keys(value, f"{dotted}.")
     return found
 
 
+def split_storage_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the options that are not credentials, the credentials), each keeping the nesting of ``options``."""
+    public: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for key, value in options.items():
+        if _is_secret_option(key, value):
+            secret[key] = value
+        elif isinstance(value, Mapping):
+            inner_public, inner_secret = split_storage_options(value)
+            if inner_public or not inner_secret:
+                public[key] = inner_public
+            if inner_secret:
+                secret[key] = inner_secret
+        else:
+            public[key] = value
+    return public, secret
+
+
 def submission_id(render_argv: list[str], storage_options: Mapping[str, Any]) -> str:
-    """A stable id for what a job renders: the same manifest, output and options give the same id."""
-    identity = json.dumps({"render": render_argv, "storage_options": storage_options}, sort_keys=True)
+    """A stable id for what a job renders: the same manifest, output and options give the same id.
+
+    Credentials count by name only (``storage_options`` holds their keys, not their values):
+    rotating a key is not a new job, and no hash of a secret is published.
+    """
+    public, secret = split_storage_options(storage_options)
+    identity = json.dumps({"render": render_argv, "storage_options": public,
+                           "credentials": sorted(secret_option_keys(secret))}, sort_keys=True)
     return SUBMISSION_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
@@ -134,31 +174,43 @@ def checkout_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() else None
 
 
-def build_request(args: argparse.Namespace) -> JobRequest:
-    """The job for parsed submit arguments; SubmitError if it would carry credentials."""
+def build_request(args: argparse.Namespace, token_source: Callable[[], str | None] = sealed_options.cluster_token,
+                  ) -> JobRequest:
+    """The job for parsed submit arguments; SubmitError if it would carry credentials in the clear.
+
+    Credentials among the storage options are sealed with the cluster token ``token_source``
+    finds (SubmitError without one); credentials anywhere on the command line are refused.
+    """
     storage_options = parse_storage_options(args.storage_option)
-    secrets = secret_option_keys(storage_options)
-    if secrets:
-        raise SubmitError(
-            f"storage options {', '.join(secrets)} look like credentials; Ray would write them to the cluster's "
-            "logs. Give the cluster its own credentials (instance profile, IRSA, the nodes' environment)")
+    public, secret = split_storage_options(storage_options)
     render_argv = command_line(args, add_render_arguments)
-    carrying = [arg for arg in render_argv if storage.redact(arg) != arg]
+    carrying = [arg for arg in render_argv if redact(arg) != arg]
     if carrying:
-        raise SubmitError(f"{', '.join(storage.redact(arg) for arg in carrying)} carries credentials; "
+        raise SubmitError(f"{', '.join(printable(arg) for arg in carrying)} carries credentials; "
                           "Ray would write them to the job's log")
+    env_vars = {STORAGE_OPTIONS_ENV: json.dumps(public, sort_keys=True)} if public else {}
+    entry = RENDER_MODULE
+    if secret:
+        token = token_source()
+        if token is None:
+            raise SubmitError(
+                f"storage options {', '.join(secret_option_keys(secret))} look like credentials; they are sent only "
+                "to a cluster with token authentication, sealed with its token (set RAY_AUTH_MODE=token and the "
+                "cluster's token). Better: give the cluster its own credentials (instance profile, IRSA, the "
+                "nodes' environment)")
+        env_vars[sealed_options.SEALED_OPTIONS_ENV] = sealed_options.seal(secret, token)
+        entry = SEALED_ENTRY_MODULE
     local = [arg for arg in (args.manifest, args.output) if storage.scheme_of(arg) == "file"]
     if local:
         logger.warning("%s: local path(s); the cluster's nodes must see them at the same place "
                        "(use object storage such as s3:// on a real cluster)", ", ".join(local))
-    env_vars = {STORAGE_OPTIONS_ENV: json.dumps(storage_options, sort_keys=True)} if storage_options else {}
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
     root = None if args.no_upload else checkout_root()
     if root is not None:
         runtime_env["working_dir"] = str(root)  # Ray leaves out .git, .venv and what .gitignore names
     return JobRequest(
         base_id=submission_id(render_argv, storage_options),
-        entrypoint=shlex.join(["python", "-m", "jobs.render", *render_argv,
+        entrypoint=shlex.join(["python", "-m", entry, *render_argv,
                                *command_line(args, add_metrics_arguments)]),
         runtime_env=runtime_env,
         metadata={"app": "hellomeme-batch", "manifest": storage.normalize(args.manifest),
@@ -259,14 +311,14 @@ def run(args: argparse.Namespace, client_factory: Callable[[str], JobSubmissionC
         if job is None or not job.status.is_terminal():
             job = follow(client, submission)
     except (SubmitError, argparse.ArgumentTypeError) as exc:
-        logger.error("%s", storage.redact(str(exc)))
+        logger.error("%s", printable(exc))
         return EXIT_JOB_ERROR
     except AuthenticationError as exc:
         logger.error("the cluster refused this client's token (set RAY_AUTH_MODE=token and the cluster's token): %s",
-                     str(exc).splitlines()[0])
+                     printable(str(exc).splitlines()[0] if str(exc) else exc))
         return EXIT_JOB_ERROR
     except RuntimeError as exc:  # the Jobs API answered with an error
-        logger.error("Ray Jobs API error: %s", storage.redact(str(exc)))
+        logger.error("Ray Jobs API error: %s", printable(exc))
         return EXIT_JOB_ERROR
     except KeyboardInterrupt:
         if submission is not None:
@@ -276,7 +328,7 @@ def run(args: argparse.Namespace, client_factory: Callable[[str], JobSubmissionC
     status = exit_status(job)
     message = f"job {submission}: {job.status}" + (f" (exit status {status})" if status else "")
     if job.status != JobStatus.SUCCEEDED:
-        message += f": {job.message.splitlines()[0]}" if job.message else ""
+        message += f": {printable(job.message.splitlines()[0])}" if job.message else ""
         logger.info("pass --retry to submit it again; rows already written are skipped")
     sys.stdout.write(message + "\n")
     return status
@@ -303,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_log_safety()
     return run(parser.parse_args(argv))
 
 

@@ -1,40 +1,54 @@
-"""Object storage through fsspec: which URIs are allowed, safe writes, and redacted messages.
+"""Object storage through fsspec: which URIs are allowed, bounded reads of regular files, safe writes.
+
+Reads open only what the policy allowed, and only regular files or storage objects.  A chained
+fsspec URL (``a.mp4::memory``) is refused outright: the allow-list would check one string while
+fsspec opens another.  A local path is checked after its symlinks are resolved, and checked again
+on the file actually opened (``/proc/self/fd``), so a link swapped in between cannot escape the
+roots.  Named pipes, devices, sockets and directories are refused before any byte is read: a
+pipe would hold the row forever, and a device reports size 0, so a size check alone would let
+``/dev/zero`` stream without end.  Every read is bounded in bytes by counting what arrives (one
+byte past the limit fails the read), whatever size the file or object reports.
 
 Writes never expose a partial file under its final name: on local disk the bytes go to a temp
 file in the same directory, are fsynced and then hard-linked into place (create-only) or
 renamed over it (replace); on S3 one PUT is atomic, and ``If-None-Match: *`` makes it
-create-only.  Credentials never appear in messages: :func:`redact` strips them from URIs.
+create-only.  Credentials never appear in messages: URIs in errors go through
+:func:`mediaio.redaction.printable` (credentials redacted, control characters escaped).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-import re
+import stat
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from mediaio.redaction import printable, redact
+
+__all__ = ["StorageError", "NotFoundError", "StoragePolicy", "redact", "printable", "read_bytes", "open_input",
+           "fetch_to_file", "open_seekable", "write_create_only", "write_replace", "exists", "list_names", "join", "normalize",
+           "scheme_of", "filesystem_for", "is_local_uri", "DEFAULT_SCHEMES", "DEFAULT_MAX_READ_BYTES"]
+
 
 class StorageError(Exception):
-    """A URI is not allowed, or storage refused an operation."""
+    """A URI is not allowed, or storage refused an operation; the message names the URI and the cause."""
+
+
+class NotFoundError(StorageError, FileNotFoundError):
+    """Nothing exists at the URI (also a FileNotFoundError, so callers catching that keep working)."""
 
 
 DEFAULT_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
-
-_CREDENTIALS_IN_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>(?:x-amz-)?(?:signature|credential|security-token|token|secret|password|key|sig))=[^&\s'\"]*"
-)
-
-
-def redact(text: str) -> str:
-    """Remove credentials embedded in URIs (user:secret@, signed-URL query values) from text."""
-    text = _CREDENTIALS_IN_URI.sub(r"\g<scheme>***@", str(text))
-    return _SECRET_QUERY.sub(r"\g<key>=***", text)
+# The bound on any read that names none: no input, manifest or existing output is read unbounded.
+DEFAULT_MAX_READ_BYTES = 2 * 1024**3
+_CHUNK = 1 << 20
 
 
 def scheme_of(uri: str) -> str:
@@ -45,12 +59,20 @@ def scheme_of(uri: str) -> str:
 
 
 def normalize(uri: str) -> str:
-    """Plain paths become absolute file paths; other URIs are returned unchanged."""
+    """Plain paths become absolute file paths (``file:///p`` and ``file://localhost/p`` too); other URIs unchanged."""
     if "://" not in uri:
         return os.path.abspath(os.path.expanduser(uri))
-    if uri.startswith("file://"):
-        return os.path.abspath(uri[len("file://"):])
+    if uri[:7].lower() == "file://":
+        rest = uri[len("file://"):]
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost"):]
+        return os.path.abspath(rest)
     return uri
+
+
+def is_local_uri(uri: str) -> bool:
+    """Whether ``uri`` names a file on this machine's disk (a plain path or file://)."""
+    return scheme_of(uri) == "file"
 
 
 @dataclass(frozen=True)
@@ -65,34 +87,70 @@ class StoragePolicy:
     allowed_roots: tuple[str, ...] = ()
 
     def check(self, uri: str, what: str = "uri") -> str:
-        """Return the normalised URI, or raise StorageError saying why it is refused."""
+        """Return the normalised URI, or raise StorageError saying why it is refused.
+
+        Refused: empty, NUL, credentials in the URI, a scheme not allowed, a chained URL (``::``),
+        a ``file://`` URI that is not absolute, and -- when roots are set -- anything outside them.
+        Local paths are compared after resolving symlinks (what would actually be opened).
+        """
         if not isinstance(uri, str) or not uri.strip():
             raise StorageError(f"{what} is empty")
         if "\x00" in uri:
-            raise StorageError(f"{what} contains a NUL character")
+            raise StorageError(f"{what} {printable(uri)} contains a NUL character")
+        if "::" in uri:
+            raise StorageError(f"{what} {printable(uri)} is a chained URL ('::'): chained URLs are not allowed "
+                               "(the part before '::' would be opened, not the URI that was checked)")
         scheme = scheme_of(uri)
         if "://" in uri and urlsplit(uri).username is not None:
-            raise StorageError(f"{what} {redact(uri)} carries credentials; use storage options or the standard chain")
+            raise StorageError(f"{what} {printable(uri)} carries credentials; use storage options or the standard "
+                               "chain")
         if scheme not in self.allowed_schemes:
             raise StorageError(
-                f"{what} {redact(uri)} uses scheme {scheme!r}, allowed: {', '.join(self.allowed_schemes)}"
+                f"{what} {printable(uri)} uses scheme {scheme!r}, allowed: {', '.join(self.allowed_schemes)}"
             )
+        if scheme != "file" and any(part in (".", "..") for part in uri.split("://", 1)[1].split("/")[1:]):
+            raise StorageError(f"{what} {printable(uri)} has '.' or '..' path segments")
+        if uri[:7].lower() == "file://" and not (uri[7:].startswith("/") or uri[7:].startswith("localhost/")):
+            raise StorageError(f"{what} {printable(uri)} is not an absolute file:// URI (use file:///path)")
         normalized = normalize(uri)
-        if self.allowed_roots and not any(_is_under(normalized, normalize(root)) for root in self.allowed_roots):
-            raise StorageError(f"{what} {redact(uri)} is outside the allowed roots")
+        if self.allowed_roots and not self.is_allowed(normalized):
+            resolved = os.path.realpath(normalized) if "://" not in normalized else normalized
+            via = f" (it resolves to {printable(resolved)})" if resolved != normalized else ""
+            raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via}")
         return normalized
+
+    def is_allowed(self, normalized: str) -> bool:
+        """Whether a normalised URI lies at or under one of the roots (always, when there are none)."""
+        return not self.allowed_roots or any(_is_under(normalized, normalize(root)) for root in self.allowed_roots)
+
+    def check_opened(self, opened_path: str, uri: str, what: str = "uri") -> None:
+        """Raise StorageError if the local file actually opened for ``uri`` lies outside the roots."""
+        if self.allowed_roots and not self.is_allowed(opened_path):
+            raise StorageError(f"{what} {printable(uri)} opened {printable(opened_path)}, outside the allowed roots")
 
 
 def _is_under(uri: str, root: str) -> bool:
-    root = root.rstrip("/")
+    """Whether ``uri`` lies at or under ``root``; local paths compared with their symlinks resolved."""
+    root = root.rstrip("/") or "/"
     if "://" not in uri:
+        if "://" in root:
+            return False
         uri = os.path.realpath(uri)
         root = os.path.realpath(root)
+        return uri == root or uri.startswith(root.rstrip("/") + "/")
+    if "://" not in root:
+        return False
     return uri == root or uri.startswith(root + "/")
 
 
-def filesystem_for(uri: str, storage_options: Mapping[str, Any] | None = None):
-    """The fsspec filesystem and the path inside it for a URI or plain path."""
+def filesystem_for(uri: str, storage_options: Mapping[str, Any] | None = None, what: str = "uri"):
+    """The fsspec filesystem and the path inside it for a URI or plain path; chained URLs are refused.
+
+    This is the one way into fsspec, so no read or write anywhere can open the part before a
+    ``::`` that a check of the whole string let through.
+    """
+    if "::" in str(uri):
+        raise StorageError(f"{what} {printable(uri)} is a chained URL ('::'): chained URLs are not allowed")
     fs, path = fsspec.core.url_to_fs(normalize(uri), **dict(storage_options or {}))
     return fs, path
 
@@ -103,14 +161,200 @@ def join(prefix: str, *names: str) -> str:
     return "/".join([prefix.rstrip("/"), *[n.strip("/") for n in names]])
 
 
-def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None, max_bytes: int | None = None) -> bytes:
-    """Read a whole object; refuse objects larger than ``max_bytes``."""
-    fs, path = filesystem_for(uri, storage_options)
-    if max_bytes is not None:
-        size = fs.size(path)
-        if size is not None and size > max_bytes:
-            raise StorageError(f"{redact(uri)} is {size} bytes, over the limit of {max_bytes}")
-    return fs.cat_file(path)
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file is when it is not a regular file ("a named pipe" ...), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a regular file")
+
+
+def _opened_path(fd: int, fallback: str) -> str:
+    """The path of the file an fd refers to, as the kernel resolved it (Linux); ``fallback`` elsewhere."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return fallback
+
+
+def _open_local_regular(path: str, uri: str, policy: "StoragePolicy | None", what: str) -> BinaryIO:
+    """Open a local regular file for reading without ever blocking on a pipe or following a swapped-in link."""
+    real = os.path.realpath(path)
+    try:
+        status = os.stat(real)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {printable(uri)} not found") from None
+    except OSError as exc:
+        raise StorageError(f"{what} {printable(uri)} cannot be read: {exc.strerror}") from None
+    kind = _not_regular(status.st_mode)
+    if kind:
+        raise StorageError(f"{what} {printable(uri)} is {kind}, not a regular file")
+    # O_NONBLOCK: if a pipe is swapped in after the stat, opening it returns at once instead of
+    # waiting for a writer; fstat below then refuses it.  O_NOFOLLOW: the last component was
+    # resolved above, so a symlink there now is a swap.
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {printable(uri)} not found") from None
+    except OSError as exc:
+        raise StorageError(f"{what} {printable(uri)} cannot be opened: {exc.strerror}") from None
+    try:
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind:
+            raise StorageError(f"{what} {printable(uri)} is {kind}, not a regular file")
+        if policy is not None:
+            policy.check_opened(_opened_path(fd, real), uri, what)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_remote_object(fs, path: str, uri: str, max_bytes: int | None, what: str,
+                        block_size: int | None = None) -> tuple[BinaryIO, int]:
+    """Open a storage object (not a prefix or directory); refuse one reported over the limit. (handle, size)"""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {printable(uri)} not found") from None
+    if info.get("type") != "file":
+        raise StorageError(f"{what} {printable(uri)} is a directory (a prefix), not a file")
+    size = info.get("size")
+    if max_bytes is not None and isinstance(size, int) and size > max_bytes:
+        raise StorageError(f"{what} {printable(uri)} is {size} bytes, over the limit of {max_bytes} bytes")
+    try:
+        options = {} if block_size is None else {"block_size": block_size}
+        return fs.open(path, "rb", **options), int(size or 0)
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} {printable(uri)} not found") from None
+
+
+class BoundedReader(io.RawIOBase):
+    """A read-only stream that fails with StorageError as soon as more than ``max_bytes`` arrive.
+
+    The count is of bytes actually read, not of any reported size, so a file that grows, a device
+    or an object whose listing lies cannot stream past the limit.
+    """
+
+    def __init__(self, raw: BinaryIO, max_bytes: int, uri: str, what: str = "input") -> None:
+        super().__init__()
+        self._raw, self._max, self._uri, self._what = raw, max_bytes, uri, what
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._max + 1 - self.bytes_read)  # one byte past the limit proves "over"
+        if want <= 0:
+            want = 1
+        data = self._raw.read(want)
+        count = len(data or b"")
+        view[:count] = data or b""
+        self.bytes_read += count
+        if self.bytes_read > self._max:
+            raise StorageError(f"{self._what} {printable(self._uri)} is over the limit of {self._max} bytes")
+        return count
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+@contextlib.contextmanager
+def open_input(uri: str, storage_options: Mapping[str, Any] | None = None, max_bytes: int | None = None,
+               policy: "StoragePolicy | None" = None, what: str = "input") -> Iterator[BoundedReader]:
+    """Open a regular file or storage object for streaming reads, bounded to ``max_bytes``.
+
+    Refuses, before reading a byte: a chained URL, anything the policy refuses, named pipes,
+    devices, sockets and directories (StorageError saying which), missing inputs (NotFoundError).
+    Reading past ``max_bytes`` (default :data:`DEFAULT_MAX_READ_BYTES`) raises StorageError.
+    """
+    limit = DEFAULT_MAX_READ_BYTES if max_bytes is None else int(max_bytes)
+    if policy is not None:
+        uri = policy.check(uri, what)
+    fs, path = filesystem_for(uri, storage_options, what)
+    raw = _open_local_regular(path, uri, policy, what) if _is_local(fs) else _open_remote_object(
+        fs, path, uri, limit, what)[0]
+    reader = BoundedReader(raw, limit, uri, what)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+@contextlib.contextmanager
+def open_seekable(uri: str, storage_options: Mapping[str, Any] | None = None, policy: "StoragePolicy | None" = None,
+                  what: str = "file", block_size: int | None = None) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file or object for random-access reads; yields (handle, size).
+
+    The same refusals as :func:`open_input`.  Nothing bounds the reads here: the caller reads only
+    what it needs (an MP4's box headers, say) and bounds that itself.  ``block_size``: how much an
+    object store fetches per request (small for scattered header reads).
+    """
+    if policy is not None:
+        uri = policy.check(uri, what)
+    fs, path = filesystem_for(uri, storage_options, what)
+    if _is_local(fs):
+        handle = _open_local_regular(path, uri, policy, what)
+        size = os.fstat(handle.fileno()).st_size
+    else:
+        handle, size = _open_remote_object(fs, path, uri, None, what, block_size)
+    try:
+        yield handle, size
+    finally:
+        handle.close()
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None, max_bytes: int | None = None,
+               policy: "StoragePolicy | None" = None, what: str = "input") -> bytes:
+    """Read a whole regular file or object, at most ``max_bytes`` (default :data:`DEFAULT_MAX_READ_BYTES`).
+
+    Same refusals as :func:`open_input`; "is over the limit of N bytes" when more arrives.
+    """
+    chunks = bytearray()
+    with open_input(uri, storage_options, max_bytes, policy, what) as reader:
+        while True:
+            chunk = reader.read(_CHUNK)
+            if not chunk:
+                return bytes(chunks)
+            chunks += chunk
+
+
+def fetch_to_file(uri: str, dest_dir: str, storage_options: Mapping[str, Any] | None = None,
+                  max_bytes: int | None = None, policy: "StoragePolicy | None" = None, what: str = "input",
+                  suffix: str = "") -> str:
+    """Copy an input to a new private file in ``dest_dir`` (ffmpeg needs a local file); returns its path.
+
+    Same refusals and byte bound as :func:`open_input`; on any failure the partial copy is removed.
+    The file's name is made here (never from the URI), mode 0600.
+    """
+    fd, local_path = tempfile.mkstemp(prefix="input-", suffix=suffix, dir=dest_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, open_input(uri, storage_options, max_bytes, policy, what) as reader:
+            while True:
+                chunk = reader.read(_CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local_path)
+        raise
+    return local_path
 
 
 def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:

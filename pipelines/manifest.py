@@ -1,22 +1,36 @@
 """The manifest: one Parquet row per meme, checked before any work starts.
 
-Job-level problems (a missing required column, a column of the wrong type) raise
-:class:`ManifestError` naming the column: nothing can run.  Row-level problems (a bad or
-duplicate id, an empty URI, a negative seed) raise :class:`RowError` from :func:`parse_row`:
-that row fails, the others go on.
+Job-level problems (a missing required column, a column of the wrong type, a manifest over the
+size caps) raise :class:`ManifestError` naming the column or the cap: nothing can run.
+Row-level problems (a bad or duplicate id, an empty URI, a negative seed, a cell over its length
+cap) raise :class:`RowError` from :func:`parse_row`: that row fails, the others go on.
+
+The manifest comes from whoever wrote it, so the driver bounds what reading it can cost before
+it reads any row: the file's bytes, its row count and the decoded size of the columns it uses
+(from the Parquet footer, :class:`ManifestLimits`), then each string cell's length
+(:data:`CELL_LIMITS`, measured by Arrow compute on the columns, before any value becomes a
+Python object).  An over-long cell is emptied and its row carries the error, so one 300 MB
+``prompt`` fails one row instead of taking the driver's memory.  Columns the job does not know
+are never read; one warning names them.  String columns written as ``large_string``,
+``string_view`` or dictionary-encoded are accepted and read as plain strings.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mediaio import storage
+from mediaio.redaction import printable
+
+logger = logging.getLogger(__name__)
 
 
 class ManifestError(Exception):
@@ -41,16 +55,55 @@ OPTIONAL_COLUMNS: dict[str, str] = {
     "lora_scale": "number",
 }
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+KNOWN_COLUMNS: dict[str, str] = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+
+# The longest value each string column may hold, in characters (bytes for a binary column): the
+# one definition of these caps.  A cell over its cap fails its row.
+CELL_LIMITS: dict[str, int] = {
+    "id": 128,
+    "reference_uri": 4096,
+    "driving_uri": 4096,
+    "output_uri": 4096,
+    "engine": 64,
+    "prompt": 4096,
+}
+# The column read_manifest adds to carry a row's error found while reading (an over-long cell).
+ROW_ERROR_COLUMN = "_manifest_error"
+
+ID_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{CELL_LIMITS['id']}}}$")
 MAX_SEED = 2**63 - 1
+_SHOWN_NAME_CHARS = 64  # column names come from the file: shown escaped and cut to this length
+
+
+@dataclass(frozen=True)
+class ManifestLimits:
+    """What reading a manifest may cost the driver, checked from the file's size and footer before any row is read."""
+
+    max_bytes: int = 256 * 1024**2  # the Parquet file itself
+    max_rows: int = 1_000_000
+    max_decoded_bytes: int = 1024**3  # the known columns, uncompressed, as the footer reports them
+
+
+def _value_type(arrow_type: pa.DataType) -> pa.DataType:
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return any(check(arrow_type) for check in (pa.types.is_string, pa.types.is_large_string,
+                                               pa.types.is_string_view))
+
+
+def _is_bytes(arrow_type: pa.DataType) -> bool:
+    return any(check(arrow_type) for check in (pa.types.is_binary, pa.types.is_large_binary,
+                                               pa.types.is_binary_view))
 
 
 def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
+    arrow_type = _value_type(arrow_type)  # dictionary-encoded columns are judged by their values
     if pa.types.is_null(arrow_type):  # an all-null optional column is fine
         return True
     if kind == "string":  # binary is accepted so that a row with bytes that are not UTF-8 fails alone
-        return any(check(arrow_type) for check in (pa.types.is_string, pa.types.is_large_string,
-                                                   pa.types.is_binary, pa.types.is_large_binary))
+        return _is_text(arrow_type) or _is_bytes(arrow_type)
     if kind == "integer":
         return pa.types.is_integer(arrow_type)
     if kind == "number":
@@ -58,12 +111,21 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
     raise ValueError(kind)
 
 
+def _shown(name: str) -> str:
+    text = printable(name)
+    return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."
+
+
 def check_schema(schema: pa.Schema) -> None:
-    """Raise ManifestError naming the first missing required column or mistyped known column."""
+    """Raise ManifestError naming the first missing required column, repeated or mistyped known column."""
     names = set(schema.names)
     for column, kind in REQUIRED_COLUMNS.items():
         if column not in names:
-            raise ManifestError(f"manifest has no required column {column!r} (columns: {sorted(names)})")
+            shown = sorted(_shown(name) for name in names)[:20]
+            raise ManifestError(f"manifest has no required column {column!r} (columns: {shown})")
+    for column in KNOWN_COLUMNS:
+        if schema.names.count(column) > 1:
+            raise ManifestError(f"manifest column {column!r} appears {schema.names.count(column)} times")
     for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
         if column in names and not _type_matches(schema.field(column).type, kind):
             raise ManifestError(
@@ -71,17 +133,103 @@ def check_schema(schema: pa.Schema) -> None:
             )
 
 
-def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """Read and schema-check a Parquet manifest from a local path or fsspec URI."""
+def unknown_columns(schema: pa.Schema) -> list[str]:
+    """The manifest's columns this job does not know (they are not read)."""
+    return [name for name in schema.names if name not in KNOWN_COLUMNS]
+
+
+def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None,
+                  limits: ManifestLimits = ManifestLimits()) -> pa.Table:
+    """Read and check a Parquet manifest from a local path or fsspec URI, within ``limits``.
+
+    Job-level (ManifestError): not found, not a regular file, over ``max_bytes``, ``max_rows`` or
+    ``max_decoded_bytes``, not Parquet, a schema :func:`check_schema` refuses.  Then only the
+    known columns are read, as plain strings whatever their Arrow encoding, and cells over
+    :data:`CELL_LIMITS` are emptied with their row's error in :data:`ROW_ERROR_COLUMN`
+    (:func:`parse_row` raises it).  Unknown columns get one warning naming them.
+    """
+    shown = printable(uri)
     try:
-        fs, path = storage.filesystem_for(uri, storage_options)
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle)
-    except FileNotFoundError as exc:
-        raise ManifestError(f"manifest not found: {storage.redact(uri)}") from exc
+        with storage.open_seekable(uri, storage_options, what="manifest") as (handle, size):
+            if size > limits.max_bytes:
+                raise ManifestError(f"manifest {shown} is {size} bytes, over the limit of {limits.max_bytes} bytes")
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            check_schema(schema)
+            unknown = unknown_columns(schema)
+            if unknown:
+                logger.warning("manifest %s: ignoring %d unknown column(s): %s (known: %s)", shown, len(unknown),
+                               ", ".join(_shown(name) for name in unknown[:20]) + (" ..." if len(unknown) > 20 else ""),
+                               ", ".join(KNOWN_COLUMNS))
+            _check_footer(parquet.metadata, shown, limits)
+            table = parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
+    except storage.NotFoundError as exc:
+        raise ManifestError(f"manifest not found: {shown}") from exc
+    except storage.StorageError as exc:
+        raise ManifestError(str(exc)) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"manifest {storage.redact(uri)} is not readable Parquet: {exc}") from exc
-    check_schema(table.schema)
+        raise ManifestError(f"manifest {shown} is not readable Parquet: {printable(exc)}") from exc
+    return cap_cells(as_plain_types(table))
+
+
+def _check_footer(metadata: pq.FileMetaData, shown: str, limits: ManifestLimits) -> None:
+    """Refuse a manifest whose footer says it has too many rows or would decode too large."""
+    if metadata.num_rows > limits.max_rows:
+        raise ManifestError(f"manifest {shown} has {metadata.num_rows} rows, over the limit of {limits.max_rows}")
+    decoded = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if chunk.path_in_schema.split(".", 1)[0] in KNOWN_COLUMNS:
+                decoded += chunk.total_uncompressed_size
+    if decoded > limits.max_decoded_bytes:
+        raise ManifestError(f"manifest {shown} would decode to {decoded} bytes, over the limit of "
+                            f"{limits.max_decoded_bytes} bytes")
+
+
+def as_plain_types(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns decoded; ``large_string``/``string_view`` as ``string``, binary likewise."""
+    for index, field in enumerate(table.schema):
+        column = table.column(index)
+        if pa.types.is_dictionary(column.type):
+            column = pc.cast(column, column.type.value_type)
+        if _is_text(column.type) and not pa.types.is_string(column.type):
+            column = pc.cast(column, pa.string())
+        elif _is_bytes(column.type) and not pa.types.is_binary(column.type):
+            column = pc.cast(column, pa.binary())
+        if column.type != field.type:
+            table = table.set_column(index, pa.field(field.name, column.type), column)
+    return table
+
+
+def cap_cells(table: pa.Table) -> pa.Table:
+    """Cells over :data:`CELL_LIMITS` emptied (null), each such row's error in :data:`ROW_ERROR_COLUMN`.
+
+    Lengths are measured by Arrow compute on whole columns (characters for strings, bytes for
+    binary), so no over-long value is ever turned into a Python object.
+    """
+    errors: list[str | None] | None = None
+    for column_name, limit in CELL_LIMITS.items():
+        if column_name not in table.column_names:
+            continue
+        index = table.column_names.index(column_name)
+        column = table.column(index)
+        if pa.types.is_null(column.type):
+            continue
+        unit = "characters" if _is_text(column.type) else "bytes"
+        lengths = pc.utf8_length(column) if _is_text(column.type) else pc.binary_length(column)
+        over = pc.fill_null(pc.greater(lengths, limit), False)
+        if not pc.any(over).as_py():
+            continue
+        if errors is None:
+            errors = [None] * table.num_rows
+        for row in pc.indices_nonzero(over).to_pylist():
+            length = lengths[row].as_py()
+            errors[row] = errors[row] or f"{column_name} is {length} {unit} long, over the limit of {limit}"
+        table = table.set_column(index, table.field(index), pc.if_else(over, pa.scalar(None, column.type), column))
+    if errors is not None:
+        table = table.append_column(pa.field(ROW_ERROR_COLUMN, pa.string()), pa.array(errors, pa.string()))
     return table
 
 
@@ -115,12 +263,21 @@ def _optional_number(row: Mapping[str, Any], column: str) -> float | None:
     return value
 
 
+MAX_DESCRIBED_CHARS = 200
+
+
 def describe_id(raw_id: Any) -> str:
-    """A printable form of a (possibly invalid) id for error messages and results."""
+    """A printable form of a (possibly invalid) id for error messages and results.
+
+    Bytes that are not UTF-8 become ``\\x..``, control characters are escaped (an id cannot forge
+    a log line or move the cursor) and a very long id is cut, ending in ``...``.
+    """
     if isinstance(raw_id, bytes):
-        return raw_id.decode("utf-8", errors="backslashreplace")
-    text = str(raw_id)
-    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+        text = raw_id[: MAX_DESCRIBED_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    else:
+        text = str(raw_id)[: MAX_DESCRIBED_CHARS * 4].encode("utf-8", errors="backslashreplace").decode("utf-8")
+    text = printable(text)
+    return text if len(text) <= MAX_DESCRIBED_CHARS else text[:MAX_DESCRIBED_CHARS] + "..."
 
 
 def _as_text(row: Mapping[str, Any], column: str) -> Any:
@@ -129,18 +286,25 @@ def _as_text(row: Mapping[str, Any], column: str) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise RowError(f"{column} {describe_id(value)!r} is not valid UTF-8") from None
+            raise RowError(f"{column} '{describe_id(value)}' is not valid UTF-8") from None
     return value
 
 
 def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     """Validate one manifest row's values; RowError names the column and the cause."""
+    if row.get(ROW_ERROR_COLUMN):
+        raise RowError(row[ROW_ERROR_COLUMN])
+    for column, limit in CELL_LIMITS.items():  # rows that did not come through read_manifest
+        value = row.get(column)
+        if isinstance(value, (str, bytes)) and len(value) > limit:
+            unit = "characters" if isinstance(value, str) else "bytes"
+            raise RowError(f"{column} is {len(value)} {unit} long, over the limit of {limit}")
     row = {**row, **{column: _as_text(row, column) for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items()
                      if kind == "string"}}
     raw_id = row.get("id")
     if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or raw_id in (".", ".."):
         raise RowError(
-            f"id {describe_id(raw_id)!r} is invalid: use 1 to 128 letters, digits, '.', '_' or '-'"
+            f"id '{describe_id(raw_id)}' is invalid: use 1 to {CELL_LIMITS['id']} letters, digits, '.', '_' or '-'"
         )
     for column in ("reference_uri", "driving_uri"):
         value = row.get(column)

@@ -1,6 +1,7 @@
 """Manifest validation: job-level errors name the column, row-level errors fail one row."""
 
 import math
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,3 +83,111 @@ def test_csv_and_folder_builders_write_a_valid_manifest(tmp_path):
     table = read_manifest(str(out))
     assert table.schema.field("seed").type == pa.int64()
     assert safe_id("/a/b/héllo wörld.mp4") == "h_llo_w_rld"
+
+
+# --- what reading a manifest may cost ----------------------------------------------------------------
+
+from pipelines.manifest import CELL_LIMITS, ROW_ERROR_COLUMN, ManifestLimits, describe_id  # noqa: E402
+
+
+def _rows(count: int = 3, **extra) -> dict:
+    columns = {"id": [f"r{i}" for i in range(count)], "reference_uri": ["/x/a.jpg"] * count,
+               "driving_uri": ["/x/d.mp4"] * count}
+    columns.update(extra)
+    return columns
+
+
+def test_a_huge_prompt_fails_its_row_only_and_never_becomes_a_python_string(tmp_path):
+    path = tmp_path / "m.parquet"
+    huge = "a" * 5_000_000  # compresses to almost nothing: the file is small, the cell is not
+    pq.write_table(pa.table(_rows(prompt=["fine", huge, None])), path, compression="zstd")
+    assert path.stat().st_size < 100_000
+    table = read_manifest(str(path))
+    assert table.column("prompt").to_pylist() == ["fine", None, None]
+    errors = table.column(ROW_ERROR_COLUMN).to_pylist()
+    assert errors == [None, f"prompt is 5000000 characters long, over the limit of {CELL_LIMITS['prompt']}", None]
+    rows = table.to_pylist()
+    assert parse_row(0, rows[0]).prompt == "fine"
+    with pytest.raises(RowError, match="prompt is 5000000 characters long"):
+        parse_row(1, rows[1])
+    assert parse_row(2, rows[2]).prompt is None
+
+
+def test_over_long_ids_and_uris_fail_their_rows(tmp_path):
+    path = tmp_path / "m.parquet"
+    columns = _rows(2)
+    columns["id"][1] = "i" * 129
+    columns["driving_uri"][0] = "/x/" + "d" * 5000
+    pq.write_table(pa.table(columns), path)
+    errors = read_manifest(str(path)).column(ROW_ERROR_COLUMN).to_pylist()
+    assert errors[0].startswith("driving_uri is 5003 characters long") and errors[1].startswith("id is 129 characters")
+    with pytest.raises(RowError, match="reference_uri is 4097 characters long"):
+        parse_row(0, {**GOOD, "reference_uri": "r" * 4097})  # rows that did not come through read_manifest
+
+
+def test_manifest_size_caps_are_job_errors(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table(_rows(50, prompt=[f"{i}" + "p" * 1000 for i in range(50)])), path)
+    with pytest.raises(ManifestError, match=r"is \d+ bytes, over the limit of 100 bytes"):
+        read_manifest(str(path), limits=ManifestLimits(max_bytes=100))
+    with pytest.raises(ManifestError, match="has 50 rows, over the limit of 10"):
+        read_manifest(str(path), limits=ManifestLimits(max_rows=10))
+    with pytest.raises(ManifestError, match=r"would decode to \d+ bytes, over the limit of 10000 bytes"):
+        read_manifest(str(path), limits=ManifestLimits(max_decoded_bytes=10_000))
+
+
+def test_a_manifest_that_is_a_pipe_or_a_directory_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match="is a named pipe"):
+        read_manifest(str(tmp_path / "m.parquet"))
+    with pytest.raises(ManifestError, match="is a directory"):
+        read_manifest(str(tmp_path))
+
+
+def test_string_view_large_string_and_dictionary_columns_are_accepted(tmp_path):
+    path = tmp_path / "m.parquet"
+    table = pa.table({
+        "id": pa.array(["a", "b"], pa.string_view()),
+        "reference_uri": pa.array(["/x/a.jpg", "/x/b.jpg"], pa.large_string()),
+        "driving_uri": pa.array(["/x/d.mp4", "/x/d.mp4"]).dictionary_encode(),
+        "prompt": pa.array(["p" * 5000, "short"]).dictionary_encode(),
+        "engine": pa.array([b"warp", None], pa.binary_view()),
+    })
+    pq.write_table(table, path)
+    read = read_manifest(str(path))
+    assert [read.schema.field(name).type for name in ("id", "reference_uri", "driving_uri", "prompt", "engine")] == [
+        pa.string(), pa.string(), pa.string(), pa.string(), pa.binary()]
+    rows = read.to_pylist()
+    with pytest.raises(RowError, match="prompt is 5000 characters"):
+        parse_row(0, rows[0])
+    spec = parse_row(1, rows[1])
+    assert (spec.id, spec.reference_uri, spec.driving_uri, spec.prompt) == ("b", "/x/b.jpg", "/x/d.mp4", "short")
+
+
+def test_unknown_columns_are_not_read_and_named_once(tmp_path, caplog):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table(_rows(2, notes=["n" * 10, "m"], **{"evil\x1b[2J": ["x", "y"]})), path)
+    caplog.set_level("WARNING", logger="pipelines.manifest")
+    table = read_manifest(str(path))
+    assert "notes" not in table.column_names and "evil\x1b[2J" not in table.column_names
+    [warning] = [record for record in caplog.records if "unknown column" in record.getMessage()]
+    assert "notes" in warning.getMessage() and "evil\\x1b[2J" in warning.getMessage()
+    assert "\x1b" not in warning.getMessage()
+
+
+def test_a_repeated_known_column_is_a_job_error():
+    schema = pa.schema([("id", pa.string()), ("id", pa.string()), ("reference_uri", pa.string()),
+                        ("driving_uri", pa.string())])
+    with pytest.raises(ManifestError, match="'id' appears 2 times"):
+        check_schema(schema)
+
+
+def test_ids_are_described_escaped_and_cut():
+    assert describe_id("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
+    assert describe_id(b"\xffz") == "\\xffz"
+    assert describe_id("x" * 10_000) == "x" * 200 + "..."
+
+
+def test_the_builder_refuses_cells_the_job_would_refuse(tmp_path):
+    with pytest.raises(ManifestError, match="row 1: prompt is 5000 characters long"):
+        write_manifest([{**GOOD}, {**GOOD, "id": "b", "prompt": "p" * 5000}], str(tmp_path / "m.parquet"))

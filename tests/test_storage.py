@@ -1,6 +1,9 @@
-"""Safe writes (never a partial file under the final name), the allow-list, redaction."""
+"""Safe writes (never a partial file under the final name), the allow-list, bounded reads of regular files only."""
 
+import io
 import os
+import socket
+import stat
 
 import fsspec
 import pytest
@@ -63,6 +66,10 @@ def test_memory_filesystem_create_only():
         ("ftp://host/a.mp4", "scheme 'ftp'"),
         ("s3://AKIAXX:sekrit@bucket/a.mp4", "carries credentials"),
         ("", "empty"),
+        ("/data/a.mp4::memory", "chained URL"),
+        ("simplecache::s3://bucket/a.mp4", "chained URL"),
+        ("file://etc/passwd", "not an absolute file:// URI"),
+        ("s3://bucket/in/../secret.mp4", "'.' or '..' path segments"),
     ],
 )
 def test_policy_refuses(uri, reason):
@@ -87,3 +94,139 @@ def test_redact():
     cleaned = storage.redact(text)
     assert "secretvalue" not in cleaned and "abcdef" not in cleaned
     assert "s3://***@host/k" in cleaned and "a=1" in cleaned
+
+
+# --- what reads may open ----------------------------------------------------------------------------
+
+@pytest.fixture()
+def rooted(tmp_path):
+    """An allowed root holding a real file, a link to it, and a link to a secret outside the root."""
+    root, outside = tmp_path / "allowed", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "clip.mp4").write_bytes(b"inside")
+    (outside / "secret.mp4").write_bytes(b"secret")
+    (root / "inner.mp4").symlink_to(root / "clip.mp4")
+    (root / "link.mp4").symlink_to(outside / "secret.mp4")
+    return root, StoragePolicy(allowed_roots=(str(root),))
+
+
+def test_a_chained_url_cannot_read_through_a_link_out_of_the_root(rooted):
+    root, policy = rooted
+    for uri in (f"{root}/link.mp4::memory", f"{root}/clip.mp4::file"):
+        with pytest.raises(StorageError, match="chained URL"):
+            policy.check(uri)
+        with pytest.raises(StorageError, match="chained URL"):
+            storage.read_bytes(uri)  # refused even without a policy: fsspec is never asked
+    with pytest.raises(StorageError, match=r"outside the allowed roots \(it resolves to .*secret.mp4\)"):
+        policy.check(f"{root}/link.mp4")
+    with pytest.raises(StorageError, match="outside the allowed roots"):
+        storage.read_bytes(f"{root}/link.mp4", policy=policy)
+    assert storage.read_bytes(f"{root}/inner.mp4", policy=policy) == b"inside"
+
+
+def test_the_file_actually_opened_is_checked(rooted):
+    root, policy = rooted
+    policy.check_opened(str(root / "clip.mp4"), "x")
+    with pytest.raises(StorageError, match="opened .*secret.mp4, outside the allowed roots"):
+        policy.check_opened(os.path.realpath(root / "link.mp4"), str(root / "link.mp4"))
+
+
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(StorageError, match="clip.mp4 is a named pipe, not a regular file"):
+        storage.read_bytes(str(fifo))
+    with pytest.raises(StorageError, match="named pipe"):
+        storage.fetch_to_file(str(fifo), str(tmp_path))
+
+
+def test_a_pipe_swapped_in_after_the_stat_is_refused_after_opening(tmp_path, monkeypatch):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: real_stat(__file__) if str(path) == str(fifo)
+                        else real_stat(path, *a, **k))  # the stat sees a regular file; the open finds the pipe
+    with pytest.raises(StorageError, match="is a named pipe"):
+        storage.read_bytes(str(fifo))
+
+
+@pytest.mark.parametrize("device, kind", [("/dev/zero", "a character device"), ("/dev/null", "a character device")])
+def test_devices_are_refused(device, kind):
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} here")
+    with pytest.raises(StorageError, match=f"{device} is {kind}, not a regular file"):
+        storage.read_bytes(device, max_bytes=10)
+
+
+def test_sockets_and_directories_are_refused(tmp_path):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "s.mp4"))
+        assert stat.S_ISSOCK(os.stat(tmp_path / "s.mp4").st_mode)
+        with pytest.raises(StorageError, match="is a socket"):
+            storage.read_bytes(str(tmp_path / "s.mp4"))
+    with pytest.raises(StorageError, match="is a directory"):
+        storage.read_bytes(str(tmp_path))
+    storage.write_create_only("memory://bucket/prefix/a.mp4", b"x")
+    with pytest.raises(StorageError, match="is a directory"):
+        storage.read_bytes("memory://bucket/prefix")
+
+
+def test_missing_input_is_not_found(tmp_path):
+    with pytest.raises(storage.NotFoundError, match="nope.mp4 not found") as info:
+        storage.read_bytes(str(tmp_path / "nope.mp4"))
+    assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes("memory://bucket/nope.mp4")
+
+
+def test_reads_are_bounded_by_what_arrives(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"x" * 10)
+    assert storage.read_bytes(str(path), max_bytes=10) == b"x" * 10
+    with pytest.raises(StorageError, match=r"a.bin is over the limit of 9 bytes"):
+        storage.read_bytes(str(path), max_bytes=9)
+    storage.write_create_only("memory://bucket/big.bin", b"y" * 100)
+    with pytest.raises(StorageError, match="is 100 bytes, over the limit of 50 bytes"):
+        storage.read_bytes("memory://bucket/big.bin", max_bytes=50)
+
+
+class Endless(io.RawIOBase):
+    """A stream that never ends, like a device or an object whose reported size is a lie."""
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        buffer[:] = b"z" * len(buffer)
+        return len(buffer)
+
+
+def test_a_stream_that_never_ends_stops_one_byte_past_the_limit():
+    reader = storage.BoundedReader(Endless(), 1000, "s3://bucket/liar.mp4")
+    with pytest.raises(StorageError, match="liar.mp4 is over the limit of 1000 bytes"):
+        while reader.read(4096):
+            pass
+    assert reader.bytes_read == 1001
+
+
+def test_fetch_to_file_makes_a_private_copy_and_leaves_nothing_on_failure(tmp_path):
+    source, scratch = tmp_path / "clip.mp4", tmp_path / "scratch"
+    scratch.mkdir()
+    source.write_bytes(b"m" * 5000)
+    local = storage.fetch_to_file(str(source), str(scratch), max_bytes=5000, suffix=".mp4")
+    assert open(local, "rb").read() == b"m" * 5000
+    assert os.path.dirname(local) == str(scratch) and local.endswith(".mp4")
+    assert stat.S_IMODE(os.stat(local).st_mode) == 0o600
+    os.unlink(local)
+    with pytest.raises(StorageError, match="over the limit"):
+        storage.fetch_to_file(str(source), str(scratch), max_bytes=4999)
+    assert os.listdir(scratch) == []
+
+
+def test_errors_print_uris_escaped(tmp_path):
+    with pytest.raises(StorageError) as info:
+        storage.read_bytes(str(tmp_path / "evil\n2024 INFO forged\x1b[2J.mp4"))
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "evil\\n2024 INFO forged\\x1b[2J.mp4 not found" in message

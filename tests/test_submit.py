@@ -10,6 +10,7 @@ cannot be scoped and would end every Ray instance on the machine, other tests' i
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -96,9 +97,10 @@ def test_the_cluster_renders_with_the_same_options(tmp_path: Path, monkeypatch: 
     assert request.runtime_env["working_dir"] == str(REPO)
 
 
-def test_storage_credentials_are_refused_and_not_logged(caplog: pytest.LogCaptureFixture,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_storage_credentials_are_refused_without_token_authentication(caplog: pytest.LogCaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(STORAGE_OPTIONS_ENV, raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     caplog.set_level(logging.DEBUG)
 
     def no_client(address: str):
@@ -108,18 +110,79 @@ def test_storage_credentials_are_refused_and_not_logged(caplog: pytest.LogCaptur
                         "--storage-option", "key=AKIAEXAMPLEKEY",
                         "--storage-option", "client_kwargs.aws_secret_access_key=EXAMPLESECRET")
     assert submit.run(args, client_factory=no_client) == submit.EXIT_JOB_ERROR
-    assert "key, client_kwargs.aws_secret_access_key" in caplog.text
+    assert "key, client_kwargs.aws_secret_access_key look like credentials" in caplog.text
+    assert "token authentication" in caplog.text
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # even with a token: never in a URI on the command line
     args = parse_submit("s3://bucket/m.parquet", "--output", "s3://AKIAEXAMPLEKEY:EXAMPLESECRET@bucket/out")
     assert submit.run(args, client_factory=no_client) == submit.EXIT_JOB_ERROR
     assert "AKIAEXAMPLEKEY" not in caplog.text and "EXAMPLESECRET" not in caplog.text
 
+
+def test_credential_filter_works_by_key_pattern_whatever_the_case() -> None:
     assert submit.secret_option_keys({
         "anon": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"},
-        "config_kwargs": {"signature_version": "s3v4"},
+        "config_kwargs": {"signature_version": "s3v4"}, "requester_pays": True,
     }) == []
     assert submit.secret_option_keys({"token": "t", "client_kwargs": {"endpoint_url": "http://u:p@host"},
                                       "credentials": {"x": 1}}) == [
         "token", "client_kwargs.endpoint_url", "credentials"]
+    sneaky = {"SecretAccessKey": "s", "accessKeyId": "a", "AWS_SESSION_TOKEN": "t", "pwd": "p", "Passphrase": "p",
+              "client_kwargs": {"headers": {"Authorization": "Bearer b"}, "aws_secret_access_key": "s"},
+              "connection_string": "c", "account_key": "k", "sas_token": "s", "PASSWORD": "p"}
+    assert sorted(submit.secret_option_keys(sneaky)) == sorted([
+        "SecretAccessKey", "accessKeyId", "AWS_SESSION_TOKEN", "pwd", "Passphrase", "client_kwargs.headers.Authorization",
+        "client_kwargs.aws_secret_access_key", "connection_string", "account_key", "sas_token", "PASSWORD"])
+    public, secret = submit.split_storage_options(
+        {"anon": False, "key": "AK", "client_kwargs": {"endpoint_url": "http://e", "aws_session_token": "T"}})
+    assert public == {"anon": False, "client_kwargs": {"endpoint_url": "http://e"}}
+    assert secret == {"key": "AK", "client_kwargs": {"aws_session_token": "T"}}
+
+
+def test_credentials_travel_sealed_with_the_cluster_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs import sealed_options
+
+    monkeypatch.delenv(STORAGE_OPTIONS_ENV, raising=False)
+    token = secrets.token_hex(16)
+    options = ["s3://bucket/m.parquet", "--output", "s3://bucket/out",
+               "--storage-option", "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+               "--storage-option", "key=AKIAEXAMPLEKEY", "--storage-option", "secret=EXAMPLESECRET",
+               "--storage-option", "token=EXAMPLESESSION"]
+    request = submit.build_request(parse_submit(*options), token_source=lambda: token)
+
+    everything = json.dumps({"entrypoint": request.entrypoint, "runtime_env": request.runtime_env,
+                             "metadata": request.metadata, "id": request.base_id})
+    for value in ("AKIAEXAMPLEKEY", "EXAMPLESECRET", "EXAMPLESESSION"):
+        assert value not in everything
+    assert shlex.split(request.entrypoint)[:3] == ["python", "-m", "jobs.job_entry"]
+    env = dict(request.runtime_env["env_vars"])
+    assert json.loads(env[STORAGE_OPTIONS_ENV]) == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+
+    # On the cluster: the job's entry opens them with the same token, into its own process only.
+    job_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    assert sealed_options.unseal_into_environment(STORAGE_OPTIONS_ENV, job_env)
+    assert sealed_options.SEALED_OPTIONS_ENV not in job_env
+    assert json.loads(job_env[STORAGE_OPTIONS_ENV]) == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}, "key": "AKIAEXAMPLEKEY",
+        "secret": "EXAMPLESECRET", "token": "EXAMPLESESSION"}
+    with pytest.raises(sealed_options.SealError, match="do not open with this cluster's token"):
+        sealed_options.unseal_into_environment(STORAGE_OPTIONS_ENV, {**env, "RAY_AUTH_TOKEN": "another"})
+    with pytest.raises(sealed_options.SealError, match="finds no token"):
+        sealed_options.unseal_into_environment(STORAGE_OPTIONS_ENV, {**env, "RAY_AUTH_MODE": "disabled"})
+
+    rotated = submit.build_request(parse_submit(*options[:-4], "--storage-option", "key=OTHERKEY",
+                                                "--storage-option", "secret=OTHER", "--storage-option", "token=T2"),
+                                   token_source=lambda: token)
+    assert rotated.base_id == request.base_id  # a rotated key is the same job
+
+
+def test_the_cluster_token_is_found_where_ray_finds_it(tmp_path: Path) -> None:
+    from jobs.sealed_options import cluster_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token\n")
+    assert cluster_token({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "env-token"}) == "env-token"
+    assert cluster_token({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}) == "file-token"
+    assert cluster_token({"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "env-token"}) is None
 
 
 # --- submit once, follow, report ----------------------------------------------------------------
@@ -218,6 +281,10 @@ class RayHead:
     address: str  # the Jobs API
     client_env: dict[str, str]  # the environment a user of this cluster has (its token included)
     token: str
+    temp_dir: str  # the head's Ray temp dir: its session logs are under it
+
+    def client(self) -> JobSubmissionClient:
+        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
 
     def jobs_of(self, manifest: str) -> list[str]:
         """Submission ids of the jobs that rendered ``manifest``, oldest first."""
@@ -258,7 +325,7 @@ def ray_head():
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
         _wait_for_jobs_api(address, token, head, log_path)
-        yield RayHead(address=address, client_env={**outside_environment(), **auth}, token=token)
+        yield RayHead(address=address, client_env={**outside_environment(), **auth}, token=token, temp_dir=temp_dir)
     finally:
         _stop_head(head, temp_dir)
 
@@ -349,3 +416,37 @@ def test_failed_rows_end_the_job_with_status_2_and_retry_runs_it_again(ray_head:
     retried = ray_head.submit(*options, "--retry")
     assert retried.returncode == 2
     assert ray_head.jobs_of(str(manifest)) == [submission, f"{submission}-2"]
+
+
+@pytest.mark.ray
+def test_credentials_reach_the_job_sealed_and_appear_nowhere_else(ray_head: RayHead, s3_endpoint, tmp_path: Path,
+                                                                  ) -> None:
+    from tests.s3_server import CANARY_SECRET
+
+    canary_token = "canary-session-token-51be07"
+    bucket = s3_endpoint.bucket
+    manifest = f"s3://{bucket}/sealed/manifest.parquet"  # the job must read it with the credentials it was sent
+    write_manifest([{"id": "sealed", "reference_uri": f"s3://{bucket}/sealed/none.jpg",
+                     "driving_uri": f"s3://{bucket}/sealed/none.mp4"}], manifest, s3_endpoint.storage_options)
+    result = ray_head.submit(manifest, "--output", str(tmp_path / "out"), *s3_endpoint.cli_options(),
+                             "--storage-option", f"token={canary_token}")
+    # The manifest was read on the cluster (so the sealed options were opened there); its one row has no inputs.
+    assert result.returncode == 2, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert "not found" in result.stdout
+
+    client = ray_head.client()
+    [job] = [item for item in client.list_jobs() if (item.metadata or {}).get("manifest") == manifest]
+    seen_by_api = json.dumps(job.model_dump(mode="json")) + client.get_job_logs(job.submission_id)
+    assert "jobs.job_entry" in job.entrypoint and "HELLOMEME_SEALED_STORAGE_OPTIONS" in seen_by_api
+    canaries = (CANARY_SECRET, canary_token, s3_endpoint.key)
+    for canary in canaries:
+        assert canary not in seen_by_api + result.stdout + result.stderr, canary
+    scanned = 0
+    for logs in Path(ray_head.temp_dir).rglob("logs"):
+        for path in logs.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                content = path.read_bytes()
+                scanned += 1
+                for canary in canaries:
+                    assert canary.encode() not in content, (canary, path)
+    assert scanned > 0  # the head's session logs (runtime_env_agent.log, the job's driver log ...) were read

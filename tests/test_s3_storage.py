@@ -1,0 +1,75 @@
+"""The storage and output layer on a real S3 endpoint (moto's server on 127.0.0.1), without Ray."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mediaio import storage
+from mediaio.storage import StorageError
+from pipelines import outputs
+from pipelines.manifest import ManifestError, ManifestLimits, read_manifest
+
+FINGERPRINT = "00112233445566778899aabbccddeeff"
+
+
+@pytest.fixture()
+def s3(s3_endpoint):
+    return fsspec.filesystem("s3", skip_instance_cache=True, **s3_endpoint.storage_options)
+
+
+def test_bounded_reads_of_objects(s3_endpoint, s3):
+    bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
+    s3.pipe_file(f"{bucket}/reads/a.bin", b"a" * 1000)
+    assert storage.read_bytes(f"s3://{bucket}/reads/a.bin", options, max_bytes=1000) == b"a" * 1000
+    with pytest.raises(StorageError, match="is 1000 bytes, over the limit of 999 bytes"):
+        storage.read_bytes(f"s3://{bucket}/reads/a.bin", options, max_bytes=999)
+    with pytest.raises(StorageError, match="is a directory"):
+        storage.read_bytes(f"s3://{bucket}/reads", options)
+    with pytest.raises(storage.NotFoundError):
+        storage.read_bytes(f"s3://{bucket}/reads/none.bin", options)
+
+
+def test_probe_and_plan_on_a_bucket(s3_endpoint, s3):
+    bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
+    outputs.probe_output_writable(f"s3://{bucket}/probed", options)
+    assert not s3.exists(f"{bucket}/probed") or s3.ls(f"{bucket}/probed", refresh=True) == []
+    with pytest.raises(StorageError, match="--output s3://no-such-bucket/out is not writable"):
+        outputs.probe_output_writable("s3://no-such-bucket/out", options)
+
+    s3.pipe_file(f"{bucket}/planned/have.mp4", b"x")
+    prefix = outputs.check_output_prefix(f"s3://{bucket}/planned", storage.StoragePolicy(), local_job=False)
+    plans = outputs.plan_outputs(prefix, [outputs.OutputRequest(0, "have"), outputs.OutputRequest(1, "new")],
+                                 storage.StoragePolicy(), local_job=False, storage_options=options)
+    assert [(plan.uri, plan.exists) for plan in plans] == [
+        (f"s3://{bucket}/planned/have.mp4", True), (f"s3://{bucket}/planned/new.mp4", False)]
+
+
+def test_ownership_of_an_object(s3_endpoint, s3, ffmpeg, tmp_path: Path):
+    bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
+    video = tmp_path / "v.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8:duration=0.5",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", *outputs.fingerprint_metadata_args(FINGERPRINT),
+                    str(video)], check=True, capture_output=True)
+    s3.put_file(str(video), f"{bucket}/owned/v.mp4")
+    s3.pipe_file(f"{bucket}/owned/empty.mp4", b"")
+    assert outputs.owns_existing_output(f"s3://{bucket}/owned/v.mp4", FINGERPRINT, options)
+    assert not outputs.owns_existing_output(f"s3://{bucket}/owned/v.mp4", "f" * 32, options)
+    assert outputs.inspect_existing_output(f"s3://{bucket}/owned/empty.mp4", FINGERPRINT, options).reason == \
+        "is empty (0 bytes)"
+
+
+def test_manifest_caps_on_a_bucket(s3_endpoint, s3, tmp_path: Path):
+    bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
+    local = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["a"], "reference_uri": ["r"], "driving_uri": ["d"], "prompt": ["p" * 5000]}), local)
+    s3.put_file(str(local), f"{bucket}/manifests/m.parquet")
+    table = read_manifest(f"s3://{bucket}/manifests/m.parquet", options)
+    assert table.column("prompt").to_pylist() == [None]
+    with pytest.raises(ManifestError, match="over the limit of 10 bytes"):
+        read_manifest(f"s3://{bucket}/manifests/m.parquet", options, limits=ManifestLimits(max_bytes=10))
