@@ -30,6 +30,7 @@ from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
 from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames
 from mediaio import clips, media, storage
+from mediaio.redaction import printable
 from reporting import previews
 from reporting.metrics import worker_metrics
 
@@ -91,7 +92,8 @@ class PrepareActor:
     """Turns a row's URIs into face crops, face tracks and audio (see the module docstring)."""
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: media.MediaLimits,
-                 storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None) -> None:
+                 storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None,
+                 policy: storage.StoragePolicy | None = None) -> None:
         self.size = size
         self.default_fps = default_fps
         self.crop_box: Callable[[FaceTrack], CropBox] = import_object(crop_rule)  # the engine's crop convention
@@ -99,6 +101,7 @@ class PrepareActor:
         self.storage_options = dict(storage_options)
         self.max_input_bytes = max_input_bytes
         self.previews_uri = previews_uri
+        self.policy = policy  # checked again on the file actually opened (symlinks resolved)
         self.tracker = FaceTracker()
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,23 +123,34 @@ class PrepareActor:
     # -- inputs -----------------------------------------------------------------------------------
 
     def _read(self, uri: str, what: str) -> bytes:
+        """A whole input, bounded in bytes whatever size it reports; only regular files or objects."""
         try:
-            data = storage.read_bytes(uri, self.storage_options, max_bytes=self.max_input_bytes)
+            data = storage.read_bytes(uri, self.storage_options, max_bytes=self.max_input_bytes, policy=self.policy,
+                                      what=what)
         except FileNotFoundError:
-            raise InputError(f"{what} {storage.redact(uri)} not found") from None
+            raise InputError(f"{what} {printable(uri)} not found") from None
         except IsADirectoryError:
-            raise InputError(f"{what} {storage.redact(uri)} is a directory") from None
+            raise InputError(f"{what} {printable(uri)} is a directory") from None
         except storage.StorageError as exc:
             raise InputError(f"{what}: {exc}") from None
         if not data:
-            raise InputError(f"{what} {storage.redact(uri)} is empty")
+            raise InputError(f"{what} {printable(uri)} is empty")
         return data
 
     def _fetch_to(self, folder: str, uri: str) -> str:
         """The driving clip as a local file: ffmpeg and PyAV only ever open local files, never URLs."""
-        path = os.path.join(folder, "driving")
-        with open(path, "wb") as handle:
-            handle.write(self._read(uri, "driving video"))
+        what = "driving video"
+        try:
+            path = storage.fetch_to_file(uri, folder, self.storage_options, max_bytes=self.max_input_bytes,
+                                         policy=self.policy, what=what)
+        except FileNotFoundError:
+            raise InputError(f"{what} {printable(uri)} not found") from None
+        except IsADirectoryError:
+            raise InputError(f"{what} {printable(uri)} is a directory") from None
+        except storage.StorageError as exc:
+            raise InputError(f"{what}: {exc}") from None
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{what} {printable(uri)} is empty")
         return path
 
     # -- reference --------------------------------------------------------------------------------
@@ -147,13 +161,13 @@ class PrepareActor:
             with decode.timing():
                 image = media.load_image(self._read(uri, "reference"), self.limits)
         except media.MediaError as exc:
-            raise InputError(f"reference {storage.redact(uri)} {exc}") from None
+            raise InputError(f"reference {printable(uri)} {exc}") from None
         height, width = image.shape[:2]
         small = _scaled_to(image, LANDMARK_SIDE)
         try:
             track = self.tracker.detect(small, image_size=(height, width))
         except FaceError as exc:
-            raise InputError(f"reference {storage.redact(uri)}: {exc}") from None
+            raise InputError(f"reference {printable(uri)}: {exc}") from None
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
         columns = {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size))}
@@ -171,7 +185,7 @@ class PrepareActor:
             fps = clips.generation_rate(settings.fps or self.default_fps, facts, self.limits)
             span = clips.clip_span(facts, self.limits, settings.max_seconds)
         except media.MediaError as exc:
-            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+            raise InputError(f"driving video {printable(uri)} {exc}") from None
         plan = clips.ClipPlan.for_span(fps, span)
         reader = clips.ClipReader(path, facts, self.limits)
         preview_frames: list[np.ndarray] = []
@@ -186,16 +200,16 @@ class PrepareActor:
         try:
             track = self.tracker.track(landmark_frames(), image_size=(facts.height, facts.width))
         except media.MediaError as exc:
-            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+            raise InputError(f"driving video {printable(uri)} {exc}") from None
         except FaceError as exc:
-            raise InputError(f"driving video {storage.redact(uri)}: {exc}") from None
+            raise InputError(f"driving video {printable(uri)}: {exc}") from None
         box = self.crop_box(track)
         crops = np.empty((plan.count, self.size, self.size, 3), np.uint8)
         try:
             for index, frame in enumerate(decode.time(reader.frames(plan))):
                 crops[index] = crop_frames(frame, box, self.size)
         except media.MediaError as exc:
-            raise InputError(f"driving video {storage.redact(uri)} {exc}") from None
+            raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
             audio = media.extract_audio(path, span, self.limits) if facts.has_audio else None
         preview = self._preview(row, "driving", lambda: previews.animated_webp(

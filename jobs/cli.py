@@ -7,6 +7,7 @@ import logging
 import sys
 
 from jobs import demo, manifest_cmd, render, submit
+from mediaio.redaction import install_log_safety
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_safety()  # no secret and no control character reaches a log line, at any verbosity
     if not args.verbose:  # Ray Data's own progress lines repeat what our per-row lines say
         quiet_ray_data()
     return args.run(args)

@@ -21,7 +21,8 @@ from engines.base import EngineOptionError
 from engines.registry import UnknownEngineError
 from pipelines.manifest import ManifestError
 from reporting.metrics import DriverMetrics, MetricsEndpoint
-from mediaio.storage import StorageError, redact
+from mediaio.redaction import install_log_safety, printable, redact
+from mediaio.storage import StorageError
 from jobs.options import add_metrics_arguments, add_render_arguments, job_config
 from pipelines.render_job import JobReport, run_render_job
 
@@ -32,9 +33,10 @@ EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
 
 def log_progress(row: dict[str, Any], done: int, total: int) -> None:
     if row["status"] == "failed":
-        logger.warning("[%d/%d] failed  %s: %s", done, total, row["id"], row["error"])
+        logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
     else:
-        logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], row["id"], row["output_uri"])
+        logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], printable(row["id"]),
+                    printable(row["output_uri"]))
 
 
 def print_summary(report: JobReport, output: str) -> None:
@@ -42,14 +44,15 @@ def print_summary(report: JobReport, output: str) -> None:
     lines = [
         f"{summary.total} rows: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
         f"in {report.seconds:.1f} s",
-        f"outputs: {redact(output)}",
+        f"outputs: {printable(output)}",
         f"results: {summary.results_uri}",
     ]
     if report.report_uri:
         lines.append(f"report:  {report.report_uri}")
     if summary.failed:
         lines.append("failed rows:")
-        lines += [f"  {row['id']}: {row['error']}" for row in report.results if row["status"] == "failed"]
+        lines += [f"  {printable(row['id'])}: {printable(row['error'])}" for row in report.results
+                  if row["status"] == "failed"]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_log_safety()
     return run(parser.parse_args(argv))
 
 

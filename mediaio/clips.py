@@ -69,6 +69,7 @@ def _open(path: str):
     # libav's own error lines name the cause ("moov atom not found"); PyAV adds the last one to its
     # exceptions only when it records errors.  Capture keeps them out of the process's log.
     av.logging.set_level(av.logging.ERROR)
+    logging.getLogger("libav").setLevel(logging.CRITICAL)  # its lines reach the user inside our errors instead
     try:
         with av.logging.Capture(local=True):
             return av.open(path, options=dict(_OPEN_OPTIONS), metadata_errors="replace")
@@ -218,18 +219,22 @@ class ClipReader:
         """
         yielded = 0
         previous: tuple[float, object] | None = None
-        for time, frame in self._decoded():
-            while yielded < plan.count:
-                target = yielded / plan.fps
-                if time < target:
-                    break
-                # ``frame`` is the first at or past the target; the one before may be nearer.
-                pick = frame if previous is None or (time - target) <= (target - previous[0]) else previous[1]
-                yield self._to_rgb(pick, max_side)
-                yielded += 1
-            if yielded >= plan.count:
-                return
-            previous = (time, frame)
+        decoded = self._decoded()
+        try:
+            for time, frame in decoded:
+                while yielded < plan.count:
+                    target = yielded / plan.fps
+                    if time < target:
+                        break
+                    # ``frame`` is the first at or past the target; the one before may be nearer.
+                    pick = frame if previous is None or (time - target) <= (target - previous[0]) else previous[1]
+                    yield self._to_rgb(pick, max_side)
+                    yielded += 1
+                if yielded >= plan.count:
+                    return
+                previous = (time, frame)
+        finally:
+            decoded.close()  # the container closes now, not whenever the generator is collected
         if previous is None:
             raise MediaError("video has no decodable frames")
         last = self._to_rgb(previous[1], max_side)
@@ -239,9 +244,8 @@ class ClipReader:
 
     def _decoded(self) -> Iterator[tuple[float, object]]:
         import av
-        import av.logging
 
-        with _open(self.path) as container, av.logging.Capture(local=True):
+        with _open(self.path) as container:
             stream = _video_stream(container)
             stream.thread_type = "AUTO"
             start = None

@@ -103,6 +103,7 @@ def encode_mp4(
     audio: bytes | None,
     limits: MediaLimits,
     interpolate: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> bytes:
     """Encode frames generated at ``fps`` to an H.264/yuv420p MP4 at ``output_fps`` lasting ``duration``.
 
@@ -134,6 +135,8 @@ def encode_mp4(
         args += ["-filter:v", ",".join(filters), "-t", f"{duration:.6f}", "-map", "0:v:0"]
         if audio:
             args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
+        for key, value in (metadata or {}).items():  # container tags, e.g. the row's fingerprint
+            args += ["-metadata", f"{key}={value}"]
         args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
                  "-r", f"{output_fps:.6f}", "-movflags", "+faststart", "-y", output_path]
         result = _run_ffmpeg(args, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())

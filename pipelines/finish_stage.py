@@ -7,9 +7,9 @@ row leaves this stage.
 
 - encode: H.264 at the driving clip's rate (frames between generated ones interpolated), the
   clip's audio muxed back; the report's animated meme preview is made from the same frames.
-- write: a create-only, all-or-nothing publish through fsspec.  If the name is already taken (a
-  retried task, or a rerun racing another) the existing file is kept and the row is ok: renders
-  are deterministic per row.
+- write: a create-only, all-or-nothing publish through fsspec.  If the name is already taken, the
+  row is ok only if the file there is this row's own video (a retried task, or a rerun racing
+  another: it carries the row's fingerprint, which the encode embeds); anything else fails the row.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import logging
 from typing import Any, Callable
 
 from mediaio import media, storage
+from mediaio.redaction import printable
+from pipelines.outputs import FINGERPRINT_TAG, OutputError, inspect_existing_output, not_owned_message
 from pipelines.plan import JobConfig
 from pipelines.rows import OK, PENDING, Row, run_stage
 from reporting import previews
@@ -27,7 +29,8 @@ from reporting.results import STAGES, result_row
 logger = logging.getLogger(__name__)
 
 # What the finish stage reads from a rendered row.
-INPUT_COLUMNS = ("id", "output_uri", "rendered", "generation_fps", "output_fps", "duration", "audio", "status")
+INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "rendered", "generation_fps", "output_fps", "duration", "audio",
+                 "status")
 
 
 def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
@@ -37,7 +40,8 @@ def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
         frames = row["rendered"]
         video = media.encode_mp4(frames, fps=float(row["generation_fps"]), output_fps=float(row["output_fps"]),
                                  duration=float(row["duration"]), audio=row["audio"], limits=config.limits,
-                                 interpolate=config.interpolate)
+                                 interpolate=config.interpolate,
+                                 metadata={"comment": FINGERPRINT_TAG + row["fingerprint"]})
         columns: dict[str, Any] = {"video": video, "frames": int(len(frames))}
         if config.report:
             columns["preview_meme"] = previews.try_publish(
@@ -49,7 +53,11 @@ def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
         try:
             storage.write_create_only(row["output_uri"], row["video"], config.storage_options)
         except FileExistsError:
-            logger.info("output of %r already exists at %s; keeping it", row["id"], storage.redact(row["output_uri"]))
+            verdict = inspect_existing_output(row["output_uri"], row["fingerprint"], config.storage_options)
+            if not verdict.owned:
+                raise OutputError(not_owned_message(row["output_uri"], verdict)) from None
+            logger.info("%s: its own video is already at %s; keeping it", printable(row["id"]),
+                        printable(row["output_uri"]))
         return {"status": OK}
 
     def finish(row: Row) -> dict[str, Any]:

@@ -66,6 +66,7 @@ CELL_LIMITS: dict[str, int] = {
     "output_uri": 4096,
     "engine": 64,
     "prompt": 4096,
+    "lora": 4096,
 }
 # The column read_manifest adds to carry a row's error found while reading (an over-long cell).
 ROW_ERROR_COLUMN = "_manifest_error"

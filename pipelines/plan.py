@@ -16,6 +16,7 @@ URI once, and skip rows whose output already exists with one listing of the outp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
@@ -27,6 +28,16 @@ from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine
 from mediaio import storage
 from mediaio.media import MediaLimits
 from pipelines.manifest import MemeSpec, RowError, describe_id, first_rows_by_id, parse_row, read_manifest
+from pipelines.outputs import (
+    OutputRequest,
+    check_output_prefix,
+    clean_stale_partials,
+    inspect_existing_output,
+    not_owned_message,
+    output_fingerprint,
+    plan_outputs,
+    probe_output_writable,
+)
 from pipelines.rows import FAILED, SKIPPED, STAGES, Row, planned_row
 from reporting.results import result_row
 
@@ -83,11 +94,6 @@ def check_engine(spec: EngineSpec, storage_options: Mapping[str, Any] | None = N
     spec.engine_class().check_ready(spec, storage_options)
 
 
-def default_output_uri(config: JobConfig, meme_id: str) -> str:
-    """Where a row's MP4 goes when the manifest names no ``output_uri``: always under the output prefix."""
-    return storage.join(config.output_uri, f"{meme_id}.mp4")
-
-
 def row_settings(spec: MemeSpec, engine: EngineSpec) -> RowSettings:
     """The row's settings: what the manifest gives, the job's (or the engine's) defaults for the rest."""
     defaults = RowSettings(lora=engine.option("lora"), lora_scale=engine.option("lora_scale", 1.0))
@@ -98,18 +104,28 @@ def row_settings(spec: MemeSpec, engine: EngineSpec) -> RowSettings:
 
 def _settled(index: int, meme_id: str, status: str, error: str = "", output_uri: str | None = None,
              engine: str = "") -> dict[str, Any]:
-    row = {"row_index": index, "id": meme_id, "status": status, "error": error, "output_uri": output_uri,
+    row = {"row_index": index, "id": meme_id, "status": status, "error": storage.redact(error), "output_uri": output_uri,
            "engine": engine, **{f"seconds_{stage}": 0.0 for stage in STAGES}}
     return result_row(row)
 
 
+def pixel_settings(settings: RowSettings, config: JobConfig) -> dict[str, Any]:
+    """Everything besides the inputs that decides a row's pixels: its fingerprint's settings."""
+    return {**dataclasses.asdict(settings), **config.engine.describe(), "interpolate": config.interpolate}
+
+
 def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
-    """Each manifest row, in order: pending (typed columns), failed (with why) or skipped."""
+    """Each manifest row, in order: pending (typed columns), failed (with why) or skipped.
+
+    Outputs are owned: each row's target is decided here for all rows at once (see
+    pipelines/outputs.py), and an existing file counts as done only if it is this row's own video.
+    """
     rows = table.to_pylist()
     first_index = first_rows_by_id(row.get("id") for row in rows)
-    existing = storage.list_names(config.output_uri, config.storage_options) if config.skip_existing else set()
     engine = config.engine
-    pending, settled, inputs = [], [], {}
+    prefix = check_output_prefix(config.output_uri, config.policy, local_job=False)
+    settled, inputs = [], {}
+    parsed: list[tuple[int, MemeSpec, str, str, RowSettings]] = []
     for index, row in enumerate(rows):
         shown_id = describe_id(row.get("id"))
         try:
@@ -122,28 +138,52 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                 raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
             reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
             driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
-            output_uri = config.policy.check(spec.output_uri or default_output_uri(config, spec.id), "output_uri")
             settings = row_settings(spec, engine)
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
         except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
-            settled.append(_settled(index, shown_id, FAILED, storage.redact(f"row {index} ({shown_id}): manifest: "
-                                                                            f"{exc}"), engine=engine.name))
+            settled.append(_settled(index, shown_id, FAILED, f"row {index} ({shown_id}): manifest: {exc}",
+                                    engine=engine.name))
+            continue
+        parsed.append((index, spec, reference_uri, driving_uri, settings))
+    requests = [OutputRequest(index, spec.id, spec.output_uri) for index, spec, *_ in parsed]
+    plans = plan_outputs(prefix, requests, config.policy, local_job=False, storage_options=config.storage_options)
+    pending = []
+    for (index, spec, reference_uri, driving_uri, settings), output in zip(parsed, plans):
+        if not output.ok:
+            settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: {output.error}",
+                                    engine=engine.name))
             continue
         inputs[index] = (reference_uri, driving_uri)
-        done = (f"{spec.id}.mp4" in existing) if spec.output_uri is None else (
-            config.skip_existing and storage.exists(output_uri, config.storage_options))
-        if done:
-            settled.append(_settled(index, spec.id, SKIPPED, output_uri=output_uri, engine=engine.name))
+        fingerprint = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),
+                                         engine.name)
+        if output.exists and config.skip_existing:
+            verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options)
+            if verdict.owned:
+                settled.append(_settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name))
+            else:
+                settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: "
+                                        f"{not_owned_message(output.uri, verdict)}", engine=engine.name))
             continue
-        pending.append(planned_row(index, spec.id, reference_uri, driving_uri, output_uri, settings,
-                                   config.row_time_limit_s))
+        pending.append(planned_row(index, spec.id, reference_uri, driving_uri, output.uri, settings,
+                                   config.row_time_limit_s, fingerprint))
     # Rows that share a LoRA next to each other, so render batches mostly share one adapter.
     pending.sort(key=lambda row: (row["lora"] or "", row["lora_scale"], row["row_index"]))
     return JobPlan(pending=pending, settled=settled, inputs=inputs)
 
 
 def plan_job(config: JobConfig) -> JobPlan:
-    """Check the engine, read the manifest and plan every row; job-level problems raise before any row runs."""
+    """Check the engine and the output, read the manifest and plan every row; job-level problems raise here.
+
+    Nothing runs before this returns: a bad option, unusable weights, an output that cannot be
+    written or an unreadable manifest stop the job with one message.
+    """
     check_engine(config.engine, config.storage_options)
-    return plan_rows(read_manifest(config.manifest_uri, config.storage_options), config)
+    check_output_prefix(config.output_uri, config.policy, local_job=False)
+    probe_output_writable(config.output_uri, config.storage_options)
+    plan = plan_rows(read_manifest(config.manifest_uri, config.storage_options), config)
+    folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in plan.pending})
+    removed = clean_stale_partials(config.output_uri, config.storage_options, directories=folders)
+    if removed:
+        logger.info("removed %d temp files an earlier run left behind", len(removed))
+    return plan

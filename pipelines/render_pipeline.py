@@ -35,6 +35,7 @@ from actors.prepare_actor import PrepareActor
 from actors.render_actor import RenderActor
 from engines.base import EngineSpec
 from mediaio.media import MediaLimits
+from mediaio.storage import StoragePolicy
 from pipelines.finish_stage import make_finish_fn
 from pipelines.plan import JobConfig
 from pipelines.rows import Row, batch_rows, rows_batch, run_batch_stage, run_stage
@@ -99,8 +100,10 @@ class PrepareStage:
     """Ray Data callable class: the prepare actor inside the per-row error boundary."""
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: MediaLimits,
-                 storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None) -> None:
-        self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri)
+                 storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None,
+                 policy: StoragePolicy) -> None:
+        self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri,
+                                  policy)
         self.outputs = prepare_actor.output_columns(size)
 
     def __call__(self, row: Row) -> Row:
@@ -133,7 +136,8 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
                                "crop_rule": engine.crop_rule, "limits": config.limits,
                                "storage_options": dict(config.storage_options),
                                "max_input_bytes": config.max_input_bytes,
-                               "previews_uri": config.output_uri if config.report else None},
+                               "previews_uri": config.output_uri if config.report else None,
+                               "policy": config.policy},
         num_cpus=PREPARE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.prepare),
     )

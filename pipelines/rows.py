@@ -35,7 +35,8 @@ PLANNED_COLUMNS: dict[str, str] = {
     "id": "string",
     "reference_uri": "string",  # normalised and checked against the allow-list on the driver
     "driving_uri": "string",
-    "output_uri": "string",  # the row's final MP4
+    "output_uri": "string",  # the row's final MP4, owned by this row alone (pipelines/outputs.py)
+    "fingerprint": "string",  # what makes this row's video; embedded in the MP4 so a rerun knows its own
     "seed": "int64",
     "steps": "int64",
     "guidance": "float64",
@@ -56,11 +57,11 @@ Outputs = Mapping[str, Callable[[], Any]]  # column -> empty value, for rows tha
 
 
 def planned_row(row_index: int, meme_id: str, reference_uri: str, driving_uri: str, output_uri: str,
-                settings: RowSettings, time_limit_s: float) -> Row:
+                settings: RowSettings, time_limit_s: float, fingerprint: str = "") -> Row:
     """A row as it enters the pipeline, every setting in its own column."""
     return {
         "row_index": row_index, "id": meme_id, "reference_uri": reference_uri, "driving_uri": driving_uri,
-        "output_uri": output_uri, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
+        "output_uri": output_uri, "fingerprint": fingerprint, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
         "prompt": settings.prompt, "lora": settings.lora, "lora_scale": settings.lora_scale, "fps": settings.fps,
         "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "started_at": math.nan,
         "time_limit_s": time_limit_s, **{f"seconds_{stage}": 0.0 for stage in STAGES},

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from mediaio.media import ffmpeg_exe
@@ -23,6 +25,17 @@ class Case:
     row: dict
     expect: str  # "ok" or "failed"
     words: tuple[str, ...] = field(default_factory=tuple)  # the error must contain each (case-insensitive)
+
+
+def write_raw_manifest(rows: list[dict], path: Path) -> None:
+    """Rows written as Parquet as they are: the manifest builder refuses over-long cells, a hostile user does not."""
+    from jobs.manifest_builder import _ARROW_TYPES
+    from pipelines.manifest import KNOWN_COLUMNS
+
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    schema = pa.schema([(name, _ARROW_TYPES[KNOWN_COLUMNS.get(name, "string")]) for name in columns])
+    pq.write_table(pa.Table.from_pylist([{name: row.get(name) for name in columns} for row in rows], schema=schema),
+                   str(path))
 
 
 def _ffmpeg(*args: str) -> None:
@@ -115,7 +128,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("..", ("invalid",))
     bad("/etc/passwd", ("invalid",))
     bad("a/b", ("invalid",))
-    bad("x" * 129, ("invalid",))
+    bad("x" * 129, ("id is 129 characters long", "over the limit"))
     bad("", ("invalid",))
     bad("plain", ("duplicate id",))
     bad("http-reference", ("http", "scheme"), reference_uri="http://127.0.0.1:9/a.jpg")

@@ -6,9 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mediaio import clips, media
-from jobs.manifest_builder import write_manifest
 from jobs.cli import main as cli_main
-from tests.bad_inputs import build_corpus
+from tests.bad_inputs import build_corpus, write_raw_manifest
 
 pytestmark = pytest.mark.ray
 
@@ -18,7 +17,7 @@ def corpus_run(ray_local, synthetic_media, tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     cases = build_corpus(folder / "inputs", synthetic_media)
     manifest = folder / "manifest.parquet"
-    write_manifest([case.row for case in cases], str(manifest))
+    write_raw_manifest([case.row for case in cases], manifest)
     out = folder / "out"
     code = cli_main([
         "render", str(manifest), "--output", str(out),

@@ -29,17 +29,37 @@ def row(meme_id, **extra):
 
 def test_statuses(tmp_path):
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "done.mp4").write_bytes(b"x")
+    (tmp_path / "out" / "foreign.mp4").write_bytes(b"x")
     rows = _plan(tmp_path, [
-        row("a"), row("a"), row("done"), row("bad/id"), row("e", engine="nope"),
+        row("a"), row("a"), row("foreign"), row("bad/id"), row("e", engine="nope"),
         row("h", reference_uri="http://127.0.0.1/x.jpg"), row("o", output_uri=str(tmp_path / "else" / "o.mp4")),
+        row("rel", output_uri="sub/r.mp4"),
     ])
-    assert [r["status"] for r in rows] == ["pending", "failed", "skipped", "failed", "failed", "failed", "pending"]
+    assert [r["status"] for r in rows] == ["pending", "failed", "failed", "failed", "failed", "failed", "failed",
+                                           "pending"]
     assert "duplicate id 'a'" in rows[1]["error"] and "row 1" in rows[1]["error"]
+    assert "exists and is not this row's video" in rows[2]["error"]
     assert "unknown engine 'nope'" in rows[4]["error"]
     assert "scheme 'http'" in rows[5]["error"]
+    assert "outside --output" in rows[6]["error"]  # without --allow-root every output stays under --output
     assert rows[0]["output_uri"] == str(tmp_path / "out" / "a.mp4")
-    assert rows[6]["output_uri"] == str(tmp_path / "else" / "o.mp4")
+    assert rows[7]["output_uri"] == str(tmp_path / "out" / "sub" / "r.mp4")  # relative to --output, not the cwd
+
+
+def test_an_existing_output_is_skipped_only_if_it_is_this_rows_own_video(tmp_path):
+    from mediaio import media
+    from pipelines.outputs import FINGERPRINT_TAG
+
+    (pending,) = _plan(tmp_path, [row("done")])
+    frames = np.zeros((4, 64, 64, 3), np.uint8)
+    own = media.encode_mp4(frames, 4.0, 4.0, 1.0, None, media.MediaLimits(),
+                           metadata={"comment": FINGERPRINT_TAG + pending["fingerprint"]})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "done.mp4").write_bytes(own)
+    (again,) = _plan(tmp_path, [row("done")])
+    assert again["status"] == "skipped"
+    (changed,) = _plan(tmp_path, [row("done", seed=9)])  # other settings make another video: not this one
+    assert changed["status"] == "failed" and "does not carry this row's fingerprint" in changed["error"]
 
 
 def test_pending_rows_are_typed_columns_with_every_default_applied(tmp_path):
@@ -64,10 +84,11 @@ def test_uris_are_normalised_once(tmp_path, monkeypatch):
 
 
 def test_output_must_stay_inside_allowed_roots(tmp_path):
-    policy = StoragePolicy(allowed_roots=("/in", str(tmp_path / "out")))
-    rows = _plan(tmp_path, [row("a"), row("b", output_uri="/etc/cron.d/x.mp4")], policy=policy)
-    assert rows[0]["status"] == "pending"
-    assert rows[1]["status"] == "failed" and "outside the allowed roots" in rows[1]["error"]
+    policy = StoragePolicy(allowed_roots=("/in", str(tmp_path / "out"), str(tmp_path / "else")))
+    rows = _plan(tmp_path, [row("a"), row("b", output_uri="/etc/cron.d/x.mp4"),
+                            row("c", output_uri=str(tmp_path / "else" / "c.mp4"))], policy=policy)
+    assert rows[0]["status"] == "pending" and rows[2]["status"] == "pending"
+    assert rows[1]["status"] == "failed" and "outside" in rows[1]["error"]
 
 
 def test_non_utf8_id_is_reported_readably(tmp_path):

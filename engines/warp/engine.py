@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -43,8 +43,9 @@ class WarpEngine(Engine):
     needs_gpu = False
     default_fps = None
 
-    def __init__(self, spec: EngineSpec, config: WarpConfig = WarpConfig()) -> None:
-        super().__init__(spec)  # nothing to load
+    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None,
+                 config: WarpConfig = WarpConfig()) -> None:
+        super().__init__(spec, storage_options)  # nothing to load
         self.config = config
 
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
