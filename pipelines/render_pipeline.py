@@ -25,14 +25,16 @@ error fails that row only, and the row carries empty values for the columns it n
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
-from actors import prepare_actor, render_actor
+from actors import prepare_actor, render_actor, video_parts
 from actors.prepare_actor import PrepareActor
-from actors.render_actor import RenderActor
+from actors.render_actor import PARTS_KEY, RenderActor
+from actors.stitch_actor import Stitcher
 from engines.base import EngineSpec
 from mediaio.media import MediaLimits
 from mediaio.storage import StoragePolicy
@@ -49,6 +51,29 @@ PREPARE_CPUS = 0.5  # PyAV decodes and mediapipe runs its graph on this actor's 
 CPU_RENDER_CPUS = 0.5  # the warp engine is numpy/OpenCV work on the actor's threads
 GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and must not block CPU stages
 FINISH_CPUS = 0.25  # x264 runs in an ffmpeg subprocess; the task mostly waits on it
+STITCH_CPUS = 0.1  # concatenates a split video's parts: next to no work, but it must always find room
+
+# With an engine that splits long videos there are two GPU pools: the render pool (whole videos,
+# and the edge passes of long ones) and the parts pool (groups of windows).  Both run on every
+# GPU: if each claimed whole GPUs, the GPUs would be divided between the pools, and one kind of
+# work would leave the other pool's GPUs idle (a manifest of short clips never touches the parts
+# pool; a single long clip spends most of its time there).  So every GPU hosts one actor of each,
+# and the two share it (CUDA time-slices between the two processes; each holds its own copy of
+# the model, ~6 GB in fp16 for v5).  The claims are 0.51 and 0.49, not 0.5 and 0.5: Ray packs
+# fractional claims onto a GPU until it is full, in the order they are asked for, so two render
+# actors asked for first would share GPU 0.  At 0.51 no GPU can hold two render actors, and the
+# parts actors, asked for after them, find exactly 0.49 free on every GPU.
+WHOLE_GPU_SHARE = 0.51
+PART_GPU_SHARE = 0.49
+# Each render actor should see several batches over a job, so that the last batches do not leave
+# most GPUs idle while a few finish: the batch of videos per call is capped at rows / (actors x this).
+BATCHES_PER_RENDER_ACTOR = 4
+# GPU engines: prepare actors per render actor.  Preparing a row (decode + face mesh, ~1-2 s of a
+# core for a 5-s 1080p clip) takes a small fraction of rendering it (HelloMeme v5: ~48 denoised
+# frames x 25 steps x 2 branches x 1.4 TFLOP, ~8 s of an H100 at 40% of its bf16 peak), so one
+# prepare actor per GPU keeps the queue in front of the GPUs full with room to spare, even when
+# a row's clip is long and decodes slowly.
+PREPARE_PER_GPU = 1.0
 
 # Rows waiting between stages live in Ray's object store.  Ray Data would let prepare run ahead of
 # render until half the store is full; each worker keeps the store pages it has read resident, so
@@ -72,12 +97,27 @@ class PoolSizes:
     @classmethod
     def for_cluster(cls, needs_gpu: bool, cpus: float, gpus: float) -> "PoolSizes":
         # Each CPU pool may take at most a quarter of the CPUs' worth of its claim, so the finish
-        # tasks always find room; a GPU pool has one actor per GPU.
+        # tasks always find room; a GPU pool has one actor per GPU.  For a GPU engine the prepare
+        # pool also grows with the GPUs (PREPARE_PER_GPU) up to half the CPUs' worth, so adding
+        # GPU nodes (which bring CPUs) adds the prepare actors that feed them.
         prepare = max(1, int(cpus // 4 / PREPARE_CPUS))
+        if needs_gpu:
+            prepare = max(prepare, min(int(cpus // 2 / PREPARE_CPUS), math.ceil(gpus * PREPARE_PER_GPU)))
         render = max(1, int(gpus)) if needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
         # Fractional claims would let dozens of tasks run at once, each in its own worker process;
         # more than one per CPU only adds processes, not speed (ffmpeg uses the cores).
         return cls(prepare=prepare, render=render, tasks=max(2, int(cpus)))
+
+
+def render_batch_size(videos_per_batch: int, rows: int, render_actors: int) -> int:
+    """Videos per render call: the job's ``--videos-per-batch``, but never so many that the GPUs starve.
+
+    Ray Data hands whole batches to actors: with 16 rows, 8 GPUs and batches of 4, four GPUs get
+    all the work and four wait.  Capping the batch at rows / (actors x BATCHES_PER_RENDER_ACTOR)
+    gives every actor several batches, so the tail is one short batch, not a GPU's share.
+    """
+    cap = max(1, rows // max(1, render_actors * BATCHES_PER_RENDER_ACTOR))
+    return max(1, min(int(videos_per_batch), cap))
 
 
 def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None) -> str:
@@ -110,17 +150,67 @@ class PrepareStage:
         return run_stage("prepare", self.actor, row, self.outputs)
 
 
+def _drop_consumed(rows: list[Row]) -> dict[str, list]:
+    return rows_batch([{name: value for name, value in row.items() if name not in render_actor.CONSUMED_COLUMNS}
+                       for row in rows])
+
+
 class RenderStage:
-    """Ray Data callable class: the render actor inside the error boundary; drops what it consumed."""
+    """Ray Data callable class: the render actor inside the error boundary; drops what it consumed.
+
+    With an engine that splits videos, a split video leaves as its part rows (a batch may return
+    more rows than it got) and every row keeps the crops' columns, emptied on whole videos' rows:
+    one schema for both kinds (see actors/video_parts.py).
+    """
 
     def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
         self.actor = RenderActor(spec, storage_options)
         self.outputs = render_actor.output_columns(spec.size)
+        self.size = spec.size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         rows = run_batch_stage("render", self.actor, batch_rows(batch), self.outputs)
-        return rows_batch([{name: value for name, value in row.items() if name not in render_actor.CONSUMED_COLUMNS}
-                           for row in rows])
+        if not self.actor.splits:
+            return _drop_consumed(rows)
+        out: list[Row] = []
+        for row in rows:
+            parts = row.get(PARTS_KEY)
+            out.extend(video_parts.part_rows(row, parts) if parts else [video_parts.whole_row(row, self.size)])
+        return rows_batch(out)
+
+
+class PartStage:
+    """Ray Data callable class: renders part rows (any video's) in the error boundary; other rows pass through.
+
+    A part that fails is failed like a row (its error names the row and the stage); the stitch
+    stage then fails its video.  Drops the crops and tracks of every row.
+    """
+
+    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
+        self.actor = RenderActor(spec, storage_options)
+        self.outputs = render_actor.output_columns(spec.size)
+        self.size = spec.size
+
+    def _render(self, rows: list[Row]) -> list[dict[str, Any]]:
+        return self.actor.render_parts([video_parts.part_input(row, self.size) for row in rows])
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        rows = batch_rows(batch)
+        todo = [i for i, row in enumerate(rows) if video_parts.is_part(row)]
+        if todo:
+            for i, row in zip(todo, run_batch_stage("render", self._render, [rows[i] for i in todo], self.outputs)):
+                rows[i] = row
+        return _drop_consumed(rows)
+
+
+class StitchStage:
+    """Ray Data callable class (flat_map): holds a split video's parts until all are back (actors/stitch_actor.py)."""
+
+    def __init__(self) -> None:
+        self.stitcher = Stitcher()
+
+    def __call__(self, row: Row) -> list[Row]:
+        return self.stitcher(dict(row))
 
 
 def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.data.Dataset:
@@ -141,12 +231,42 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
         num_cpus=PREPARE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.prepare),
     )
+    dataset = _render_stages(dataset, rows, config, pools)
+    return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+
+
+def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig,
+                   pools: PoolSizes) -> ray.data.Dataset:
+    """The render stage; with an engine that splits long videos, the parts stage and the stitch stage after it."""
+    engine = config.engine.engine_class()
+    splits = engine.splits(config.engine)
+    actor_args = {"spec": config.engine, "storage_options": dict(config.storage_options)}
+    cpus = GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS
     dataset = dataset.map_batches(
         RenderStage,
-        fn_constructor_kwargs={"spec": config.engine, "storage_options": dict(config.storage_options)},
-        batch_size=config.videos_per_batch,  # GPU engines batch the windows of several videos
-        num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
-        num_gpus=1 if engine.needs_gpu else 0,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.render),
+        fn_constructor_kwargs=actor_args,
+        batch_size=render_batch_size(config.videos_per_batch, len(rows), pools.render),
+        num_cpus=cpus,
+        num_gpus=(WHOLE_GPU_SHARE if splits else 1) if engine.needs_gpu else 0,
+        compute=_render_pool(engine.needs_gpu, pools.render),
     )
-    return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    if not splits:
+        return dataset
+    dataset = dataset.map_batches(
+        PartStage,
+        fn_constructor_kwargs=actor_args,
+        batch_size=1,  # one group of windows a call: parts spread over every actor
+        num_cpus=cpus,
+        num_gpus=PART_GPU_SHARE if engine.needs_gpu else 0,
+        compute=_render_pool(engine.needs_gpu, pools.render),
+    )
+    return dataset.flat_map(StitchStage, num_cpus=STITCH_CPUS, compute=ray.data.ActorPoolStrategy(size=1))
+
+
+def _render_pool(needs_gpu: bool, size: int) -> ray.data.ActorPoolStrategy:
+    # GPU pools are fixed at one actor per GPU, all started with the job: an autoscaling pool
+    # starts with one actor and grows only as its queue backs up, leaving GPUs idle meanwhile
+    # (and Ray places the pools' fractional GPU claims in the order they are asked for, see above).
+    if needs_gpu:
+        return ray.data.ActorPoolStrategy(min_size=size, max_size=size)
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size)
