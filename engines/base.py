@@ -126,7 +126,7 @@ class RenderInput:
     settings: RowSettings = field(default_factory=RowSettings)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compare parts field by field
 class VideoPart:
     """One part of a video whose rendering an engine split (:meth:`Engine.render_or_split`).
 

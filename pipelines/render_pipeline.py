@@ -11,14 +11,34 @@
                          rotation (T, 3), translation (T, 3), detected (T,)}, audio (AAC bytes or null),
                          generation_fps, output_fps, duration, frames, preview_reference, preview_driving
       -> render    actor pool (actors/render_actor.py): the engine built once per actor; GPU actors only
-                   for GPU engines; rows sharing the engine's batch key rendered in one call.
+                   for GPU engines (one per GPU); rows sharing the engine's batch key rendered in one call.
                    adds: rendered (T, S, S, 3) uint8; drops the crops and tracks
+                   With an engine that splits long videos (HelloMeme with --spread-windows), a long
+                   video instead leaves as one row per part (a batch returns more rows than it got):
+                   adds: part_index, part_count, part_start, part_stop, part_keep_from (int64),
+                         part_state (N,) float32 + part_state_shape (k,) int64 (actors/video_parts.py);
+                   a part row keeps the crops of its frames and the whole tracks, a whole video's row
+                   keeps these columns emptied (one schema for both kinds)
+      -> repartition  (splitting engines) one row per block again, so each part finds its own actor
+      -> parts     actor pool (splitting engines; RenderActor.render_parts): renders part rows, any
+                   video's, one a call; passes whole videos' rows through; drops the crops and tracks
+      -> stitch    one actor (splitting engines; actors/stitch_actor.py): holds a video's parts until
+                   all are back, emits the video's row (frames in order, part columns dropped); others
+                   pass through.  Other videos keep flowing meanwhile: no barrier anywhere.
       -> finish    tasks (pipelines/finish_stage.py): encode, write, results row, one task per row.
                    gives: the results row (row_index, id, status, output_uri, error, frames, engine,
                           seconds_<stage>, preview_<kind>) -- small plain rows streamed to the driver
 
 Every row is its own block (``from_items`` with one block per row), so a small manifest still fans
-out over every actor.  Each stage runs inside the per-row error boundary (pipelines/rows.py): an
+out over every actor.
+
+Keeping every GPU busy (settings derived from the cluster, ``PoolSizes.for_cluster`` and
+``render_batch_size``): GPU pools are fixed at one actor per GPU and start with the job; the prepare
+pool of a GPU engine has an actor per GPU (preparing a row costs a fraction of rendering it), also
+started with the job; Ray Data keeps up to two batches in flight per actor, so the next row is
+already queued on a GPU actor when it finishes one; the batch of videos per render call is capped
+so every GPU gets several batches (the tail is one short batch, not a GPU's share); and the queue
+budget (a share of the store, growing with the nodes) holds many prepared rows per GPU.  Each stage runs inside the per-row error boundary (pipelines/rows.py): an
 error fails that row only, and the row carries empty values for the columns it never got.
 """
 
@@ -229,7 +249,9 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
                                "previews_uri": config.output_uri if config.report else None,
                                "policy": config.policy},
         num_cpus=PREPARE_CPUS,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.prepare),
+        # For a GPU engine every prepare actor starts with the job: a pool that grows from one only
+        # as its queue backs up would leave GPUs waiting for their first rows.
+        compute=ray.data.ActorPoolStrategy(min_size=pools.prepare if engine.needs_gpu else 1, max_size=pools.prepare),
     )
     dataset = _render_stages(dataset, rows, config, pools)
     return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
@@ -252,6 +274,10 @@ def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig
     )
     if not splits:
         return dataset
+    # A split video's part rows leave a render call as one block, and Ray Data hands a block to one
+    # actor: without this, one actor would render every part of a video.  A streaming repartition
+    # (no barrier) makes each row its own block again, so each part goes to whichever actor is free.
+    dataset = dataset.repartition(target_num_rows_per_block=1, strict=True)
     dataset = dataset.map_batches(
         PartStage,
         fn_constructor_kwargs=actor_args,
