@@ -34,7 +34,11 @@ class MediaLimits:
     max_image_pixels: int = 4096 * 4096
     max_video_pixels: int = 4096 * 2160
     max_seconds: float = 60.0
-    max_decode_side: int = 1024  # driving frames are scaled down to this longest side on decode
+    # The longest side and the most unequal sides an image or a frame may have: decoders and the face
+    # mesh (OpenCV inside) abort on sides past 32767, and a face needs a frame that is not a sliver.
+    max_side: int = 16384
+    max_aspect_ratio: float = 8.0
+    landmark_side: int = 1024  # frames and portraits are scaled down to this longest side for the face mesh
     max_fps: float = 30.0  # generation frame rate cap
     max_output_fps: float = 60.0  # outputs keep the clip's rate up to this (a 1000 fps clip comes out at 60)
     ffmpeg_timeout_s: float = 300.0
@@ -146,6 +150,18 @@ def encode_mp4(
             return handle.read()
 
 
+def check_sides(width: int, height: int, limits: MediaLimits, what: str) -> None:
+    """MediaError if a picture's sides are more than the decoders and the face mesh can take."""
+    if width < 1 or height < 1:
+        raise MediaError(f"{what} has no pixels ({width}x{height})")
+    if max(width, height) > limits.max_side:
+        raise MediaError(f"{what} is {width}x{height}: a side over {limits.max_side} pixels is more than the "
+                         "decoders can take")
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise MediaError(f"{what} is {width}x{height}: its sides differ more than {limits.max_aspect_ratio:g}:1, "
+                         "too narrow to hold a face")
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     try:
@@ -159,6 +175,7 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         raise MediaError(
             f"image is {width}x{height}, over the cap of {limits.max_image_pixels / 1e6:.1f} megapixels"
         )
+    check_sides(width, height, limits, "image")
     try:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):

@@ -2,7 +2,7 @@
 
     planned rows (pipelines/plan.py)   row_index, id, reference_uri, driving_uri, output_uri,
                                        seed, steps, guidance, prompt, lora, lora_scale, fps, max_seconds,
-                                       status, error, started_at, time_limit_s, seconds_<stage>
+                                       fingerprint, status, error, time_limit_s, seconds_<stage>
       -> prepare   actor pool (actors/prepare_actor.py): mediapipe loaded once per actor; fetches the
                    inputs, streams the clip through the face mesh and cuts face crops; full-resolution
                    frames never leave the actor.
@@ -38,7 +38,8 @@ from mediaio.media import MediaLimits
 from mediaio.storage import StoragePolicy
 from pipelines.finish_stage import make_finish_fn
 from pipelines.plan import JobConfig
-from pipelines.rows import Row, batch_rows, rows_batch, run_batch_stage, run_stage
+from pipelines.row_guard import RowGuard
+from pipelines.rows import Row, batch_rows, fail, rows_batch, run_batch_stage, run_stage, with_empty
 
 logger = logging.getLogger(__name__)
 
@@ -97,35 +98,42 @@ def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None
 
 
 class PrepareStage:
-    """Ray Data callable class: the prepare actor inside the per-row error boundary."""
+    """Ray Data callable class: the prepare actor inside the per-row error boundary and the row guard."""
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: MediaLimits,
                  storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None,
-                 policy: StoragePolicy) -> None:
+                 policy: StoragePolicy, ledger: Any = None) -> None:
         self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri,
                                   policy)
         self.outputs = prepare_actor.output_columns(size)
+        self.guard = RowGuard(ledger, "prepare")
 
     def __call__(self, row: Row) -> Row:
-        return run_stage("prepare", self.actor, row, self.outputs)
+        (row,) = self.guard.run([row], lambda rows: [run_stage("prepare", self.actor, rows[0], self.outputs)],
+                                lambda row, error: with_empty(fail(row, "prepare", error), self.outputs))
+        return row
 
 
 class RenderStage:
-    """Ray Data callable class: the render actor inside the error boundary; drops what it consumed."""
+    """Ray Data callable class: the render actor inside the error boundary and the row guard; drops what it
+    consumed."""
 
-    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any], ledger: Any = None) -> None:
         self.actor = RenderActor(spec, storage_options)
         self.outputs = render_actor.output_columns(spec.size)
+        self.guard = RowGuard(ledger, "render")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        rows = run_batch_stage("render", self.actor, batch_rows(batch), self.outputs)
+        rows = self.guard.run(batch_rows(batch), lambda rows: run_batch_stage("render", self.actor, rows, self.outputs),
+                              lambda row, error: with_empty(fail(row, "render", error), self.outputs))
         return rows_batch([{name: value for name, value in row.items() if name not in render_actor.CONSUMED_COLUMNS}
                            for row in rows])
 
 
-def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.data.Dataset:
+def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes, ledger: Any = None) -> ray.data.Dataset:
     """Chain the stages over the planned rows; nothing runs until the dataset is iterated.
 
+    ``ledger`` (a :class:`pipelines.row_guard.RowLedger`) bounds each row's time and worker deaths.
     The dataset takes its execution options (the queue budget) from the current DataContext.
     """
     engine = config.engine.engine_class()
@@ -137,16 +145,18 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
                                "storage_options": dict(config.storage_options),
                                "max_input_bytes": config.max_input_bytes,
                                "previews_uri": config.output_uri if config.report else None,
-                               "policy": config.policy},
+                               "policy": config.policy, "ledger": ledger},
         num_cpus=PREPARE_CPUS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.prepare),
     )
     dataset = dataset.map_batches(
         RenderStage,
-        fn_constructor_kwargs={"spec": config.engine, "storage_options": dict(config.storage_options)},
+        fn_constructor_kwargs={"spec": config.engine, "storage_options": dict(config.storage_options),
+                               "ledger": ledger},
         batch_size=config.videos_per_batch,  # GPU engines batch the windows of several videos
         num_cpus=GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS,
         num_gpus=1 if engine.needs_gpu else 0,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.render),
     )
-    return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    return dataset.map(make_finish_fn(config, ledger), num_cpus=FINISH_CPUS,
+                       compute=ray.data.TaskPoolStrategy(size=pools.tasks))

@@ -1,0 +1,202 @@
+"""No row can hold or crash-loop the job: hard time limits, and a bounded number of worker deaths per row.
+
+Two things the per-row error boundary (:mod:`pipelines.rows`) cannot catch, because they never
+return to Python: a stage that hangs (a decoder stuck in native code) and a worker that dies (the
+kernel's memory killer, a native abort).  Ray Data retries the lost work forever, so left alone
+one such row would hold the job for good.
+
+- :class:`RowLedger` is a small Ray actor the driver starts for the job.  A stage tells it which
+  rows it starts and finishes.  A row that was started and never finished, and comes back, was on
+  a worker that died: the ledger counts that, and once a row has cost :data:`MAX_WORKER_DEATHS`
+  workers it fails with the cause instead of running again.
+- :class:`Watchdog` enforces ``--row-time-limit`` while a stage works on a row (time spent queued
+  between stages does not count): past it, it records the timeout in the ledger and ends the
+  worker process, the one way to stop native code.  Ray restarts the worker and retries; the
+  ledger then fails the row with "exceeded its time limit".
+
+A batch of rows that killed its worker is run again one row at a time, so only the row that
+kills a worker alone pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import ray
+
+from pipelines.rows import PENDING
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKER_DEATHS = 2  # a row may end this many worker processes (in a batch, then alone) before it fails
+WATCHDOG_EXIT_CODE = 75  # the worker process ends itself: a row past its deadline
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the ledger says about running a row again."""
+
+    deaths: int  # workers that died while this row was in flight
+    error: str | None = None  # set when the row must fail instead of running
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class RowLedger:
+    """Which rows each stage is working on, and what happened to rows whose worker died (one per job)."""
+
+    def __init__(self, max_deaths: int = MAX_WORKER_DEATHS) -> None:
+        self.max_deaths = max_deaths
+        self.in_flight: dict[tuple[str, int], int] = {}  # (stage, row) -> times started, not finished
+        self.deaths: dict[tuple[str, int], int] = {}
+        self.timeouts: dict[tuple[str, int], float] = {}
+
+    def begin(self, stage: str, rows: Sequence[int], mark: bool = True) -> list[Verdict]:
+        """Count a death for each row that was left in flight; mark the runnable rows in flight (``mark``)."""
+        verdicts = []
+        for row in rows:
+            key = (stage, row)
+            if self.in_flight.get(key):  # started before and never finished: its worker died
+                self.deaths[key] = self.deaths.get(key, 0) + 1
+            deaths = self.deaths.get(key, 0)
+            if key in self.timeouts:
+                error = f"the row exceeded its time limit of {self.timeouts[key]:.0f} s (its worker was stopped)"
+            elif deaths >= self.max_deaths:
+                error = (f"its worker process died {deaths} times while working on it (killed for memory, "
+                         "or a crash in native code); not tried again")
+            else:
+                error = None
+            self.in_flight[key] = 1 if mark and not error else 0
+            verdicts.append(Verdict(deaths=deaths, error=error))
+        return verdicts
+
+    def end(self, stage: str, rows: Sequence[int]) -> None:
+        for row in rows:
+            self.in_flight[(stage, row)] = 0
+
+    def timed_out(self, stage: str, rows: Sequence[int], limit_s: float) -> None:
+        for row in rows:
+            self.timeouts[(stage, row)] = limit_s
+
+
+class Watchdog:
+    """Ends this worker process if a stage is still working when its deadline passes (one per process)."""
+
+    _instance: "Watchdog | None" = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._deadline: float | None = None
+        self._on_expire: Callable[[], None] | None = None
+        threading.Thread(target=self._watch, name="row-watchdog", daemon=True).start()
+
+    @classmethod
+    def get(cls) -> "Watchdog":
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = Watchdog()
+            return cls._instance
+
+    def arm(self, deadline: float, on_expire: Callable[[], None]) -> None:
+        with self._lock:
+            self._deadline, self._on_expire = deadline, on_expire
+            self._lock.notify()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._deadline, self._on_expire = None, None
+            self._lock.notify()
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                while self._deadline is None or time.time() < self._deadline:
+                    timeout = None if self._deadline is None else max(0.05, self._deadline - time.time())
+                    self._lock.wait(timeout)
+                on_expire = self._on_expire
+            try:
+                if on_expire is not None:
+                    on_expire()
+            finally:
+                logging.shutdown()
+                sys.stderr.flush()
+                os._exit(WATCHDOG_EXIT_CODE)
+
+
+class RowGuard:
+    """A stage's view of the ledger and the watchdog: run rows so none can hold or crash-loop the job."""
+
+    def __init__(self, ledger: Any | None, stage: str) -> None:
+        self.ledger = ledger
+        self.stage = stage
+
+    def run(self, rows: list[dict], work: Callable[[list[dict]], list[dict]],
+            refuse: Callable[[dict, str], dict]) -> list[dict]:
+        """``work(rows)`` -> rows, under the ledger and the watchdog; ``refuse(row, error)`` fails a row unrun.
+
+        Rows that already failed go through ``work`` as they are (it passes them on).  A batch in
+        which some row has killed a worker before runs one row at a time, so only that row pays.
+        Without a ledger (a stage called outside a job, as the unit tests do) ``work`` just runs.
+        """
+        if self.ledger is None:
+            return work(rows)
+        pending = [i for i, row in enumerate(rows) if row["status"] == PENDING]
+        verdicts = dict(zip(pending, self._begin([rows[i] for i in pending], mark=True)))
+        out = list(rows)
+        for i, verdict in verdicts.items():
+            if verdict.error:
+                out[i] = refuse(rows[i], verdict.error)
+        runnable = [i for i in pending if not verdicts[i].error]
+        passing = [i for i in range(len(rows)) if i not in verdicts]
+        if len(runnable) > 1 and any(verdicts[i].deaths for i in runnable):
+            self._end([rows[i] for i in runnable])  # each is marked again just before it runs alone
+            for i in runnable:
+                (verdict,) = self._begin([rows[i]], mark=True)
+                out[i] = refuse(rows[i], verdict.error) if verdict.error else self._watched([rows[i]], work)[0]
+            runnable = []
+        together = runnable + passing
+        if together:
+            for i, row in zip(together, self._watched([rows[i] for i in together], work)):
+                out[i] = row
+        return out
+
+    def _begin(self, rows: Sequence[dict], mark: bool) -> list[Verdict]:
+        if not rows:
+            return []
+        return ray.get(self.ledger.begin.remote(self.stage, [int(row["row_index"]) for row in rows], mark))
+
+    def _end(self, rows: Sequence[dict]) -> None:
+        if rows:
+            self.ledger.end.remote(self.stage, [int(row["row_index"]) for row in rows])
+
+    def _watched(self, rows: list[dict], work: Callable[[list[dict]], list[dict]]) -> list[dict]:
+        """``work(rows)`` while the watchdog holds the stage's deadline for these rows."""
+        pending = [row for row in rows if row["status"] == PENDING]
+        deadline, limit = stage_deadline(pending)
+        indices = [int(row["row_index"]) for row in pending]
+        if deadline is not None:
+            def expire() -> None:
+                logger.error("%s: rows %s passed their deadline; stopping this worker", self.stage, indices)
+                ray.get(self.ledger.timed_out.remote(self.stage, indices, limit), timeout=10)
+
+            Watchdog.get().arm(deadline, expire)
+        try:
+            return work(rows)
+        finally:
+            if deadline is not None:
+                Watchdog.get().disarm()
+            self._end(pending)
+
+
+def stage_deadline(rows: Sequence[dict]) -> tuple[float | None, float]:
+    """When a stage working on ``rows`` must be done: each row's time limit, one after the other; and that limit."""
+    if not rows:
+        return None, 0.0
+    limit = min(float(row["time_limit_s"]) for row in rows)
+    return time.time() + limit * len(rows), limit
