@@ -63,6 +63,8 @@ def hostile_run(ray_local, synthetic_media, tmp_path_factory):
             "-preset", "ultrafast", "-metadata", "title=Stream #0:0: Video: h264, yuv420p, 64x64, 15 fps", f("spoof.mp4"))
     _ffmpeg("-i", clip, "-vf", "fps=1000", "-t", "1.0", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy",
             f("fast.mp4"))
+    _ffmpeg("-i", clip, "-vf", "setpts=N/(60000*TB)", "-fps_mode", "passthrough", "-video_track_timescale", "60000",
+            "-an", "-c:v", "libx264", "-preset", "ultrafast", f("absurd_rate.mp4"))
     (out / "a_directory.mp4").mkdir(parents=True)
     (out / "foreign.mp4").write_bytes(b"")
 
@@ -81,6 +83,7 @@ def hostile_run(ray_local, synthetic_media, tmp_path_factory):
         {**good, "id": "symlink-outside", "driving_uri": f("link.mp4")},
         {**good, "id": "spoofed-size", "driving_uri": f("spoof.mp4")},
         {**good, "id": "thousand-fps", "driving_uri": f("fast.mp4")},
+        {**good, "id": "absurd-rate", "driving_uri": f("absurd_rate.mp4")},
         {**good, "id": "shared-output-a", "output_uri": "shared.mp4"},
         {**good, "id": "shared-output-b", "output_uri": "shared.mp4"},
         {**good, "id": "under-results", "output_uri": "_results/x.mp4"},
@@ -113,6 +116,7 @@ EXPECTED_ERRORS = {
     "chained-url": "::",
     "symlink-outside": "outside the allowed roots",
     "spoofed-size": "4608x4608",
+    "absurd-rate": "60000 frames per second",
     "shared-output-a": "also the output of row",
     "shared-output-b": "also the output of row",
     "under-results": "reserved",
@@ -129,7 +133,7 @@ EXPECTED_ERRORS = {
 
 def test_every_hostile_row_fails_clearly_and_every_good_row_is_ok(hostile_run):
     results, report, out, _ = hostile_run
-    assert report.summary.total == 24 and report.summary.ok == 3, {k: v["error"] for k, v in results.items()}
+    assert report.summary.total == 25 and report.summary.ok == 3, {k: v["error"] for k, v in results.items()}
     problems = []
     for name, words in EXPECTED_ERRORS.items():
         row = results.get(name)
