@@ -22,7 +22,7 @@ from mediaio import storage
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
-from pipelines.row_guard import RowLedger
+from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN
 from reporting.metrics import DriverMetrics
 from reporting.report import JobFacts, write_report

@@ -5,9 +5,9 @@ return to Python: a stage that hangs (a decoder stuck in native code) and a work
 kernel's memory killer, a native abort).  Ray Data retries the lost work forever, so left alone
 one such row would hold the job for good.
 
-- :class:`RowLedger` is a small Ray actor the driver starts for the job.  A stage tells it which
+- :class:`pipelines.row_ledger.RowLedger` is a small Ray actor the driver starts for the job.  A stage tells it which
   rows it starts and finishes.  A row that was started and never finished, and comes back, was on
-  a worker that died: the ledger counts that, and once a row has cost :data:`MAX_WORKER_DEATHS`
+  a worker that died: the ledger counts that, and once a row has cost :data:`pipelines.row_ledger.MAX_WORKER_DEATHS`
   workers it fails with the cause instead of running again.
 - :class:`Watchdog` enforces ``--row-time-limit`` while a stage works on a row (time spent queued
   between stages does not count): past it, it records the timeout in the ledger and ends the
@@ -25,63 +25,16 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import ray
 
+from pipelines.row_ledger import Verdict
 from pipelines.rows import PENDING
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKER_DEATHS = 2  # a row may end this many worker processes (in a batch, then alone) before it fails
 WATCHDOG_EXIT_CODE = 75  # the worker process ends itself: a row past its deadline
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the ledger says about running a row again."""
-
-    deaths: int  # workers that died while this row was in flight
-    error: str | None = None  # set when the row must fail instead of running
-
-
-@ray.remote(num_cpus=0, max_restarts=-1)
-class RowLedger:
-    """Which rows each stage is working on, and what happened to rows whose worker died (one per job)."""
-
-    def __init__(self, max_deaths: int = MAX_WORKER_DEATHS) -> None:
-        self.max_deaths = max_deaths
-        self.in_flight: dict[tuple[str, int], int] = {}  # (stage, row) -> times started, not finished
-        self.deaths: dict[tuple[str, int], int] = {}
-        self.timeouts: dict[tuple[str, int], float] = {}
-
-    def begin(self, stage: str, rows: Sequence[int], mark: bool = True) -> list[Verdict]:
-        """Count a death for each row that was left in flight; mark the runnable rows in flight (``mark``)."""
-        verdicts = []
-        for row in rows:
-            key = (stage, row)
-            if self.in_flight.get(key):  # started before and never finished: its worker died
-                self.deaths[key] = self.deaths.get(key, 0) + 1
-            deaths = self.deaths.get(key, 0)
-            if key in self.timeouts:
-                error = f"the row exceeded its time limit of {self.timeouts[key]:.0f} s (its worker was stopped)"
-            elif deaths >= self.max_deaths:
-                error = (f"its worker process died {deaths} times while working on it (killed for memory, "
-                         "or a crash in native code); not tried again")
-            else:
-                error = None
-            self.in_flight[key] = 1 if mark and not error else 0
-            verdicts.append(Verdict(deaths=deaths, error=error))
-        return verdicts
-
-    def end(self, stage: str, rows: Sequence[int]) -> None:
-        for row in rows:
-            self.in_flight[(stage, row)] = 0
-
-    def timed_out(self, stage: str, rows: Sequence[int], limit_s: float) -> None:
-        for row in rows:
-            self.timeouts[(stage, row)] = limit_s
 
 
 class Watchdog:
