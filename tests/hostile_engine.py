@@ -2,7 +2,8 @@
 
 Rows whose prompt is ``hang`` never return (as a decoder stuck in native code would); rows whose
 prompt is ``crash`` end the worker process (as the kernel's memory killer or a native abort
-would).  Every other row renders as the warp engine does.  Jobs name it by import path
+would); a call holding a row whose prompt is ``refuse`` raises (as a bad LoRA file fails the whole
+batch it is in).  Every other row renders as the warp engine does.  Jobs name it by import path
 (``EngineSpec(engine_path="tests.hostile_engine:HostileWarpEngine")``).
 """
 
@@ -20,6 +21,8 @@ from engines.warp import WarpEngine
 
 class HostileWarpEngine(WarpEngine):
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
+        if any(item.settings.prompt == "refuse" for item in inputs):
+            raise ValueError("this engine refuses a row in the batch")
         for item in inputs:
             if item.settings.prompt == "hang":
                 while True:
