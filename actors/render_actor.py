@@ -61,13 +61,13 @@ class RenderActor:
         for index, item in enumerate(inputs):
             groups.setdefault(self.engine.batch_key(item.settings), []).append(index)
         outputs: list[np.ndarray | None] = [None] * len(inputs)
-        self.metrics.windows_in_flight(len(inputs))
+        self.metrics.videos_in_flight(len(inputs))
         try:
             for indices in groups.values():
                 for index, frames in zip(indices, self.engine.render([inputs[i] for i in indices])):
                     outputs[index] = frames
         finally:
-            self.metrics.windows_in_flight(0)
+            self.metrics.videos_in_flight(0)
             self.metrics.sample_gpus()
         self.metrics.frames_rendered(sum(len(frames) for frames in outputs))
         return [{"rendered": frames} for frames in outputs]

@@ -65,7 +65,7 @@ WORKER_METRICS = (
     WorkerMetric("hellomeme_frames_decoded", "counter", "Driving frames decoded at the generation rate", ("job_id",)),
     WorkerMetric("hellomeme_frames_rendered", "counter", "Frames the engine rendered", ("job_id",)),
     WorkerMetric("hellomeme_stage_seconds", "histogram", "Seconds one stage took for one row", ("job_id", "stage")),
-    WorkerMetric("hellomeme_windows_in_flight", "gauge", "Frame windows this render actor is rendering now",
+    WorkerMetric("hellomeme_videos_in_flight", "gauge", "Videos this render actor is rendering now",
                  ("job_id",)),
     WorkerMetric("hellomeme_gpu_memory_bytes", "gauge",
                  "GPU memory held by this render actor's torch allocator (kind: allocated, reserved)",
@@ -184,9 +184,9 @@ class WorkerMetrics:
             instruments["hellomeme_stage_seconds"].observe(float(seconds), tags={"stage": stage})
 
     @_never_raises
-    def windows_in_flight(self, count: int) -> None:
+    def videos_in_flight(self, count: int) -> None:
         if (instruments := self._get()) is not None:
-            instruments["hellomeme_windows_in_flight"].set(count)
+            instruments["hellomeme_videos_in_flight"].set(count)
 
     @_never_raises
     def sample_gpus(self) -> None:
