@@ -217,8 +217,12 @@ def main() -> int:
                         help="where the contact sheets go (default: bench/out/quality, not committed)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a line to record with the figures (what changed)")
+    parser.add_argument("--speed-only", action="store_true", help="only the engine's speed (on the scripted "
+                        "25 fps clip), e.g. to measure again on an idle machine")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.speed_only:
+        return speed_only(args)
     with_media = has_media(args.media)
     portraits = demo_portraits()
     generated: list[PairResult] = []
@@ -280,6 +284,25 @@ def main() -> int:
     print("\n".join(lines))
     if not args.no_record:
         append_results("Warp quality", "python bench/quality.py" + (" --note ..." if args.note else ""), lines)
+    return 0
+
+
+def speed_only(args: argparse.Namespace) -> int:
+    portraits = demo_portraits()
+    spec = max(SPECS, key=lambda spec: spec.fps)
+    with FaceTracker() as tracker:
+        clip = build(spec, tracker, portraits)
+        result = follow(clip.frames, clip.reference, tracker)
+    speed, cpu_speed, load = warp_speed(result, portraits[SPECS[0].reference])
+    lines = [f"warp engine alone, one core: {speed:.1f} output frames/s at 512x512 (target >= {TARGET_FPS:.0f}), "
+             f"median of 7 renders of the {len(result.frames)}-frame scripted clip {spec.name}; {cpu_speed:.1f} "
+             f"per CPU-second; load average {load:.1f} on {os.cpu_count()} CPUs"]
+    if args.note:
+        lines.append(f"note: {args.note}")
+    print("\n".join(lines))
+    if not args.no_record:
+        append_results("Warp speed", "python bench/quality.py --speed-only" + (" --note ..." if args.note else ""),
+                       lines)
     return 0
 
 
