@@ -137,7 +137,8 @@ def run_render_job(
         except Exception as exc:  # the pipeline itself stopped: every row still out there gets a result
             logger.error("the pipeline stopped: %s", storage.redact(f"{type(exc).__name__}: {exc}"))
             logger.debug("pipeline failure details", exc_info=True)
-            cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__})"
+            last_line = (str(exc).strip().splitlines() or [""])[-1][:300]
+            cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__}: {last_line})"
             for row in _unfinished(list(waiting.values()), "failed", cause, config.engine.name):
                 record(row, from_pipeline=True)
             waiting.clear()
