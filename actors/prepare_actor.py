@@ -36,8 +36,6 @@ from reporting.metrics import worker_metrics
 
 logger = logging.getLogger(__name__)
 
-# Frames are scaled down to this longest side for the face mesh (it works on small images anyway).
-LANDMARK_SIDE = 1024
 PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip streams past
 
 
@@ -163,7 +161,7 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"reference {printable(uri)} {exc}") from None
         height, width = image.shape[:2]
-        small = _scaled_to(image, LANDMARK_SIDE)
+        small = _scaled_to(image, self.limits.landmark_side)
         try:
             track = self.tracker.detect(small, image_size=(height, width))
         except FaceError as exc:
@@ -192,7 +190,7 @@ class PrepareActor:
         preview_step = max(1, -(-plan.count // PREVIEW_FRAMES))
 
         def landmark_frames() -> Iterator[np.ndarray]:
-            for index, frame in enumerate(decode.time(reader.frames(plan, max_side=LANDMARK_SIDE))):
+            for index, frame in enumerate(decode.time(reader.frames(plan, max_side=self.limits.landmark_side))):
                 if index % preview_step == 0:
                     preview_frames.append(_scaled_to(frame, previews.SIDE))
                 yield frame

@@ -71,13 +71,13 @@ class RenderActor:
             groups.setdefault(self.engine.batch_key(item.settings), []).append(index)
         outputs: list[np.ndarray | list[VideoPart] | None] = [None] * len(inputs)
         render = self.engine.render_or_split if self.splits else self.engine.render
-        self.metrics.windows_in_flight(len(inputs))
+        self.metrics.videos_in_flight(len(inputs))
         try:
             for indices in groups.values():
                 for index, frames in zip(indices, render([inputs[i] for i in indices])):
                     outputs[index] = frames
         finally:
-            self.metrics.windows_in_flight(0)
+            self.metrics.videos_in_flight(0)
             self.metrics.sample_gpus()
         self.metrics.frames_rendered(sum(len(frames) for frames in outputs if isinstance(frames, np.ndarray)))
         empty = output_columns(self.spec.size)["rendered"]
@@ -90,7 +90,7 @@ class RenderActor:
         for index, item in enumerate(parts):
             groups.setdefault(self.engine.batch_key(item.video.settings), []).append(index)
         outputs: list[np.ndarray | None] = [None] * len(parts)
-        self.metrics.windows_in_flight(len(parts))
+        self.metrics.videos_in_flight(len(parts))
         try:
             for indices in groups.values():
                 for index, frames in zip(indices, self.engine.render_parts([parts[i] for i in indices])):
@@ -99,7 +99,7 @@ class RenderActor:
                                            f"{parts[index].part.output_frames}")
                     outputs[index] = frames
         finally:
-            self.metrics.windows_in_flight(0)
+            self.metrics.videos_in_flight(0)
             self.metrics.sample_gpus()
         self.metrics.frames_rendered(sum(len(frames) for frames in outputs))
         return [{"rendered": frames} for frames in outputs]

@@ -23,21 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
-from actors.pose_actor import PoseExtractor  # noqa: E402
-from actors.render_actor import FrameRenderer  # noqa: E402
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
-from engines.registry import engine_class  # noqa: E402
-from pipelines.manifest import read_manifest  # noqa: E402
 from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
-from pipelines.rows import run_stage  # noqa: E402
-from pipelines.config import RenderJobConfig  # noqa: E402
-from pipelines.decode_stage import make_decode_fn  # noqa: E402
-from pipelines.encode_stage import make_encode_fn  # noqa: E402
+from pipelines.finish_stage import make_finish_fn  # noqa: E402
+from pipelines.plan import JobConfig, plan_job  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
-from pipelines.row_plan import plan_rows  # noqa: E402
-from pipelines.write_stage import make_write_fn  # noqa: E402
+from pipelines.render_pipeline import PrepareStage, RenderStage  # noqa: E402
+from pipelines.rows import batch_rows, rows_batch  # noqa: E402
 
 logger = logging.getLogger("bench.cpu_pipeline")
 
@@ -57,44 +52,55 @@ def steady_fps(finished: list[tuple[float, int]]) -> float:
     return sum(frames for _, frames in finished[1:]) / (last_at - first_at)
 
 
-def sequential(config: RenderJobConfig) -> tuple[int, float, float, list[tuple[float, int]]]:
-    """(a): one process, one row at a time, stage after stage.
+def stages(config: JobConfig) -> tuple[PrepareStage, RenderStage]:
+    """The pipeline's own stage objects, built in this process (no Ray), as the actors build them."""
+    engine = config.engine.engine_class()
+    prepare = PrepareStage(config.engine.size, engine.default_fps, engine.crop_rule, config.limits,
+                           dict(config.storage_options), config.max_input_bytes,
+                           config.output_uri if config.report else None, config.policy)
+    return prepare, RenderStage(config.engine, dict(config.storage_options))
 
-    Returns frames, seconds, first-video seconds and (seconds, frames) of each finished video.
+
+def column_bytes(row: dict) -> int:
+    """Bytes of a row's columns as they would sit in the object store (pixels, tracks, audio)."""
+    return sum(value.nbytes if isinstance(value, np.ndarray) else len(value) if isinstance(value, bytes) else 8
+               for value in row.values())
+
+
+def sequential(config: JobConfig) -> tuple[int, float, float, list[tuple[float, int]], int]:
+    """(a): one process, one row at a time, the pipeline's stages one after another.
+
+    Returns frames, seconds, first-video seconds, (seconds, frames) of each finished video, and the
+    bytes the rows would have put in the object store between stages.
     """
-    engine = engine_class(config.engine)
     started = time.perf_counter()
-    works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))
-    pose = PoseExtractor(size=config.size)
-    render = FrameRenderer(config.engine, config.engine_options, size=config.size)
-    decode, encode, write = make_decode_fn(config, engine.default_fps), make_encode_fn(config), make_write_fn(config)
-    frames, first, finished = 0, None, []
-    for work in works:
-        work = run_stage("decode", decode, work)
-        work = run_stage("pose", pose.extract, work)
-        (work,) = render.render([work])
-        work = run_stage("encode", encode, work)
-        work = run_stage("write", write, work)
-        if work.status != "ok":
-            raise RuntimeError(f"row {work.id} failed: {work.error}")
-        frames += work.num_frames
+    plan = plan_job(config)
+    prepare, render = stages(config)
+    finish = make_finish_fn(config)
+    frames, first, finished, queued_bytes = 0, None, [], 0
+    for row in plan.pending:
+        row = prepare(row)
+        queued_bytes += column_bytes(row)
+        (row,) = batch_rows(render(rows_batch([row])))
+        queued_bytes += column_bytes(row)
+        result = finish(row)
+        if result["status"] != "ok":
+            raise RuntimeError(f"row {result['id']} failed: {result['error']}")
+        frames += result["frames"]
         first = first or time.perf_counter() - started
-        finished.append((time.perf_counter() - started, work.num_frames))
-    return frames, time.perf_counter() - started, first, finished
+        finished.append((time.perf_counter() - started, result["frames"]))
+    return frames, time.perf_counter() - started, first, finished, queued_bytes
 
 
-def warp_speed(config: RenderJobConfig) -> float:
+def warp_speed(config: JobConfig) -> float:
     """The warp engine alone on one core: output frames per second at the job's size."""
     cv2.setNumThreads(1)
-    config = replace(config, skip_existing=False)  # the sequential run already wrote these rows
-    engine = engine_class(config.engine)
-    works = plan_rows(read_manifest(config.manifest_uri), config, (config.engine,))[:2]
-    pose = PoseExtractor(size=config.size)
-    render = FrameRenderer(config.engine, config.engine_options, size=config.size)
-    decode = make_decode_fn(config, engine.default_fps)
-    prepared = [render.plan_windows(run_stage("pose", pose.extract, run_stage("decode", decode, w))) for w in works]
+    config = replace(config, skip_existing=False, output_uri=config.output_uri + "-speed")
+    prepare, render = stages(config)
+    prepared = [prepare(row) for row in plan_job(config).pending[:2]]
     started = time.perf_counter()
-    frames = sum(len(w.frames) for w in render.render(prepared))
+    rendered = batch_rows(render(rows_batch(prepared)))
+    frames = sum(len(row["rendered"]) for row in rendered)
     cv2.setNumThreads(0)
     return frames / (time.perf_counter() - started)
 
@@ -116,15 +122,15 @@ def main() -> int:
         manifest = os.path.join(scratch, "manifest.parquet")
         write_manifest(rows, manifest)
 
-        seq_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "a"))
+        seq_config = JobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "a"))
         cpu_before = cpu_seconds()
         with PeakMemory() as seq_memory:
-            seq_frames, seq_seconds, seq_first, seq_finished = sequential(seq_config)
+            seq_frames, seq_seconds, seq_first, seq_finished, queued_bytes = sequential(seq_config)
         seq_cores = (cpu_seconds() - cpu_before) / seq_seconds
         per_core = warp_speed(seq_config)
 
-        ray_config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"),
-                                     queue_memory_mib=args.queue_memory)
+        ray_config = JobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"),
+                               queue_memory_mib=args.queue_memory)
         ray_started = time.perf_counter()
         connect("local")
         ray_start_seconds = time.perf_counter() - ray_started
@@ -148,7 +154,7 @@ def main() -> int:
     seq_steady, ray_steady = steady_fps(seq_finished), steady_fps(ray_finished)
     lines = [
         f"rows: {len(rows)} (of the 8 shared pairs), {seq_frames} output frames, warp engine, "
-        f"{seq_config.size}x{seq_config.size}",
+        f"{seq_config.engine.size}x{seq_config.engine.size}",
         f"(a) sequential, one process: {a_fps:.1f} output frames/s, {seq_seconds:.1f} s, "
         f"first video after {seq_first:.1f} s, peak PSS {seq_memory.peak_driver / 2**20:.0f} MiB, "
         f"{seq_cores:.2f} of {os.cpu_count()} cores busy on average (ffmpeg, mediapipe and OpenCV use threads), "
@@ -164,6 +170,9 @@ def main() -> int:
         f"steady state (first to last finished video): (a) {seq_steady:.1f}, "
         f"(b) {ray_steady:.1f} output frames/s, ratio b/a {ray_steady / seq_steady:.2f}",
         f"warp engine alone, one core: {per_core:.1f} output frames/s",
+        f"object store between stages: {queued_bytes / seq_frames / 2**20:.2f} MiB per output frame "
+        f"(face crops in, rendered frames out; {queued_bytes / 2**20:.0f} MiB for the job)",
+        f"CPU per output frame, (b) over (a): {ray_cpu / (seq_cores * seq_seconds):.2f}",
     ]
     print("\n".join(lines))
     if not args.no_record:

@@ -25,7 +25,7 @@ import ray  # noqa: E402
 
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
-from pipelines.config import RenderJobConfig  # noqa: E402
+from pipelines.plan import JobConfig  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
 
@@ -40,7 +40,7 @@ def soak_rows(media: Path, count: int, seconds: float) -> list[dict]:
 def run(rows: list[dict], folder: str, queue_memory: int | None) -> tuple[object, PeakMemory]:
     manifest = os.path.join(folder, "manifest.parquet")
     write_manifest(rows, manifest)
-    config = RenderJobConfig(manifest_uri=manifest, output_uri=os.path.join(folder, "out"), report=False,
+    config = JobConfig(manifest_uri=manifest, output_uri=os.path.join(folder, "out"), report=False,
                              queue_memory_mib=queue_memory)
     with PeakMemory(include_ray_workers=True) as memory:
         report = run_render_job(config, address="local")

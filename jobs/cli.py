@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from jobs import demo, manifest_cmd, render, submit
@@ -38,15 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_ray_data() -> None:
-    """No progress bars or per-operator progress logs from Ray Data; warnings still show."""
+def quiet_third_party_noise() -> None:
+    """Keep Ray's, TensorFlow Lite's and mediapipe's own chatter out of the terminal (``-v`` brings it back).
+
+    Our per-row and progress lines say what the user needs; Ray Data's progress lines repeat them,
+    and the native libraries print start-up notices on every actor.  Environment variables are set
+    before Ray or mediapipe start, so they reach the processes they start too.
+    """
+    import warnings
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's notices (constructor args...)
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's graph notices
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow Lite's delegate notices
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray.*")
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype")  # protobuf, via mediapipe
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_safety()  # no secret and no control character reaches a log line, at any verbosity
-    if not args.verbose:  # Ray Data's own progress lines repeat what our per-row lines say
-        quiet_ray_data()
+    if not args.verbose:
+        quiet_third_party_noise()
     return args.run(args)
 
 

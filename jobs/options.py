@@ -52,7 +52,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,
                         help="longest driving clip accepted, in seconds (default: %(default)s)")
     parser.add_argument("--row-time-limit", type=float, default=JobConfig.row_time_limit_s,
-                        help="seconds a row may take from its first stage before it fails (default: %(default)s)")
+                        help="seconds one stage may work on one row; past it the stage is stopped and the row "
+                             "fails (default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
                              "(default: 15%% of the cluster's object store, growing with the cluster)")

@@ -6,7 +6,8 @@ While it runs, the driver serves the job's Prometheus metrics (rows by status, f
 stage latencies, rows in flight) at http://127.0.0.1:9471/metrics (see --metrics-port); when it
 ends, OUTPUT/index.html reports every row.
 
-Exit status: 0 when every row is ok or skipped, 2 when some row failed, 1 on a job-level error.
+Exit status: 0 when every row is ok or skipped, 2 when some row failed, 1 on a job-level error, 130 or 143
+when stopped by SIGINT or SIGTERM (the rows finished so far are in the results, the rest marked not_run).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 from engines.base import EngineOptionError
 from engines.registry import UnknownEngineError
@@ -24,26 +26,21 @@ from reporting.metrics import DriverMetrics, MetricsEndpoint
 from mediaio.redaction import install_log_safety, printable, redact
 from mediaio.storage import StorageError
 from jobs.options import add_metrics_arguments, add_render_arguments, job_config
-from pipelines.render_job import JobReport, run_render_job
+from jobs.progress import DEFAULT_PERIOD_S, Progress
+from pipelines.ray_runtime import shutdown_local_ray
+from pipelines.render_job import JobInterrupted, JobReport, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
 
 EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
-
-
-def log_progress(row: dict[str, Any], done: int, total: int) -> None:
-    if row["status"] == "failed":
-        logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
-    else:
-        logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], printable(row["id"]),
-                    printable(row["output_uri"]))
+EXIT_SIGNAL_BASE = 128  # stopped by signal N: exit 128 + N (130 for SIGINT, 143 for SIGTERM), as shells do
 
 
 def print_summary(report: JobReport, output: str) -> None:
     summary = report.summary
     lines = [
-        f"{summary.total} rows: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped "
-        f"in {report.seconds:.1f} s",
+        f"{summary.total} rows: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped"
+        + (f", {summary.not_run} not run" if summary.not_run else "") + f" in {report.seconds:.1f} s",
         f"outputs: {printable(output)}",
         f"results: {summary.results_uri}",
     ]
@@ -83,12 +80,38 @@ def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
             endpoint.close()
 
 
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the job promptly: JobInterrupted is raised in the main thread, once."""
+    def stop(signal_number: int, frame: object) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)  # a second signal does not cut the results short
+        raise JobInterrupted(signal_number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
     try:
-        config = job_config(args)
-        with served_metrics(args.metrics_host, args.metrics_port) as metrics:
-            report = run_render_job(config, address=args.address, on_result=log_progress, metrics=metrics)
+        with stopped_by_signals():
+            config = job_config(args)
+            with served_metrics(args.metrics_host, args.metrics_port) as metrics, \
+                    Progress(args.progress_seconds) as progress:
+                report = run_render_job(config, address=args.address, on_result=progress.on_result, metrics=metrics,
+                                        on_planned=progress.on_planned)
+    except JobInterrupted as stop:
+        report = getattr(stop, "report", None)
+        if report is not None:
+            print_summary(report, config.output_uri)
+        logger.warning("stopped by signal %d%s", stop.signal_number,
+                       "" if report is None else "; run the same command again to render the rows not run")
+        return EXIT_SIGNAL_BASE + stop.signal_number
     except (ManifestError, UnknownEngineError, EngineOptionError, StorageError, argparse.ArgumentTypeError) as exc:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
@@ -96,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         logger.error("job failed: %s", redact(f"{type(exc).__name__}: {exc}"))
         logger.debug("job failure details", exc_info=True)
         return EXIT_JOB_ERROR
+    finally:
+        shutdown_local_ray()  # a local instance's workers and temp files go with the job
     print_summary(report, config.output_uri)
     return exit_code(report)
 
@@ -105,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_metrics_arguments(parser)
     parser.add_argument("--address", default=None,
                         help="Ray cluster: auto, HOST:PORT or ray://...; default: $RAY_ADDRESS, else a local instance")
+    parser.add_argument("--progress-seconds", type=float, default=DEFAULT_PERIOD_S, metavar="S",
+                        help="log a line with rows done, rows/min, frames/s and an ETA every S seconds (0: off; "
+                             "default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio.media import MediaError, MediaLimits
+from mediaio.media import MediaError, MediaLimits, check_sides
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         if width * height > limits.max_video_pixels:
             raise MediaError(f"video is {width}x{height}, over the cap of {limits.max_video_pixels / 1e6:.1f} "
                              "megapixels")
+        check_sides(width, height, limits, "video")
         has_audio = bool(container.streams.audio)
         times = []
         time_base = float(stream.time_base) if stream.time_base else 0.0

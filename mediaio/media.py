@@ -1,8 +1,10 @@
-"""Decoding and encoding with the real ffmpeg binary (shipped by imageio-ffmpeg), and image loading.
+"""Encoding with the real ffmpeg binary (shipped by imageio-ffmpeg), the clip's audio, and image loading.
 
-ffmpeg is always run without a shell, on local temp files or pipes only (its protocols are
-limited to ``file`` and ``pipe``: inputs are fetched through fsspec first, never handed to ffmpeg
-as URLs), with a time limit, and with caps on pixels and duration checked before decoding.
+ffmpeg-python builds the commands (its filter graphs say what each step does); this module runs
+the binary itself: without a shell, on local temp files or pipes only (protocols limited to
+``file`` and ``pipe``, and a user's clip opened only by plain demuxers: inputs are fetched through
+fsspec first, never handed to ffmpeg as URLs), with a time limit.  Clips are read with PyAV
+(:mod:`mediaio.clips`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ class MediaLimits:
     max_image_pixels: int = 4096 * 4096
     max_video_pixels: int = 4096 * 2160
     max_seconds: float = 60.0
-    max_decode_side: int = 1024  # driving frames are scaled down to this longest side on decode
+    # The longest side and the most unequal sides an image or a frame may have: decoders and the face
+    # mesh (OpenCV inside) abort on sides past 32767, and a face needs a frame that is not a sliver.
+    max_side: int = 16384
+    max_aspect_ratio: float = 8.0
+    landmark_side: int = 1024  # frames and portraits are scaled down to this longest side for the face mesh
     max_fps: float = 30.0  # generation frame rate cap
     max_output_fps: float = 60.0  # outputs keep the clip's rate up to this (a 1000 fps clip comes out at 60)
     ffmpeg_timeout_s: float = 300.0
@@ -51,16 +57,18 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-_INPUT_OPTIONS = ["-protocol_whitelist", "file,pipe"]
-# Reading a user's clip (its audio): plain containers only, no demuxer that opens other files.
-_CLIP_INPUT_OPTIONS = ["-protocol_whitelist", "file", "-format_whitelist",
-                       "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc"]
+_OWN_INPUT = {"protocol_whitelist": "file,pipe"}  # frames on a pipe, audio in our temp file
+# A user's clip (its audio): the file protocol and plain demuxers only, none that opens other files.
+_CLIP_INPUT = {"protocol_whitelist": "file",
+               "format_whitelist": "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc"}
 
 
-def _run_ffmpeg(args: list[str], timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", *args]
-    if stdin is not None:
-        command.remove("-nostdin")
+def _run_ffmpeg(stream, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run the command an ffmpeg-python graph compiles to, without a shell, within ``timeout``."""
+    import ffmpeg
+
+    quiet = ["-hide_banner", "-v", "error"] + ([] if stdin is not None else ["-nostdin"])
+    command = ffmpeg.compile(stream.global_args(*quiet), cmd=ffmpeg_exe(), overwrite_output=True)
     try:
         return subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -84,11 +92,11 @@ def _last_error_line(stderr: bytes, most: int = 2) -> str:
 
 def extract_audio(path: str, seconds: float, limits: MediaLimits) -> bytes | None:
     """The first audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec works."""
-    result = _run_ffmpeg(
-        ["-v", "error", *_CLIP_INPUT_OPTIONS, "-i", path, "-t", f"{seconds:.6f}", "-map", "0:a:0", "-vn",
-         "-c:a", "aac", "-b:a", "160k", "-f", "adts", "pipe:1"],
-        timeout=limits.ffmpeg_timeout_s,
-    )
+    import ffmpeg
+
+    audio = ffmpeg.input(path, **_CLIP_INPUT)["a:0"]
+    stream = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="aac", audio_bitrate="160k", format="adts")
+    result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s)
     if result.returncode != 0 or not result.stdout:
         logger.warning("audio could not be extracted, the output will be silent: %s", _last_error_line(result.stderr))
         return None
@@ -113,37 +121,54 @@ def encode_mp4(
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MediaError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    import ffmpeg
+
     count, height, width, _ = frames.shape
+    video = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=f"{fps:.6f}",
+                         **_OWN_INPUT).video
     # Hold the last frame first, so the interpolation has a frame to move towards at the end.
-    filters = ["tpad=stop_mode=clone:stop_duration=2"]
+    video = video.filter("tpad", stop_mode="clone", stop_duration=2)
     if interpolate and output_fps > fps * 1.01:
         # scd=none: a scene-change guess would repeat frames instead of interpolating them.
-        filters.append(f"minterpolate=fps={output_fps:.6f}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=none")
+        video = video.filter("minterpolate", fps=f"{output_fps:.6f}", mi_mode="mci", mc_mode="aobmc",
+                             me_mode="bidir", vsbmc=1, scd="none")
     else:
-        filters.append(f"fps={output_fps:.6f}")
+        video = video.filter("fps", fps=f"{output_fps:.6f}")
     if width % 2 or height % 2:
-        filters.append(f"scale={_even(width)}:{_even(height)}")
+        video = video.filter("scale", _even(width), _even(height))
     with tempfile.TemporaryDirectory(prefix="hm-encode-") as scratch:
         output_path = os.path.join(scratch, "out.mp4")
-        args = ["-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-                "-framerate", f"{fps:.6f}", *_INPUT_OPTIONS, "-i", "pipe:0"]
+        streams = [video]
+        codecs: dict[str, object] = {}
         if audio:
             audio_path = os.path.join(scratch, "audio.aac")
             with open(audio_path, "wb") as handle:
                 handle.write(audio)
-            args += [*_INPUT_OPTIONS, "-i", audio_path]
-        args += ["-filter:v", ",".join(filters), "-t", f"{duration:.6f}", "-map", "0:v:0"]
-        if audio:
-            args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
-        for key, value in (metadata or {}).items():  # container tags, e.g. the row's fingerprint
-            args += ["-metadata", f"{key}={value}"]
-        args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-                 "-r", f"{output_fps:.6f}", "-movflags", "+faststart", "-y", output_path]
-        result = _run_ffmpeg(args, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())
+            streams.append(ffmpeg.input(audio_path, **_OWN_INPUT).audio)
+            codecs = {"acodec": "aac", "audio_bitrate": "160k"}
+        tags = [f"{key}={value}" for key, value in (metadata or {}).items()]  # e.g. the row's fingerprint
+        stream = ffmpeg.output(*streams, output_path, t=f"{duration:.6f}", vcodec="libx264", preset="veryfast",
+                               crf=18, pix_fmt="yuv420p", r=f"{output_fps:.6f}", movflags="+faststart",
+                               **codecs, **({"metadata": tags[0]} if len(tags) == 1 else {}))
+        if len(tags) > 1:
+            stream = stream.global_args(*[arg for tag in tags for arg in ("-metadata", tag)])
+        result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())
         if result.returncode != 0 or not os.path.exists(output_path):
             raise MediaError(f"encoding failed: {_last_error_line(result.stderr)}")
         with open(output_path, "rb") as handle:
             return handle.read()
+
+
+def check_sides(width: int, height: int, limits: MediaLimits, what: str) -> None:
+    """MediaError if a picture's sides are more than the decoders and the face mesh can take."""
+    if width < 1 or height < 1:
+        raise MediaError(f"{what} has no pixels ({width}x{height})")
+    if max(width, height) > limits.max_side:
+        raise MediaError(f"{what} is {width}x{height}: a side over {limits.max_side} pixels is more than the "
+                         "decoders can take")
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise MediaError(f"{what} is {width}x{height}: its sides differ more than {limits.max_aspect_ratio:g}:1, "
+                         "too narrow to hold a face")
 
 
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
@@ -159,6 +184,7 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         raise MediaError(
             f"image is {width}x{height}, over the cap of {limits.max_image_pixels / 1e6:.1f} megapixels"
         )
+    check_sides(width, height, limits, "image")
     try:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):

@@ -21,7 +21,8 @@ from mediaio import media, storage
 from mediaio.redaction import printable
 from pipelines.outputs import FINGERPRINT_TAG, OutputError, inspect_existing_output, not_owned_message
 from pipelines.plan import JobConfig
-from pipelines.rows import OK, PENDING, Row, run_stage
+from pipelines.row_guard import RowGuard
+from pipelines.rows import OK, PENDING, Row, fail, run_stage
 from reporting import previews
 from reporting.metrics import worker_metrics
 from reporting.results import STAGES, result_row
@@ -33,8 +34,8 @@ INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "rendered", "generation_fps"
                  "status")
 
 
-def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
-    """A row -> results-row function for the job's outputs."""
+def make_finish_fn(config: JobConfig, ledger: Any = None) -> Callable[[Row], dict[str, Any]]:
+    """A row -> results-row function for the job's outputs (``ledger``: see pipelines/row_guard.py)."""
 
     def encode(row: Row) -> dict[str, Any]:
         frames = row["rendered"]
@@ -60,16 +61,26 @@ def make_finish_fn(config: JobConfig) -> Callable[[Row], dict[str, Any]]:
                         printable(row["output_uri"]))
         return {"status": OK}
 
-    def finish(row: Row) -> dict[str, Any]:
+    def finish_row(row: Row) -> dict[str, Any]:
         row = {**row, "engine": config.engine.name}
         row = run_stage("encode", encode, row, {"video": lambda: b"", "preview_meme": lambda: None})
         row = {**row, "rendered": None}  # the frames are encoded: let them go before the write
         row = run_stage("write", write, row, {})
         if row["status"] == PENDING:  # every step returned without marking the row: a bug, not the row's fault
             row = {**row, "status": "failed", "error": f"row {row['row_index']} ({row['id']}): finish: not written"}
-        result = result_row(row)
-        worker_metrics().row_finished(result["status"], {stage: result[f"seconds_{stage}"] for stage in STAGES})
+        return _finished(row)
+
+    def finish(row: Row) -> dict[str, Any]:
+        guard = RowGuard(ledger, "finish")
+        (result,) = guard.run([row], lambda rows: [finish_row(rows[0])],
+                              lambda row, error: _finished({**fail(row, "finish", error), "engine": config.engine.name}))
         return result
 
     return finish
+
+
+def _finished(row: Row) -> dict[str, Any]:
+    result = result_row(row)
+    worker_metrics().row_finished(result["status"], {stage: result[f"seconds_{stage}"] for stage in STAGES})
+    return result
 

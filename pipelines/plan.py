@@ -62,7 +62,7 @@ class JobConfig:
     report: bool = True  # write {output}/index.html and the small previews it shows
     videos_per_batch: int = 1  # videos per render call (GPU engines batch their windows)
     max_input_bytes: int = 2 * 1024**3
-    row_time_limit_s: float = 1800.0  # a row still unfinished this long after its first stage fails
+    row_time_limit_s: float = 1800.0  # a stage still working on one row after this long is stopped; the row fails
     # Object-store memory the rows waiting between stages may hold, in MiB.  None: a share of the
     # cluster's object store that grows with the cluster (see pipelines/render_pipeline.py).
     queue_memory_mib: int | None = None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import tempfile
+import threading
 
 import ray
 
@@ -31,19 +35,51 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
     """
     if ray.is_initialized():
         return
+    # Ray's core worker installs its own SIGTERM handler in the driver; the caller's (the CLI stops a
+    # job cleanly on SIGTERM) is put back once Ray is up.
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _init(address, num_cpus, num_gpus)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(number, handler)
+
+
+def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         logger.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.getLogger("ray").getEffectiveLevel())
         return
     logger.info("starting a local Ray instance")
     keep_on_loopback()
+    global _local_scratch
+    # The workers' temp files (fetched clips, audio for the encode) live in one folder of this job's,
+    # removed when the job ends however it ends: a stopped job leaves nothing in the system's temp folder.
+    _local_scratch = tempfile.mkdtemp(prefix="hellomeme-job-")
     ray.init(
         address="local",  # a new private instance, never a cluster some other process started here
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         dashboard_host="127.0.0.1",
         include_dashboard=False,
-        logging_level=logging.WARNING,
+        logging_level=logging.getLogger("ray").getEffectiveLevel(),
         log_to_driver=False,
+        runtime_env={"env_vars": {"TMPDIR": _local_scratch}},
     )
+
+
+_local_scratch: str | None = None  # set while this process runs the local Ray instance it started
+
+
+def shutdown_local_ray() -> None:
+    """End the local Ray instance this process started (its workers, their temp files); a cluster is left alone."""
+    global _local_scratch
+    if _local_scratch is None:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+    shutil.rmtree(_local_scratch, ignore_errors=True)
+    _local_scratch = None

@@ -2,6 +2,11 @@
 
 As rows finish the driver counts them in its metrics (served by the caller, see jobs/render.py);
 at the end it writes the results table and the HTML report beside the outputs.
+
+Every planned row ends with a result, whatever happens: the driver reconciles the rows it sent
+into the pipeline against the rows that came out, so a row lost anywhere (the pipeline stopped
+by an error Ray could not retry) becomes a failed result, and a job stopped by the user (SIGINT,
+SIGTERM) records the rows not yet run as ``not_run`` before it ends.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from mediaio import storage
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
+from pipelines.row_ledger import RowLedger
+from pipelines.rows import NOT_RUN
 from reporting.metrics import DriverMetrics
 from reporting.report import JobFacts, write_report
-from reporting.results import Summary, write_results
+from reporting.results import Summary, result_row, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +63,42 @@ def _write_report(results: list[dict[str, Any]], config: JobConfig, facts: JobFa
         return None
 
 
+class JobInterrupted(BaseException):
+    """The user stopped the job (SIGINT or SIGTERM); raised in the driver's main thread by the CLI's handler."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(f"stopped by signal {signal_number}")
+        self.signal_number = signal_number
+
+
+def _unfinished(rows: list[dict[str, Any]], status: str, error: str, engine: str) -> list[dict[str, Any]]:
+    """Results rows for planned rows that never came out of the pipeline."""
+    return [result_row({**row, "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}",
+                        "engine": engine}) for row in rows]
+
+
 def run_render_job(
     config: JobConfig,
     address: str | None = None,
     on_result: Callable[[dict[str, Any], int, int], None] | None = None,
     metrics: DriverMetrics | None = None,
+    on_planned: Callable[[int], None] | None = None,
 ) -> JobReport:
     """Render every pending row of the manifest; job-level problems raise before any row runs.
 
-    ``on_result(result_row, done, total)`` is called as each row finishes (skipped and
-    up-front failures first), in completion order, after ``metrics`` has counted it.
+    ``on_planned(total)`` is called once the rows are planned; ``on_result(result_row, done, total)``
+    as each row finishes (skipped and up-front failures first), in completion order, after
+    ``metrics`` has counted it.  On
+    :class:`JobInterrupted` the results and report are written for the rows finished so far
+    (the others ``not_run``) and the exception goes on to the caller.
     """
     started = time.perf_counter()
     plan = plan_job(config)
     results: list[dict[str, Any]] = []
     metrics = metrics or DriverMetrics()
     metrics.job_planned(total=plan.total, pending=len(plan.pending))
+    if on_planned is not None:
+        on_planned(plan.total)
 
     def record(row: dict[str, Any], from_pipeline: bool) -> None:
         results.append(row)
@@ -82,17 +109,41 @@ def run_render_job(
     for row in plan.settled:
         record(row, from_pipeline=False)
     first_video_at = None
+    interrupted: JobInterrupted | None = None
     if plan.pending:
-        connect(address)
-        resources = ray.cluster_resources()
-        pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
-                                      resources.get("GPU", 0.0))
-        budget = set_queue_budget(ray.data.DataContext.get_current(), config.queue_memory_mib)
-        logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
-                    config.engine.name, pools, budget)
-        for row in _finished_rows(build_dataset(plan.pending, config, pools)):
-            if first_video_at is None and row["status"] == "ok":
-                first_video_at = time.perf_counter() - started
+        waiting = {int(row["row_index"]): row for row in plan.pending}
+        try:
+            connect(address)
+            resources = ray.cluster_resources()
+            pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
+                                          resources.get("GPU", 0.0))
+            budget = set_queue_budget(ray.data.DataContext.get_current(), config.queue_memory_mib)
+            logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
+                        config.engine.name, pools, budget)
+            ledger = RowLedger.remote()
+            for row in _finished_rows(build_dataset(plan.pending, config, pools, ledger)):
+                if waiting.pop(int(row["row_index"]), None) is None:
+                    continue  # a row Ray ran twice (a retried task): its first result stands
+                if first_video_at is None and row["status"] == "ok":
+                    first_video_at = time.perf_counter() - started
+                record(row, from_pipeline=True)
+        except JobInterrupted as stop:
+            interrupted = stop
+            logger.warning("job stopped by signal %d: writing the results of the rows finished so far",
+                           stop.signal_number)
+            for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config.engine.name):
+                record(row, from_pipeline=True)
+            waiting.clear()
+        except Exception as exc:  # the pipeline itself stopped: every row still out there gets a result
+            logger.error("the pipeline stopped: %s", storage.redact(f"{type(exc).__name__}: {exc}"))
+            logger.debug("pipeline failure details", exc_info=True)
+            last_line = (str(exc).strip().splitlines() or [""])[-1][:300]
+            cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__}: {last_line})"
+            for row in _unfinished(list(waiting.values()), "failed", cause, config.engine.name):
+                record(row, from_pipeline=True)
+            waiting.clear()
+        for row in _unfinished(list(waiting.values()), "failed", "lost: the pipeline ended without a result "
+                               "for this row", config.engine.name):
             record(row, from_pipeline=True)
     summary = write_results(results, config.output_uri, config.storage_options)
     seconds = time.perf_counter() - started
@@ -102,5 +153,9 @@ def run_render_job(
                          seconds=seconds, inputs=plan.inputs)
         report_uri = _write_report(results, config, facts)
     metrics.job_finished(seconds)
-    return JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]),
-                     seconds=seconds, seconds_to_first_video=first_video_at, report_uri=report_uri)
+    report = JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]), seconds=seconds,
+                       seconds_to_first_video=first_video_at, report_uri=report_uri)
+    if interrupted is not None:
+        interrupted.report = report
+        raise interrupted
+    return report

@@ -2,7 +2,7 @@
 
     planned rows (pipelines/plan.py)   row_index, id, reference_uri, driving_uri, output_uri,
                                        seed, steps, guidance, prompt, lora, lora_scale, fps, max_seconds,
-                                       status, error, started_at, time_limit_s, seconds_<stage>
+                                       fingerprint, status, error, time_limit_s, seconds_<stage>
       -> prepare   actor pool (actors/prepare_actor.py): mediapipe loaded once per actor; fetches the
                    inputs, streams the clip through the face mesh and cuts face crops; full-resolution
                    frames never leave the actor.
@@ -60,7 +60,8 @@ from mediaio.media import MediaLimits
 from mediaio.storage import StoragePolicy
 from pipelines.finish_stage import make_finish_fn
 from pipelines.plan import JobConfig
-from pipelines.rows import Row, batch_rows, rows_batch, run_batch_stage, run_stage
+from pipelines.row_guard import RowGuard
+from pipelines.rows import Row, batch_rows, fail, rows_batch, run_batch_stage, run_stage, with_empty
 
 logger = logging.getLogger(__name__)
 
@@ -180,17 +181,20 @@ def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None
 
 
 class PrepareStage:
-    """Ray Data callable class: the prepare actor inside the per-row error boundary."""
+    """Ray Data callable class: the prepare actor inside the per-row error boundary and the row guard."""
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: MediaLimits,
                  storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None,
-                 policy: StoragePolicy) -> None:
+                 policy: StoragePolicy, ledger: Any = None) -> None:
         self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri,
                                   policy)
         self.outputs = prepare_actor.output_columns(size)
+        self.guard = RowGuard(ledger, "prepare")
 
     def __call__(self, row: Row) -> Row:
-        return run_stage("prepare", self.actor, row, self.outputs)
+        (row,) = self.guard.run([row], lambda rows: [run_stage("prepare", self.actor, rows[0], self.outputs)],
+                                lambda row, error: with_empty(fail(row, "prepare", error), self.outputs))
+        return row
 
 
 def _drop_consumed(rows: list[Row]) -> dict[str, list]:
@@ -199,20 +203,23 @@ def _drop_consumed(rows: list[Row]) -> dict[str, list]:
 
 
 class RenderStage:
-    """Ray Data callable class: the render actor inside the error boundary; drops what it consumed.
+    """Ray Data callable class: the render actor inside the error boundary and the row guard; drops what it
+    consumed.
 
     With an engine that splits videos, a split video leaves as its part rows (a batch may return
     more rows than it got) and every row keeps the crops' columns, emptied on whole videos' rows:
     one schema for both kinds (see actors/video_parts.py).
     """
 
-    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any], ledger: Any = None) -> None:
         self.actor = RenderActor(spec, storage_options)
         self.outputs = render_actor.output_columns(spec.size)
         self.size = spec.size
+        self.guard = RowGuard(ledger, "render")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        rows = run_batch_stage("render", self.actor, batch_rows(batch), self.outputs)
+        rows = self.guard.run(batch_rows(batch), lambda rows: run_batch_stage("render", self.actor, rows, self.outputs),
+                              lambda row, error: with_empty(fail(row, "render", error), self.outputs))
         if not self.actor.splits:
             return _drop_consumed(rows)
         out: list[Row] = []
@@ -223,16 +230,19 @@ class RenderStage:
 
 
 class PartStage:
-    """Ray Data callable class: renders part rows (any video's) in the error boundary; other rows pass through.
+    """Ray Data callable class: renders part rows (any video's) in the error boundary and the row guard;
+    other rows pass through.
 
     A part that fails is failed like a row (its error names the row and the stage); the stitch
-    stage then fails its video.  Drops the crops and tracks of every row.
+    stage then fails its video.  The guard counts each part on its own (parts of one video run on
+    several actors at once).  Drops the crops and tracks of every row.
     """
 
-    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any]) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: dict[str, Any], ledger: Any = None) -> None:
         self.actor = RenderActor(spec, storage_options)
         self.outputs = render_actor.output_columns(spec.size)
         self.size = spec.size
+        self.guard = RowGuard(ledger, "render part", part_column="part_index")
 
     def _render(self, rows: list[Row]) -> list[dict[str, Any]]:
         return self.actor.render_parts([video_parts.part_input(row, self.size) for row in rows])
@@ -241,7 +251,10 @@ class PartStage:
         rows = batch_rows(batch)
         todo = [i for i, row in enumerate(rows) if video_parts.is_part(row)]
         if todo:
-            for i, row in zip(todo, run_batch_stage("render", self._render, [rows[i] for i in todo], self.outputs)):
+            done = self.guard.run([rows[i] for i in todo],
+                                  lambda parts: run_batch_stage("render", self._render, parts, self.outputs),
+                                  lambda row, error: with_empty(fail(row, "render", error), self.outputs))
+            for i, row in zip(todo, done):
                 rows[i] = row
         return _drop_consumed(rows)
 
@@ -256,9 +269,10 @@ class StitchStage:
         return self.stitcher(dict(row))
 
 
-def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.data.Dataset:
+def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes, ledger: Any = None) -> ray.data.Dataset:
     """Chain the stages over the planned rows; nothing runs until the dataset is iterated.
 
+    ``ledger`` (a :class:`pipelines.row_guard.RowLedger`) bounds each row's time and worker deaths.
     The dataset takes its execution options (the queue budget) from the current DataContext.
     """
     engine = config.engine.engine_class()
@@ -270,22 +284,23 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes) -> ray.d
                                "storage_options": dict(config.storage_options),
                                "max_input_bytes": config.max_input_bytes,
                                "previews_uri": config.output_uri if config.report else None,
-                               "policy": config.policy},
+                               "policy": config.policy, "ledger": ledger},
         num_cpus=PREPARE_CPUS,
         # For a GPU engine every prepare actor starts with the job: a pool that grows from one only
         # as its queue backs up would leave GPUs waiting for their first rows.
         compute=ray.data.ActorPoolStrategy(min_size=pools.prepare if engine.needs_gpu else 1, max_size=pools.prepare),
     )
-    dataset = _render_stages(dataset, rows, config, pools)
-    return dataset.map(make_finish_fn(config), num_cpus=FINISH_CPUS, compute=ray.data.TaskPoolStrategy(size=pools.tasks))
+    dataset = _render_stages(dataset, rows, config, pools, ledger)
+    return dataset.map(make_finish_fn(config, ledger), num_cpus=FINISH_CPUS,
+                       compute=ray.data.TaskPoolStrategy(size=pools.tasks))
 
 
-def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig,
-                   pools: PoolSizes) -> ray.data.Dataset:
+def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig, pools: PoolSizes,
+                   ledger: Any) -> ray.data.Dataset:
     """The render stage; with an engine that splits long videos, the parts stage and the stitch stage after it."""
     engine = config.engine.engine_class()
     splits = engine.splits(config.engine)
-    actor_args = {"spec": config.engine, "storage_options": dict(config.storage_options)}
+    actor_args = {"spec": config.engine, "storage_options": dict(config.storage_options), "ledger": ledger}
     cpus = GPU_RENDER_CPUS if engine.needs_gpu else CPU_RENDER_CPUS
     dataset = dataset.map_batches(
         RenderStage,

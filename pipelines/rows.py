@@ -9,24 +9,25 @@ in :data:`PLANNED_COLUMNS`; each actor declares what it adds (see ``pipelines/re
 The error boundary (:func:`run_stage`, :func:`run_batch_stage`): a row that already failed passes
 untouched, with the stage's output columns filled with empty values so every row keeps one schema;
 an exception fails the row with the stage's name and the cause; the time the stage took is added to
-the row's ``seconds_<stage>``; a row past its time limit fails before the stage starts.
+the row's ``seconds_<stage>``.  What an exception cannot report -- a stage that hangs, a worker that
+dies -- the row guard handles (:mod:`pipelines.row_guard`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from engines.base import RowSettings
-from mediaio.storage import redact
+from mediaio.redaction import printable, redact
 
 logger = logging.getLogger(__name__)
 
 PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
+NOT_RUN = "not_run"  # the job was stopped before the row finished; a rerun renders it
 STAGES = ("decode", "pose", "render", "encode", "write")
 
 # name -> Arrow type, of the row the driver plans (one row per manifest row that will run).
@@ -47,8 +48,7 @@ PLANNED_COLUMNS: dict[str, str] = {
     "max_seconds": "float64 (null: the whole clip)",
     "status": "string",
     "error": "string",
-    "started_at": "float64 (epoch seconds; NaN until the first stage)",
-    "time_limit_s": "float64",
+    "time_limit_s": "float64 (seconds one stage may work on this row)",
     **{f"seconds_{stage}": "float64" for stage in STAGES},
 }
 
@@ -63,8 +63,8 @@ def planned_row(row_index: int, meme_id: str, reference_uri: str, driving_uri: s
         "row_index": row_index, "id": meme_id, "reference_uri": reference_uri, "driving_uri": driving_uri,
         "output_uri": output_uri, "fingerprint": fingerprint, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
         "prompt": settings.prompt, "lora": settings.lora, "lora_scale": settings.lora_scale, "fps": settings.fps,
-        "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "started_at": math.nan,
-        "time_limit_s": time_limit_s, **{f"seconds_{stage}": 0.0 for stage in STAGES},
+        "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "time_limit_s": time_limit_s,
+        **{f"seconds_{stage}": 0.0 for stage in STAGES},
     }
 
 
@@ -87,21 +87,6 @@ def with_empty(row: Row, outputs: Outputs) -> Row:
     return {**row, **{name: empty() for name, empty in outputs.items()}}
 
 
-def _over_time(row: Row, now: float) -> bool:
-    started = row["started_at"]
-    return not math.isnan(started) and now - started > float(row["time_limit_s"])
-
-
-def _begin(row: Row, stage: str) -> Row | None:
-    """The row stamped with its start, or None if it is past its time limit."""
-    now = time.time()
-    if math.isnan(row["started_at"]):
-        return {**row, "started_at": now}
-    if _over_time(row, now):
-        return None
-    return row
-
-
 def _timed(row: Row, stage: str, seconds: float) -> Row:
     key = f"seconds_{stage}"
     if key in row:  # stages inside a larger step (decode, pose) record their own seconds
@@ -109,25 +94,19 @@ def _timed(row: Row, stage: str, seconds: float) -> Row:
     return row
 
 
-def _time_limit_error(row: Row) -> str:
-    return f"the row exceeded its time limit of {float(row['time_limit_s']):.0f} s"
-
-
 def run_stage(stage: str, fn: Callable[[Row], Mapping[str, Any]], row: Row, outputs: Outputs) -> Row:
     """Run ``fn`` on one pending row and merge the columns it returns; errors fail the row alone."""
     row = dict(row)
     if row["status"] != PENDING:
         return with_empty(row, outputs)
-    begun = _begin(row, stage)
-    if begun is None:
-        return with_empty(fail(row, stage, _time_limit_error(row)), outputs)
     started = time.perf_counter()
     try:
-        result = {**begun, **fn(begun)}
+        result = {**row, **fn(row)}
     except Exception as exc:  # the per-row error boundary: any failure is this row's alone
         cause = describe_error(exc)
-        logger.warning("row %d (%s) failed in %s: %s", int(row["row_index"]), row["id"], stage, redact(cause))
-        result = with_empty(fail(begun, stage, cause), outputs)
+        logger.warning("row %d (%s) failed in %s: %s", int(row["row_index"]), printable(row["id"]), stage,
+                       printable(cause))
+        result = with_empty(fail(row, stage, cause), outputs)
     return _timed(result, stage, time.perf_counter() - started)
 
 
@@ -143,10 +122,8 @@ def run_batch_stage(stage: str, fn: Callable[[list[Row]], Sequence[Mapping[str, 
     for i, row in enumerate(rows):
         if row["status"] != PENDING:
             rows[i] = with_empty(row, outputs)
-        elif (stamped := _begin(row, stage)) is None:
-            rows[i] = with_empty(fail(row, stage, _time_limit_error(row)), outputs)
         else:
-            begun[i] = stamped
+            begun[i] = row
     pending = [i for i, row in enumerate(begun) if row is not None]
     if len(pending) > 1:
         started = time.perf_counter()

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "not_run")
 
 # Seconds one stage takes for one row: from a write of a few milliseconds to a long GPU render.
 STAGE_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 150.0, 300.0, 600.0, 1800.0)
@@ -65,7 +65,7 @@ WORKER_METRICS = (
     WorkerMetric("hellomeme_frames_decoded", "counter", "Driving frames decoded at the generation rate", ("job_id",)),
     WorkerMetric("hellomeme_frames_rendered", "counter", "Frames the engine rendered", ("job_id",)),
     WorkerMetric("hellomeme_stage_seconds", "histogram", "Seconds one stage took for one row", ("job_id", "stage")),
-    WorkerMetric("hellomeme_windows_in_flight", "gauge", "Frame windows this render actor is rendering now",
+    WorkerMetric("hellomeme_videos_in_flight", "gauge", "Videos this render actor is rendering now",
                  ("job_id",)),
     WorkerMetric("hellomeme_gpu_memory_bytes", "gauge",
                  "GPU memory held by this render actor's torch allocator (kind: allocated, reserved)",
@@ -184,9 +184,9 @@ class WorkerMetrics:
             instruments["hellomeme_stage_seconds"].observe(float(seconds), tags={"stage": stage})
 
     @_never_raises
-    def windows_in_flight(self, count: int) -> None:
+    def videos_in_flight(self, count: int) -> None:
         if (instruments := self._get()) is not None:
-            instruments["hellomeme_windows_in_flight"].set(count)
+            instruments["hellomeme_videos_in_flight"].set(count)
 
     @_never_raises
     def sample_gpus(self) -> None:

@@ -24,7 +24,7 @@ from reporting.previews import KINDS, PREVIEW_DIR, SIDE, preview_path
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "not_run")
 MAX_FAILED_LINKS = 50  # the totals link the first failed rows; the filter shows them all
 
 
@@ -91,10 +91,11 @@ nav.filter { margin: 8px 0 16px; display: flex; gap: 8px; }
 nav.filter label { border: 1px solid #d1d9e0; border-radius: 16px; padding: 2px 12px; background: #fff;
                    cursor: pointer; }
 #show-all:checked ~ nav label[for=show-all], #show-ok:checked ~ nav label[for=show-ok],
-#show-failed:checked ~ nav label[for=show-failed], #show-skipped:checked ~ nav label[for=show-skipped]
+#show-failed:checked ~ nav label[for=show-failed], #show-skipped:checked ~ nav label[for=show-skipped],
+#show-not_run:checked ~ nav label[for=show-not_run]
   { background: #1f2328; color: #fff; }
 #show-ok:checked ~ main .card:not(.ok), #show-failed:checked ~ main .card:not(.failed),
-#show-skipped:checked ~ main .card:not(.skipped) { display: none; }
+#show-skipped:checked ~ main .card:not(.skipped), #show-not_run:checked ~ main .card:not(.not_run) { display: none; }
 main { display: grid; grid-template-columns: repeat(auto-fill, minmax(540px, 1fr)); gap: 16px; }
 .card { background: #fff; border: 1px solid #d1d9e0; border-left: 6px solid var(--skipped); border-radius: 6px;
         padding: 12px; min-width: 0; content-visibility: auto; contain-intrinsic-size: auto 360px; }

@@ -38,10 +38,11 @@ class Summary:
     failed: int
     skipped: int
     results_uri: str
+    not_run: int = 0  # the job was stopped before these rows finished
 
     @property
     def total(self) -> int:
-        return self.ok + self.failed + self.skipped
+        return self.ok + self.failed + self.skipped + self.not_run
 
 
 STAGES = ("decode", "pose", "render", "encode", "write")
@@ -82,6 +83,7 @@ def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
     storage.write_replace(uri, buffer.getvalue(), storage_options)
     statuses = [row["status"] for row in ordered]
     return Summary(ok=statuses.count("ok"), failed=statuses.count("failed"), skipped=statuses.count("skipped"),
+                   not_run=statuses.count("not_run"),
                    results_uri=uri)
 
 

@@ -40,10 +40,10 @@ class GpuTestEngine(Engine):
     name = TEST_ENGINE
     needs_gpu = True
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, storage_options=None) -> None:
         import ray
 
-        super().__init__(spec)
+        super().__init__(spec, storage_options)
         if not ray.get_gpu_ids():
             raise RuntimeError("the GPU engine was built in an actor that holds no GPU")
 
@@ -109,7 +109,7 @@ def test_gpu_engine_renders_on_the_gpu_node_only(synthetic_media: Path, tmp_path
     report = run_child_job(__file__, [str(synthetic_media), str(tmp_path)], tmp_path / "report.json", "hm-mn-",
                            timeout_s=CHILD_TIMEOUT_S)
 
-    assert [row["status"] for row in report["results"]] == ["ok", "ok"], report["results"]
+    assert [row["status"] for row in report["results"]] == ["ok", "ok"], [row["error"] for row in report["results"]]
     assert all(Path(row["output_uri"]).is_file() for row in report["results"])
     render = [actor for actor in report["actors"] if "RenderStage" in actor["repr_name"]]
     prepare = [actor for actor in report["actors"] if "PrepareStage" in actor["repr_name"]]

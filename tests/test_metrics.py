@@ -69,7 +69,7 @@ def test_worker_metrics_are_a_no_op_without_ray():
         "import sys\n"
         "from reporting.metrics import worker_metrics\n"
         "m = worker_metrics()\n"
-        "m.row_started(); m.frames_decoded(3); m.frames_rendered(3); m.windows_in_flight(2)\n"
+        "m.row_started(); m.frames_decoded(3); m.frames_rendered(3); m.videos_in_flight(2)\n"
         "m.row_finished('ok', {'decode': 0.1}); m.sample_gpus()\n"
         "assert 'ray' not in sys.modules, 'recording imported Ray'\n"
     )

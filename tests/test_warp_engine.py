@@ -222,3 +222,52 @@ def test_output_follows_the_driving_clip(tracker, shared_reference, clip, media_
     assert len(judged) >= 3, f"{clip} should move at least three signals beyond their floors: {correlations}"
     weak = {name: round(value, 2) for name, value in judged.items() if value < MIN_CORRELATION}
     assert not weak, f"{clip}: output does not follow {weak} (all: {correlations})"
+
+
+def test_eye_openness_is_relative_to_the_eyes_typical_open_gap():
+    """Widened eyes for a third of the clip do not make the ordinary open eyes read as closing;
+    a blink still reads as shut and the widening as wider than open (up to the cap)."""
+    from engines.warp.retarget import eye_openness
+
+    gaps = np.full(30, 0.06)
+    gaps[10:20] = 0.09  # surprise
+    gaps[24:26] = 0.005  # a blink
+    openness = eye_openness(np.column_stack([gaps, gaps]))
+    np.testing.assert_allclose(openness[:10], 1.0, atol=0.01)
+    assert openness[12, 0] == pytest.approx(1.35)  # 1.5x wider, capped
+    assert openness[24, 0] < 0.1
+
+
+@pytest.mark.parametrize("narrowing", [1.0, 0.45])
+def test_a_half_blink_closes_any_eye_by_half(reference, narrowing):
+    """The driving face half-closes its eyes: the reference's eyes close to half of their own gap,
+    whether they are as open as the driver's or a narrow slit."""
+    from engines.warp.expressions import EYES, close_eyes, eye_gaps
+
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    closure = np.concatenate([np.zeros(12), np.full(4, 0.5), np.zeros(4)])
+    driving = landmarks + close_eyes(landmarks, np.column_stack([closure, closure]))
+    narrow = landmarks.copy()
+    for upper, lower in EYES:  # the same face with its lids pulled towards the eye's middle line
+        lids = list(upper[1:-1]) + list(lower[1:-1])
+        middle = narrow[lids].mean(axis=0)
+        narrow[lids] = middle + narrowing * (narrow[lids] - middle)
+    targets = retarget(narrow, driving)
+    ratio = eye_gaps(targets) / eye_gaps(narrow)
+    np.testing.assert_allclose(ratio[:10], 1.0, atol=0.03)  # (frames next to the blink are smoothed)
+    np.testing.assert_allclose(ratio[13:15], 0.5, atol=0.06)
+
+
+def test_warp_with_relative_maps_equals_the_backward_map(reference):
+    """The warp remaps the RGBA portrait by displacements; it must sample where the backward map says."""
+    crop, face = reference
+    rig = PortraitRig(crop, face.landmarks[0])
+    target = face.landmarks[0].astype(np.float64) + open_mouth(face.landmarks[0], 0.2)
+    target[:, 0] += 3.5  # and a shift, so every pixel moves
+    moved, source, depth = rig.vertices(target)
+    moved, source = moved.astype(np.float32), source.astype(np.float32)
+    map_x, map_y = rig.warper.backward_map(moved, source, depth)
+    expected = cv2.remap(crop, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    got = rig.warper.warp(crop, moved, source, depth)
+    assert np.abs(got.astype(int) - expected).max() <= 1

@@ -9,6 +9,8 @@ driving clip.  The bench (bench/quality.py) holds the stricter targets and the s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -102,14 +104,19 @@ def _dark_fraction(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> flo
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
 def test_a_shut_eye_is_covered_with_lid_skin_not_a_stretched_eye(tracker, portraits, name):
     """Blink to shut: where the open eye was, the frame shows skin (little of the dark iris and
-    lashes is left), and the tracker reads the eyes as closed."""
+    lashes is left) but for the new lash line along the lid's edge, and the tracker reads the
+    eyes as closed."""
     import cv2
 
     image = portraits[name]
     crop = crop_frames(image, stable_crop_box(tracker.detect(image)), 512)
     landmarks = tracker.detect(crop).landmarks[0].astype(np.float64)
     rig = PortraitRig(crop, landmarks)
-    shut = rig.render(landmarks + close_eyes(landmarks, np.array([1.0, 1.0])))
+    shut_landmarks = landmarks + close_eyes(landmarks, np.array([1.0, 1.0]))
+    shut = rig.render(shut_landmarks)
+    # The same without the lash line: what covers the eye is skin.
+    no_lashes = replace(rig.config, lid=replace(rig.config.lid, lash_opacity=0.0))
+    skin_only = PortraitRig(crop, landmarks, no_lashes).render(shut_landmarks)
     opened = rig.render(landmarks)
     for eye, (upper, lower) in enumerate(((FaceIndex.EYE_LEFT_UPPER, FaceIndex.EYE_LEFT_LOWER),
                                           (FaceIndex.EYE_RIGHT_UPPER, FaceIndex.EYE_RIGHT_LOWER))):
@@ -117,13 +124,22 @@ def test_a_shut_eye_is_covered_with_lid_skin_not_a_stretched_eye(tracker, portra
         mask = np.zeros(crop.shape[:2], np.uint8)
         cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
         skin = rig._eyes[eye].colour
-        before, after = _dark_fraction(opened, mask > 0, skin), _dark_fraction(shut, mask > 0, skin)
+        before, after = _dark_fraction(opened, mask > 0, skin), _dark_fraction(skin_only, mask > 0, skin)
         assert before > 0.2, f"{name} eye {eye}: the open eye should show its dark iris ({before:.2f})"
         assert after < min(0.15, before / 3), f"{name} eye {eye}: the shut eye still shows {after:.0%} dark pixels"
         # Skin colour, not a smear of the eye: nearer the lid skin's colour (the brighter half of the
         # lid, so a shaded lid sits a little below it) than the open eye was.
-        shut_distance = np.linalg.norm(shut[mask > 0].mean(axis=0) - skin)
+        shut_distance = np.linalg.norm(skin_only[mask > 0].mean(axis=0) - skin)
         assert shut_distance < min(60.0, np.linalg.norm(opened[mask > 0].mean(axis=0) - skin))
+        # With the lash line, the dark pixels that differ from the skin-only frame lie along the
+        # shut lid (a band 0.15 of the eye's width), not over the eye.
+        width = np.linalg.norm(landmarks[upper[-1], :2] - landmarks[upper[0], :2])
+        lid = np.zeros(crop.shape[:2], np.uint8)
+        cv2.polylines(lid, [np.round(shut_landmarks[list(lower), :2]).astype(np.int32)], False, 1,
+                      max(1, int(round(0.15 * width))))
+        lashes = (np.abs(shut.astype(int) - skin_only).sum(axis=2) > 30) & (mask > 0)
+        assert lashes.sum() > 0.3 * width, f"{name} eye {eye}: no lash line along the shut lid"
+        assert (lashes & (lid > 0)).sum() >= 0.9 * lashes.sum(), f"{name} eye {eye}: lash line off the lid's edge"
     closed_track, open_track = tracker.detect(shut), tracker.detect(opened)
     # (mediapipe reads Grace Hopper's eyes, behind glasses, as closing only part way.)
     assert tracking.eye_opening(closed_track)[0] < 0.7 * tracking.eye_opening(open_track)[0]

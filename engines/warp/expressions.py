@@ -38,19 +38,29 @@ class FaceFrame:
 
     @classmethod
     def of(cls, landmarks: np.ndarray) -> FaceFrame:
-        landmarks = np.asarray(landmarks, dtype=np.float64)
-        right = landmarks[FaceIndex.EYE_OUTER_RIGHT] - landmarks[FaceIndex.EYE_OUTER_LEFT]
-        length = float(np.linalg.norm(right))
-        right = right / length
-        down = landmarks[FaceIndex.CHIN] - landmarks[FaceIndex.FOREHEAD]
-        down = down - right * (down @ right)
-        down = down / np.linalg.norm(down)
-        return cls(right=right, down=down, forward=np.cross(right, down), length=length)
+        right, down, length = face_axes(landmarks)
+        return cls(right=right, down=down, forward=np.cross(right, down), length=float(length))
 
     def coordinates(self, points: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(u, v): positions along "right" and "down" from ``origin``, in units of ``length``."""
         offset = (points - origin) / self.length
         return offset @ self.right, offset @ self.down
+
+
+def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A face's unit "right" and "down" axes (..., 3) and outer-eye-corner distance (...,).
+
+    Works on one face (478, 3) or many (..., 478, 3) at once: retargeting measures every frame
+    of a clip, and a Python loop over frames cost more than rendering them.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    right = landmarks[..., FaceIndex.EYE_OUTER_RIGHT, :] - landmarks[..., FaceIndex.EYE_OUTER_LEFT, :]
+    length = np.linalg.norm(right, axis=-1)
+    right = right / length[..., None]
+    down = landmarks[..., FaceIndex.CHIN, :] - landmarks[..., FaceIndex.FOREHEAD, :]
+    down = down - right * np.sum(down * right, axis=-1, keepdims=True)
+    down = down / np.linalg.norm(down, axis=-1, keepdims=True)
+    return right, down, length
 
 
 def _smoothstep(x: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -71,24 +81,21 @@ def _mesh_neighbours() -> tuple[frozenset[int], ...]:
 def mouth_gap(landmarks: np.ndarray) -> np.ndarray:
     """(T,) or scalar: inner-lip gap at the mouth's centre along the face's "down", in units of L."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
-    single = landmarks.ndim == 2
-    batch = landmarks[None] if single else landmarks
-    gaps = np.array([(f[_MOUTH_CENTRE_PAIR[1]] - f[_MOUTH_CENTRE_PAIR[0]]) @ FaceFrame.of(f).down / FaceFrame.of(f).length
-                     for f in batch])
-    return gaps[0] if single else gaps
+    _, down, length = face_axes(landmarks)
+    gap = landmarks[..., _MOUTH_CENTRE_PAIR[1], :] - landmarks[..., _MOUTH_CENTRE_PAIR[0], :]
+    gaps = np.sum(gap * down, axis=-1) / length
+    return float(gaps) if gaps.ndim == 0 else gaps
 
 
 def eye_gaps(landmarks: np.ndarray) -> np.ndarray:
     """(T, 2) or (2,): mean eyelid gap of each eye along the face's "down", in units of L."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
-    single = landmarks.ndim == 2
-    batch = landmarks[None] if single else landmarks
-    out = np.zeros((len(batch), 2))
-    for t, f in enumerate(batch):
-        frame = FaceFrame.of(f)
-        for e, (upper, lower) in enumerate(EYES):
-            out[t, e] = np.mean((f[list(lower[1:-1])] - f[list(upper[1:-1])]) @ frame.down) / frame.length
-    return out[0] if single else out
+    _, down, length = face_axes(landmarks)
+    gaps = []
+    for upper, lower in EYES:
+        lids = landmarks[..., list(lower[1:-1]), :] - landmarks[..., list(upper[1:-1]), :]
+        gaps.append(np.einsum("...nc,...c->...n", lids, down).mean(axis=-1) / length)
+    return np.stack(gaps, axis=-1)
 
 
 def mouth_open_weights(landmarks: np.ndarray) -> np.ndarray:

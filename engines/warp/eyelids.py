@@ -38,8 +38,12 @@ class LidStyle:
     # where this one is not skin-coloured: a glasses frame, a fringe).
     band: tuple[float, float] = (0.5, 0.8)
     feather: float = 0.05  # softness of the covered area's edge, in eye-corner distances
-    lash_opacity: float = 0.6  # darkness of the lash line at full closure
-    lash_darkness: float = 0.45  # lash colour as a fraction of the lid skin colour
+    # The lash line at the lid's edge: what makes a closing eye read as closing, to a viewer and
+    # to a face tracker, rather than as skin where an eye should be (a faint one let mediapipe
+    # see an open eye under a narrow eye's painted lid).
+    lash_opacity: float = 0.85  # darkness of the lash line at full closure
+    lash_darkness: float = 0.35  # lash colour as a fraction of the lid skin colour
+    lash_width: float = 0.05  # lash line thickness in eye-corner distances (at least a pixel)
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,17 @@ class ReferenceEye:
                    colour=np.asarray(colour, dtype=np.float64), band=(near, near + width))
 
 
+def _rounded(polyline: np.ndarray, passes: int = 2) -> np.ndarray:
+    """``polyline`` (n, 2) with its corners cut (Chaikin), ends kept: a lid is a curve, and the
+    tracker's lid points drawn as they are give a dark line with kinks."""
+    for _ in range(passes):
+        a, b = polyline[:-1], polyline[1:]
+        cut = np.empty((2 * len(a), 2))
+        cut[0::2], cut[1::2] = 0.75 * a + 0.25 * b, 0.25 * a + 0.75 * b
+        polyline = np.concatenate([polyline[:1], cut, polyline[-1:]])
+    return polyline
+
+
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
@@ -173,7 +188,7 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     # Region of interest: the open eye, grown by its outline and the covered skin above it.
     side = max(eye.reach_up, eye.reach_down)
     top_b = (float(min(eye.open_lid[:, 1].min(), edge_local[:, 1].min()))
-             - max(eye.reach_up, min(style.cover_above, eye.band[0]) * eye.brow_height) - 2 * style.feather)
+             - max(eye.reach_up, min(style.cover_above, eye.band[0]) * eye.brow_height))
     bottom_b = float(max(lower_local[:, 1].max(), edge_local[:, 1].max())) + eye.reach_down + 0.05
     corners = np.array([[-side, top_b], [1 + side, top_b], [1 + side, bottom_b], [-side, bottom_b]])
     xs, ys = target.image(corners[:, 0], corners[:, 1])
@@ -207,7 +222,13 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     skin = cv2.remap(reference, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
-    mask = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), max(0.8, style.feather * target.width))
+    # Soft where the painted skin meets the skin above and beside it, but only a pixel wide at
+    # the lid's edge: a blur there spills the lid over the part of the eye still open, and on a
+    # narrow eye (a slit of a few pixels) that blanks the whole eye at a third closed.
+    pixel = 1.0 / target.width
+    soft = max(style.feather, pixel)
+    mask = (np.clip((b - top) / soft, 0.0, 1.0) * np.clip((bottom - b) / pixel + 0.5, 0.0, 1.0)
+            * np.clip((a + side) / soft, 0.0, 1.0) * np.clip((1 + side - a) / soft, 0.0, 1.0))
     alpha = mask * float(np.clip(closure / style.opaque_from, 0.0, 1.0))
     region = frame[y0:y1, x0:x1].astype(np.float32)
     region = region * (1 - alpha[..., None]) + skin * alpha[..., None]
@@ -216,8 +237,9 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     if lashes > 0:
         line = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
         edge_points = upper if shut == 0 else lower  # a shut lid rests on the lower lid
-        points = np.round((np.asarray(edge_points) - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
-        thickness = max(1, int(round(0.03 * target.width)))
+        smooth = _rounded(np.asarray(edge_points, dtype=np.float64))
+        points = np.round((smooth - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
+        thickness = max(1, int(round(style.lash_width * target.width)))
         cv2.polylines(line, [points], False, 255, thickness, cv2.LINE_AA, _SHIFT)
         weight = style.lash_opacity * lashes * cv2.GaussianBlur(line.astype(np.float32) / 255.0, (0, 0), 0.7)
         region = region * (1 - weight[..., None]) + style.lash_darkness * eye.colour * weight[..., None]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from engines.warp.expressions import FaceFrame, eye_gaps
@@ -80,6 +81,9 @@ class PortraitRig:
         if landmarks.shape != (478, 3):
             raise PortraitError(f"expected (478, 3) landmarks, got {landmarks.shape}")
         self.image = image
+        # Warped as RGBA: OpenCV's remap has a vectorised path for four channels that does a
+        # 512x512 frame in half the time of three, and dropping the channel again costs little.
+        self._image_rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
         self.landmarks = landmarks
         self.config = config
         self.mesh = WarpMesh.build(landmarks, image.shape[:2])
@@ -158,7 +162,8 @@ class PortraitRig:
         """(H, W, 3) uint8 frame of the portrait with its landmarks at ``target`` (478, 3)."""
         target = np.asarray(target, dtype=np.float64)
         moved, source, depth = self.vertices(target)
-        frame = self.warper.warp(self.image, moved.astype(np.float32), source.astype(np.float32), depth)
+        frame = cv2.cvtColor(self.warper.warp(self._image_rgba, moved.astype(np.float32), source.astype(np.float32),
+                                              depth), cv2.COLOR_RGBA2RGB)
         style = self.config.overlay
         scale = self._scale_of(target)
         if self.config.mouth_fill:

@@ -73,11 +73,19 @@ class RetargetConfig:
     # driver's angle on most portraits, as turns do.
     pose_gains: tuple[float, float, float] = (1.6, 1.0, 1.0)
     # Set openings from the driving face rather than adding its changes from frame 0: the mouth
-    # gap as is (in eye-corner distances), each eye's gap relative to that eye's usual (90th
-    # percentile) opening in the clip.  A clip that starts mid-laugh or mid-blink then still
-    # laughs and blinks on the reference.
+    # gap as is (in eye-corner distances), each eye's gap relative to that eye's typical open
+    # gap in the clip (:func:`eye_openness`).  A clip that starts mid-laugh or mid-blink then
+    # still laughs and blinks on the reference.
     absolute_openings: bool = True
-    eye_open_percentile: float = 90.0
+    # An eye's typical open gap: the median gap of the frames where it is open, i.e. at least
+    # this fraction of its widest (95th percentile) gap.  Not a high percentile: a driver who
+    # widens their eyes for part of the clip would then have their ordinary open eyes read as
+    # a third closed, and the reference would squint through the whole clip (on a narrow eye
+    # that covers most of it).
+    eye_open_fraction: float = 0.6
+    # Openness (gap over the typical open gap) is capped here: eyes widened in surprise open the
+    # reference's eyes wider than its own, by as much, up to this.
+    max_eye_openness: float = 1.35
     # Scale the mouth gap by the reference's mouth width over the driving face's (neutral) one,
     # clipped to this range; None copies the gap in eye-corner distances as it is.
     mouth_size_range: tuple[float, float] | None = (0.5, 1.2)
@@ -93,12 +101,12 @@ class Similarity3D:
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """(T, N, 3) points moved frame by frame; ``points`` is (N, 3) or (T, N, 3)."""
-        return self.scale[:, None, None] * np.einsum("tij,tnj->tni", self.rotation, np.broadcast_to(
-            points, (len(self.scale),) + points.shape[-2:])) + self.translation[:, None, :]
+        return (self.scale[:, None, None] * (points @ self.rotation.transpose(0, 2, 1))
+                + self.translation[:, None, :])
 
     def invert(self, points: np.ndarray) -> np.ndarray:
         """(T, N, 3) points with the motion undone."""
-        return np.einsum("tji,tnj->tni", self.rotation, points - self.translation[:, None, :]) / self.scale[:, None, None]
+        return ((points - self.translation[:, None, :]) @ self.rotation) / self.scale[:, None, None]
 
 
 def fit_similarity(source: np.ndarray, target: np.ndarray) -> Similarity3D:
@@ -112,7 +120,7 @@ def fit_similarity(source: np.ndarray, target: np.ndarray) -> Similarity3D:
     source, target = np.broadcast_arrays(source, target)
     mean_s, mean_t = source.mean(axis=1), target.mean(axis=1)
     centred_s, centred_t = source - mean_s[:, None], target - mean_t[:, None]
-    covariance = np.einsum("tni,tnj->tij", centred_t, centred_s)
+    covariance = centred_t.transpose(0, 2, 1) @ centred_s
     u, singular, vt = np.linalg.svd(covariance)
     sign = np.sign(np.linalg.det(u @ vt))
     correction = np.ones_like(singular)
@@ -120,7 +128,7 @@ def fit_similarity(source: np.ndarray, target: np.ndarray) -> Similarity3D:
     rotation = u @ (correction[:, :, None] * vt)
     variance = (centred_s ** 2).sum(axis=(1, 2))
     scale = (singular * correction).sum(axis=1) / np.maximum(variance, 1e-12)
-    translation = mean_t - scale[:, None] * np.einsum("tij,tj->ti", rotation, mean_s)
+    translation = mean_t - scale[:, None] * (rotation @ mean_s[:, :, None])[:, :, 0]
     return Similarity3D(scale=scale, rotation=rotation, translation=translation)
 
 
@@ -292,12 +300,30 @@ def mouth_width(landmarks: np.ndarray) -> np.ndarray:
     return corners / eyes
 
 
+def eye_openness(gaps: np.ndarray, open_fraction: float = 0.6, most: float = 1.35) -> np.ndarray:
+    """(T, 2) how open each driving eye is: 1 at its typical open gap, 0 shut, above 1 widened.
+
+    ``gaps`` (T, 2) are the eyes' lid gaps over the clip.  The typical open gap is the median
+    of the frames whose gap is at least ``open_fraction`` of the eye's widest (95th
+    percentile): blinks, squints and a stretch of shut eyes do not lower it, and a moment of
+    wide eyes does not raise it.  Normalising per eye and per clip makes the openness mean the
+    same on any face, so a half-blink is half of whatever eye the reference has, narrow or wide.
+    """
+    gaps = np.asarray(gaps, dtype=np.float64)
+    widest = np.percentile(gaps, 95.0, axis=0)
+    typical = np.empty(gaps.shape[1])
+    for eye in range(gaps.shape[1]):
+        opened = gaps[:, eye][gaps[:, eye] >= open_fraction * widest[eye]]
+        typical[eye] = np.median(opened) if len(opened) else widest[eye]
+    return np.clip(gaps / np.maximum(typical, 1e-3), 0.0, most)
+
+
 def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned: np.ndarray,
                          config: RetargetConfig, neutral: np.ndarray | None = None) -> np.ndarray:
     """(T, 478, 3) offsets that bring the mouth and eye openings of ``expressive`` to the driving's.
 
     Mouth: the driving gap itself.  Eyes: the reference's own gap times the driving eye's
-    openness (its gap over its usual gap in the clip, capped a little above 1).
+    openness (:func:`eye_openness`).
     """
     mouth_wanted = mouth_gap(aligned) * config.expression_gain
     if config.mouth_size_range is not None and neutral is not None:
@@ -305,9 +331,7 @@ def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned:
         low, high = config.mouth_size_range
         mouth_wanted = mouth_wanted * float(np.clip(mouth_width(reference) / mouth_width(neutral), low, high))
     correction = open_mouth(reference, mouth_wanted - mouth_gap(expressive))
-    driving_eyes = eye_gaps(aligned)  # (T, 2)
-    usual = np.maximum(np.percentile(driving_eyes, config.eye_open_percentile, axis=0), 1e-3)
-    openness = np.clip(driving_eyes / usual, 0.0, 1.15)
+    openness = eye_openness(eye_gaps(aligned), config.eye_open_fraction, config.max_eye_openness)
     reference_eyes = np.maximum(eye_gaps(reference), 1e-3)
     closure = (eye_gaps(expressive) - reference_eyes * openness) / reference_eyes
     return correction + close_eyes(reference, closure)

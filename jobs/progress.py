@@ -1,0 +1,82 @@
+"""The terminal's view of a long job: a line per finished row, and every so often a line for the whole job.
+
+The periodic line says rows done of total, rows per minute, output frames per second and an
+estimate of the time left, so a job of thousands of rows shows it is moving between rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from mediaio.redaction import printable
+
+logger = logging.getLogger("hellomeme_batch.progress")
+
+DEFAULT_PERIOD_S = 30.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class Progress:
+    """Counts finished rows and frames; logs each row, and a summary line every ``period_s`` seconds."""
+
+    def __init__(self, period_s: float = DEFAULT_PERIOD_S) -> None:
+        self.period_s = period_s
+        self.started = time.monotonic()
+        self.done = self.total = self.frames = self.ran = 0
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Progress":
+        if self.period_s > 0:
+            self._thread = threading.Thread(target=self._every_period, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+
+    def on_planned(self, total: int) -> None:
+        """The job's rows are planned (the job's ``on_planned`` callback)."""
+        with self._lock:
+            self.total = total
+            self.started = time.monotonic()
+
+    def on_result(self, row: dict[str, Any], done: int, total: int) -> None:
+        """A row finished (the job's ``on_result`` callback)."""
+        with self._lock:
+            self.done, self.total = done, total
+            self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+            if row["status"] in ("ok", "failed"):
+                self.ran += 1
+            self.frames += int(row.get("frames") or 0)
+        if row["status"] == "failed":
+            logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
+        else:
+            logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], printable(row["id"]),
+                        printable(row["output_uri"]))
+
+    def line(self) -> str:
+        """The whole job in one line."""
+        with self._lock:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            rate = self.ran / elapsed * 60.0
+            left = self.total - self.done
+            eta = _duration(left / (self.ran / elapsed)) if self.ran and left else ("-" if left else "0m00s")
+            counts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts.items()))
+            return (f"progress: {self.done}/{self.total} rows ({counts or 'none yet'}), {rate:.1f} rows/min, "
+                    f"{self.frames / elapsed:.1f} frames/s, ETA {eta}")
+
+    def _every_period(self) -> None:
+        while not self._stop.wait(self.period_s):
+            logger.info("%s", self.line())

@@ -1,0 +1,92 @@
+"""Ctrl-C and SIGTERM stop a job promptly and cleanly.
+
+The CLI runs in a child process with its own local Ray instance; once it has finished a row it
+gets the signal.  It must exit 130 (SIGINT) or 143 (SIGTERM) within seconds, with a results table
+holding every row (the finished ones as they ended, the rest ``not_run``), and leave no temp
+folder and no Ray process behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.manifest_builder import pair_folders, write_manifest
+from tests.conftest import REPO
+from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir
+
+pytestmark = pytest.mark.ray
+
+ROWS = 8
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _processes_naming(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            text = " ".join(process.info.get("cmdline") or []) + str(process.info.get("environ") or "")
+        except psutil.Error:
+            continue
+        if marker in text:
+            found.append(process)
+    return found
+
+
+@pytest.mark.parametrize("signal_number, exit_status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_media, tmp_path, signal_number,
+                                                                    exit_status):
+    pairs = pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"), "all")
+    rows = [{**pair, "id": f"{pair['id']}-{i}"} for i, pair in zip(range(ROWS), itertools.cycle(pairs))]
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(rows, str(manifest))
+    out = tmp_path / "out"
+    scratch = tmp_path / "tmp"  # the job's temp folders go under TMPDIR: here, where we can look
+    scratch.mkdir()
+    ray_tmp = private_temp_dir("hm-sig-")
+    env = isolated_environment(ray_tmp, TMPDIR=str(scratch))
+    job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "render", str(manifest), "--output", str(out),
+                            "--address", "local", "--metrics-port", "0"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Two videos written: the first one's result has reached the driver by then.
+        _wait_for(lambda: len(list(out.glob("*.mp4"))) >= 2 or job.poll() is not None, 300, "two videos")
+        assert job.poll() is None, "the job ended before it could be stopped"
+        os.kill(job.pid, signal_number)
+        started = time.monotonic()
+        output, _ = job.communicate(timeout=90)
+        stopped_in = time.monotonic() - started
+    finally:
+        if job.poll() is None:
+            job.kill()
+        time.sleep(1)
+        leftovers = _processes_naming(ray_tmp)
+        end_processes_under(ray_tmp)
+    assert job.returncode == exit_status, output[-3000:]
+    assert stopped_in < 60, f"took {stopped_in:.0f} s to stop"
+    results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
+    assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
+    statuses = {r["status"] for r in results}
+    assert "ok" in statuses and "not_run" in statuses, statuses
+    assert all("not run" in r["error"] for r in results if r["status"] == "not_run")
+    assert (out / "index.html").exists()
+    assert not list(out.rglob("*.partial"))
+    assert not [p for p in scratch.iterdir() if p.name.startswith("hellomeme-job-")], list(scratch.iterdir())
+    assert not leftovers, [p.info.get("cmdline") for p in leftovers]

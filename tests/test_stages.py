@@ -1,0 +1,115 @@
+"""Each stage called on its own, without Ray, on a real small mp4: the columns it reads and the ones it adds.
+
+The pipeline's own stage classes (``PrepareStage``, ``RenderStage``) and finish function run here
+in the test process, as the actors run them, on clips the tests synthesise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors import prepare_actor, render_actor
+from engines.base import EngineSpec
+from engines.registry import engine_spec
+from faces.tracking import NUM_LANDMARKS
+from mediaio import clips
+from mediaio.media import MediaLimits
+from pipelines.finish_stage import make_finish_fn
+from pipelines.outputs import owns_existing_output
+from pipelines.plan import JobConfig, plan_job
+from pipelines.render_pipeline import PrepareStage, RenderStage
+from pipelines.rows import PLANNED_COLUMNS, batch_rows, rows_batch
+from reporting.results import RESULTS_SCHEMA
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def job(synthetic_media, tmp_path_factory):
+    from jobs.manifest_builder import pair_folders, write_manifest
+
+    folder = tmp_path_factory.mktemp("stages")
+    rows = pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"), "zip")
+    rows.append({**rows[0], "id": "no-such-clip", "driving_uri": str(folder / "missing.mp4")})
+    write_manifest(rows, str(folder / "manifest.parquet"))
+    config = JobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(folder / "out"),
+                       engine=engine_spec("warp", size=SIZE))
+    return config, plan_job(config).pending, synthetic_media
+
+
+def _prepare_stage(config: JobConfig) -> PrepareStage:
+    engine = config.engine.engine_class()
+    return PrepareStage(config.engine.size, engine.default_fps, engine.crop_rule, config.limits, {},
+                        config.max_input_bytes, config.output_uri, config.policy)
+
+
+@pytest.fixture(scope="module")
+def prepared(job):
+    config, pending, _ = job
+    stage = _prepare_stage(config)
+    return [stage(row) for row in pending]
+
+
+def test_planned_rows_carry_every_column(job):
+    _, pending, _ = job
+    assert all(set(row) == set(PLANNED_COLUMNS) for row in pending)
+
+
+def test_prepare_adds_face_crops_tracks_and_audio_at_the_clips_rate(job, prepared):
+    config, pending, media = job
+    good, missing = prepared[0], prepared[-1]
+    added = set(prepare_actor.output_columns(SIZE))
+    assert added <= set(good) and set(PLANNED_COLUMNS) <= set(good)
+    facts = clips.probe(good["driving_uri"], MediaLimits())
+    frames = int(good["frames"])
+    assert good["status"] == "pending" and frames == facts.frame_count  # the warp engine keeps the clip's rate
+    assert good["generation_fps"] == pytest.approx(facts.source_fps)
+    assert good["reference_crop"].shape == (SIZE, SIZE, 3) and good["reference_crop"].dtype == np.uint8
+    assert good["driving_crops"].shape == (frames, SIZE, SIZE, 3)
+    assert good["driving_landmarks"].shape == (frames, NUM_LANDMARKS, 3)
+    assert good["driving_rotation"].shape == good["driving_translation"].shape == (frames, 3)
+    assert good["reference_landmarks"].shape == (1, NUM_LANDMARKS, 3)
+    assert isinstance(good["audio"], bytes) and len(good["audio"]) > 100
+    assert good["seconds_decode"] > 0 and good["seconds_pose"] > 0
+    assert good["preview_reference"] and good["preview_driving"]
+    # A row that fails here carries the stage's columns, empty, so every row keeps one schema.
+    assert missing["status"] == "failed" and "missing.mp4 not found" in missing["error"]
+    assert added <= set(missing) and missing["driving_crops"].shape == (0, SIZE, SIZE, 3)
+
+
+def test_render_adds_frames_and_drops_what_it_consumed(job, prepared):
+    config, _, _ = job
+    rendered = batch_rows(RenderStage(config.engine, {})(rows_batch(prepared)))
+    good, missing = rendered[0], rendered[-1]
+    assert not set(render_actor.CONSUMED_COLUMNS) & set(good)
+    assert good["rendered"].shape == (int(good["frames"]), SIZE, SIZE, 3) and good["seconds_render"] > 0
+    assert missing["status"] == "failed" and missing["rendered"].shape == (0, SIZE, SIZE, 3)
+
+
+def test_finish_writes_an_owned_video_and_gives_the_results_row(job, prepared):
+    config, _, _ = job
+    rendered = batch_rows(RenderStage(config.engine, {})(rows_batch(prepared)))
+    finish = make_finish_fn(config)
+    results = [finish(row) for row in rendered]
+    assert all(set(result) >= set(RESULTS_SCHEMA.names) for result in results)
+    good, missing = results[0], results[-1]
+    assert good["status"] == "ok" and good["seconds_encode"] > 0
+    assert clips.count_frames(good["output_uri"]) == good["frames"]
+    assert clips.probe(good["output_uri"], MediaLimits()).has_audio
+    assert owns_existing_output(good["output_uri"], rendered[0]["fingerprint"])
+    assert missing["status"] == "failed" and "missing.mp4 not found" in missing["error"]
+    # Finishing the same row again (a retried task) keeps the row's own video and is ok.
+    assert finish(rendered[0])["status"] == "ok"
+
+
+def test_a_batch_that_fails_is_rendered_row_by_row_so_only_the_bad_row_fails(job, prepared):
+    config, _, _ = job
+    spec = EngineSpec(name="warp", engine_path="tests.hostile_engine:HostileWarpEngine", size=SIZE)
+    good = prepared[0]
+    batch = [{**good, "row_index": i, "id": f"row-{i}", "prompt": "refuse" if i == 1 else ""} for i in range(3)]
+    out = batch_rows(RenderStage(spec, {})(rows_batch(batch)))
+    assert [row["status"] for row in out] == ["pending", "failed", "pending"]
+    assert "row 1 (row-1): render: ValueError: this engine refuses a row in the batch" in out[1]["error"]
+    assert out[0]["rendered"].shape[0] == int(good["frames"]) and out[1]["rendered"].shape[0] == 0
+
