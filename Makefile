@@ -21,7 +21,7 @@ demo: setup
 	$(VENV)/bin/hellomeme-batch demo --output demo-output
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

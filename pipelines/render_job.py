@@ -19,11 +19,13 @@ from typing import Any, Callable, Iterator
 import ray
 
 from mediaio import storage
+from pipelines import outputs
+from pipelines.finish_stage import STAGE as FINISH_STAGE
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
 from pipelines.row_ledger import RowLedger
-from pipelines.rows import NOT_RUN
+from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
 from reporting.report import JobFacts, write_report
 from reporting.results import Summary, result_row, write_results
@@ -71,10 +73,42 @@ class JobInterrupted(BaseException):
         self.signal_number = signal_number
 
 
-def _unfinished(rows: list[dict[str, Any]], status: str, error: str, engine: str) -> list[dict[str, Any]]:
-    """Results rows for planned rows that never came out of the pipeline."""
-    return [result_row({**row, "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}",
-                        "engine": engine}) for row in rows]
+LEDGER_TIMEOUT_S = 10.0  # asking the ledger while the job stops: past this, no row is claimed as written
+
+
+def _rows_that_began_writing(ledger: Any) -> set[int]:
+    """Rows the finish stage started (so their video may be written), or none if the ledger cannot say."""
+    if ledger is None:
+        return set()
+    try:
+        return set(ray.get(ledger.begun.remote(FINISH_STAGE), timeout=LEDGER_TIMEOUT_S))
+    except Exception as exc:  # the cluster is going away: claim nothing rather than guess
+        logger.warning("could not ask which rows were being written: %s", type(exc).__name__)
+        return set()
+
+
+def _unfinished(rows: list[dict[str, Any]], status: str, error: str, config: JobConfig,
+                ledger: Any) -> list[dict[str, Any]]:
+    """Results rows for planned rows that never came out of the pipeline.
+
+    A row whose video was written before its result reached the driver (the job stopped in
+    between) is ``ok``: its final output exists and carries its fingerprint, so it owns it.
+    """
+    writing = _rows_that_began_writing(ledger)
+    results = []
+    for row in rows:
+        owned = int(row["row_index"]) in writing and _owns_output(row, config)
+        settled = {"status": OK, "error": None} if owned else {
+            "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}"}
+        results.append(result_row({**row, **settled, "engine": config.engine.name}))
+    return results
+
+
+def _owns_output(row: dict[str, Any], config: JobConfig) -> bool:
+    try:
+        return outputs.owns_existing_output(row["output_uri"], row["fingerprint"], config.storage_options)
+    except Exception:  # unreadable now: not claimed
+        return False
 
 
 def run_render_job(
@@ -112,6 +146,7 @@ def run_render_job(
     interrupted: JobInterrupted | None = None
     if plan.pending:
         waiting = {int(row["row_index"]): row for row in plan.pending}
+        ledger = None
         try:
             connect(address)
             resources = ray.cluster_resources()
@@ -131,7 +166,7 @@ def run_render_job(
             interrupted = stop
             logger.warning("job stopped by signal %d: writing the results of the rows finished so far",
                            stop.signal_number)
-            for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config.engine.name):
+            for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config, ledger):
                 record(row, from_pipeline=True)
             waiting.clear()
         except Exception as exc:  # the pipeline itself stopped: every row still out there gets a result
@@ -139,11 +174,11 @@ def run_render_job(
             logger.debug("pipeline failure details", exc_info=True)
             last_line = (str(exc).strip().splitlines() or [""])[-1][:300]
             cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__}: {last_line})"
-            for row in _unfinished(list(waiting.values()), "failed", cause, config.engine.name):
+            for row in _unfinished(list(waiting.values()), "failed", cause, config, ledger):
                 record(row, from_pipeline=True)
             waiting.clear()
         for row in _unfinished(list(waiting.values()), "failed", "lost: the pipeline ended without a result "
-                               "for this row", config.engine.name):
+                               "for this row", config, ledger):
             record(row, from_pipeline=True)
     summary = write_results(results, config.output_uri, config.storage_options)
     seconds = time.perf_counter() - started

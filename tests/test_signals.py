@@ -63,7 +63,7 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     ray_tmp = private_temp_dir("hm-sig-")
     env = isolated_environment(ray_tmp, TMPDIR=str(scratch))
     job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "render", str(manifest), "--output", str(out),
-                            "--address", "local", "--metrics-port", "0"], cwd=REPO, env=env,
+                            "--address", "local", "--metrics-port", "0", "--size", "256"], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # Two videos written: the first one's result has reached the driver by then.
@@ -86,6 +86,9 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     statuses = {r["status"] for r in results}
     assert "ok" in statuses and "not_run" in statuses, statuses
     assert all("not run" in r["error"] for r in results if r["status"] == "not_run")
+    # A video written before its result reached the driver belongs to an ok row, never a not_run one.
+    written = {path.stem for path in out.glob("*.mp4")}
+    assert {r["id"] for r in results if r["status"] == "ok"} == written
     assert (out / "index.html").exists()
     assert not list(out.rglob("*.partial"))
     assert not [p for p in scratch.iterdir() if p.name.startswith("hellomeme-job-")], list(scratch.iterdir())
