@@ -42,6 +42,7 @@ class JobReport:
     seconds: float
     seconds_to_first_video: float | None
     report_uri: str | None = None  # None when no report was asked for or it could not be written
+    started_at: float = 0.0  # when the job started, epoch seconds
 
 
 def _finished_rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
@@ -126,7 +127,7 @@ def run_render_job(
     :class:`JobInterrupted` the results and report are written for the rows finished so far
     (the others ``not_run``) and the exception goes on to the caller.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     plan = plan_job(config)
     results: list[dict[str, Any]] = []
     metrics = metrics or DriverMetrics()
@@ -189,8 +190,19 @@ def run_render_job(
         report_uri = _write_report(results, config, facts)
     metrics.job_finished(seconds)
     report = JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]), seconds=seconds,
-                       seconds_to_first_video=first_video_at, report_uri=report_uri)
+                       seconds_to_first_video=first_video_at, report_uri=report_uri,
+                       started_at=started_at)
     if interrupted is not None:
         interrupted.report = report
         raise interrupted
     return report
+
+
+def remove_cut_writes(config: JobConfig, report: JobReport) -> None:
+    """After a stopped job's workers are gone: remove the temp files of the writes they never finished.
+
+    Only files made during the job go (see :func:`pipelines.outputs.clean_partials_since`); a run
+    on a cluster, whose workers may outlive this call, leaves them to the next run's clean-up.
+    """
+    folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in report.results if row.get("output_uri")})
+    outputs.clean_partials_since(config.output_uri, report.started_at, directories=folders)
