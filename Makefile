@@ -20,8 +20,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/hellomeme-batch demo --output demo-output
 
+# Tests without Ray run on two processes; the Ray tests, each of which fills the machine, one at a time.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 -m "not ray" --durations=10 tests
+	$(PY) -m pytest -q -m ray --durations=25 tests
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

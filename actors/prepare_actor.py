@@ -40,7 +40,12 @@ PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip stream
 
 
 class InputError(Exception):
-    """An input of a row cannot be used; the message names the input and the cause."""
+    """An input of a row cannot be used; the message names the input and the cause.
+
+    ``partial_columns``: the previews published before the failure, kept on the failed row.
+    """
+
+    partial_columns: dict[str, Any] = {}
 
 
 def output_columns(size: int) -> dict[str, Callable[[], Any]]:
@@ -107,11 +112,16 @@ class PrepareActor:
         metrics.row_started()
         started = time.perf_counter()
         decode = _Stopwatch()
-        columns = self._reference(row, decode)
-        with tempfile.TemporaryDirectory(prefix="hm-prepare-") as scratch:
-            with decode.timing():
-                path = self._fetch_to(scratch, row["driving_uri"])
-            columns.update(self._driving(row, path, decode))
+        made: dict[str, Any] = {}  # previews published so far: a row that fails later still shows its inputs
+        try:
+            columns = self._reference(row, decode, made)
+            with tempfile.TemporaryDirectory(prefix="hm-prepare-") as scratch:
+                with decode.timing():
+                    path = self._fetch_to(scratch, row["driving_uri"])
+                columns.update(self._driving(row, path, decode, made))
+        except InputError as exc:
+            exc.partial_columns = made  # kept on the failed row by the error boundary (pipelines/rows.py)
+            raise
         metrics.frames_decoded(int(columns["frames"]))
         total = time.perf_counter() - started
         columns["seconds_decode"] = float(row["seconds_decode"]) + decode.seconds
@@ -153,13 +163,14 @@ class PrepareActor:
 
     # -- reference --------------------------------------------------------------------------------
 
-    def _reference(self, row: Mapping[str, Any], decode: _Stopwatch) -> dict[str, Any]:
+    def _reference(self, row: Mapping[str, Any], decode: _Stopwatch, made: dict[str, Any]) -> dict[str, Any]:
         uri = row["reference_uri"]
         try:
             with decode.timing():
                 image = media.load_image(self._read(uri, "reference"), self.limits)
         except media.MediaError as exc:
             raise InputError(f"reference {printable(uri)} {exc}") from None
+        made["preview_reference"] = self._preview(row, "reference", lambda: previews.still_webp(image))
         height, width = image.shape[:2]
         small = _scaled_to(image, self.limits.landmark_side)
         try:
@@ -168,13 +179,12 @@ class PrepareActor:
             raise InputError(f"reference {printable(uri)}: {exc}") from None
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
-        columns = {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size))}
-        columns["preview_reference"] = self._preview(row, "reference", lambda: previews.still_webp(image))
-        return columns
+        return {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size)),
+                "preview_reference": made["preview_reference"]}
 
     # -- driving clip -----------------------------------------------------------------------------
 
-    def _driving(self, row: Mapping[str, Any], path: str, decode: _Stopwatch) -> dict[str, Any]:
+    def _driving(self, row: Mapping[str, Any], path: str, decode: _Stopwatch, made: dict[str, Any]) -> dict[str, Any]:
         uri = row["driving_uri"]
         settings = RowSettings.from_columns(row)
         try:
@@ -195,12 +205,19 @@ class PrepareActor:
                     preview_frames.append(_scaled_to(frame, previews.SIDE))
                 yield frame
 
+        def publish_preview() -> None:
+            if preview_frames:
+                made["preview_driving"] = self._preview(row, "driving", lambda: previews.animated_webp(
+                    np.stack(preview_frames), fps / preview_step, preview_fps=fps / preview_step))
+
         try:
             track = self.tracker.track(landmark_frames(), image_size=(facts.height, facts.width))
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         except FaceError as exc:
+            publish_preview()  # the clip decoded: show it beside the error
             raise InputError(f"driving video {printable(uri)}: {exc}") from None
+        publish_preview()
         box = self.crop_box(track)
         crops = np.empty((plan.count, self.size, self.size, 3), np.uint8)
         try:
@@ -210,8 +227,6 @@ class PrepareActor:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
             audio = media.extract_audio(path, span, self.limits) if facts.has_audio else None
-        preview = self._preview(row, "driving", lambda: previews.animated_webp(
-            np.stack(preview_frames), fps / preview_step, preview_fps=fps / preview_step))
         return {
             "driving_crops": crops,
             **track_columns("driving", track.cropped(box, self.size)),
@@ -220,7 +235,7 @@ class PrepareActor:
             "output_fps": float(clips.output_rate(facts, self.limits)),
             "duration": float(span),
             "frames": int(plan.count),
-            "preview_driving": preview,
+            "preview_driving": made.get("preview_driving"),
         }
 
     def _preview(self, row: Mapping[str, Any], kind: str, make: Callable[[], bytes]) -> str | None:

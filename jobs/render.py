@@ -28,7 +28,7 @@ from mediaio.storage import StorageError
 from jobs.options import add_metrics_arguments, add_render_arguments, job_config
 from jobs.progress import DEFAULT_PERIOD_S, Progress
 from pipelines.ray_runtime import shutdown_local_ray
-from pipelines.render_job import JobInterrupted, JobReport, run_render_job
+from pipelines.render_job import JobInterrupted, JobReport, remove_cut_writes, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
 
@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
                                         on_planned=progress.on_planned)
     except JobInterrupted as stop:
         report = getattr(stop, "report", None)
+        # The job's workers end first; the temp files of the writes they had in flight then go.
+        if shutdown_local_ray() and report is not None:
+            remove_cut_writes(config, report)
         if report is not None:
             print_summary(report, config.output_uri)
         logger.warning("stopped by signal %d%s", stop.signal_number,

@@ -34,6 +34,8 @@ INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "rendered", "generation_fps"
                  "status")
 
 
+STAGE = "finish"  # its name in the row ledger (pipelines/row_ledger.py)
+
 def make_finish_fn(config: JobConfig, ledger: Any = None) -> Callable[[Row], dict[str, Any]]:
     """A row -> results-row function for the job's outputs (``ledger``: see pipelines/row_guard.py)."""
 
@@ -71,7 +73,7 @@ def make_finish_fn(config: JobConfig, ledger: Any = None) -> Callable[[Row], dic
         return _finished(row)
 
     def finish(row: Row) -> dict[str, Any]:
-        guard = RowGuard(ledger, "finish")
+        guard = RowGuard(ledger, STAGE)
         (result,) = guard.run([row], lambda rows: [finish_row(rows[0])],
                               lambda row, error: _finished({**fail(row, "finish", error), "engine": config.engine.name}))
         return result

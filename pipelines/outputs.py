@@ -39,7 +39,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 from mediaio import storage
 from mediaio.redaction import printable
@@ -304,12 +304,32 @@ def clean_stale_partials(output_uri: str, storage_options: Mapping[str, Any] | N
     tree.  Only files at least ``min_age_s`` old go, so a run writing to the same output right
     now keeps its temp files.  Local disk only: object stores publish in one PUT and leave nothing.
     """
+    cutoff = time.time() - min_age_s
+    removed = _remove_partials(output_uri, directories, lambda mtime: mtime <= cutoff)
+    if removed:
+        logger.info("removed %d temp file(s) left by an earlier run under %s", len(removed),
+                    printable(storage.normalize(output_uri)))
+    return removed
+
+
+def clean_partials_since(output_uri: str, since: float, directories: Iterable[str] = ()) -> list[str]:
+    """Remove the temp files made since ``since`` (epoch seconds): those of a run whose workers were stopped.
+
+    Call after a stopped job's workers are gone (its local Ray instance ended), with the job's
+    start time: their writes in flight can never finish.  Same folders as :func:`clean_stale_partials`.
+    """
+    removed = _remove_partials(output_uri, directories, lambda mtime: mtime >= since)
+    if removed:
+        logger.info("removed %d temp file(s) of writes the stop cut short", len(removed))
+    return removed
+
+
+def _remove_partials(output_uri: str, directories: Iterable[str], chosen: Callable[[float], bool]) -> list[str]:
     if not storage.is_local_uri(output_uri):
         return []
     prefix = storage.normalize(output_uri)
     folders = dict.fromkeys([prefix, *(storage.join(prefix, name) for name in (RESULTS_DIR, PREVIEW_DIR)),
                              *(storage.normalize(folder) for folder in directories if storage.is_local_uri(folder))])
-    cutoff = time.time() - min_age_s
     removed = []
     for folder in folders:
         try:
@@ -320,13 +340,11 @@ def clean_stale_partials(output_uri: str, storage_options: Mapping[str, Any] | N
             if not (PARTIAL_NAME.match(entry.name) or entry.name.startswith(PROBE_PREFIX)):
                 continue
             try:
-                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime <= cutoff:
+                if entry.is_file(follow_symlinks=False) and chosen(entry.stat(follow_symlinks=False).st_mtime):
                     os.unlink(entry.path)
                     removed.append(entry.path)
             except FileNotFoundError:
                 continue  # removed meanwhile
-    if removed:
-        logger.info("removed %d temp file(s) left by an earlier run under %s", len(removed), printable(prefix))
     return removed
 
 

@@ -74,12 +74,16 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
 _local_scratch: str | None = None  # set while this process runs the local Ray instance it started
 
 
-def shutdown_local_ray() -> None:
-    """End the local Ray instance this process started (its workers, their temp files); a cluster is left alone."""
+def shutdown_local_ray() -> bool:
+    """End the local Ray instance this process started (its workers, their temp files); a cluster is left alone.
+
+    True when a local instance was ended (so no worker of this job is left running).
+    """
     global _local_scratch
     if _local_scratch is None:
-        return
+        return False
     if ray.is_initialized():
         ray.shutdown()
     shutil.rmtree(_local_scratch, ignore_errors=True)
     _local_scratch = None
+    return True

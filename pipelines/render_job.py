@@ -19,11 +19,13 @@ from typing import Any, Callable, Iterator
 import ray
 
 from mediaio import storage
+from pipelines import outputs
+from pipelines.finish_stage import STAGE as FINISH_STAGE
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
 from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
 from pipelines.row_ledger import RowLedger
-from pipelines.rows import NOT_RUN
+from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
 from reporting.report import JobFacts, write_report
 from reporting.results import Summary, result_row, write_results
@@ -40,6 +42,7 @@ class JobReport:
     seconds: float
     seconds_to_first_video: float | None
     report_uri: str | None = None  # None when no report was asked for or it could not be written
+    started_at: float = 0.0  # when the job started, epoch seconds
 
 
 def _finished_rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
@@ -71,10 +74,42 @@ class JobInterrupted(BaseException):
         self.signal_number = signal_number
 
 
-def _unfinished(rows: list[dict[str, Any]], status: str, error: str, engine: str) -> list[dict[str, Any]]:
-    """Results rows for planned rows that never came out of the pipeline."""
-    return [result_row({**row, "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}",
-                        "engine": engine}) for row in rows]
+LEDGER_TIMEOUT_S = 10.0  # asking the ledger while the job stops: past this, no row is claimed as written
+
+
+def _rows_that_began_writing(ledger: Any) -> set[int]:
+    """Rows the finish stage started (so their video may be written), or none if the ledger cannot say."""
+    if ledger is None:
+        return set()
+    try:
+        return set(ray.get(ledger.begun.remote(FINISH_STAGE), timeout=LEDGER_TIMEOUT_S))
+    except Exception as exc:  # the cluster is going away: claim nothing rather than guess
+        logger.warning("could not ask which rows were being written: %s", type(exc).__name__)
+        return set()
+
+
+def _unfinished(rows: list[dict[str, Any]], status: str, error: str, config: JobConfig,
+                ledger: Any) -> list[dict[str, Any]]:
+    """Results rows for planned rows that never came out of the pipeline.
+
+    A row whose video was written before its result reached the driver (the job stopped in
+    between) is ``ok``: its final output exists and carries its fingerprint, so it owns it.
+    """
+    writing = _rows_that_began_writing(ledger)
+    results = []
+    for row in rows:
+        owned = int(row["row_index"]) in writing and _owns_output(row, config)
+        settled = {"status": OK, "error": None} if owned else {
+            "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}"}
+        results.append(result_row({**row, **settled, "engine": config.engine.name}))
+    return results
+
+
+def _owns_output(row: dict[str, Any], config: JobConfig) -> bool:
+    try:
+        return outputs.owns_existing_output(row["output_uri"], row["fingerprint"], config.storage_options)
+    except Exception:  # unreadable now: not claimed
+        return False
 
 
 def run_render_job(
@@ -92,7 +127,7 @@ def run_render_job(
     :class:`JobInterrupted` the results and report are written for the rows finished so far
     (the others ``not_run``) and the exception goes on to the caller.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     plan = plan_job(config)
     results: list[dict[str, Any]] = []
     metrics = metrics or DriverMetrics()
@@ -112,6 +147,7 @@ def run_render_job(
     interrupted: JobInterrupted | None = None
     if plan.pending:
         waiting = {int(row["row_index"]): row for row in plan.pending}
+        ledger = None
         try:
             connect(address)
             resources = ray.cluster_resources()
@@ -131,7 +167,7 @@ def run_render_job(
             interrupted = stop
             logger.warning("job stopped by signal %d: writing the results of the rows finished so far",
                            stop.signal_number)
-            for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config.engine.name):
+            for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config, ledger):
                 record(row, from_pipeline=True)
             waiting.clear()
         except Exception as exc:  # the pipeline itself stopped: every row still out there gets a result
@@ -139,11 +175,11 @@ def run_render_job(
             logger.debug("pipeline failure details", exc_info=True)
             last_line = (str(exc).strip().splitlines() or [""])[-1][:300]
             cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__}: {last_line})"
-            for row in _unfinished(list(waiting.values()), "failed", cause, config.engine.name):
+            for row in _unfinished(list(waiting.values()), "failed", cause, config, ledger):
                 record(row, from_pipeline=True)
             waiting.clear()
         for row in _unfinished(list(waiting.values()), "failed", "lost: the pipeline ended without a result "
-                               "for this row", config.engine.name):
+                               "for this row", config, ledger):
             record(row, from_pipeline=True)
     summary = write_results(results, config.output_uri, config.storage_options)
     seconds = time.perf_counter() - started
@@ -154,8 +190,19 @@ def run_render_job(
         report_uri = _write_report(results, config, facts)
     metrics.job_finished(seconds)
     report = JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]), seconds=seconds,
-                       seconds_to_first_video=first_video_at, report_uri=report_uri)
+                       seconds_to_first_video=first_video_at, report_uri=report_uri,
+                       started_at=started_at)
     if interrupted is not None:
         interrupted.report = report
         raise interrupted
     return report
+
+
+def remove_cut_writes(config: JobConfig, report: JobReport) -> None:
+    """After a stopped job's workers are gone: remove the temp files of the writes they never finished.
+
+    Only files made during the job go (see :func:`pipelines.outputs.clean_partials_since`); a run
+    on a cluster, whose workers may outlive this call, leaves them to the next run's clean-up.
+    """
+    folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in report.results if row.get("output_uri")})
+    outputs.clean_partials_since(config.output_uri, report.started_at, directories=folders)

@@ -51,6 +51,10 @@ class RowLedger:
             verdicts.append(Verdict(deaths=deaths, error=error))
         return verdicts
 
+    def begun(self, stage: str) -> list[int]:
+        """Every row this stage has started (finished or not): the driver's list of rows that may have written."""
+        return sorted(row for (name, row) in self.in_flight if name == stage)
+
     def end(self, stage: str, rows: Sequence[int]) -> None:
         for row in rows:
             self.in_flight[(stage, row)] = 0

@@ -107,6 +107,10 @@ def run_stage(stage: str, fn: Callable[[Row], Mapping[str, Any]], row: Row, outp
         logger.warning("row %d (%s) failed in %s: %s", int(row["row_index"]), printable(row["id"]), stage,
                        printable(cause))
         result = with_empty(fail(row, stage, cause), outputs)
+        # A stage may attach the columns it made before failing (the prepare stage's previews, so the
+        # report shows the inputs of a row that failed); only the stage's own columns are kept.
+        made = getattr(exc, "partial_columns", None) or {}
+        result.update({name: value for name, value in made.items() if name in outputs})
     return _timed(result, stage, time.perf_counter() - started)
 
 

@@ -68,7 +68,7 @@ def relative_output(output_uri: str | None, job_output_uri: str) -> str | None:
 
 def _preview(row: Mapping[str, Any], kind: str, existing: set[str]) -> str | None:
     path = row.get(f"preview_{kind}")
-    if path:
+    if isinstance(path, str) and path:
         return path
     if row.get("status") == "skipped":  # rendered by an earlier run, whose previews may still be there
         candidate = preview_path(str(row["id"]), kind)

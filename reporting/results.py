@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -49,21 +51,34 @@ STAGES = ("decode", "pose", "render", "encode", "write")
 PREVIEW_COLUMNS = ("preview_meme", "preview_reference", "preview_driving")
 
 
+def _text_or_none(value: Any) -> str | None:
+    """A text column's value, or None where it is missing: None, empty, or the NaN that a missing value
+    becomes when a batch passed through pandas."""
+    return value if isinstance(value, str) and value else None
+
+
+def _number_or_zero(value: Any) -> float:
+    """A count or duration, 0 where it is missing (None or NaN)."""
+    number = float(value) if isinstance(value, numbers.Real) else 0.0
+    return number if math.isfinite(number) else 0.0
+
+
 def result_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """One row of the results table (plus its preview paths, which the report reads) from a finished row."""
+    output_uri = _text_or_none(row.get("output_uri"))
     result: dict[str, Any] = {
         "row_index": int(row["row_index"]),
         "id": row["id"],
         "status": row["status"],
-        "output_uri": storage.redact(row["output_uri"]) if row.get("output_uri") else None,
-        "error": row.get("error") or None,
-        "frames": int(row.get("frames") or 0),
-        "engine": row.get("engine"),
+        "output_uri": storage.redact(output_uri) if output_uri else None,
+        "error": _text_or_none(row.get("error")),
+        "frames": int(_number_or_zero(row.get("frames"))),
+        "engine": _text_or_none(row.get("engine")),
     }
     for stage in STAGES:
-        result[f"seconds_{stage}"] = round(float(row.get(f"seconds_{stage}") or 0.0), 4)
+        result[f"seconds_{stage}"] = round(_number_or_zero(row.get(f"seconds_{stage}")), 4)
     for column in PREVIEW_COLUMNS:
-        result[column] = row.get(column) or None
+        result[column] = _text_or_none(row.get(column))
     return result
 
 

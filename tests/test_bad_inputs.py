@@ -20,7 +20,7 @@ def corpus_run(ray_local, synthetic_media, tmp_path_factory):
     write_raw_manifest([case.row for case in cases], manifest)
     out = folder / "out"
     code = cli_main([
-        "render", str(manifest), "--output", str(out),
+        "render", str(manifest), "--output", str(out), "--size", "256",
         "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
     ])
     results = pq.read_table(out / "_results" / "results.parquet").to_pylist()

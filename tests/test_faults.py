@@ -22,12 +22,14 @@ import ray
 
 from mediaio import clips
 from jobs.manifest_builder import pair_folders, write_manifest
+from engines.registry import engine_spec
 from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
 from tests.conftest import REPO
 from tests.isolated_ray import end_processes_under, free_port, isolated_environment, private_temp_dir, run_child_job
 
 pytestmark = pytest.mark.ray
+SMALL = engine_spec("warp", size=256)  # the faults are the point, not the pixels: small renders, a faster suite
 
 
 def _manifest(media_dir: Path, folder: Path, count: int) -> Path:
@@ -92,7 +94,7 @@ def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
     try:
         dashboard = f"http://127.0.0.1:{dashboard_port}"
         job_id = ray.get_runtime_context().get_job_id()
-        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
         _wait_for(lambda: _outputs(out), 300, "the first output")
         renderers = _wait_for(lambda: _job_actor_pids(dashboard, job_id, "RenderStage"), 60, "this job's render actor")
         for pid in renderers:
@@ -128,7 +130,7 @@ def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
     worker = cluster.add_node(num_cpus=2, object_store_memory=store)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
         _wait_for(lambda: _outputs(out), 300, "the first output")
         outputs_before = len(_outputs(out))
         cluster.remove_node(worker)
@@ -158,7 +160,8 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
     ray_tmp = private_temp_dir("hm-drv-")
     env = isolated_environment(ray_tmp)
     driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local"],
+        [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local",
+         "--size", str(SMALL.size)],
         cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -171,7 +174,7 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
     assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
     for path in out.glob("*.mp4"):  # nothing half-written under a final name
         assert clips.count_frames(str(path)) > 0
-    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out)))
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
     rendered = {r["id"] for r in report.results if r["status"] == "ok"}
     skipped = {r["id"] for r in report.results if r["status"] == "skipped"}
     assert skipped == finished

@@ -14,10 +14,13 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.manifest_builder import write_manifest
+from jobs.manifest_builder import manifest_table, write_manifest
+from mediaio import media
+from pipelines.outputs import FINGERPRINT_TAG
 from reporting.metrics import (
     DEFAULT_DRIVER_HOST,
     DEFAULT_DRIVER_PORT,
@@ -29,7 +32,7 @@ from reporting.metrics import (
 from jobs.cli import build_parser
 from jobs.render import served_metrics
 from engines.registry import engine_spec
-from pipelines.plan import JobConfig
+from pipelines.plan import JobConfig, plan_rows
 from pipelines.render_job import run_render_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +143,15 @@ def test_dashboard_queries_only_metrics_the_job_exports():
     assert {name for name in queried if name.startswith("ray_")}, "the workers' metrics are on the dashboard"
 
 
+def _write_earlier_output(config, manifest_row, path):
+    """Put there what an earlier run of this row left: a small MP4 carrying the row's fingerprint."""
+    (planned,) = plan_rows(manifest_table([manifest_row]), config).pending
+    frames = np.zeros((4, 64, 64, 3), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(media.encode_mp4(frames, 4.0, 4.0, 1.0, None, media.MediaLimits(),
+                                      metadata={"comment": FINGERPRINT_TAG + planned["fingerprint"]}))
+
+
 @pytest.fixture(scope="module")
 def watched_render(ray_local, synthetic_media, tmp_path_factory):
     """A 4-row render (2 ok, 1 failed, 1 skipped) whose driver endpoint is scraped as each row finishes."""
@@ -153,8 +165,9 @@ def watched_render(ray_local, synthetic_media, tmp_path_factory):
         {"id": "second", "reference_uri": two, "driving_uri": str(drives / "astronaut.mp4"), "max_seconds": 1.0},
     ]
     write_manifest(rows, str(folder / "manifest.parquet"))
-    (folder / "out").mkdir()
-    (folder / "out" / "done.mp4").write_bytes(b"rendered by an earlier run")
+    config = JobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(folder / "out"),
+                       engine=engine_spec("warp", size=256), report=False)
+    _write_earlier_output(config, rows[2], folder / "out" / "done.mp4")
     metrics = DriverMetrics()
     with MetricsEndpoint(metrics.registry, "127.0.0.1", 0) as endpoint:
         during: list[tuple[int, dict[str, float]]] = []
@@ -170,8 +183,6 @@ def watched_render(ray_local, synthetic_media, tmp_path_factory):
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        config = JobConfig(manifest_uri=str(folder / "manifest.parquet"), output_uri=str(folder / "out"),
-                           engine=engine_spec("warp", size=256), report=False)
         try:
             report = run_render_job(config, on_result=on_result, metrics=metrics)
         finally:

@@ -194,6 +194,19 @@ def test_stale_temp_files_of_a_crash_are_removed(tmp_path):
     assert outputs.clean_stale_partials("s3://bucket/out") == []
 
 
+def test_a_stopped_runs_cut_writes_are_removed_and_older_temp_files_left(tmp_path):
+    out = tmp_path / "out"
+    (out / "_report").mkdir(parents=True)
+    cut = [out / ".a.mp4.x1.partial", out / "_report" / ".a.reference.webp.x2.partial"]
+    older = out / ".b.mp4.x3.partial"  # from before this run: the stale clean-up's, past its age
+    for path in [*cut, older, out / "a.mp4"]:
+        path.write_bytes(b"x")
+    os.utime(older, (1_000_000, 1_000_000))
+    removed = outputs.clean_partials_since(str(out), since=2_000_000)
+    assert sorted(removed) == sorted(str(path) for path in cut)
+    assert older.exists() and (out / "a.mp4").exists()
+
+
 # --- whose video is this ----------------------------------------------------------------------------
 
 def test_fingerprint_changes_with_what_makes_the_video():

@@ -24,7 +24,6 @@ from jobs.manifest_builder import pair_folders, write_manifest
 from tests.conftest import REPO
 from tests.isolated_ray import end_processes_under, isolated_environment, private_temp_dir
 
-pytestmark = pytest.mark.ray
 
 ROWS = 8
 
@@ -50,7 +49,23 @@ def _processes_naming(marker: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize("signal_number, exit_status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_raise_job_interrupted_once_and_the_handlers_come_back():
+    """Both signals take the same path (the end-to-end test below sends SIGTERM): one JobInterrupted, exit 128 + N."""
+    from jobs.render import EXIT_SIGNAL_BASE, stopped_by_signals
+    from pipelines.render_job import JobInterrupted
+
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number, exit_status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        with pytest.raises(JobInterrupted) as stopped:
+            with stopped_by_signals():
+                os.kill(os.getpid(), number)
+                time.sleep(5)  # the handler raises here, in the main thread
+        assert stopped.value.signal_number == number and EXIT_SIGNAL_BASE + number == exit_status
+        assert {n: signal.getsignal(n) for n in before} == before
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("signal_number, exit_status", [(signal.SIGTERM, 143)])
 def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_media, tmp_path, signal_number,
                                                                     exit_status):
     pairs = pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"), "all")
@@ -63,7 +78,7 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     ray_tmp = private_temp_dir("hm-sig-")
     env = isolated_environment(ray_tmp, TMPDIR=str(scratch))
     job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "render", str(manifest), "--output", str(out),
-                            "--address", "local", "--metrics-port", "0"], cwd=REPO, env=env,
+                            "--address", "local", "--metrics-port", "0", "--size", "256"], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # Two videos written: the first one's result has reached the driver by then.
@@ -86,6 +101,9 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     statuses = {r["status"] for r in results}
     assert "ok" in statuses and "not_run" in statuses, statuses
     assert all("not run" in r["error"] for r in results if r["status"] == "not_run")
+    # A video written before its result reached the driver belongs to an ok row, never a not_run one.
+    written = {path.stem for path in out.glob("*.mp4")}
+    assert {r["id"] for r in results if r["status"] == "ok"} == written
     assert (out / "index.html").exists()
     assert not list(out.rglob("*.partial"))
     assert not [p for p in scratch.iterdir() if p.name.startswith("hellomeme-job-")], list(scratch.iterdir())

@@ -400,25 +400,6 @@ def test_a_submitted_job_renders_once(ray_head: RayHead, synthetic_media: Path, 
 
 
 @pytest.mark.ray
-@pytest.mark.slow
-def test_failed_rows_end_the_job_with_status_2_and_retry_runs_it_again(ray_head: RayHead, tmp_path: Path) -> None:
-    manifest = tmp_path / "manifest.parquet"  # a URI scheme the job refuses: the row fails before any rendering
-    write_manifest([{"id": "refused", "reference_uri": "http://127.0.0.1/portrait.jpg",
-                     "driving_uri": "http://127.0.0.1/clip.mp4"}], str(manifest))
-    options = [str(manifest), "--output", str(tmp_path / "out")]
-
-    first = ray_head.submit(*options)
-    assert first.returncode == 2, f"{first.stdout[-4000:]}\n{first.stderr[-4000:]}"
-    assert "FAILED" in first.stdout and "refused" in first.stdout  # the job's own log, followed
-    assert ray_head.submit(*options).returncode == 2
-    [submission] = ray_head.jobs_of(str(manifest))
-
-    retried = ray_head.submit(*options, "--retry")
-    assert retried.returncode == 2
-    assert ray_head.jobs_of(str(manifest)) == [submission, f"{submission}-2"]
-
-
-@pytest.mark.ray
 def test_credentials_reach_the_job_sealed_and_appear_nowhere_else(ray_head: RayHead, s3_endpoint, tmp_path: Path,
                                                                   ) -> None:
     from tests.s3_server import CANARY_SECRET
@@ -430,9 +411,10 @@ def test_credentials_reach_the_job_sealed_and_appear_nowhere_else(ray_head: RayH
                      "driving_uri": f"s3://{bucket}/sealed/none.mp4"}], manifest, s3_endpoint.storage_options)
     result = ray_head.submit(manifest, "--output", str(tmp_path / "out"), *s3_endpoint.cli_options(),
                              "--storage-option", f"token={canary_token}")
-    # The manifest was read on the cluster (so the sealed options were opened there); its one row has no inputs.
+    # The manifest was read on the cluster (so the sealed options were opened there); its one row has no inputs,
+    # so the job ends with status 2, its own log (followed) naming the row's cause.
     assert result.returncode == 2, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    assert "not found" in result.stdout
+    assert "FAILED" in result.stdout and "not found" in result.stdout
 
     client = ray_head.client()
     [job] = [item for item in client.list_jobs() if (item.metadata or {}).get("manifest") == manifest]
@@ -450,3 +432,11 @@ def test_credentials_reach_the_job_sealed_and_appear_nowhere_else(ray_head: RayH
                 for canary in canaries:
                     assert canary.encode() not in content, (canary, path)
     assert scanned > 0  # the head's session logs (runtime_env_agent.log, the job's driver log ...) were read
+
+    # The same manifest again is the same job (followed, not run again); --retry runs it once more.
+    options = [manifest, "--output", str(tmp_path / "out"), *s3_endpoint.cli_options(),
+               "--storage-option", f"token={canary_token}"]
+    assert ray_head.submit(*options).returncode == 2
+    assert ray_head.jobs_of(manifest) == [job.submission_id]
+    assert ray_head.submit(*options, "--retry").returncode == 2
+    assert ray_head.jobs_of(manifest) == [job.submission_id, f"{job.submission_id}-2"]
