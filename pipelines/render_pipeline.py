@@ -141,40 +141,17 @@ def render_batch_size(videos_per_batch: int, rows: int, render_actors: int) -> i
     return max(1, min(int(videos_per_batch), cap))
 
 
-# Rows queued per render actor that the budget must hold: the one it renders, the one Ray Data has
-# already handed it (two tasks in flight per actor), and one waiting in front of the stage.
-QUEUED_ROWS_PER_RENDER_ACTOR = 3
-
-
-def queue_floor_bytes(render_actors: int, size: int, frames: int) -> int:
-    """The object store the queues need so that no render actor waits: a few prepared rows per actor.
-
-    A prepared row is mostly its driving crops, ``frames`` x ``size``^2 x 3 bytes (a 5-s clip at
-    8 fps and 512 px: 31 MB; a 60-s clip: 377 MB).
-    """
-    return QUEUED_ROWS_PER_RENDER_ACTOR * render_actors * frames * size * size * 3
-
-
-def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None, floor_bytes: int = 0,
-                     store_bytes: float | None = None) -> str:
+def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None) -> str:
     """Cap the object-store memory of rows queued between stages (see QUEUE_STORE_FRACTION).
 
     ``queue_memory_mib`` fixes the cap; None makes it a share of the cluster's store (which grows
-    as GPU nodes join, each bringing its store), raised to ``floor_bytes`` (:func:`queue_floor_bytes`)
-    when the share of ``store_bytes`` would be smaller: then the cap is fixed at the floor.
-    Returns the budget in words, for the job's log.
+    as GPU nodes join, each bringing its store).  Returns the budget in words, for the job's log.
     """
     if queue_memory_mib is not None:
         context.override_object_store_memory_limit_fraction = None
         context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
             object_store_memory=queue_memory_mib * 2**20)
         return f"{queue_memory_mib} MiB"
-    if store_bytes is not None and floor_bytes > QUEUE_STORE_FRACTION * store_bytes:
-        context.override_object_store_memory_limit_fraction = None
-        context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
-            object_store_memory=floor_bytes)
-        return f"{floor_bytes / 2**20:.0f} MiB (a few prepared rows per render actor; more than " \
-               f"{QUEUE_STORE_FRACTION:.0%} of the object store)"
     context.override_object_store_memory_limit_fraction = QUEUE_STORE_FRACTION
     context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits()
     return f"{QUEUE_STORE_FRACTION:.0%} of the object store"

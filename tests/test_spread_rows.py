@@ -109,18 +109,3 @@ def test_prepare_pool_grows_with_the_gpus_within_the_cpus():
     small = PoolSizes.for_cluster(needs_gpu=True, cpus=2, gpus=8)
     assert small.prepare * 0.5 <= 1  # never more than half the CPUs' worth
     assert PoolSizes.for_cluster(needs_gpu=False, cpus=2, gpus=0).prepare == 1
-
-
-def test_queue_budget_holds_a_few_prepared_rows_per_render_actor():
-    import ray.data
-
-    from pipelines.render_pipeline import QUEUE_STORE_FRACTION, queue_floor_bytes, set_queue_budget
-
-    floor = queue_floor_bytes(render_actors=8, size=512, frames=480)  # 8 GPUs, 60-s clips at 8 fps
-    assert floor == 3 * 8 * 480 * 512 * 512 * 3
-    context = ray.data.DataContext.get_current().copy()
-    set_queue_budget(context, None, floor_bytes=floor, store_bytes=8 * 2**30)  # a small store: the floor wins
-    assert context.execution_options.resource_limits.object_store_memory == floor
-    set_queue_budget(context, None, floor_bytes=floor, store_bytes=8 * 80 * 2**30)  # GPU nodes' stores: the share
-    assert context.override_object_store_memory_limit_fraction == QUEUE_STORE_FRACTION
-    assert context.execution_options.resource_limits.object_store_memory == float("inf")
