@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.data.context import DEFAULT_TARGET_MAX_BLOCK_SIZE
 
 from actors import prepare_actor, render_actor, video_parts
 from actors.prepare_actor import PrepareActor
@@ -122,9 +123,13 @@ class PoolSizes:
         # pool also grows with the GPUs (PREPARE_PER_GPU) up to half the CPUs' worth, so adding
         # GPU nodes (which bring CPUs) adds the prepare actors that feed them.
         prepare = max(1, int(cpus // 4 / PREPARE_CPUS))
-        if needs_gpu:
-            prepare = max(prepare, min(int(cpus // 2 / PREPARE_CPUS), math.ceil(gpus * PREPARE_PER_GPU)))
         render = max(1, int(gpus)) if needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
+        if needs_gpu:
+            # Whatever the GPU pools (two of them with a splitting engine) and the stitch actor claim,
+            # at least one CPU stays free for the finish tasks.
+            room = cpus - render * 2 * GPU_RENDER_CPUS - STITCH_CPUS - 1.0
+            wanted = min(int(cpus // 2 / PREPARE_CPUS), math.ceil(gpus * PREPARE_PER_GPU), int(room / PREPARE_CPUS))
+            prepare = max(prepare, wanted)
         # Fractional claims would let dozens of tasks run at once, each in its own worker process;
         # more than one per CPU only adds processes, not speed (ffmpeg uses the cores).
         return cls(prepare=prepare, render=render, tasks=max(2, int(cpus)))
@@ -155,6 +160,15 @@ def set_queue_budget(context: ray.data.DataContext, queue_memory_mib: int | None
     context.override_object_store_memory_limit_fraction = QUEUE_STORE_FRACTION
     context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits()
     return f"{QUEUE_STORE_FRACTION:.0%} of the object store"
+
+
+def set_block_rows(context: ray.data.DataContext, one_row_blocks: bool) -> None:
+    """One row per block everywhere (splitting engines: part rows spread over the actors), or Ray Data's default.
+
+    Ray Data cuts a stage's output into blocks no larger than ``target_max_block_size``; at one
+    byte every row is its own block.  Set on every job: the context outlives a job in the driver.
+    """
+    context.target_max_block_size = 1 if one_row_blocks else DEFAULT_TARGET_MAX_BLOCK_SIZE
 
 
 class PrepareStage:
@@ -289,10 +303,10 @@ def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig
     )
     if not splits:
         return dataset
-    # A split video's part rows leave a render call as one block, and Ray Data hands a block to one
-    # actor: without this, one actor would render every part of a video.  A streaming repartition
-    # (no barrier) makes each row its own block again, so each part goes to whichever actor is free.
-    dataset = dataset.repartition(target_num_rows_per_block=1, strict=True)
+    # A split video's part rows leave one render call together; set_block_rows (called by the
+    # driver for splitting engines) has Ray Data cut every output into one-row blocks, so each part
+    # goes to whichever parts actor is free.  (A repartition would do it too, but its tasks claim a
+    # whole CPU, which a small node's pools leave no room for: the pipeline hung on 2 CPUs.)
     dataset = dataset.map_batches(
         PartStage,
         fn_constructor_kwargs=actor_args,
