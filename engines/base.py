@@ -126,6 +126,45 @@ class RenderInput:
     settings: RowSettings = field(default_factory=RowSettings)
 
 
+@dataclass(frozen=True, eq=False)  # holds an array: compare parts field by field
+class VideoPart:
+    """One part of a video whose rendering an engine split (:meth:`Engine.render_or_split`).
+
+    Any render actor's engine finishes it (:meth:`Engine.render_parts`), independently of the
+    other parts; the parts' outputs, in ``index`` order, make the video.  The cut is the engine's
+    and depends only on the video and the engine's options, never on the cluster.
+    """
+
+    index: int  # 0-based, in output order
+    count: int  # parts of the video
+    start: int  # the driving frames this part renders: start .. stop-1
+    stop: int
+    keep_from: int  # the first of them its output holds (frames before it come from the part before)
+    state: np.ndarray  # float32: what the part needs from the work done before the split (HelloMeme: end-frame latents)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.index < self.count and 0 <= self.start <= self.keep_from < self.stop):
+            raise ValueError(f"inconsistent video part {self.index}/{self.count} frames {self.start}-{self.stop} "
+                             f"keeping from {self.keep_from}")
+
+    @property
+    def output_frames(self) -> int:
+        return self.stop - self.keep_from
+
+
+@dataclass(frozen=True)
+class PartInput:
+    """A part to render: the video's inputs with the driving crops of the part's frames only.
+
+    ``video.driving_frames`` holds frames ``part.start .. part.stop-1``; ``video.driving_face``
+    is still the whole clip's track (an engine may need the whole clip's motion, as HelloMeme's
+    head translation relative to the first frame).
+    """
+
+    video: RenderInput
+    part: VideoPart
+
+
 class Engine(ABC):
     """Renders videos from :class:`RenderInput`; subclasses declare their needs as class attributes."""
 
@@ -157,3 +196,23 @@ class Engine(ABC):
 
         All inputs of one call share :meth:`batch_key`.
         """
+
+    # --- splitting one video over several actors (optional; by default no engine splits) -----------
+
+    @classmethod
+    def splits(cls, spec: EngineSpec) -> bool:
+        """Whether this engine, with ``spec``'s options, may split a video into parts (the pipeline then adds
+        a parts stage and a stitch stage)."""
+        return False
+
+    def render_or_split(self, inputs: Sequence[RenderInput]) -> list["np.ndarray | list[VideoPart]"]:
+        """Render each input whole, or do the work that must come first and return its parts.
+
+        The result of a split video must equal what :meth:`render` gives for it, once its parts'
+        outputs are put back in order.  By default every video is rendered whole.
+        """
+        return list(self.render(inputs))
+
+    def render_parts(self, parts: Sequence[PartInput]) -> list[np.ndarray]:
+        """Each part's (part.output_frames, size, size, 3) uint8 frames, same order; parts share :meth:`batch_key`."""
+        raise NotImplementedError(f"the {self.name} engine does not split videos")

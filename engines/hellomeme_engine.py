@@ -18,7 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from engines.base import Engine, EngineOptionError, EngineSpec, RenderInput, RowSettings, import_object
+from engines.base import (
+    Engine,
+    EngineOptionError,
+    EngineSpec,
+    PartInput,
+    RenderInput,
+    RowSettings,
+    VideoPart,
+    import_object,
+)
 from engines.hellomeme_options import HelloMemeOptions, check_lora_name
 from engines.hellomeme_weights import check_hellomeme_weights, load_components, local_file
 from faces.tracking import FOCAL_LENGTH_IN_IMAGE_SIZES, FaceTrack
@@ -84,6 +93,7 @@ def pipeline_config(options: HelloMemeOptions) -> PipelineConfig:
         # Compiled graphs are specialised on shapes: give every UNet call the same batch size.
         static_batch_shapes=options.compile,
         lora_cache_size=options.lora_cache,
+        windows_per_group=options.spread_windows,
     )
 
 
@@ -127,17 +137,57 @@ class HelloMemeEngine(Engine):
     def render(self, inputs: Sequence[RenderInput]) -> list[np.ndarray]:
         return self.pipeline([self.request_for(item) for item in inputs])
 
-    def request_for(self, item: RenderInput) -> VideoRequest:
-        """HelloMeme's conditions for one video (CPU work, no model calls; a remote LoRA is synced here)."""
+    # --- one long clip over several GPUs (--spread-windows; hellomeme.groups) ------------------------
+
+    @classmethod
+    def splits(cls, spec: EngineSpec) -> bool:
+        return spec.option("spread_windows", 0) > 0
+
+    def render_or_split(self, inputs: Sequence[RenderInput]) -> list[np.ndarray | list[VideoPart]]:
+        """Clips of one group render whole (batched together); longer clips run their edge passes and
+        come back as their groups, each carrying the finished latents of its windows' end frames."""
+        requests = [self.request_for(item) for item in inputs]
+        outputs: list[np.ndarray | list[VideoPart] | None] = [None] * len(requests)
+        whole = [i for i, request in enumerate(requests) if not self.pipeline.plan_groups(request.num_frames)]
+        if whole:
+            for index, frames in zip(whole, self.pipeline([requests[i] for i in whole])):
+                outputs[index] = frames
+        for index, request in enumerate(requests):
+            if outputs[index] is not None:
+                continue
+            edges = self.pipeline.render_edges(request)
+            outputs[index] = [VideoPart(index=g.index, count=g.count, start=g.start, stop=g.stop, keep_from=g.keep_from,
+                                        state=edges.select(g.end_frames))
+                              for g in self.pipeline.plan_groups(request.num_frames)]
+        return outputs  # type: ignore[return-value]
+
+    def render_parts(self, parts: Sequence[PartInput]) -> list[np.ndarray]:
+        outputs = []
+        for item in parts:
+            part = item.part
+            request = self.request_for(item.video, frames=(part.start, part.stop))
+            outputs.append(self.pipeline.render_window_group(request, len(item.video.driving_face), part.index,
+                                                             part.state))
+        return outputs
+
+    def request_for(self, item: RenderInput, frames: tuple[int, int] | None = None) -> VideoRequest:
+        """HelloMeme's conditions for one video (CPU work, no model calls; a remote LoRA is synced here).
+
+        ``frames`` (start, stop): the conditions of those frames only, from a part's input (its
+        driving crops are those frames', its face track the whole clip's: head translation is
+        relative to the clip's first frame).
+        """
         size = self.spec.size
-        frames = np.asarray(item.driving_frames)
+        crops = np.asarray(item.driving_frames)
         if np.asarray(item.reference).shape != (size, size, 3):
             raise ValueError(f"{item.meme_id}: reference crop is {np.asarray(item.reference).shape}, expected "
                              f"({size}, {size}, 3)")
-        if frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
-            raise ValueError(f"{item.meme_id}: driving frames are {frames.shape}, expected (T, {size}, {size}, 3)")
-        if len(item.driving_face) != len(frames):
-            raise ValueError(f"{item.meme_id}: {len(frames)} frames but {len(item.driving_face)} face-track frames")
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+            raise ValueError(f"{item.meme_id}: driving frames are {crops.shape}, expected (T, {size}, {size}, 3)")
+        start, stop = frames if frames is not None else (0, len(item.driving_face))
+        if stop - start != len(crops) or not 0 <= start < stop <= len(item.driving_face):
+            raise ValueError(f"{item.meme_id}: {len(crops)} frames for frames {start}-{stop - 1} of a "
+                             f"{len(item.driving_face)}-frame face track")
         settings = item.settings
         lora = None
         if settings.lora:
@@ -147,9 +197,11 @@ class HelloMemeEngine(Engine):
                 raise ValueError(f"{item.meme_id}: {err}") from None
             lora = str(local_file(settings.lora, self.options, self.storage_options))
         pose = hellomeme_pose_track(item.reference_face, item.driving_face, size, self.options.trans_ratio)
+        if frames is not None:
+            pose = HeadPoseTrack(np.asarray(pose.rotation)[start:stop], np.asarray(pose.translation)[start:stop])
         faces = np.stack([
             align_face_for_expression(frame, five_points_from_mediapipe(points), self._face_size)
-            for frame, points in zip(frames, item.driving_face.landmarks)
+            for frame, points in zip(crops, item.driving_face.landmarks[start:stop])
         ])
         return VideoRequest(
             reference_image=np.asarray(item.reference), head_pose=pose, expression_faces=faces,

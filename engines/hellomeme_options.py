@@ -64,6 +64,9 @@ class HelloMemeOptions:
         "--full-last-window", "deviation: end the clip on a full window instead of a shorter one"))
     noise_per_frame: bool = field(default=False, metadata=_flag(
         "--noise-per-frame", "deviation: draw noise per (seed, frame, step) instead of from one generator per video"))
+    spread_windows: int = field(default=0, metadata=_flag(
+        "--spread-windows", "deviation: cut a clip's last pass into groups of N windows, each denoised on its own, so "
+                            "one long clip is rendered by several GPUs at once; needs --noise-per-frame (0: off)"))
     unet_batch: int = field(default=96, metadata=_flag(
         "--unet-batch", "UNet images per denoiser call (both guidance branches counted)"))
     lora_cache: int = field(default=4, metadata=_flag(
@@ -89,6 +92,13 @@ class HelloMemeOptions:
             raise EngineOptionError("--lora-scale", f"must be a finite number, got {self.lora_scale}")
         if not (math.isfinite(self.trans_ratio) and self.trans_ratio >= 0):
             raise EngineOptionError("--trans-ratio", f"must be a number >= 0, got {self.trans_ratio}")
+        if self.spread_windows < 0:
+            raise EngineOptionError("--spread-windows", f"must be 0 (off) or a number of windows, got "
+                                                        f"{self.spread_windows}")
+        if self.spread_windows and not self.noise_per_frame:
+            raise EngineOptionError("--spread-windows", "needs --noise-per-frame: a group's noise must not depend on "
+                                                        "the other groups (the official script draws one generator "
+                                                        "over the whole clip)")
         if self.unet_batch < 1:
             raise EngineOptionError("--unet-batch", f"must be at least 1, got {self.unet_batch}")
         if self.lora_cache < 1:

@@ -17,6 +17,7 @@ per batch.
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ from diffusers import DPMSolverMultistepScheduler
 from hellomeme.components import HelloMemeComponents, with_own_denoiser
 from hellomeme.control import ControlResiduals
 from hellomeme.denoiser import UNetFeatures
+from hellomeme.groups import WindowGroup, plan_groups
 from hellomeme.images import to_model_range, to_uint8
 from hellomeme.lora import LoraAdapters
 from hellomeme.noise import NOISE_KINDS
@@ -55,10 +57,16 @@ class PipelineConfig:
     negative_prompt: str = ""
     static_batch_shapes: bool = False  # pad window batches to one size (torch.compile, CUDA graphs)
     lora_cache_size: int = 4  # LoRA adapters kept loaded at once
+    # Windows per group of the last pass, each group denoised on its own (hellomeme.groups); 0: off.
+    windows_per_group: int = 0
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"noise must be one of {sorted(NOISE_KINDS)}, got {self.noise!r}")
+        if self.windows_per_group < 0:
+            raise ValueError(f"windows_per_group must be 0 (off) or more, got {self.windows_per_group}")
+        if self.windows_per_group and self.noise != "per-frame":
+            raise ValueError("groups of windows need per-frame noise (a group's noise must not depend on the others)")
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,32 @@ class VideoRequest:
         """The script's rule: classifier-free guidance only above 1."""
         return self.guidance > 1.0
 
+    def frames_slice(self, start: int, stop: int) -> "VideoRequest":
+        """The same video's conditions for frames ``start .. stop-1`` only (what one group of windows needs)."""
+        return dataclasses.replace(
+            self, head_pose=HeadPoseTrack(np.asarray(self.head_pose.rotation)[start:stop],
+                                          np.asarray(self.head_pose.translation)[start:stop]),
+            expression_faces=np.asarray(self.expression_faces)[start:stop])
+
+
+@dataclass(frozen=True)
+class EdgeLatents:
+    """A video's frames finished by the passes before the last (the edge pass): what its groups start from.
+
+    ``latents`` is (len(frames), C, h, w) float32 on the CPU: small (one latent per window end), so
+    it travels between workers; a group takes the rows of its own windows' end frames.
+    """
+
+    frames: tuple[int, ...]
+    latents: np.ndarray
+
+    def select(self, frames: tuple[int, ...]) -> np.ndarray:
+        rows = {frame: row for row, frame in enumerate(self.frames)}
+        missing = [f for f in frames if f not in rows]
+        if missing:
+            raise ValueError(f"no finished latents for frames {missing}")
+        return np.ascontiguousarray(self.latents[[rows[f] for f in frames]])
+
 
 def hellomeme_scheduler() -> DPMSolverMultistepScheduler:
     """The sampler HelloMeme v5 uses: DPM-Solver++ (SDE), SD1.5's scaled-linear betas."""
@@ -124,14 +158,33 @@ class _UnconditionalBranch:
 
 @dataclass
 class _Video:
-    """A request being rendered: where its rows live in the shared caches."""
+    """A request being rendered: where its rows live in the shared caches.
+
+    ``control_frames`` are the video frames that get control rows (all by default); the request
+    holds the conditions of frames ``frame_offset ..`` (a group's request holds only its own).
+    With ``keep_latents`` the last pass's latents are kept (an edge stage) instead of decoded.
+    """
 
     request: VideoRequest
     slot: int  # row in the per-video caches (text, reference); row 0 is the unconditional branch
-    control_offset: int  # row of its frame 0 in the control cache
+    control_offset: int  # row of its first control frame in the control cache
     passes: tuple[DenoisePass, ...]
     noise: object  # hellomeme.noise.OfficialNoise or FrameNoise
+    control_frames: tuple[int, ...] = ()
+    frame_offset: int = 0
+    keep_latents: bool = False
+    decode_from: int = 0  # with a decoded last pass: its first frame kept (a group drops its left group's frames)
     frames_out: np.ndarray | None = None
+    latents_out: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.control_frames:
+            self.control_frames = tuple(range(self.frame_offset, self.frame_offset + self.request.num_frames))
+        self._control_index = {frame: i for i, frame in enumerate(self.control_frames)}
+
+    def control_row(self, frame: int) -> int:
+        """The control cache's row of a video frame."""
+        return 1 + self.control_offset + self._control_index[frame]
 
 
 @dataclass(frozen=True)
@@ -189,11 +242,8 @@ class HelloMemeVideoPipeline:
     @torch.inference_mode()
     def __call__(self, requests: list[VideoRequest]) -> list[np.ndarray]:
         """Render each request to (T, S, S, 3) uint8 RGB frames, in order."""
-        # The control net halves the latent three times and upsamples back onto its skips.
-        granularity = self.components.vae_scale_factor * 8
         for request in requests:
-            if request.size % granularity:
-                raise ValueError(f"render size {request.size} is not a multiple of {granularity}")
+            self._check_size(request)
         outputs: list[np.ndarray | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
@@ -201,10 +251,81 @@ class HelloMemeVideoPipeline:
             groups.setdefault(key, []).append(index)
         for (size, steps, lora, lora_scale), indices in groups.items():
             self.use_lora(lora, lora_scale)
-            rendered = self._render_group([requests[i] for i in indices], size, steps)
-            for index, frames in zip(indices, rendered):
-                outputs[index] = frames
+            whole = [i for i in indices if not self.plan_groups(requests[i].num_frames)]
+            if whole:
+                for index, frames in zip(whole, self._render_group([requests[i] for i in whole], size, steps)):
+                    outputs[index] = frames
+            for index in indices:
+                if outputs[index] is None:
+                    outputs[index] = self._render_spread(requests[index])
         return outputs  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------
+    # groups of windows (hellomeme.groups): the same computation whether one worker runs them all or many
+
+    def plan_groups(self, num_frames: int) -> tuple[WindowGroup, ...]:
+        """The groups a clip of ``num_frames`` is rendered in; empty when it renders whole."""
+        if not self.config.windows_per_group:
+            return ()
+        return plan_groups(num_frames, self.config.windows, self.config.windows_per_group)
+
+    @torch.inference_mode()
+    def render_edges(self, request: VideoRequest) -> EdgeLatents:
+        """Run every pass but the last for one video (alone: no other video shares its batches).
+
+        Returns the finished latents of the last pass's window ends, which its groups start from.
+        """
+        self._check_size(request)
+        self.use_lora(request.lora, request.lora_scale)
+        passes = plan_passes(request.num_frames, self.config.windows)
+        if len(passes) < 2:
+            raise ValueError(f"a clip of {request.num_frames} frames has no edge pass")
+        video = self._video(request, slot=1, control_offset=0, passes=passes[:-1],
+                            control_frames=passes[-2].frames, keep_latents=True)
+        self._run([video], request.size, request.steps)
+        return EdgeLatents(passes[-2].frames, video.latents_out.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def render_window_group(self, request: VideoRequest, num_frames: int, group_index: int,
+                            end_latents: np.ndarray) -> np.ndarray:
+        """One group of a video's last pass: (frames kept, S, S, 3) uint8, frames ``keep_from .. stop-1``.
+
+        ``request`` holds the conditions of the group's frames only (``frames_slice(start, stop)``
+        of the video's request), ``num_frames`` is the whole video's length and ``end_latents``
+        the finished latents of the group's end frames (``EdgeLatents.select(group.end_frames)``).
+        """
+        groups = self.plan_groups(num_frames)
+        if not 0 <= group_index < len(groups):
+            raise ValueError(f"a clip of {num_frames} frames has {len(groups)} groups, not group {group_index}")
+        group = groups[group_index]
+        if request.num_frames != group.stop - group.start:
+            raise ValueError(f"group {group_index} covers frames {group.start}-{group.stop - 1}, "
+                             f"the request has {request.num_frames}")
+        ends = np.asarray(end_latents, dtype=np.float32)
+        if len(ends) != len(group.end_frames):
+            raise ValueError(f"group {group_index} needs {len(group.end_frames)} end-frame latents, got {len(ends)}")
+        self._check_size(request)
+        self.use_lora(request.lora, request.lora_scale)
+        video = self._video(request, slot=1, control_offset=0, passes=(group.denoise_pass,),
+                            control_frames=group.denoise_pass.frames, frame_offset=group.start,
+                            decode_from=group.keep_from - group.start)
+        self._run([video], request.size, request.steps, given_ends=(group.end_frames, torch.from_numpy(ends)))
+        return video.frames_out  # type: ignore[return-value]
+
+    def _render_spread(self, request: VideoRequest) -> np.ndarray:
+        """A whole clip as its groups, one after another: exactly what several workers do between them."""
+        edges = self.render_edges(request)
+        parts = []
+        for group in self.plan_groups(request.num_frames):
+            parts.append(self.render_window_group(request.frames_slice(group.start, group.stop),
+                                                  request.num_frames, group.index, edges.select(group.end_frames)))
+        return np.concatenate(parts)
+
+    def _check_size(self, request: VideoRequest) -> None:
+        # The control net halves the latent three times and upsamples back onto its skips.
+        granularity = self.components.vae_scale_factor * 8
+        if request.size % granularity:
+            raise ValueError(f"render size {request.size} is not a multiple of {granularity}")
 
     def use_lora(self, path: str | None, scale: float = 1.0) -> None:
         """Make ``path`` (or no LoRA) the denoiser's active adapter; loaded adapters are kept in a small cache.
@@ -282,24 +403,24 @@ class HelloMemeVideoPipeline:
     def _control_rows(self, videos: list[_Video], uncond: ControlResiduals) -> ControlResiduals:
         """Control residuals for every frame of every video; row 0 is the unconditional control."""
         c = self.components
-        total = sum(v.request.num_frames for v in videos)
+        total = sum(len(v.control_frames) for v in videos)
         cache = uncond.map(lambda t: t.new_empty((1 + total, *t.shape[1:])))
         for dst, src in zip(cache.down + cache.up, uncond.down + uncond.up):
             dst[:1] = src
-        jobs = [(v, f) for v in videos for f in range(v.request.num_frames)]
+        jobs = [(v, f) for v in videos for f in v.control_frames]
         expected = c.expression_encoder.config.image_size
         for start in range(0, len(jobs), self.config.condition_batch):
             chunk = jobs[start : start + self.config.condition_batch]
             size = chunk[0][0].request.size
-            rotations = np.stack([v.request.head_pose.rotation[f] for v, f in chunk])
-            translations = np.stack([v.request.head_pose.translation[f] for v, f in chunk])
+            rotations = np.stack([v.request.head_pose.rotation[f - v.frame_offset] for v, f in chunk])
+            translations = np.stack([v.request.head_pose.translation[f - v.frame_offset] for v, f in chunk])
             poses = draw_pose_images(HeadPoseTrack(rotations, translations), canvas=size)
-            faces = np.stack([v.request.expression_faces[f] for v, f in chunk])
+            faces = np.stack([v.request.expression_faces[f - v.frame_offset] for v, f in chunk])
             if faces.shape[1] != expected:
                 raise ValueError(f"expression faces must be {expected}x{expected}, got {faces.shape[1:3]}")
             codes = c.expression_encoder(to_model_range(faces).to(c.device, c.dtype))
             residuals = c.control_proj(c.control_net(to_model_range(poses).to(c.device, c.dtype), codes))
-            rows = torch.tensor([1 + v.control_offset + f for v, f in chunk], device=c.device)
+            rows = torch.tensor([v.control_row(f) for v, f in chunk], device=c.device)
             for dst, src in zip(cache.down + cache.up, residuals.down + residuals.up):
                 dst.index_copy_(0, rows, src)
         return cache
@@ -308,20 +429,34 @@ class HelloMemeVideoPipeline:
     # rendering
 
     def _render_group(self, requests: list[VideoRequest], size: int, steps: int) -> list[np.ndarray]:
-        c = self.components
-        rule = self.config.windows
-        side = size // c.vae_scale_factor
-        latent_shape = (c.latent_channels, side, side)
-        noise_kind = NOISE_KINDS[self.config.noise]
-        unconditional = self._unconditional_branch(size)
-
+        """Whole videos of one size, step count and LoRA, their windows batched together."""
         videos, offset = [], 0
         for slot, request in enumerate(requests):
-            noise = noise_kind(request.seed, request.num_frames, rule.size, latent_shape, c.dtype)
-            videos.append(_Video(request, slot + 1, offset, plan_passes(request.num_frames, rule), noise))
+            videos.append(self._video(request, slot + 1, offset, plan_passes(request.num_frames, self.config.windows)))
             offset += request.num_frames
+        self._run(videos, size, steps)
+        return [v.frames_out for v in videos]  # type: ignore[misc]
 
-        prompts = [self._full_prompt(r.prompt) for r in requests]
+    def _video(self, request: VideoRequest, slot: int, control_offset: int, passes: tuple[DenoisePass, ...],
+               **extra) -> _Video:
+        c = self.components
+        side = request.size // c.vae_scale_factor
+        noise = NOISE_KINDS[self.config.noise](request.seed, request.num_frames, self.config.windows.size,
+                                               (c.latent_channels, side, side), c.dtype)
+        return _Video(request, slot, control_offset, passes, noise, **extra)
+
+    def _run(self, videos: list[_Video], size: int, steps: int,
+             given_ends: tuple[tuple[int, ...], torch.Tensor] | None = None) -> None:
+        """Encode the videos' conditions, then denoise their passes round by round.
+
+        ``given_ends`` (one video only): end frames and their finished latents, which condition its
+        first pass instead of an earlier round.
+        """
+        c = self.components
+        side = size // c.vae_scale_factor
+        latent_shape = (c.latent_channels, side, side)
+        unconditional = self._unconditional_branch(size)
+        prompts = [self._full_prompt(v.request.prompt) for v in videos]
         reference_text = self._encode_prompts(c.reference_text_encoder, prompts)
         denoiser_text = (reference_text if c.denoiser_text_encoder is c.reference_text_encoder
                          else self._encode_prompts(c.denoiser_text_encoder, prompts))
@@ -331,14 +466,18 @@ class HelloMemeVideoPipeline:
             reference=tuple(torch.cat([u, r]) for u, r in zip(unconditional.reference.up, reference.up)),
             control=self._control_rows(videos, unconditional.control),
         )
-        logger.info("rendering %d videos (%d frames) at %d px, %d steps", len(videos), offset, size, steps)
+        if given_ends is not None:
+            (video,) = videos
+            frames, latents = given_ends
+            self._set_end_features(caches, [(video, frames, latents.to(c.device))], unconditional.end_features)
+        logger.info("rendering %d videos (%d control frames) at %d px, %d steps", len(videos),
+                    sum(len(v.control_frames) for v in videos), size, steps)
 
         rounds = max(len(v.passes) for v in videos)
         for round_index in range(rounds):
             active = [(v, v.passes[round_index]) for v in videos if round_index < len(v.passes)]
             latents = self._denoise_round(active, caches, latent_shape, steps)
             self._finish_round(active, latents, caches, unconditional.end_features)
-        return [v.frames_out for v in videos]  # type: ignore[misc]
 
     def _round_windows(self, active: list[tuple[_Video, DenoisePass]]) -> tuple[list[_Window], int]:
         windows, row = [], 0
@@ -369,7 +508,7 @@ class HelloMemeVideoPipeline:
                     weights += [np.zeros_like(chunk[0].weights)] * pad
                     chunk = chunk + [chunk[0]] * pad
                 slots = [w.video.slot for w in chunk]
-                control = [1 + w.video.control_offset + f for w in chunk for f in w.frames]
+                control = [w.video.control_row(f) for w in chunk for f in w.frames]
                 end_rows = None
                 if with_ends:
                     end_rows = [caches.end_rows[(w.video.slot, f)] for w in chunk for f in (w.frames[0], w.frames[-1])]
@@ -436,23 +575,32 @@ class HelloMemeVideoPipeline:
     def _finish_round(
         self, active, latents: torch.Tensor, caches: _GroupCaches, unconditional_ends: UNetFeatures
     ) -> None:
-        """Decode finished videos; turn frames that condition the next round into end features."""
-        c = self.components
+        """Decode (or keep) finished videos; turn frames that condition the next round into end features."""
         row = 0
-        parts, end_rows = [unconditional_ends], {}
-        next_row = 1
+        finished = []
         for video, denoise_pass in active:
             rows = slice(row, row + len(denoise_pass.frames))
             row += len(denoise_pass.frames)
-            if denoise_pass is video.passes[-1]:
-                video.frames_out = self._decode(latents[rows])
-                continue
-            finished = latents[rows].to(c.dtype)
+            if denoise_pass is not video.passes[-1]:
+                finished.append((video, denoise_pass.frames, latents[rows]))
+            elif video.keep_latents:
+                video.latents_out = latents[rows]
+            else:
+                video.frames_out = self._decode(latents[rows][video.decode_from :])
+        self._set_end_features(caches, finished, unconditional_ends)
+
+    def _set_end_features(self, caches: _GroupCaches, finished, unconditional_ends: UNetFeatures) -> None:
+        """The reference net's features of finished frames, ``(video, frames, latents)`` each: the next round's ends."""
+        c = self.components
+        parts, end_rows = [unconditional_ends], {}
+        next_row = 1
+        for video, frames, latents in finished:
+            latents = latents.to(c.dtype)
             text = caches.text[video.slot : video.slot + 1]
-            for start in range(0, len(finished), self.config.frames_per_batch):
-                chunk = finished[start : start + self.config.frames_per_batch]
+            for start in range(0, len(latents), self.config.frames_per_batch):
+                chunk = latents[start : start + self.config.frames_per_batch]
                 parts.append(c.reference_net(chunk, text.expand(len(chunk), -1, -1)))
-            for frame in denoise_pass.frames:
+            for frame in frames:
                 end_rows[(video.slot, frame)] = next_row
                 next_row += 1
         caches.end_features = UNetFeatures.concat(parts) if len(parts) > 1 else None

@@ -23,7 +23,7 @@ from pipelines import outputs
 from pipelines.finish_stage import STAGE as FINISH_STAGE
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
-from pipelines.render_pipeline import PoolSizes, build_dataset, set_queue_budget
+from pipelines.render_pipeline import PoolSizes, build_dataset, set_block_rows, set_queue_budget
 from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
@@ -153,7 +153,9 @@ def run_render_job(
             resources = ray.cluster_resources()
             pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
                                           resources.get("GPU", 0.0))
-            budget = set_queue_budget(ray.data.DataContext.get_current(), config.queue_memory_mib)
+            context = ray.data.DataContext.get_current()
+            budget = set_queue_budget(context, config.queue_memory_mib)
+            set_block_rows(context, config.engine.engine_class().splits(config.engine))
             logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
                         config.engine.name, pools, budget)
             ledger = RowLedger.remote()

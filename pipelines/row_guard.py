@@ -85,9 +85,20 @@ class Watchdog:
 class RowGuard:
     """A stage's view of the ledger and the watchdog: run rows so none can hold or crash-loop the job."""
 
-    def __init__(self, ledger: Any | None, stage: str) -> None:
+    def __init__(self, ledger: Any | None, stage: str, part_column: str | None = None) -> None:
+        """``part_column``: rows are parts of a row that may run at once on several workers (a split
+        video's groups of windows); the ledger then counts each part on its own."""
         self.ledger = ledger
         self.stage = stage
+        self.part_column = part_column
+
+    def _labels(self, rows: Sequence[dict]) -> dict[str, list[int]]:
+        """The rows' indices under the ledger's stage label: the stage, or the stage and the part."""
+        labels: dict[str, list[int]] = {}
+        for row in rows:
+            label = self.stage if self.part_column is None else f"{self.stage} {int(row[self.part_column])}"
+            labels.setdefault(label, []).append(int(row["row_index"]))
+        return labels
 
     def run(self, rows: list[dict], work: Callable[[list[dict]], list[dict]],
             refuse: Callable[[dict, str], dict]) -> list[dict]:
@@ -122,21 +133,25 @@ class RowGuard:
     def _begin(self, rows: Sequence[dict], mark: bool) -> list[Verdict]:
         if not rows:
             return []
-        return ray.get(self.ledger.begin.remote(self.stage, [int(row["row_index"]) for row in rows], mark))
+        if self.part_column is None:
+            return ray.get(self.ledger.begin.remote(self.stage, [int(row["row_index"]) for row in rows], mark))
+        return [ray.get(self.ledger.begin.remote(label, indices, mark))[0]
+                for row in rows for label, indices in self._labels([row]).items()]
 
     def _end(self, rows: Sequence[dict]) -> None:
-        if rows:
-            self.ledger.end.remote(self.stage, [int(row["row_index"]) for row in rows])
+        for label, indices in self._labels(rows).items():
+            self.ledger.end.remote(label, indices)
 
     def _watched(self, rows: list[dict], work: Callable[[list[dict]], list[dict]]) -> list[dict]:
         """``work(rows)`` while the watchdog holds the stage's deadline for these rows."""
         pending = [row for row in rows if row["status"] == PENDING]
         deadline, limit = stage_deadline(pending)
-        indices = [int(row["row_index"]) for row in pending]
+        labels = self._labels(pending)
         if deadline is not None:
             def expire() -> None:
-                logger.error("%s: rows %s passed their deadline; stopping this worker", self.stage, indices)
-                ray.get(self.ledger.timed_out.remote(self.stage, indices, limit), timeout=10)
+                for label, indices in labels.items():
+                    logger.error("%s: rows %s passed their deadline; stopping this worker", label, indices)
+                    ray.get(self.ledger.timed_out.remote(label, indices, limit), timeout=10)
 
             Watchdog.get().arm(deadline, expire)
         try:

@@ -27,7 +27,7 @@ from tests.bad_inputs import write_raw_manifest
 pytestmark = pytest.mark.ray
 
 HOSTILE_ENGINE = EngineSpec(name="warp", engine_path="tests.hostile_engine:HostileWarpEngine", size=256)
-STAGE_LIMIT_S = 30.0  # a hanging stage is stopped after this long
+STAGE_LIMIT_S = 20.0  # a hanging stage is stopped after this long
 
 
 def _ffmpeg(*args: str) -> None:
