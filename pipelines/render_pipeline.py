@@ -19,7 +19,8 @@
                          part_state (N,) float32 + part_state_shape (k,) int64 (actors/video_parts.py);
                    a part row keeps the crops of its frames and the whole tracks, a whole video's row
                    keeps these columns emptied (one schema for both kinds)
-      -> repartition  (splitting engines) one row per block again, so each part finds its own actor
+                   (splitting engines: every output is cut into one-row blocks, set_block_rows, so
+                   each part finds its own actor)
       -> parts     actor pool (splitting engines; RenderActor.render_parts): renders part rows, any
                    video's, one a call; passes whole videos' rows through; drops the crops and tracks
       -> stitch    one actor (splitting engines; actors/stitch_actor.py): holds a video's parts until
