@@ -20,10 +20,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/hellomeme-batch demo --output demo-output
 
-# Tests without Ray run on two processes; the Ray tests, each of which fills the machine, one at a time.
+# Two test processes, each taking whole files (--dist loadfile), so a module's shared render (a
+# module-scoped fixture) runs once, not once per process.  Every Ray test starts its own private
+# local Ray, so two can run side by side; most of a Ray test's time is start-up and waiting.
 test: setup
-	$(PY) -m pytest -q -n 2 -m "not ray" --durations=10 tests
-	$(PY) -m pytest -q -m ray --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py
