@@ -68,6 +68,9 @@ def _open(path: str):
 
     # libav's own error lines name the cause ("moov atom not found"); PyAV adds the last one to its
     # exceptions only when it records errors.  Capture keeps them out of the process's log.
+    # Recording is on only while the file opens, which runs on this thread alone.  Left on, a
+    # decoder's frame thread that logs an error needs the GIL, while closing the decoder holds the
+    # GIL and waits for that thread: the process hangs (PyAV issues 909 and 1861).
     av.logging.set_level(av.logging.ERROR)
     logging.getLogger("libav").setLevel(logging.CRITICAL)  # its lines reach the user inside our errors instead
     try:
@@ -75,6 +78,8 @@ def _open(path: str):
             return av.open(path, options=dict(_OPEN_OPTIONS), metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise MediaError(_not_a_video_reason(path, exc)) from None
+    finally:
+        av.logging.set_level(None)
 
 
 def _not_a_video_reason(path: str, exc: BaseException) -> str:

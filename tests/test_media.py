@@ -3,13 +3,14 @@ ffmpeg binary, on generated and real clips."""
 
 import io
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from mediaio import clips, media
-from tests.conftest import make_test_clip
+from tests.conftest import REPO, make_test_clip
 
 LIMITS = media.MediaLimits()
 
@@ -84,6 +85,23 @@ def test_refusals(tmp_path, ffmpeg, test_clip):
     with pytest.raises(media.MediaError, match="over the cap"):
         clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0))
     assert clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0), max_seconds=1.0).frames.shape[0] == 15
+
+
+CUT_SHORT_DECODES = 300  # before the fix, a decode stopped early hung within 50-400 of these
+
+
+def test_decoding_stopped_early_never_hangs(test_clip):
+    """Stopping a threaded decode closes the decoder while its frame threads are still busy; with
+    libav's log callback on, a thread that logs then waits for the GIL the closing thread holds (PyAV
+    issues 909 and 1861).  Every row whose clip is longer than its span stops early, so a prepare
+    actor would hang.  Run in a child process, so a hang fails the test instead of the suite."""
+    script = ("import sys; from mediaio import clips, media\n"
+              f"for _ in range({CUT_SHORT_DECODES}):\n"
+              "    clips.decode_clip(sys.argv[1], None, media.MediaLimits(), max_seconds=0.3)\n")
+    try:
+        subprocess.run([sys.executable, "-c", script, str(test_clip)], cwd=REPO, check=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"decoding a clip cut short hung (within {CUT_SHORT_DECODES} decodes)")
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P"])
