@@ -1,6 +1,7 @@
 """Warp engine quality: does the output follow the driving clip, are there seams, what does it look like.
 
     .venv/bin/python bench/quality.py [--media ../shared/media] [--out bench/out/quality] [--no-record]
+    .venv/bin/python bench/quality.py --only shared/nhs --only real/tbh --signals   # a few pairs, no record
 
 Two sets of (driving clip, reference) pairs:
 
@@ -160,6 +161,16 @@ def contact_sheet(result: FollowResult, path: Path, columns: int = 8, tile: int 
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
 
 
+def save_signals(result: FollowResult, path: Path) -> None:
+    """Per-frame driving and output signals (``driving_<name>``, ``output_<name>``) of one pair."""
+    from faces.tracking import motion_signals
+
+    arrays = {f"{side}_{name}": values for side, track in (("driving", result.driving), ("output", result.output))
+              for name, values in motion_signals(track).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
 def warp_speed(result: FollowResult, reference: np.ndarray, runs: int = 7) -> tuple[float, float, float]:
     """Output frames per second of the warp engine alone on one core (OpenCV single-threaded), 512x512.
 
@@ -219,6 +230,12 @@ def main() -> int:
     parser.add_argument("--note", default="", help="a line to record with the figures (what changed)")
     parser.add_argument("--speed-only", action="store_true", help="only the engine's speed (on the scripted "
                         "25 fps clip), e.g. to measure again on an idle machine")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the pairs whose name (e.g. shared/nhs-firefly, real/tbh-mirrored-trump) "
+                        "contains TEXT; repeatable.  A subset's minimum is not the set's: no speed, no seams, "
+                        "nothing recorded")
+    parser.add_argument("--signals", action="store_true", help="also save each pair's per-frame driving and "
+                        "output signals as <out>/<set>/<pair>.npz, to see where a pair falls short")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.speed_only:
@@ -228,8 +245,13 @@ def main() -> int:
     generated: list[PairResult] = []
     shared: list[PairResult] = []
     started = time.perf_counter()
+    def wanted(name: str) -> bool:
+        return not args.only or any(text in name for text in args.only)
+
     with FaceTracker() as tracker:
         for spec in SPECS:
+            if not wanted(f"scripted/{spec.name}"):
+                continue
             clip = build(spec, tracker, portraits)
             generated.append(PairResult(f"scripted/{spec.name}", follow(clip.frames, clip.reference, tracker)))
             print(f"generated {spec.name}: {_judged(generated[-1])}", flush=True)
@@ -240,16 +262,27 @@ def main() -> int:
             for i, clip_path in enumerate(clips):
                 variant, change = REAL_VARIANTS[i % len(REAL_VARIANTS)]
                 reference = references[(3 * i + 5) % len(references)]
-                frames, fps = change(*read_clip(clip_path))
                 name = f"real/{clip_path.stem}-{variant}-{reference.stem}"
+                if not wanted(name):
+                    continue
+                frames, fps = change(*read_clip(clip_path))
                 generated.append(PairResult(name, follow(frames, read_rgb(reference), tracker)))
                 print(f"generated {name}: {_judged(generated[-1])}", flush=True)
             for meme_id, reference, clip_path in pairs:
+                if not wanted(f"shared/{meme_id}"):
+                    continue
                 frames, _ = read_clip(clip_path)
                 shared.append(PairResult(f"shared/{meme_id}", follow(frames, read_rgb(reference), tracker)))
                 print(f"shared {meme_id}: {_judged(shared[-1])}", flush=True)
     for pair in generated + shared:
         contact_sheet(pair.result, args.out / f"{pair.name}.png")
+        if args.signals:
+            save_signals(pair.result, args.out / f"{pair.name}.npz")
+    if args.only:
+        weakest = [f"{name} {value:.2f} ({pair.name})" for pair in generated + shared
+                   for name, value in pair.judged().items() if value < TARGET_R]
+        print(f"below the {TARGET_R} target: " + ("; ".join(weakest) or "none"))
+        return 0
 
     gen_table, shared_table = summarise(generated), summarise(shared)
     jumps = seam_jumps([pair.result.frames for pair in generated + shared])
