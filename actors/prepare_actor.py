@@ -32,6 +32,7 @@ from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_fram
 from mediaio import clips, media, storage
 from mediaio.redaction import printable
 from reporting import previews
+from mediaio.threads import AUTO, use_threads
 from reporting.metrics import worker_metrics
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class PrepareActor:
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: media.MediaLimits,
                  storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None,
-                 policy: storage.StoragePolicy | None = None) -> None:
+                 policy: storage.StoragePolicy | None = None, threads: int = AUTO) -> None:
         self.size = size
         self.default_fps = default_fps
         self.crop_box: Callable[[FaceTrack], CropBox] = import_object(crop_rule)  # the engine's crop convention
@@ -105,6 +106,8 @@ class PrepareActor:
         self.max_input_bytes = max_input_bytes
         self.previews_uri = previews_uri
         self.policy = policy  # checked again on the file actually opened (symlinks resolved)
+        self.threads = threads  # the decoder's and OpenCV's (mediaio/threads.py)
+        use_threads(threads)
         self.tracker = FaceTracker()
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,7 +198,7 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         plan = clips.ClipPlan.for_span(fps, span)
-        reader = clips.ClipReader(path, facts, self.limits)
+        reader = clips.ClipReader(path, facts, self.limits, self.threads)
         preview_frames: list[np.ndarray] = []
         preview_step = max(1, -(-plan.count // PREVIEW_FRAMES))
 

@@ -21,6 +21,7 @@ import numpy as np
 from actors.face_columns import track_from_columns
 from engines.base import EngineSpec, PartInput, RenderInput, RowSettings, VideoPart
 from engines.registry import create_engine
+from mediaio.threads import AUTO, use_threads
 from reporting.metrics import worker_metrics
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def render_input(row: Mapping[str, Any], size: int) -> RenderInput:
 class RenderActor:
     """Wraps one engine instance for the actor's life."""
 
-    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None,
+                 threads: int = AUTO) -> None:
+        use_threads(threads)  # OpenCV's, in this process (mediaio/threads.py)
         self.spec = spec
         self.engine = create_engine(spec, storage_options)
         self.splits = self.engine.splits(spec)

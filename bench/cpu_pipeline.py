@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
+from mediaio.threads import AUTO  # noqa: E402
 from pipelines.finish_stage import make_finish_fn  # noqa: E402
 from pipelines.plan import JobConfig, plan_job  # noqa: E402
 from pipelines.ray_runtime import connect  # noqa: E402
@@ -53,12 +54,13 @@ def steady_fps(finished: list[tuple[float, int]]) -> float:
 
 
 def stages(config: JobConfig) -> tuple[PrepareStage, RenderStage]:
-    """The pipeline's own stage objects, built in this process (no Ray), as the actors build them."""
+    """The pipeline's own stage objects, built in this process (no Ray), as the actors build them, but
+    with each library's own thread count: alone in a process, its threads use cores that would idle."""
     engine = config.engine.engine_class()
     prepare = PrepareStage(config.engine.size, engine.default_fps, engine.crop_rule, config.limits,
                            dict(config.storage_options), config.max_input_bytes,
-                           config.output_uri if config.report else None, config.policy)
-    return prepare, RenderStage(config.engine, dict(config.storage_options))
+                           config.output_uri if config.report else None, config.policy, threads=AUTO)
+    return prepare, RenderStage(config.engine, dict(config.storage_options), threads=AUTO)
 
 
 def column_bytes(row: dict) -> int:
@@ -76,7 +78,7 @@ def sequential(config: JobConfig) -> tuple[int, float, float, list[tuple[float, 
     started = time.perf_counter()
     plan = plan_job(config)
     prepare, render = stages(config)
-    finish = make_finish_fn(config)
+    finish = make_finish_fn(config, threads=AUTO)
     frames, first, finished, queued_bytes = 0, None, [], 0
     for row in plan.pending:
         row = prepare(row)

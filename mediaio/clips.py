@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from mediaio.media import MediaError, MediaLimits, check_sides
+from mediaio.threads import AUTO
 
 logger = logging.getLogger(__name__)
 
@@ -212,10 +213,11 @@ class ClipPlan:
 class ClipReader:
     """Streams a clip's frames, picked at a plan's rate, as RGB arrays in display orientation."""
 
-    def __init__(self, path: str, facts: ClipFacts, limits: MediaLimits) -> None:
+    def __init__(self, path: str, facts: ClipFacts, limits: MediaLimits, threads: int = AUTO) -> None:
         self.path = path
         self.facts = facts
         self.limits = limits
+        self.threads = threads  # decoder threads (mediaio/threads.py)
 
     def frames(self, plan: ClipPlan, max_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield exactly ``plan.count`` frames (the last one held if the clip runs short).
@@ -254,6 +256,8 @@ class ClipReader:
         with _open(self.path) as container:
             stream = _video_stream(container)
             stream.thread_type = "AUTO"
+            if self.threads != AUTO:
+                stream.thread_count = self.threads
             start = None
             try:
                 for index, frame in enumerate(container.decode(stream)):

@@ -22,6 +22,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mediaio.threads import AUTO
+
 logger = logging.getLogger(__name__)
 
 
@@ -112,12 +114,14 @@ def encode_mp4(
     limits: MediaLimits,
     interpolate: bool = True,
     metadata: dict[str, str] | None = None,
+    threads: int = AUTO,
 ) -> bytes:
     """Encode frames generated at ``fps`` to an H.264/yuv420p MP4 at ``output_fps`` lasting ``duration``.
 
     Frames between generated ones are made by ffmpeg's motion-compensated interpolation; the
     last frame is held if the generated frames end early, so the video and the audio (muxed
-    from the driving clip) both last exactly ``duration``.
+    from the driving clip) both last exactly ``duration``.  ``threads``: ffmpeg's threads for the
+    filters and the encoder (mediaio/threads.py).
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MediaError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
@@ -149,9 +153,12 @@ def encode_mp4(
         tags = [f"{key}={value}" for key, value in (metadata or {}).items()]  # e.g. the row's fingerprint
         stream = ffmpeg.output(*streams, output_path, t=f"{duration:.6f}", vcodec="libx264", preset="veryfast",
                                crf=18, pix_fmt="yuv420p", r=f"{output_fps:.6f}", movflags="+faststart",
-                               **codecs, **({"metadata": tags[0]} if len(tags) == 1 else {}))
+                               **codecs, **({"metadata": tags[0]} if len(tags) == 1 else {}),
+                               **({"threads": threads} if threads != AUTO else {}))
         if len(tags) > 1:
             stream = stream.global_args(*[arg for tag in tags for arg in ("-metadata", tag)])
+        if threads != AUTO:  # the encoder's threads are an output option, the filters' a global one
+            stream = stream.global_args("-filter_threads", str(threads))
         result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())
         if result.returncode != 0 or not os.path.exists(output_path):
             raise MediaError(f"encoding failed: {_last_error_line(result.stderr)}")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from mediaio import media, storage
 from mediaio.redaction import printable
+from mediaio.threads import AUTO
 from pipelines.outputs import FINGERPRINT_TAG, OutputError, inspect_existing_output, not_owned_message
 from pipelines.plan import JobConfig
 from pipelines.row_guard import RowGuard
@@ -36,14 +37,15 @@ INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "rendered", "generation_fps"
 
 STAGE = "finish"  # its name in the row ledger (pipelines/row_ledger.py)
 
-def make_finish_fn(config: JobConfig, ledger: Any = None) -> Callable[[Row], dict[str, Any]]:
-    """A row -> results-row function for the job's outputs (``ledger``: see pipelines/row_guard.py)."""
+def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -> Callable[[Row], dict[str, Any]]:
+    """A row -> results-row function for the job's outputs (``ledger``: see pipelines/row_guard.py;
+    ``threads``: ffmpeg's, see mediaio/threads.py)."""
 
     def encode(row: Row) -> dict[str, Any]:
         frames = row["rendered"]
         video = media.encode_mp4(frames, fps=float(row["generation_fps"]), output_fps=float(row["output_fps"]),
                                  duration=float(row["duration"]), audio=row["audio"], limits=config.limits,
-                                 interpolate=config.interpolate,
+                                 interpolate=config.interpolate, threads=threads,
                                  metadata={"comment": FINGERPRINT_TAG + row["fingerprint"]})
         columns: dict[str, Any] = {"video": video, "frames": int(len(frames))}
         if config.report:

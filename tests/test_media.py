@@ -135,3 +135,29 @@ def test_real_clip_decodes(media_dir):
     path = media_dir / "drive_videos" / "jgz.mp4"
     clip = clips.decode_clip(str(path), 8, LIMITS)
     assert clip.frames.shape[1:] == (512, 512, 3) and clips.probe(str(path), LIMITS).has_audio
+
+
+def test_one_thread_per_stage_decodes_and_encodes_the_same(test_clip):
+    """Inside the pipeline each stage's libraries get one thread (pipelines/render_pipeline.py STAGE_THREADS):
+    the frames decoded and the video encoded are the same as with each library's own thread count."""
+    import cv2
+
+    from mediaio.threads import AUTO, use_threads
+
+    facts = clips.probe(str(test_clip), LIMITS)
+    plan = clips.ClipPlan.for_span(8.0, facts.duration)
+    auto = np.stack(list(clips.ClipReader(str(test_clip), facts, LIMITS).frames(plan)))
+    single = np.stack(list(clips.ClipReader(str(test_clip), facts, LIMITS, threads=1).frames(plan)))
+    assert np.array_equal(auto, single)
+    video = media.encode_mp4(single, 8.0, 15.0, facts.duration, None, LIMITS, threads=1)
+    assert video[4:8] == b"ftyp"
+    before = cv2.getNumThreads()
+    try:
+        use_threads(1)
+        assert cv2.getNumThreads() == 1
+        use_threads(AUTO)
+        assert cv2.getNumThreads() == 1  # AUTO leaves the count as it is
+        with pytest.raises(ValueError):
+            use_threads(-1)
+    finally:
+        cv2.setNumThreads(before)
