@@ -31,8 +31,8 @@ from actors.face_columns import empty_track_columns, track_columns
 from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames
 from mediaio import clips, media, storage
 from mediaio.redaction import printable
-from reporting import previews
 from mediaio.threads import AUTO, use_threads
+from reporting import previews
 from reporting.metrics import worker_metrics
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Storage and media I/O: fsspec objects with an allow-list and safe writes, and video and image decoding
 and encoding with the real ffmpeg.
 
-Lives here: ``storage`` (which URIs a job may touch, bounded reads, all-or-nothing writes, redaction) and
-``media`` (probing, decoding driving clips, encoding MP4s, loading portraits).  It imports no Ray and
+Lives here: ``storage`` (which URIs a job may touch, bounded reads, all-or-nothing writes, redaction),
+``media`` (probing, decoding driving clips, encoding MP4s, loading portraits) and ``threads`` (how many
+threads a stage's native libraries may use).  It imports no Ray and
 nothing else of this project, so every other layer may use it.
 """
