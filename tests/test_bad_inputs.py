@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,27 +22,35 @@ def corpus_run(ray_local, synthetic_media, tmp_path_factory):
     manifest = folder / "manifest.parquet"
     write_raw_manifest([case.row for case in cases], manifest)
     out = folder / "out"
-    code = cli_main([
-        "render", str(manifest), "--output", str(out), "--size", "256",
-        "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
-    ])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli_main([
+            "render", str(manifest), "--output", str(out), "--size", "256",
+            "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
+        ])
     results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
-    return cases, results, code
+    return cases, results, code, printed.getvalue()
 
 
 def test_corpus_is_large_enough(corpus_run):
-    cases, _, _ = corpus_run
+    cases, *_ = corpus_run
     assert sum(case.expect == "failed" for case in cases) >= 40
 
 
 def test_job_ends_with_exit_2_and_one_result_per_row(corpus_run):
-    cases, results, code = corpus_run
+    cases, results, code, _ = corpus_run
     assert code == 2
     assert [r["row_index"] for r in results] == list(range(len(cases)))
 
 
+def test_summary_printed_counts_the_ok_and_failed_rows(corpus_run):
+    cases, _, _, printed = corpus_run
+    ok, failed = (sum(case.expect == kind for case in cases) for kind in ("ok", "failed"))
+    assert f"{len(cases)} rows: {ok} ok, {failed} failed" in printed, printed
+
+
 def test_each_bad_row_fails_naming_row_input_and_cause(corpus_run):
-    cases, results, _ = corpus_run
+    cases, results, *_ = corpus_run
     problems = []
     for index, (case, result) in enumerate(zip(cases, results)):
         if case.expect != "failed":
@@ -57,7 +68,7 @@ def test_each_bad_row_fails_naming_row_input_and_cause(corpus_run):
 
 
 def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
-    cases, results, _ = corpus_run
+    cases, results, *_ = corpus_run
     for case, result in zip(cases, results):
         if case.expect != "ok":
             continue
@@ -68,6 +79,7 @@ def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
         assert clips.probe(result["output_uri"], limits).has_audio == clips.probe(case.row["driving_uri"], limits).has_audio
 
 
-def test_no_secret_in_any_error(corpus_run):
-    _, results, _ = corpus_run
+def test_no_secret_in_any_error_or_in_what_was_printed(corpus_run):
+    _, results, _, printed = corpus_run
     assert not any("canary-secret-123" in (r["error"] or "") + (r["output_uri"] or "") for r in results)
+    assert "canary-secret-123" not in printed

@@ -110,27 +110,10 @@ def test_rerun_skips_finished_rows_and_renders_deleted_ones(synthetic_run):
         np.testing.assert_array_equal(after, frames)
 
 
-def test_cli_exit_codes_and_bad_rows(ray_local, synthetic_media, tmp_path, capsys):
-    reference = str(synthetic_media / "reference_images" / "astronaut.png")
-    clip = str(synthetic_media / "drive_videos" / "grace_hopper.mp4")
-    rows = [
-        {"id": "good", "reference_uri": reference, "driving_uri": clip},
-        {"id": "missing", "reference_uri": reference, "driving_uri": str(tmp_path / "nope.mp4")},
-        {"id": "swapped", "reference_uri": clip, "driving_uri": reference},
-        {"id": "good", "reference_uri": reference, "driving_uri": clip},
-    ]
-    manifest = tmp_path / "m.parquet"
-    write_manifest(rows, str(manifest))
-    out = tmp_path / "out"
-    assert cli_main(["render", str(manifest), "--output", str(out)]) == 2
-    printed = capsys.readouterr().out
-    assert "1 ok, 3 failed" in printed
-    results = {r["row_index"]: r for r in pq.read_table(out / "_results" / "results.parquet").to_pylist()}
-    assert results[0]["status"] == "ok"
-    assert "nope.mp4 not found" in results[1]["error"]
-    assert "reference" in results[2]["error"] and "not an image" in results[2]["error"]
-    assert "duplicate id" in results[3]["error"]
-    # (A rerun's skipped and re-failed rows: tests/test_s3.py, on s3://, and test_rerun_skips_... above.)
+def test_cli_exits_1_on_a_manifest_it_cannot_read(tmp_path):
+    """Exit 1: the job could not start (no row ran).  Exit 2 (some rows failed) and the printed summary:
+    tests/test_bad_inputs.py, whose corpus run goes through the same CLI."""
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
-    assert cli_main(["render", str(bad), "--output", str(out)]) == 1
+    assert cli_main(["render", str(bad), "--output", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out" / "_results").exists()
