@@ -43,10 +43,18 @@ def isolated_environment(temp_dir: str, **extra: str) -> dict[str, str]:
 
 
 def end_processes_under(temp_dir: str) -> None:
-    """End processes whose command line names ``temp_dir`` (a Ray instance left behind), then the dir."""
+    """End processes of the Ray instance under ``temp_dir`` left behind, then the dir.
+
+    A process is that instance's when its command line names ``temp_dir`` or its environment has
+    ``RAY_TMPDIR=temp_dir``: a worker renames itself (``ray::MapWorker(...)``), so its command line
+    no longer says, and one whose node was removed mid-job can outlive its raylet.
+    """
+    marker, variable = temp_dir.encode(), b"RAY_TMPDIR=" + temp_dir.encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if temp_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            ours = marker in Path(f"/proc/{pid}/cmdline").read_bytes() or \
+                variable in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if ours and int(pid) != os.getpid():
                 os.kill(int(pid), signal.SIGKILL)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass  # gone meanwhile, or not ours
