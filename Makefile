@@ -26,11 +26,8 @@ demo: setup
 # Two test processes, each taking whole files (--dist loadfile), so a module's shared render (a
 # module-scoped fixture) runs once, not once per process.  Every Ray test starts its own private
 # local Ray, so two can run side by side; most of a Ray test's time is start-up and waiting.
-# --no-loadscope-reorder: files are handed out in collection order (tests/conftest.py puts the long
-# Ray files first), not xdist's most-tests-first order, which left a one-test Ray file running alone
-# at the end.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

@@ -13,6 +13,13 @@ import ray
 
 logger = logging.getLogger(__name__)
 
+# Ray gives a starting node 30 s (fixed in ray/_private/node.py) to register with its GCS.  On a
+# machine whose cores are busy with other work, a local start can miss that and the whole job would
+# fail before any row ran (seen in the test suite, two Ray jobs starting at once on 2 cores), so a
+# local start that times out is tried again.
+LOCAL_START_ATTEMPTS = 3
+LOCAL_START_TIMEOUT_MESSAGE = "timed out during startup"
+
 
 def keep_on_loopback() -> None:
     """Make a local Ray instance give its node the loopback address, so no Ray port listens beyond 127.0.0.1.
@@ -59,16 +66,25 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     # The workers' temp files (fetched clips, audio for the encode) live in one folder of this job's,
     # removed when the job ends however it ends: a stopped job leaves nothing in the system's temp folder.
     _local_scratch = tempfile.mkdtemp(prefix="hellomeme-job-")
-    ray.init(
-        address="local",  # a new private instance, never a cluster some other process started here
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        dashboard_host="127.0.0.1",
-        include_dashboard=False,
-        logging_level=logging.getLogger("ray").getEffectiveLevel(),
-        log_to_driver=False,
-        runtime_env={"env_vars": {"TMPDIR": _local_scratch}},
-    )
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address="local",  # a new private instance, never a cluster some other process started here
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                dashboard_host="127.0.0.1",
+                include_dashboard=False,
+                logging_level=logging.getLogger("ray").getEffectiveLevel(),
+                log_to_driver=False,
+                runtime_env={"env_vars": {"TMPDIR": _local_scratch}},
+            )
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its node misses the start-up deadline
+            if LOCAL_START_TIMEOUT_MESSAGE not in str(exc) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            logger.warning("the local Ray instance timed out starting (attempt %d of %d, the machine is busy); "
+                           "starting it again", attempt, LOCAL_START_ATTEMPTS)
+            ray.shutdown()
 
 
 _local_scratch: str | None = None  # set while this process runs the local Ray instance it started

@@ -16,13 +16,6 @@ SHARED = REPO.parent / "shared"
 SHARED_MEDIA = SHARED / "media"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with Ray tests run first: they are the long ones.  On two test processes (``make test``)
-    the short files then fill in at the end, instead of one long Ray file running alone."""
-    ray_files = {item.path for item in items if item.get_closest_marker("ray")}
-    items.sort(key=lambda item: item.path not in ray_files)  # stable: a file's tests stay together, in order
-
-
 def shared_media() -> Path:
     """The real test media beside the checkout, or skip the test saying why."""
     if not (SHARED_MEDIA / "drive_videos").is_dir():

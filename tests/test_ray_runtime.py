@@ -1,0 +1,55 @@
+"""Starting the driver's local Ray instance: a start that misses Ray's start-up deadline is tried again."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import ray_runtime
+
+
+class _Starts:
+    """Stands in for ``ray.init``: fails with the given errors first, then starts."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self, **kwargs) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+TIMED_OUT = Exception("The current node timed out during startup. This could happen because some of the raylet "
+                      "failed to startup or the GCS has become overloaded.")
+
+
+@pytest.fixture()
+def starts(monkeypatch):
+    def install(*errors: Exception) -> _Starts:
+        fake = _Starts(*errors)
+        monkeypatch.setattr(ray_runtime.ray, "init", fake)
+        monkeypatch.setattr(ray_runtime.ray, "shutdown", lambda: None)
+        return fake
+
+    yield install
+    ray_runtime.shutdown_local_ray()  # the job's scratch folder
+
+
+def test_a_local_start_that_times_out_is_tried_again(starts, caplog):
+    fake = starts(TIMED_OUT, TIMED_OUT)
+    ray_runtime._init("local", 2, 0)
+    assert fake.calls == 3
+    assert "timed out starting (attempt 2 of 3" in caplog.text
+
+
+def test_a_local_start_gives_up_after_its_attempts_and_other_errors_are_not_retried(starts):
+    fake = starts(*[TIMED_OUT] * ray_runtime.LOCAL_START_ATTEMPTS)
+    with pytest.raises(Exception, match="timed out during startup"):
+        ray_runtime._init("local", 2, 0)
+    assert fake.calls == ray_runtime.LOCAL_START_ATTEMPTS
+    ray_runtime.shutdown_local_ray()
+    fake = starts(ValueError("num_cpus must be positive"))
+    with pytest.raises(ValueError):
+        ray_runtime._init("local", 2, 0)
+    assert fake.calls == 1
