@@ -4,7 +4,6 @@ real shared pairs when ../shared is beside the checkout."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from faces import tracking
