@@ -77,17 +77,21 @@ def _run_in_thread(config: JobConfig):
     return thread, box
 
 
-def _job_actor_pids(dashboard: str, job_id: str, class_marker: str) -> list[int]:
-    """Pids of this job's live actors whose class name contains ``class_marker`` (Ray's state API)."""
-    from ray.util.state import list_actors
+def _running_render_pids(dashboard: str, job_id: str) -> list[int]:
+    """Pids of the workers running one of this job's render tasks right now (Ray's state API).
 
-    actors = list_actors(address=dashboard, filters=[("job_id", "=", job_id), ("state", "=", "ALIVE")], detail=True,
-                         limit=1000, raise_on_missing_output=False)
-    return [actor.pid for actor in actors if class_marker in (actor.class_name or "") and actor.pid]
+    A running render task, not a live render actor, marks the moment: Ray Data ends the actor pool
+    once its rows are through, which on a busy machine can be before the first video is written.
+    """
+    from ray.util.state import list_tasks
+
+    tasks = list_tasks(address=dashboard, filters=[("job_id", "=", job_id), ("state", "=", "RUNNING")], detail=True,
+                       limit=1000, raise_on_missing_output=False)
+    return sorted({task.worker_pid for task in tasks if "RenderStage" in (task.name or "") and task.worker_pid})
 
 
 def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
-    """In a child process: a private Ray with its dashboard; this job's render actor is SIGKILLed mid-job."""
+    """In a child process: a private Ray with its dashboard; this job's render actor is SIGKILLed mid-row."""
     dashboard_port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=dashboard_port, log_to_driver=False)
@@ -95,8 +99,7 @@ def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
         dashboard = f"http://127.0.0.1:{dashboard_port}"
         job_id = ray.get_runtime_context().get_job_id()
         thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
-        _wait_for(lambda: _outputs(out), 300, "the first output")
-        renderers = _wait_for(lambda: _job_actor_pids(dashboard, job_id, "RenderStage"), 60, "this job's render actor")
+        renderers = _wait_for(lambda: _running_render_pids(dashboard, job_id), 300, "a render task of this job")
         for pid in renderers:
             os.kill(pid, signal.SIGKILL)
         thread.join(600)
