@@ -3,6 +3,9 @@ real shared pairs when ../shared is beside the checkout."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from reporting.results import read_results
 from jobs.cli import main as cli_main
 from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
+from tests.conftest import SHARED_MEDIA, shared_media
 from tests.face_follow import compare
 
 pytestmark = pytest.mark.ray
@@ -20,45 +24,61 @@ pytestmark = pytest.mark.ray
 MIN_PEARSON = 0.8
 
 
-def _render(media_dir, folder, pairing, count):
-    rows = pair_folders(str(media_dir / "reference_images"), str(media_dir / "drive_videos"), pairing)[:count]
+@dataclass(frozen=True)
+class RunPart:
+    """One group of rows of the module's job: its manifest rows, their results, the job's folder."""
+
+    rows: list[dict]
+    results: list[dict]
+    folder: Path
+
+
+def _rows(media: Path, pairing: str, prefix: str) -> list[dict]:
+    rows = pair_folders(str(media / "reference_images"), str(media / "drive_videos"), pairing)[:4]
+    return [{**row, "id": prefix + row["id"]} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def module_run(ray_local, synthetic_media, tmp_path_factory) -> dict[str, RunPart]:
+    """One job for the whole module (a Ray job's start-up costs more than its rows): every synthesised
+    portrait driven by every synthesised clip, and four shared driving clips with a shared portrait
+    each when ../shared is beside the checkout (the tests without Ray use all eight)."""
+    groups = {"synthetic": _rows(synthetic_media, "all", "syn-")}
+    if (SHARED_MEDIA / "drive_videos").is_dir():
+        groups["shared"] = _rows(SHARED_MEDIA, "zip", "shared-")
+    folder = tmp_path_factory.mktemp("pipeline-run")
     manifest = folder / "manifest.parquet"
-    write_manifest(rows, str(manifest))
-    config = JobConfig(manifest_uri=str(manifest), output_uri=str(folder / "out"))
-    return rows, run_render_job(config), folder
+    write_manifest([row for rows in groups.values() for row in rows], str(manifest))
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(folder / "out")))
+    by_id = {result["id"]: result for result in report.results}
+    return {name: RunPart(rows, [by_id[row["id"]] for row in rows], folder) for name, rows in groups.items()}
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(ray_local, synthetic_media, tmp_path_factory):
-    """Every synthesised portrait driven by every synthesised clip, rendered once for this module."""
-    return _render(synthetic_media, tmp_path_factory.mktemp("synthetic-run"), "all", 4)
+@pytest.fixture(params=["synthetic", "shared"])
+def any_run(request, module_run) -> RunPart:
+    if request.param not in module_run:
+        shared_media()  # skips, saying where the shared media were looked for
+    return module_run[request.param]
 
 
-@pytest.fixture(scope="module")
-def shared_run(ray_local, media_dir, tmp_path_factory):
-    """Four of the shared driving clips, each with a shared portrait, rendered once for this module (the
-    tests without Ray use all eight)."""
-    return _render(media_dir, tmp_path_factory.mktemp("shared-run"), "zip", 4)
-
-
-@pytest.fixture(params=["synthetic_run", "shared_run"])
-def any_run(request):
-    return request.getfixturevalue(request.param)
+@pytest.fixture
+def synthetic_run(module_run) -> RunPart:
+    return module_run["synthetic"]
 
 
 def test_every_row_ok_and_results_table_written(any_run):
-    rows, report, folder = any_run
-    assert report.summary.ok == len(rows), [r["error"] for r in report.results if r["error"]]
-    table = read_results(str(folder / "out")).to_pylist()
+    rows, results, folder = any_run.rows, any_run.results, any_run.folder
+    assert all(r["status"] == "ok" for r in results), [r["error"] for r in results if r["error"]]
+    ids = {row["id"] for row in rows}
+    table = [r for r in read_results(str(folder / "out")).to_pylist() if r["id"] in ids]
     assert [r["id"] for r in table] == [r["id"] for r in rows]
     assert all(r["status"] == "ok" and r["frames"] > 0 and r["seconds_render"] > 0 for r in table)
     assert all(r["seconds_decode"] > 0 and r["seconds_pose"] > 0 and r["seconds_encode"] > 0 for r in table)
 
 
 def test_outputs_decode_last_as_long_as_their_clip_and_keep_audio(any_run):
-    rows, report, _ = any_run
     limits = media.MediaLimits()
-    for row, result in zip(rows, report.results):
+    for row, result in zip(any_run.rows, any_run.results):
         clip_info = clips.probe(row["driving_uri"], limits)
         out_info = clips.probe(result["output_uri"], limits)
         assert out_info.width == out_info.height == 512 and out_info.codec == "h264"
@@ -69,11 +89,11 @@ def test_outputs_decode_last_as_long_as_their_clip_and_keep_audio(any_run):
 
 
 def test_faces_follow_their_clips(any_run):
-    rows, report, _ = any_run
+    rows = any_run.rows
     tracker = tracking.FaceTracker()
     checked = 0
     failures = []
-    for row, result in zip(rows, report.results):
+    for row, result in zip(rows, any_run.results):
         for signal, pearson in compare(result["output_uri"], row["driving_uri"], tracker).items():
             if pearson is None:
                 continue
@@ -85,14 +105,13 @@ def test_faces_follow_their_clips(any_run):
 
 
 def test_engine_does_not_return_the_reference_unchanged(synthetic_run):
-    rows, report, _ = synthetic_run
-    clip = clips.decode_clip(report.results[0]["output_uri"], None, media.MediaLimits())
+    clip = clips.decode_clip(synthetic_run.results[0]["output_uri"], None, media.MediaLimits())
     frames = clip.frames.astype(np.float32)
     assert np.abs(frames - frames[0]).mean(axis=(1, 2, 3)).max() > 2.0  # the face moves
 
 
-def test_rerun_skips_finished_rows_and_renders_deleted_ones(synthetic_run):
-    rows, report, folder = synthetic_run
+def test_rerun_skips_finished_rows_and_renders_deleted_ones(module_run, synthetic_run):
+    rows, folder = synthetic_run.rows, synthetic_run.folder
     out = folder / "out"
     deleted = [rows[1]["id"], rows[2]["id"]]
     before = {}
@@ -103,7 +122,7 @@ def test_rerun_skips_finished_rows_and_renders_deleted_ones(synthetic_run):
     again = run_render_job(config)
     rendered = sorted(r["id"] for r in again.results if r["status"] == "ok")
     assert rendered == sorted(deleted)
-    assert again.summary.skipped == len(rows) - len(deleted)
+    assert again.summary.skipped == sum(len(part.rows) for part in module_run.values()) - len(deleted)
     for meme_id, frames in before.items():  # a row renders the same video every time
         after = clips.decode_clip(str(out / f"{meme_id}.mp4"), None, media.MediaLimits()).frames
         np.testing.assert_array_equal(after, frames)
