@@ -85,8 +85,11 @@ def _running_render_pids(dashboard: str, job_id: str) -> list[int]:
     """
     from ray.util.state import list_tasks
 
-    tasks = list_tasks(address=dashboard, filters=[("job_id", "=", job_id), ("state", "=", "RUNNING")], detail=True,
-                       limit=1000, raise_on_missing_output=False)
+    try:
+        tasks = list_tasks(address=dashboard, filters=[("job_id", "=", job_id), ("state", "=", "RUNNING")],
+                           detail=True, limit=1000, raise_on_missing_output=False, timeout=10)
+    except Exception:  # the dashboard is slow to answer on a busy machine: ask again
+        return []
     return sorted({task.worker_pid for task in tasks if "RenderStage" in (task.name or "") and task.worker_pid})
 
 
