@@ -20,6 +20,11 @@ from PIL import Image
 from mediaio.media import ffmpeg_exe
 
 
+# Markup where a report shows text: as an id, and in a path (with a token the report must not show).
+MARKUP_ID = '<img src=x onerror="alert(1)">'
+MARKUP_PATH = "<script>alert(1)</script>.mp4"
+
+
 @dataclass(frozen=True)
 class Case:
     row: dict
@@ -138,6 +143,8 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("path-outside-roots", ("outside the allowed roots",), driving_uri="/etc/hostname")
     bad("traversal-outside-roots", ("outside the allowed roots",), driving_uri=f("../../etc/hostname"))
     bad("credentials-in-uri", ("credentials",), driving_uri="s3://AKIAEXAMPLE:canary-secret-123@bucket/a.mp4")
+    bad(MARKUP_ID, ("invalid",))
+    bad("markup-and-token-in-path", ("not found",), driving_uri=f(f"{MARKUP_PATH}?token=canary-secret-123"))
     bad("output-outside-roots", ("output_uri", "outside the allowed roots"), output_uri="/tmp/elsewhere/x.mp4")
     bad("unknown-engine", ("unknown engine",), engine="dreamer")
     bad("negative-seed", ("seed",), seed=-1)

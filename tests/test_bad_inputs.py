@@ -10,7 +10,8 @@ import pytest
 
 from mediaio import clips, media
 from jobs.cli import main as cli_main
-from tests.bad_inputs import build_corpus, write_raw_manifest
+from tests.bad_inputs import MARKUP_ID, MARKUP_PATH, build_corpus, write_raw_manifest
+from tests.report_page import CHROMIUM, assert_no_injected_markup, chromium, parse, webp_frames
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +30,7 @@ def corpus_run(ray_local, synthetic_media, tmp_path_factory):
             "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
         ])
     results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
-    return cases, results, code, printed.getvalue()
+    return cases, results, code, printed.getvalue(), out
 
 
 def test_corpus_is_large_enough(corpus_run):
@@ -38,13 +39,13 @@ def test_corpus_is_large_enough(corpus_run):
 
 
 def test_job_ends_with_exit_2_and_one_result_per_row(corpus_run):
-    cases, results, code, _ = corpus_run
+    cases, results, code, *_ = corpus_run
     assert code == 2
     assert [r["row_index"] for r in results] == list(range(len(cases)))
 
 
 def test_summary_printed_counts_the_ok_and_failed_rows(corpus_run):
-    cases, _, _, printed = corpus_run
+    cases, _, _, printed, _ = corpus_run
     ok, failed = (sum(case.expect == kind for case in cases) for kind in ("ok", "failed"))
     assert f"{len(cases)} rows: {ok} ok, {failed} failed" in printed, printed
 
@@ -80,6 +81,31 @@ def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
 
 
 def test_no_secret_in_any_error_or_in_what_was_printed(corpus_run):
-    _, results, _, printed = corpus_run
+    _, results, _, printed, _ = corpus_run
     assert not any("canary-secret-123" in (r["error"] or "") + (r["output_uri"] or "") for r in results)
     assert "canary-secret-123" not in printed
+
+
+def test_the_report_in_headless_chromium_shows_every_row_as_text_and_no_secret(corpus_run, tmp_path):
+    cases, results, _, _, out = corpus_run
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install -y chromium)")
+    dom = chromium("--dump-dom", (out / "index.html").as_uri(), profile=tmp_path / "profile").stdout
+    page = parse(dom)
+    assert_no_injected_markup(page)
+    assert "canary-secret-123" not in dom
+    assert sorted(page.cards) == sorted(f"row-{result['row_index']}" for result in results)
+    for result in results:
+        assert result["status"] in page.cards[f"row-{result['row_index']}"]["class"], result["id"]
+    card = {case.row["id"]: page.cards[f"row-{index}"] for index, case in enumerate(cases)}
+    assert MARKUP_ID in card[MARKUP_ID]["text"]
+    assert MARKUP_PATH in card["markup-and-token-in-path"]["text"]
+    assert "no face" in card["no-face-clip"]["text"]
+
+    def shown(row_id):
+        return {image["src"].split(".")[-2]: out / image["src"] for image in card[row_id]["images"]}
+
+    assert sorted(shown("face-lost-for-a-while")) == ["driving", "meme", "reference"]
+    assert sorted(shown("no-face-clip")) == ["driving", "reference"]  # it failed after decode: the inputs show
+    assert webp_frames(shown("face-lost-for-a-while")["meme"].read_bytes())[0] > 1
+    assert webp_frames(shown("no-face-clip")["driving"].read_bytes())[0] > 1
