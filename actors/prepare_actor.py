@@ -6,8 +6,9 @@ One actor per pool slot loads mediapipe's face mesh once and prepares many rows.
 2. fetches the driving clip to a local temp file and reads its real facts (PyAV, no decoding);
 3. streams the clip once at the generation rate, scaled down, through the face mesh: only the
    landmarks are kept;
-4. places one stable square crop for the whole clip (HelloMeme's convention) and streams the clip
-   again at full resolution, cutting each frame's crop as it is decoded;
+4. places one stable square crop for the whole clip (HelloMeme's convention) and, for an engine
+   that reads the driving pixels (``Engine.needs_driving_frames``; the warp engine reads only the
+   landmarks), streams the clip again at full resolution, cutting each frame's crop as it is decoded;
 5. extracts the clip's audio for the same span.
 
 Full-resolution frames never leave this actor and at most one is held at a time, so a row's peak
@@ -97,8 +98,10 @@ class PrepareActor:
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: media.MediaLimits,
                  storage_options: Mapping[str, Any], max_input_bytes: int, previews_uri: str | None = None,
-                 policy: storage.StoragePolicy | None = None, threads: int = AUTO) -> None:
+                 policy: storage.StoragePolicy | None = None, threads: int = AUTO,
+                 driving_crops: bool = True) -> None:
         self.size = size
+        self.driving_crops = driving_crops  # False: the engine reads only the driving track (no second decode)
         self.default_fps = default_fps
         self.crop_box: Callable[[FaceTrack], CropBox] = import_object(crop_rule)  # the engine's crop convention
         self.limits = limits
@@ -222,9 +225,9 @@ class PrepareActor:
             raise InputError(f"driving video {printable(uri)}: {exc}") from None
         publish_preview()
         box = self.crop_box(track)
-        crops = np.empty((plan.count, self.size, self.size, 3), np.uint8)
+        crops = np.empty((plan.count if self.driving_crops else 0, self.size, self.size, 3), np.uint8)
         try:
-            for index, frame in enumerate(decode.time(reader.frames(plan))):
+            for index, frame in enumerate(decode.time(reader.frames(plan)) if self.driving_crops else ()):
                 crops[index] = crop_frames(frame, box, self.size)
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None

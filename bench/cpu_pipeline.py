@@ -59,7 +59,8 @@ def stages(config: JobConfig) -> tuple[PrepareStage, RenderStage]:
     engine = config.engine.engine_class()
     prepare = PrepareStage(config.engine.size, engine.default_fps, engine.crop_rule, config.limits,
                            dict(config.storage_options), config.max_input_bytes,
-                           config.output_uri if config.report else None, config.policy, threads=AUTO)
+                           config.output_uri if config.report else None, config.policy, threads=AUTO,
+                           driving_crops=engine.needs_driving_frames)
     return prepare, RenderStage(config.engine, dict(config.storage_options), threads=AUTO)
 
 

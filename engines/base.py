@@ -121,7 +121,8 @@ class RenderInput:
     meme_id: str
     reference: np.ndarray  # (size, size, 3) uint8 RGB: the reference portrait's face crop
     reference_face: FaceTrack  # one frame, landmarks in ``reference`` pixel coordinates
-    driving_frames: np.ndarray  # (T, size, size, 3) uint8 RGB: the driving clip's stable face crop
+    driving_frames: np.ndarray  # (T, size, size, 3) uint8 RGB: the driving clip's stable face crop (none, (0, ...),
+    #                             for an engine whose needs_driving_frames is False)
     driving_face: FaceTrack  # T frames, landmarks in ``driving_frames`` pixel coordinates
     settings: RowSettings = field(default_factory=RowSettings)
 
@@ -175,6 +176,9 @@ class Engine(ABC):
     # The square face crop this engine expects, as ``module:function`` (FaceTrack -> CropBox): named by
     # path so the prepare actors use it without importing the engine (and its model libraries).
     crop_rule: ClassVar[str] = "faces.tracking:stable_crop_box"
+    # False for an engine that reads only the driving face track, not its pixels: the prepare stage
+    # then skips the clip's second, full-resolution decode and sends no driving crops (empty, (0, S, S, 3)).
+    needs_driving_frames: ClassVar[bool] = True
 
     def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         self.spec = spec

@@ -7,7 +7,8 @@
                    inputs, streams the clip through the face mesh and cuts face crops; full-resolution
                    frames never leave the actor.
                    adds: reference_crop (S, S, 3) uint8, reference_{landmarks, rotation, translation,
-                         detected} (1 frame), driving_crops (T, S, S, 3) uint8, driving_{landmarks (T, 478, 3),
+                         detected} (1 frame), driving_crops (T, S, S, 3) uint8 (none, (0, S, S, 3), for an
+                         engine that reads only the landmarks: warp), driving_{landmarks (T, 478, 3),
                          rotation (T, 3), translation (T, 3), detected (T,)}, audio (AAC bytes or null),
                          generation_fps, output_fps, duration, frames, preview_reference, preview_driving
       -> render    actor pool (actors/render_actor.py): the engine built once per actor; GPU actors only
@@ -182,9 +183,10 @@ class PrepareStage:
 
     def __init__(self, size: int, default_fps: float | None, crop_rule: str, limits: MediaLimits,
                  storage_options: dict[str, Any], max_input_bytes: int, previews_uri: str | None,
-                 policy: StoragePolicy, ledger: Any = None, threads: int = STAGE_THREADS) -> None:
+                 policy: StoragePolicy, ledger: Any = None, threads: int = STAGE_THREADS,
+                 driving_crops: bool = True) -> None:
         self.actor = PrepareActor(size, default_fps, crop_rule, limits, storage_options, max_input_bytes, previews_uri,
-                                  policy, threads)
+                                  policy, threads, driving_crops)
         self.outputs = prepare_actor.output_columns(size)
         self.guard = RowGuard(ledger, "prepare")
 
@@ -283,7 +285,8 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes, ledger: 
                                "storage_options": dict(config.storage_options),
                                "max_input_bytes": config.max_input_bytes,
                                "previews_uri": config.output_uri if config.report else None,
-                               "policy": config.policy, "ledger": ledger},
+                               "policy": config.policy, "ledger": ledger,
+                               "driving_crops": engine.needs_driving_frames},
         num_cpus=PREPARE_CPUS,
         # For a GPU engine every prepare actor starts with the job: a pool that grows from one only
         # as its queue backs up would leave GPUs waiting for their first rows.

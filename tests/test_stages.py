@@ -38,10 +38,12 @@ def job(synthetic_media, tmp_path_factory):
     return config, plan_job(config).pending, synthetic_media
 
 
-def _prepare_stage(config: JobConfig) -> PrepareStage:
+def _prepare_stage(config: JobConfig, driving_crops: bool | None = None) -> PrepareStage:
+    """The prepare stage as the pipeline builds it for the job's engine (``driving_crops``: override)."""
     engine = config.engine.engine_class()
+    crops = engine.needs_driving_frames if driving_crops is None else driving_crops
     return PrepareStage(config.engine.size, engine.default_fps, engine.crop_rule, config.limits, {},
-                        config.max_input_bytes, config.output_uri, config.policy)
+                        config.max_input_bytes, config.output_uri, config.policy, driving_crops=crops)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_prepare_adds_face_crops_tracks_and_audio_at_the_clips_rate(job, prepare
     assert good["status"] == "pending" and frames == facts.frame_count  # the warp engine keeps the clip's rate
     assert good["generation_fps"] == pytest.approx(facts.source_fps)
     assert good["reference_crop"].shape == (SIZE, SIZE, 3) and good["reference_crop"].dtype == np.uint8
-    assert good["driving_crops"].shape == (frames, SIZE, SIZE, 3)
+    assert good["driving_crops"].shape == (0, SIZE, SIZE, 3)  # the warp engine reads only the landmarks
     assert good["driving_landmarks"].shape == (frames, NUM_LANDMARKS, 3)
     assert good["driving_rotation"].shape == good["driving_translation"].shape == (frames, 3)
     assert good["reference_landmarks"].shape == (1, NUM_LANDMARKS, 3)
@@ -76,6 +78,14 @@ def test_prepare_adds_face_crops_tracks_and_audio_at_the_clips_rate(job, prepare
     # A row that fails here carries the stage's columns, empty, so every row keeps one schema.
     assert missing["status"] == "failed" and "missing.mp4 not found" in missing["error"]
     assert added <= set(missing) and missing["driving_crops"].shape == (0, SIZE, SIZE, 3)
+
+
+def test_prepare_cuts_driving_crops_for_an_engine_that_reads_the_pixels(job, prepared):
+    config, pending, _ = job
+    row = _prepare_stage(config, driving_crops=True)(pending[0])
+    frames = int(row["frames"])
+    assert row["driving_crops"].shape == (frames, SIZE, SIZE, 3) and row["driving_crops"].std() > 10
+    np.testing.assert_array_equal(row["driving_landmarks"], prepared[0]["driving_landmarks"])  # the same track
 
 
 def test_render_adds_frames_and_drops_what_it_consumed(job, prepared):

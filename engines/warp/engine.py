@@ -41,6 +41,7 @@ class WarpEngine(Engine):
 
     name = "warp"
     needs_gpu = False
+    needs_driving_frames = False  # it moves the reference along the driving landmarks only
     default_fps = None
 
     def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None,
@@ -76,6 +77,6 @@ def _check_input(item: RenderInput, size: int) -> None:
     if tuple(item.reference_face.image_size) != (size, size) or tuple(item.driving_face.image_size) != (size, size):
         raise WarpInputError(f"{item.meme_id}: face tracks must be in {size}x{size} crop coordinates, got "
                              f"{item.reference_face.image_size} and {item.driving_face.image_size}")
-    if len(item.driving_frames) != len(item.driving_face):
+    if len(item.driving_frames) and len(item.driving_frames) != len(item.driving_face):
         raise WarpInputError(f"{item.meme_id}: {len(item.driving_frames)} driving frames but "
                              f"{len(item.driving_face)} driving face entries")
