@@ -195,6 +195,11 @@ def shares(values: list[float]) -> str:
     return f"min {min(values):.1%}, median {float(np.median(values)):.1%}"
 
 
+def _percent(ratio: float) -> str:
+    """A ratio as a percentage, or n/a where there was no 1-node run to compare with."""
+    return "n/a" if ratio != ratio else f"{ratio:.1%}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", default="1,2,4,8", help="node counts, comma-separated (default: 1,2,4,8)")
@@ -254,6 +259,8 @@ def main() -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+    if any((name, 1) not in results for name, *_ in workloads):
+        print("no 1-node run in this invocation: the ratios to linear are n/a (run --nodes 1,... to have them)")
     lines = [f"stand-in GPU time {seconds_per_frame:.4f} s per frame per pass = {args.scale} x the "
              f"{REAL_SECONDS_PER_FRAME:.3f} s of an H100 at {GPU_TFLOPS:.0f} TFLOP/s (1.4 TFLOP x 25 steps x 2 "
              f"branches); clips {CLIP_SIDE} px at {FPS:g} fps, output {args.size} px; --spread-windows "
@@ -274,16 +281,16 @@ def main() -> int:
             span_speedup = base["span"] / f["span"] if base else float("nan")
             busy = f["gpu_busy"]
             actors = f["render_actor_busy"]
-            print(f"{n:>5} {f['fps_span']:>9.1f} {ratio:>7.1%} {f['fps_job']:>8.1f} {job_ratio:>8.1%} "
+            print(f"{n:>5} {f['fps_span']:>9.1f} {_percent(ratio):>7} {f['fps_job']:>8.1f} {_percent(job_ratio):>8} "
                   f"{f['first_video']:>6.1f}s {f['last_video']:>6.1f}s {min(busy):>8.1%}/{float(np.median(busy)):<8.1%}"
                   f"{min(actors) if actors else float('nan'):>18.1%}")
             line = (f"{name} ({count} x {seconds:g} s), {n} node(s): {f['frames']} frames; {f['fps_span']:.1f} "
-                    f"frames/s over the render span, {ratio:.1%} of linear ({f['fps_job']:.1f} over the whole job, "
-                    f"{job_ratio:.1%}); GPU busy {shares(busy)} ({f['gpus_used']} GPUs); render actors busy "
+                    f"frames/s over the render span, {_percent(ratio)} of linear ({f['fps_job']:.1f} over the whole "
+                    f"job, {_percent(job_ratio)}); GPU busy {shares(busy)} ({f['gpus_used']} GPUs); render actors busy "
                     f"{shares(actors)}; parts actors busy {shares(f['parts_actor_busy'])}; first video "
                     f"{f['first_video']:.1f} s, last {f['last_video']:.1f} s (first window at "
                     f"{f['first_window']:.1f} s)")
-            if name == "long":
+            if name == "long" and base:
                 line += f"; speed-up over 1 node {speedup:.2f}x to the finished video ({span_speedup:.2f}x over the render span)"
             if f["failed"]:
                 line += f"; {f['failed']} rows FAILED"
