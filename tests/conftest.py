@@ -16,9 +16,14 @@ SHARED = REPO.parent / "shared"
 SHARED_MEDIA = SHARED / "media"
 
 
+def has_shared_media() -> bool:
+    """Whether the real test media are beside the checkout (CI has them; a fresh clone may not)."""
+    return (SHARED_MEDIA / "drive_videos").is_dir()
+
+
 def shared_media() -> Path:
     """The real test media beside the checkout, or skip the test saying why."""
-    if not (SHARED_MEDIA / "drive_videos").is_dir():
+    if not has_shared_media():
         pytest.skip(f"real test media not found at {SHARED_MEDIA} (CI has ../shared beside the checkout)")
     return SHARED_MEDIA
 

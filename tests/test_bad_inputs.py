@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from mediaio import clips, media
 from jobs.cli import main as cli_main
-from tests.bad_inputs import MARKUP_ID, MARKUP_PATH, build_corpus, write_raw_manifest
+from tests.bad_inputs import MARKUP_ID, MARKUP_PATH, Case, build_corpus, write_raw_manifest
 from tests.report_page import CHROMIUM, assert_no_injected_markup, chromium, parse, webp_frames
 
 pytestmark = pytest.mark.ray
+
+
+@dataclass(frozen=True)
+class CorpusRun:
+    """The corpus's one job, run through the CLI: its cases, results table, exit code, what it printed."""
+
+    cases: list[Case]
+    results: list[dict]
+    exit_code: int
+    printed: str
+    out: Path
 
 
 @pytest.fixture(scope="module")
@@ -30,28 +43,28 @@ def corpus_run(ray_local, synthetic_media, tmp_path_factory):
             "--allow-root", str(folder / "inputs"), "--allow-root", str(synthetic_media), "--allow-root", str(out),
         ])
     results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
-    return cases, results, code, printed.getvalue(), out
+    return CorpusRun(cases, results, code, printed.getvalue(), out)
 
 
 def test_corpus_is_large_enough(corpus_run):
-    cases, *_ = corpus_run
+    cases = corpus_run.cases
     assert sum(case.expect == "failed" for case in cases) >= 40
 
 
 def test_job_ends_with_exit_2_and_one_result_per_row(corpus_run):
-    cases, results, code, *_ = corpus_run
+    cases, results, code = corpus_run.cases, corpus_run.results, corpus_run.exit_code
     assert code == 2
     assert [r["row_index"] for r in results] == list(range(len(cases)))
 
 
 def test_summary_printed_counts_the_ok_and_failed_rows(corpus_run):
-    cases, _, _, printed, _ = corpus_run
+    cases, printed = corpus_run.cases, corpus_run.printed
     ok, failed = (sum(case.expect == kind for case in cases) for kind in ("ok", "failed"))
     assert f"{len(cases)} rows: {ok} ok, {failed} failed" in printed, printed
 
 
 def test_each_bad_row_fails_naming_row_input_and_cause(corpus_run):
-    cases, results, *_ = corpus_run
+    cases, results = corpus_run.cases, corpus_run.results
     problems = []
     for index, (case, result) in enumerate(zip(cases, results)):
         if case.expect != "failed":
@@ -69,7 +82,7 @@ def test_each_bad_row_fails_naming_row_input_and_cause(corpus_run):
 
 
 def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
-    cases, results, *_ = corpus_run
+    cases, results = corpus_run.cases, corpus_run.results
     for case, result in zip(cases, results):
         if case.expect != "ok":
             continue
@@ -81,13 +94,13 @@ def test_every_good_row_is_ok_with_no_frame_dropped(corpus_run):
 
 
 def test_no_secret_in_any_error_or_in_what_was_printed(corpus_run):
-    _, results, _, printed, _ = corpus_run
+    results, printed = corpus_run.results, corpus_run.printed
     assert not any("canary-secret-123" in (r["error"] or "") + (r["output_uri"] or "") for r in results)
     assert "canary-secret-123" not in printed
 
 
 def test_the_report_in_headless_chromium_shows_every_row_as_text_and_no_secret(corpus_run, tmp_path):
-    cases, results, _, _, out = corpus_run
+    cases, results, out = corpus_run.cases, corpus_run.results, corpus_run.out
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install -y chromium)")
     dom = chromium("--dump-dom", (out / "index.html").as_uri(), profile=tmp_path / "profile").stdout

@@ -108,8 +108,7 @@ def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
         thread.join(600)
         if "error" in box:
             raise box["error"]
-        return {"killed": len(renderers), "results": box["report"].results,
-                "outputs_after": sorted(_outputs(out))}
+        return {"killed": len(renderers), "results": box["report"].results}
     finally:
         ray.shutdown()
 
@@ -165,18 +164,23 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
     out = tmp_path / "out"
     ray_tmp = private_temp_dir("hm-drv-")
     env = isolated_environment(ray_tmp)
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local",
-         "--size", str(SMALL.size)],
-        cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "driver.log"  # what the driver said, shown if it ended before it was killed
+    with open(log, "wb") as log_file:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local",
+             "--size", str(SMALL.size)],
+            cwd=REPO, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for(lambda: len(_outputs(out)) >= 2 or driver.poll() is not None, 300, "two outputs")
+        ended_by_itself = driver.poll()
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
     finally:
         end_processes_under(ray_tmp)  # the killed driver's local Ray instance
     finished = _outputs(out)
+    assert ended_by_itself is None, f"the driver ended (exit {ended_by_itself}) before it was killed:\n" + \
+        log.read_text(errors="replace")[-6000:]
     assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
     for path in out.glob("*.mp4"):  # nothing half-written under a final name
         assert clips.count_frames(str(path)) > 0

@@ -16,7 +16,7 @@ from reporting.results import read_results
 from jobs.cli import main as cli_main
 from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
-from tests.conftest import SHARED_MEDIA, shared_media
+from tests.conftest import SHARED_MEDIA, has_shared_media, shared_media
 from tests.face_follow import compare
 
 pytestmark = pytest.mark.ray
@@ -44,7 +44,7 @@ def module_run(ray_local, synthetic_media, tmp_path_factory) -> dict[str, RunPar
     portrait driven by every synthesised clip, and four shared driving clips with a shared portrait
     each when ../shared is beside the checkout (the tests without Ray use all eight)."""
     groups = {"synthetic": _rows(synthetic_media, "all", "syn-")}
-    if (SHARED_MEDIA / "drive_videos").is_dir():
+    if has_shared_media():
         groups["shared"] = _rows(SHARED_MEDIA, "zip", "shared-")
     folder = tmp_path_factory.mktemp("pipeline-run")
     manifest = folder / "manifest.parquet"
