@@ -103,12 +103,17 @@ class RowSettings:
         """A row's settings from its columns (Ray Data gives a null float as NaN, a null string as None)."""
         return cls(
             seed=int(row["seed"]), steps=int(row["steps"]), guidance=float(row["guidance"]), prompt=str(row["prompt"]),
-            lora=_optional(row["lora"]), lora_scale=float(row["lora_scale"]), fps=_optional(row["fps"]),
-            max_seconds=_optional(row["max_seconds"]),
+            lora=null_as_none(row["lora"]), lora_scale=float(row["lora_scale"]), fps=null_as_none(row["fps"]),
+            max_seconds=null_as_none(row["max_seconds"]),
         )
 
 
-def _optional(value: Any) -> Any:
+def null_as_none(value: Any) -> Any:
+    """A cell read from a Ray Data row, with a null as None.
+
+    A column that is null in every row of a block has Arrow's null type, which Ray Data hands to
+    the next stage as NaN, whatever the column holds when it is not null (bytes, strings, floats).
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value

@@ -22,6 +22,7 @@ from typing import Iterator
 from engines.base import EngineOptionError
 from engines.registry import UnknownEngineError
 from pipelines.manifest import ManifestError
+from pipelines.plan import JobOptionError
 from reporting.metrics import DriverMetrics, MetricsEndpoint
 from mediaio.redaction import install_log_safety, printable, redact
 from mediaio.storage import StorageError
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("stopped by signal %d%s", stop.signal_number,
                        "" if report is None else "; run the same command again to render the rows not run")
         return EXIT_SIGNAL_BASE + stop.signal_number
-    except (ManifestError, UnknownEngineError, EngineOptionError, StorageError, argparse.ArgumentTypeError) as exc:
+    except (ManifestError, UnknownEngineError, EngineOptionError, JobOptionError, StorageError,
+            argparse.ArgumentTypeError) as exc:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
     except Exception as exc:  # a job-level failure the user must see in one line, details in the log

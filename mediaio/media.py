@@ -162,8 +162,23 @@ def encode_mp4(
         result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())
         if result.returncode != 0 or not os.path.exists(output_path):
             raise MediaError(f"encoding failed: {_last_error_line(result.stderr)}")
+        if _indexed_video_frames(output_path) < 1:  # ffmpeg exits 0 on an empty output: never publish one
+            raise MediaError(f"encoding made no video frames ({count} frames at {fps:g} fps cut to {duration:g} s "
+                             f"at {output_fps:g} fps)")
         with open(output_path, "rb") as handle:
             return handle.read()
+
+
+def _indexed_video_frames(path: str) -> int:
+    """Frames in the first video stream of an MP4 we wrote, from its index (no decoding); 0 if it has none."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            streams = container.streams.video
+            return int(streams[0].frames) if streams else 0
+    except av.error.FFmpegError:
+        return 0
 
 
 def check_sides(width: int, height: int, limits: MediaLimits, what: str) -> None:

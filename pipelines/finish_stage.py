@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from engines.base import null_as_none
 from mediaio import media, storage
 from mediaio.redaction import printable
 from mediaio.threads import AUTO
@@ -44,7 +45,7 @@ def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -
     def encode(row: Row) -> dict[str, Any]:
         frames = row["rendered"]
         video = media.encode_mp4(frames, fps=float(row["generation_fps"]), output_fps=float(row["output_fps"]),
-                                 duration=float(row["duration"]), audio=row["audio"], limits=config.limits,
+                                 duration=float(row["duration"]), audio=null_as_none(row["audio"]), limits=config.limits,
                                  interpolate=config.interpolate, threads=threads,
                                  metadata={"comment": FINGERPRINT_TAG + row["fingerprint"]})
         columns: dict[str, Any] = {"video": video, "frames": int(len(frames))}

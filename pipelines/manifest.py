@@ -73,6 +73,10 @@ ROW_ERROR_COLUMN = "_manifest_error"
 
 ID_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{CELL_LIMITS['id']}}}$")
 MAX_SEED = 2**63 - 1
+# A row's frame rate and length: below a frame a second, or under a tenth of a second, there is no
+# video to make (the encode would hold no frame).
+FPS_RANGE = (1.0, 60.0)
+MIN_SECONDS = 0.1
 _SHOWN_NAME_CHARS = 64  # column names come from the file: shown escaped and cut to this length
 
 
@@ -318,11 +322,11 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     if steps is not None and not 1 <= int(steps) <= 1000:
         raise RowError(f"steps must be between 1 and 1000, got {steps}")
     fps = _optional_number(row, "fps")
-    if fps is not None and not 0 < fps <= 60:
-        raise RowError(f"fps must be in (0, 60], got {fps}")
+    if fps is not None and not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise RowError(f"fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {fps:g}")
     max_seconds = _optional_number(row, "max_seconds")
-    if max_seconds is not None and max_seconds <= 0:
-        raise RowError(f"max_seconds must be positive, got {max_seconds}")
+    if max_seconds is not None and max_seconds < MIN_SECONDS:
+        raise RowError(f"max_seconds must be at least {MIN_SECONDS:g}, got {max_seconds:g}")
     lora_scale = _optional_number(row, "lora_scale")
     if lora_scale is not None and not -10 <= lora_scale <= 10:
         raise RowError(f"lora_scale must be in [-10, 10], got {lora_scale}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -27,7 +28,7 @@ from engines.base import EngineOptionError, EngineSpec, RowSettings
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
-from pipelines.manifest import MemeSpec, RowError, describe_id, first_rows_by_id, parse_row, read_manifest
+from pipelines.manifest import MIN_SECONDS, MemeSpec, RowError, describe_id, first_rows_by_id, parse_row, read_manifest
 from pipelines.outputs import (
     OutputRequest,
     check_output_prefix,
@@ -68,8 +69,26 @@ class JobConfig:
     queue_memory_mib: int | None = None
 
 
-class JobError(Exception):
-    """The job cannot start (a bad option, unusable weights); the message names the cause."""
+class JobOptionError(ValueError):
+    """A job option the job cannot run with; the message names the option as the command line spells it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def check_job_settings(config: JobConfig) -> None:
+    """Raise JobOptionError naming the first job option that no row could run with."""
+    if not (math.isfinite(config.limits.max_seconds) and config.limits.max_seconds >= MIN_SECONDS):
+        raise JobOptionError("--max-seconds", f"must be at least {MIN_SECONDS:g} seconds, "
+                                              f"got {config.limits.max_seconds:g}")
+    if not (math.isfinite(config.row_time_limit_s) and config.row_time_limit_s > 0):
+        raise JobOptionError("--row-time-limit", f"must be a positive number of seconds, "
+                                                 f"got {config.row_time_limit_s:g}")
+    if config.queue_memory_mib is not None and config.queue_memory_mib < 1:
+        raise JobOptionError("--queue-memory", f"must be at least 1 MiB, got {config.queue_memory_mib}")
+    if config.videos_per_batch < 1:
+        raise JobOptionError("--videos-per-batch", f"must be at least 1, got {config.videos_per_batch}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,7 @@ def plan_job(config: JobConfig) -> JobPlan:
     Nothing runs before this returns: a bad option, unusable weights, an output that cannot be
     written or an unreadable manifest stop the job with one message.
     """
+    check_job_settings(config)
     check_engine(config.engine, config.storage_options)
     check_output_prefix(config.output_uri, config.policy, local_job=False)
     probe_output_writable(config.output_uri, config.storage_options)

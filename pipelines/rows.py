@@ -2,7 +2,9 @@
 
 A row is a plain dict of columns, which Ray Data stores as Arrow columns: scalars (ids, URIs,
 settings, status, error, per-stage seconds) as Arrow scalars, pixels and face tracks as numpy
-tensors (Arrow tensor columns), the clip's audio as binary.  Nothing is pickled, so
+tensors (Arrow tensor columns), the clip's audio as binary.  A column that is null in every row
+of a block (a clip without audio) reaches the next stage as NaN, so nullable cells are read with
+``engines.base.null_as_none``.  Nothing is pickled, so
 ``Dataset.schema()`` shows what each stage hands the next.  The planned row's columns are listed
 in :data:`PLANNED_COLUMNS`; each actor declares what it adds (see ``pipelines/render_pipeline.py``).
 

@@ -8,6 +8,7 @@ for inputs that are awkward but valid (odd pixel formats, rotation metadata, ima
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4320:rate=1:duration=1", *_h264(), f("8k.mp4"))
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=32x32:rate=1:duration=3600", *_h264(), f("one_hour.mp4"))
     (folder / "a_directory").mkdir(exist_ok=True)
+    os.symlink("/etc/hostname", f("link_outside.mp4"))  # inside the allowed folder, pointing out of it
 
     # ---- awkward but valid
     _ffmpeg("-i", base, "-vf", "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,0.4,0.7)'",
@@ -90,7 +92,13 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     _ffmpeg("-i", base, "-vf", "scale=383:383", "-c:v", "mpeg4", "-q:v", "3", "-c:a", "copy", f("odd_size.mkv"))
     _ffmpeg("-i", base, "-vf", "transpose=clock", *_h264(), "-c:a", "copy", f("sideways.mp4"))
     _ffmpeg("-display_rotation:v:0", "90", "-i", f("sideways.mp4"), "-c", "copy", f("rotated.mp4"))
+    _ffmpeg("-i", base, "-an", *_h264(), f("silent.mp4"))  # many meme clips have no audio track
+    _ffmpeg("-i", base, "-vf", "setpts='if(lt(N,8),PTS,PTS*2)'", "-fps_mode", "vfr", *_h264(), "-an",
+             f("variable_rate.mp4"))
+    _ffmpeg("-i", base, "-i", base, "-map", "0:v", "-map", "1:v", "-map", "0:a", "-c", "copy",
+             f("two_video_streams.mp4"))
     image = Image.open(portrait).convert("RGB")
+    image.save(f("animated.gif"), save_all=True, append_images=[image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     image.convert("L").save(f("gray.png"))
     image.convert("CMYK").save(f("cmyk.jpg"))
     rgba = image.convert("RGBA")
@@ -130,6 +138,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("8k-video", ("8k.mp4", "over the cap"), driving_uri=f("8k.mp4"))
     bad("one-hour-clip", ("one_hour.mp4", "over the cap"), driving_uri=f("one_hour.mp4"))
     bad("directory-as-driving", ("a_directory",), driving_uri=f("a_directory"))
+    bad("symlink-outside-roots", ("outside the allowed roots",), driving_uri=f("link_outside.mp4"))
     bad("..", ("invalid",))
     bad("/etc/passwd", ("invalid",))
     bad("a/b", ("invalid",))
@@ -153,6 +162,8 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("infinite-guidance", ("guidance",), guidance=float("inf"))
     bad("zero-fps", ("fps",), fps=0.0)
     bad("negative-max-seconds", ("max_seconds",), max_seconds=-1.0)
+    bad("frame-rate-under-one", ("fps",), fps=0.001)
+    bad("shorter-than-a-frame", ("max_seconds",), max_seconds=1e-9)
     bad("empty-reference-uri", ("reference_uri is empty",), reference_uri="")
     bad("null-driving-uri", ("driving_uri is empty",), driving_uri=None)
 
@@ -168,4 +179,8 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     good("rgba-reference", reference_uri=f("rgba.png"))
     good("palette-reference", reference_uri=f("palette.png"))
     good("exif-rotated-reference", reference_uri=f("exif_rotated.jpg"))
+    good("no-audio", driving_uri=f("silent.mp4"))
+    good("variable-frame-rate", driving_uri=f("variable_rate.mp4"))
+    good("two-video-streams", driving_uri=f("two_video_streams.mp4"))
+    good("animated-gif-reference", reference_uri=f("animated.gif"))
     return rows

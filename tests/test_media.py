@@ -54,6 +54,14 @@ def test_interpolated_frames_lie_between_generated_ones(tmp_path):
     assert len(np.unique(np.round(decoded / 5))) > 8  # not just 5 repeated levels
 
 
+@pytest.mark.parametrize("fps, duration", [(1e-6, 3.0), (8.0, 1e-9)])
+def test_an_encode_that_would_hold_no_frame_fails_instead_of_giving_an_empty_mp4(fps, duration):
+    # ffmpeg exits 0 on both, writing an MP4 with no video stream: a row must never be ok with that.
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    with pytest.raises(media.MediaError, match="no video frames"):
+        media.encode_mp4(frames, fps, 15.0, duration, None, LIMITS)
+
+
 def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
     plain = make_test_clip(tmp_path / "plain.mp4", ffmpeg, size="320x240", audio=False)
     path = tmp_path / "r.mp4"

@@ -11,7 +11,7 @@ from engines.registry import engine_spec
 from jobs.manifest_builder import manifest_table
 from jobs.options import add_render_arguments, job_config
 from mediaio.storage import StoragePolicy
-from pipelines.plan import JobConfig, check_engine, plan_rows
+from pipelines.plan import JobConfig, JobOptionError, check_engine, check_job_settings, plan_rows
 from pipelines.rows import PLANNED_COLUMNS, planned_row, run_batch_stage, run_stage
 
 
@@ -112,6 +112,24 @@ def test_engine_constraints_stop_the_job_before_any_row_naming_the_option(argv, 
     with pytest.raises(EngineOptionError) as raised:
         check_engine(config.engine)  # raises on the options, before the weights are looked at
     assert raised.value.option == option and option in str(raised.value)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--max-seconds", "0"], "--max-seconds"),
+    (["--max-seconds", "nan"], "--max-seconds"),
+    (["--row-time-limit", "-1"], "--row-time-limit"),
+    (["--row-time-limit", "inf"], "--row-time-limit"),
+    (["--queue-memory", "0"], "--queue-memory"),
+    (["--videos-per-batch", "0"], "--videos-per-batch"),
+])
+def test_job_options_no_row_could_run_with_stop_the_job_naming_the_option(argv, option):
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    config = job_config(parser.parse_args(["m.parquet", "--output", "out", *argv]))
+    with pytest.raises(JobOptionError) as raised:
+        check_job_settings(config)
+    assert raised.value.option == option and option in str(raised.value)
+    check_job_settings(JobConfig(manifest_uri="m.parquet", output_uri="out"))  # the defaults pass
 
 
 def test_an_option_of_another_engine_is_refused():

@@ -113,6 +113,16 @@ def test_finish_writes_an_owned_video_and_gives_the_results_row(job, prepared):
     assert finish(rendered[0])["status"] == "ok"
 
 
+def test_a_clip_without_audio_finishes_silent_when_ray_hands_its_null_audio_as_nan(job, prepared, tmp_path):
+    # A column null in every row of a block reaches the next stage as NaN (Arrow's null type).
+    config, _, _ = job
+    (rendered, *_) = batch_rows(RenderStage(config.engine, {})(rows_batch(prepared)))
+    silent = {**rendered, "audio": float("nan"), "output_uri": str(tmp_path / "silent.mp4")}
+    result = make_finish_fn(config)(silent)
+    assert result["status"] == "ok", result["error"]
+    assert not clips.probe(result["output_uri"], MediaLimits()).has_audio
+
+
 def test_a_batch_that_fails_is_rendered_row_by_row_so_only_the_bad_row_fails(job, prepared):
     config, _, _ = job
     spec = EngineSpec(name="warp", engine_path="tests.hostile_engine:HostileWarpEngine", size=SIZE)
