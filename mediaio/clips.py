@@ -134,7 +134,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         for packet in container.demux(stream):
-            if packet.pts is None or packet.size == 0:
+            # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
+            # decoder never shows them, so they are not part of the clip's length.
+            if packet.pts is None or packet.size == 0 or packet.is_discard:
                 continue
             times.append(packet.pts * time_base)
             if len(times) > MAX_SOURCE_FPS * (cap + 2):

@@ -62,6 +62,18 @@ def test_an_encode_that_would_hold_no_frame_fails_instead_of_giving_an_empty_mp4
         media.encode_mp4(frames, fps, 15.0, duration, None, LIMITS)
 
 
+def test_a_clip_trimmed_by_an_edit_list_lasts_what_it_shows(tmp_path, ffmpeg):
+    # A stream-copied trim (as phones save them) keeps the frames before its start, marked discarded.
+    whole = make_test_clip(tmp_path / "whole.mp4", ffmpeg, seconds=2.0, fps=15, extra=["-g", "30"])
+    trimmed = tmp_path / "trimmed.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-ss", "0.5", "-i", str(whole), "-c", "copy", str(trimmed)],
+                   check=True, capture_output=True)
+    facts = clips.probe(str(trimmed), LIMITS)
+    shown = clips.count_frames(str(trimmed))
+    assert shown < 30 and facts.frame_count == shown
+    assert facts.duration == pytest.approx(shown / 15, abs=0.01)
+
+
 def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
     plain = make_test_clip(tmp_path / "plain.mp4", ffmpeg, size="320x240", audio=False)
     path = tmp_path / "r.mp4"
