@@ -177,10 +177,8 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"reference {printable(uri)} {exc}") from None
         made["preview_reference"] = self._preview(row, "reference", lambda: previews.still_webp(image))
-        height, width = image.shape[:2]
-        small = _scaled_to(image, self.limits.landmark_side)
         try:
-            track = self.tracker.detect(small, image_size=(height, width))
+            track = self.tracker.find(image, self.limits.landmark_side)
         except FaceError as exc:
             raise InputError(f"reference {printable(uri)}: {exc}") from None
         box = self.crop_box(track)

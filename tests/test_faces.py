@@ -55,6 +55,21 @@ def test_no_face_raises_a_clear_error(tracker):
         tracker.track(np.stack([blank] * 3))
 
 
+def test_a_small_face_in_a_large_photo_is_found_in_its_parts(tracker, astronaut):
+    # A full-body shot or a group photo: scaled down whole to the mesh's side, the face is too small to see.
+    photo = np.full((3000, 4000, 3), 90, np.uint8)
+    small = cv2.resize(astronaut, (384, 384), interpolation=cv2.INTER_AREA)  # a face ~110 px wide
+    photo[2500:2884, 300:684] = small
+    with pytest.raises(NoFaceError):
+        tracker.detect(cv2.resize(photo, (1024, 768), interpolation=cv2.INTER_AREA))
+    track = tracker.find(photo, 1024)
+    assert track.image_size == (3000, 4000)
+    expected = tracker.detect(small).landmarks[0, :, :2] + np.array([300, 2500])
+    assert np.abs(track.landmarks[0, :, :2] - expected).mean() < 4  # the same face, in the photo's pixels
+    with pytest.raises(NoFaceError, match="no face found in the 4000x3000 image, whole or in parts"):
+        tracker.find(np.full((3000, 4000, 3), 90, np.uint8), 1024)
+
+
 def test_bad_frames_are_rejected(tracker):
     with pytest.raises(FaceTrackError):
         tracker.track(np.zeros((2, 64, 64), np.uint8))
