@@ -2,10 +2,11 @@
 
 One actor per pool slot loads mediapipe's face mesh once and prepares many rows.  For each row it
 
-1. fetches the portrait, finds its face and cuts the reference crop;
+1. fetches the portrait, finds its face (in parts of the photo if it is small) and cuts the reference crop;
 2. fetches the driving clip to a local temp file and reads its real facts (PyAV, no decoding);
 3. streams the clip once at the generation rate, scaled down, through the face mesh: only the
-   landmarks are kept;
+   landmarks are kept (a face too small to see in the scaled-down frames -- a wide shot, a distant
+   face -- is then looked for in a few frames at full size and tracked in a region around it);
 4. places one stable square crop for the whole clip (HelloMeme's convention) and, for an engine
    that reads the driving pixels (``Engine.needs_driving_frames``; the warp engine reads only the
    landmarks), streams the clip again at full resolution, cutting each frame's crop as it is decoded;
@@ -29,7 +30,7 @@ import numpy as np
 
 from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
-from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames
+from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region
 from mediaio import clips, media, storage
 from mediaio.redaction import printable
 from mediaio.threads import AUTO, use_threads
@@ -39,6 +40,7 @@ from reporting.metrics import worker_metrics
 logger = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip streams past
+SMALL_FACE_SAMPLES = 5  # frames searched at full size for a face the scaled-down frames missed
 
 
 class InputError(Exception):
@@ -219,8 +221,13 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         except FaceError as exc:
-            publish_preview()  # the clip decoded: show it beside the error
-            raise InputError(f"driving video {printable(uri)}: {exc}") from None
+            try:
+                track = self._track_small_face(reader, plan, (facts.height, facts.width), decode)
+            except (FaceError, media.MediaError):
+                track = None
+            if track is None:
+                publish_preview()  # the clip decoded: show it beside the error
+                raise InputError(f"driving video {printable(uri)}: {exc}") from None
         publish_preview()
         box = self.crop_box(track)
         crops = np.empty((plan.count if self.driving_crops else 0, self.size, self.size, 3), np.uint8)
@@ -241,6 +248,20 @@ class PrepareActor:
             "frames": int(plan.count),
             "preview_driving": made.get("preview_driving"),
         }
+
+    def _track_small_face(self, reader: clips.ClipReader, plan: clips.ClipPlan, image_size: tuple[int, int],
+                          decode: _Stopwatch) -> FaceTrack | None:
+        """The face of a clip whose frames, scaled whole to the mesh's side, showed none (a wide shot, a
+        distant face): found in a few frames at full size, then tracked in a region around it; None if
+        those frames show no face either.  Paid only by clips that would otherwise fail."""
+        step = max(1, plan.count // SMALL_FACE_SAMPLES)
+        sampled = (frame for index, frame in enumerate(decode.time(reader.frames(plan))) if index % step == 0)
+        region = face_region(self.tracker, sampled, self.limits.landmark_side)
+        if region is None:
+            return None
+        side = min(self.limits.landmark_side, max(2, int(round(region.side))))
+        crops = (crop_frames(frame, region, side) for frame in decode.time(reader.frames(plan)))
+        return self.tracker.track(crops, image_size=image_size, region=region)
 
     def _preview(self, row: Mapping[str, Any], kind: str, make: Callable[[], bytes]) -> str | None:
         if self.previews_uri is None:

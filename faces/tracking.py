@@ -330,12 +330,17 @@ class FaceTracker:
         _, landmarks = _in_full_size(landmarks[None], seen.shape[:2], part.shape[:2])
         return landmarks[0] + np.array([left, top, 0.0], dtype=np.float32)
 
-    def track(self, frames: np.ndarray | Iterable[np.ndarray], image_size: tuple[int, int] | None = None) -> FaceTrack:
+    def track(self, frames: np.ndarray | Iterable[np.ndarray], image_size: tuple[int, int] | None = None,
+              region: CropBox | None = None) -> FaceTrack:
         """The largest face through a clip of RGB frames; one track entry per frame.
 
         ``frames`` may be a stream (any iterable of (H, W, 3) frames of one size): nothing but the
         landmarks is kept.  Frames scaled down from ``image_size`` give landmarks in ``image_size`` pixels.
+        With ``region``, the frames are square crops of that box of images of ``image_size`` (see
+        :func:`face_region`), and the landmarks are given in the whole images' pixels.
         """
+        if region is not None and image_size is None:
+            raise FaceTrackError("frames of a region need the whole images' size")
         self._video_mesh.reset()  # no tracking state carried over from the previous clip
         landmarks: list[np.ndarray] = []
         detected: list[bool] = []
@@ -357,8 +362,42 @@ class FaceTracker:
         lost = len(detected) - sum(detected)
         if lost:
             log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(detected))
-        size, points = _in_full_size(np.stack(landmarks), (height, width), image_size)
+        if region is not None:
+            _, points = _in_full_size(np.stack(landmarks), (height, width), (region.side, region.side))
+            points = points + np.array([region.x0, region.y0, 0.0], dtype=np.float32)
+            size = (int(image_size[0]), int(image_size[1]))
+        else:
+            size, points = _in_full_size(np.stack(landmarks), (height, width), image_size)
         return _build_track(points, np.array(detected), size, self.config.smoothing_sigma)
+
+
+# A region for tracking a face that is small in its clip's frames: this many face sizes across, so
+# the face fills about a quarter of what the mesh sees, with room for the head to move.
+REGION_FACE_SIZES = 4.0
+
+
+def face_region(tracker: FaceTracker, frames: Iterable[np.ndarray], max_side: int) -> CropBox | None:
+    """A square box around a face that the mesh misses in whole frames scaled to ``max_side``, or None.
+
+    Each of ``frames`` (a few frames of the clip at full size) is searched with
+    :meth:`FaceTracker.find`; the box is centred on the union of the faces found,
+    :data:`REGION_FACE_SIZES` times their mean size across (or more, to hold the union).
+    """
+    boxes = []
+    for frame in frames:
+        try:
+            points = tracker.find(frame, max_side).landmarks[0, :, :2]
+        except NoFaceError:
+            continue
+        boxes.append((points.min(axis=0), points.max(axis=0)))
+    if not boxes:
+        return None
+    face_size = float(np.mean([(high - low).max() for low, high in boxes]))
+    low = np.min([low for low, _ in boxes], axis=0)
+    high = np.max([high for _, high in boxes], axis=0)
+    side = max(REGION_FACE_SIZES * face_size, 1.5 * float((high - low).max()))
+    centre = (low + high) / 2.0
+    return CropBox(float(centre[0] - side / 2.0), float(centre[1] - side / 2.0), side)
 
 
 MIN_TILE_SIDE = 256  # the smallest part of a portrait searched for a face, pixels

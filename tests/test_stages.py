@@ -133,3 +133,21 @@ def test_a_batch_that_fails_is_rendered_row_by_row_so_only_the_bad_row_fails(job
     assert "row 1 (row-1): render: ValueError: this engine refuses a row in the batch" in out[1]["error"]
     assert out[0]["rendered"].shape[0] == int(good["frames"]) and out[1]["rendered"].shape[0] == 0
 
+
+
+def test_a_distant_face_in_a_wide_shot_is_found_and_tracked_in_a_region_around_it(job, prepared, tmp_path, ffmpeg):
+    # Scaled whole to the face mesh's 1024 px, a 2560x1440 frame shows this face ~40 px across: too small.
+    import subprocess
+
+    config, pending, _ = job
+    wide = tmp_path / "wide.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", pending[0]["driving_uri"], "-vf",
+                    "scale=240:240,pad=2560:1440:1900:1000:color=0x405060", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-c:a", "copy", str(wide)], check=True, capture_output=True)
+    row = _prepare_stage(config)({**pending[0], "driving_uri": str(wide)})
+    assert row["status"] == "pending", row["error"]
+    assert row["driving_detected"].mean() > 0.8
+    # The same expressions as the close-up: the mouth opens and closes with it.
+    near, far = (np.linalg.norm(r["driving_landmarks"][:, 13, :2] - r["driving_landmarks"][:, 14, :2], axis=1)
+                 for r in (prepared[0], row))
+    assert np.corrcoef(near, far)[0, 1] > 0.8
