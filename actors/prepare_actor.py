@@ -237,7 +237,7 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
-            audio = media.extract_audio(path, span, self.limits) if facts.has_audio else None
+            audio = media.extract_audio(path, span, self.limits, facts.audio_delay) if facts.has_audio else None
         return {
             "driving_crops": crops,
             **track_columns("driving", track.cropped(box, self.size)),

@@ -57,6 +57,9 @@ class ClipFacts:
     duration: float  # seconds from the first to the end of the last frame
     frame_count: int
     has_audio: bool
+    # Seconds the first audio stream starts after the first frame (negative: before it).  A clip
+    # whose audio starts late keeps its gap in the output, so the sound stays on the picture.
+    audio_delay: float = 0.0
 
     @property
     def pixels(self) -> int:
@@ -130,6 +133,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                              "megapixels")
         check_sides(width, height, limits, "video")
         has_audio = bool(container.streams.audio)
+        audio_start = _start_seconds(container.streams.audio[0]) if has_audio else None
         times = []
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
@@ -144,13 +148,21 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if not times:
         raise MediaError("video has no frames")
     times = np.sort(np.asarray(times, dtype=np.float64))
+    audio_delay = 0.0 if audio_start is None else audio_start - float(times[0])
     times -= times[0]
     rotation = _rotation_of_first_frame(path)
     if rotation % 180 == 90:
         width, height = height, width
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
                      source_fps=_measured_fps(times), duration=_measured_duration(times), frame_count=len(times),
-                     has_audio=has_audio)
+                     has_audio=has_audio, audio_delay=audio_delay)
+
+
+def _start_seconds(stream) -> float | None:
+    """When a stream's first packet is shown, in seconds, or None where the container does not say."""
+    if stream.start_time is None or not stream.time_base:
+        return None
+    return float(stream.start_time * stream.time_base)
 
 
 def _measured_fps(times: np.ndarray) -> float:

@@ -92,11 +92,27 @@ def _last_error_line(stderr: bytes, most: int = 2) -> str:
     return "; ".join(causes[:most]) if causes else "no message"
 
 
-def extract_audio(path: str, seconds: float, limits: MediaLimits) -> bytes | None:
-    """The first audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec works."""
+# Audio starting this close to the picture is left as it is: offsets under ~45 ms cannot be seen
+# (ITU-R BT.1359), and an encoder's priming samples move some clips' audio by ~20 ms.
+AV_SYNC_TOLERANCE_S = 0.04
+
+
+def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float = 0.0) -> bytes | None:
+    """The first audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec works.
+
+    ``delay`` (seconds the audio starts after the first video frame, ``ClipFacts.audio_delay``) is
+    kept: ADTS has no timestamps, so late audio is preceded by silence and early audio is cut, and
+    the sound plays on the picture it belongs to.
+    """
     import ffmpeg
 
     audio = ffmpeg.input(path, **_CLIP_INPUT)["a:0"]
+    if abs(delay) > AV_SYNC_TOLERANCE_S:
+        audio = audio.filter("asetpts", "PTS-STARTPTS")  # the audio's own first sample at 0, then moved
+        if delay > 0:
+            audio = audio.filter("adelay", delays=f"{delay * 1000:.0f}", all=1)
+        else:
+            audio = audio.filter("atrim", start=f"{-delay:.6f}").filter("asetpts", "PTS-STARTPTS")
     stream = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="aac", audio_bitrate="160k", format="adts")
     result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s)
     if result.returncode != 0 or not result.stdout:
