@@ -30,7 +30,7 @@ import numpy as np
 
 from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
-from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region
+from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region, scaled_within
 from mediaio import clips, media, storage
 from mediaio.redaction import printable
 from mediaio.threads import AUTO, use_threads
@@ -208,7 +208,7 @@ class PrepareActor:
         def landmark_frames() -> Iterator[np.ndarray]:
             for index, frame in enumerate(decode.time(reader.frames(plan, max_side=self.limits.landmark_side))):
                 if index % preview_step == 0:
-                    preview_frames.append(_scaled_to(frame, previews.SIDE))
+                    preview_frames.append(scaled_within(frame, previews.SIDE))
                 yield frame
 
         def publish_preview() -> None:
@@ -267,15 +267,3 @@ class PrepareActor:
         if self.previews_uri is None:
             return None
         return previews.try_publish(str(row["id"]), kind, make, self.previews_uri, self.storage_options)
-
-
-def _scaled_to(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` scaled down so its longest side is at most ``side`` (area filter)."""
-    import cv2
-
-    height, width = image.shape[:2]
-    scale = side / max(height, width)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -306,7 +306,7 @@ class FaceTracker:
         image = _check_frames(image[None] if np.asarray(image).ndim == 3 else image)[0]
         height, width = image.shape[:2]
         try:
-            return self.detect(_fit_within(image, max_side), image_size=(height, width))
+            return self.detect(scaled_within(image, max_side), image_size=(height, width))
         except NoFaceError:
             pass
         for share in (2, 4, 8):
@@ -323,7 +323,7 @@ class FaceTracker:
     def _face_in(self, image: np.ndarray, top: int, left: int, side: int, max_side: int) -> np.ndarray | None:
         """The largest face in one square part of ``image``, in ``image`` pixels, or None."""
         part = image[top:top + side, left:left + side]
-        seen = _fit_within(part, max_side)
+        seen = scaled_within(part, max_side)
         landmarks = _largest_face(self._image_mesh.process(np.ascontiguousarray(seen)), seen.shape[:2])
         if landmarks is None:
             return None
@@ -403,8 +403,8 @@ def face_region(tracker: FaceTracker, frames: Iterable[np.ndarray], max_side: in
 MIN_TILE_SIDE = 256  # the smallest part of a portrait searched for a face, pixels
 
 
-def _fit_within(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` scaled down (area filter) so its longer side is at most ``side``."""
+def scaled_within(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` scaled down (area filter) so its longer side is at most ``side``; a smaller one as it is."""
     height, width = image.shape[:2]
     scale = side / max(height, width)
     if scale >= 1.0:
@@ -426,6 +426,7 @@ def _tile_corners(size: tuple[int, int], side: int) -> list[tuple[int, int]]:
 
 
 def _face_area(landmarks: np.ndarray) -> float:
+    """Area of the box around one face's (478, 2+) landmarks."""
     extent = landmarks[:, :2].max(axis=0) - landmarks[:, :2].min(axis=0)
     return float(extent[0] * extent[1])
 
@@ -455,14 +456,9 @@ def _largest_face(result: object, image_size: tuple[int, int]) -> np.ndarray | N
     if not faces:
         return None
     height, width = image_size
-    best, best_area = None, -1.0
-    for face in faces:
-        points = np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
-        extent = points[:, :2].max(axis=0) - points[:, :2].min(axis=0)
-        area = float(extent[0] * extent[1])
-        if area > best_area:
-            best, best_area = points, area
-    return best
+    found = [np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
+             for face in faces]
+    return max(found, key=_face_area)
 
 
 def _build_track(landmarks: np.ndarray, detected: np.ndarray, image_size: tuple[int, int],

@@ -12,6 +12,7 @@ from engines.base import EngineOptionError, EngineSpec
 from engines.registry import DEFAULT_ENGINE, ENGINES, engine_spec, options_class
 from mediaio.media import MediaLimits
 from mediaio.storage import DEFAULT_SCHEMES, StoragePolicy
+from pipelines.manifest import MIN_SECONDS
 from pipelines.plan import JobConfig
 from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 
@@ -50,7 +51,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", action="store_true",
                         help="write no index.html report and no previews under _report/")
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,
-                        help="longest driving clip accepted, in seconds (default: %(default)s)")
+                        help=f"longest driving clip accepted, in seconds, at least {MIN_SECONDS:g} (default: %(default)s)")
     parser.add_argument("--row-time-limit", type=float, default=JobConfig.row_time_limit_s,
                         help="seconds one stage may work on one row; past it the stage is stopped and the row "
                              "fails (default: %(default)s)")

@@ -74,23 +74,27 @@ def test_a_clip_trimmed_by_an_edit_list_lasts_what_it_shows(tmp_path, ffmpeg):
     assert facts.duration == pytest.approx(shown / 15, abs=0.01)
 
 
-def test_audio_that_starts_after_the_picture_stays_on_it(tmp_path, ffmpeg):
-    # A beep 1.0 s into the clip, in an audio stream that starts 0.5 s after the first frame.
+@pytest.mark.parametrize("audio_delay", [0.5, -0.5])
+def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffmpeg, audio_delay):
+    # A beep 1.0 s into the clip, in an audio stream that starts 0.5 s after (or before) the first frame.
     silent = make_test_clip(tmp_path / "silent.mp4", ffmpeg, seconds=2.0, audio=False)
     beep = tmp_path / "beep.wav"
+    beep_at_ms = round((1.0 - audio_delay) * 1000)  # in the audio stream's own time
     run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
-    run("-f", "lavfi", "-i", "sine=frequency=1000:duration=0.1", "-af", "adelay=500|500,apad=whole_dur=1.5", str(beep))
-    clip = tmp_path / "late.mp4"
-    run("-i", str(silent), "-itsoffset", "0.5", "-i", str(beep), "-map", "0:v", "-map", "1:a", "-c:v", "copy",
-        "-c:a", "aac", str(clip))
+    run("-f", "lavfi", "-i", "sine=frequency=1000:duration=0.1", "-af",
+        f"adelay={beep_at_ms}|{beep_at_ms},apad=whole_dur=3", str(beep))
+    clip = tmp_path / "shifted.mp4"
+    late, early = ("0.5", "0") if audio_delay > 0 else ("0", "0.5")  # the audio's offset, the picture's
+    run("-itsoffset", early, "-i", str(silent), "-itsoffset", late, "-i", str(beep), "-map", "0:v", "-map", "1:a",
+        "-c:v", "copy", "-c:a", "aac", str(clip))
     facts = clips.probe(str(clip), LIMITS)
-    assert facts.audio_delay == pytest.approx(0.5, abs=0.05)
+    assert facts.audio_delay == pytest.approx(audio_delay, abs=0.05)
     extracted = tmp_path / "extracted.aac"
     extracted.write_bytes(media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay))
     samples = np.frombuffer(subprocess.run([ffmpeg, "-v", "error", "-i", str(extracted), "-ac", "1", "-ar", "8000",
                                             "-f", "s16le", "-"], check=True, capture_output=True).stdout, np.int16)
     loud = np.abs(samples.astype(float))
-    assert np.argmax(loud > 0.3 * loud.max()) / 8000 == pytest.approx(1.0, abs=0.06)  # not 0.5 s early
+    assert np.argmax(loud > 0.3 * loud.max()) / 8000 == pytest.approx(1.0, abs=0.06)  # not 0.5 s off
     assert len(samples) / 8000 == pytest.approx(facts.duration, abs=0.1)
 
 
