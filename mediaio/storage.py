@@ -25,7 +25,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -59,11 +59,17 @@ def scheme_of(uri: str) -> str:
 
 
 def normalize(uri: str) -> str:
-    """Plain paths become absolute file paths (``file:///p`` and ``file://localhost/p`` too); other URIs unchanged."""
+    """Plain paths become absolute file paths (``file:///p`` and ``file://localhost/p`` too); other URIs unchanged.
+
+    A ``file://`` URI is percent-decoded (RFC 8089): ``Path.as_uri()`` writes a space as ``%20``
+    and non-ASCII names as UTF-8 escapes.  A plain path is taken literally ('%' is a legal name).
+    """
     if "://" not in uri:
         return os.path.abspath(os.path.expanduser(uri))
     if uri[:7].lower() == "file://":
-        rest = uri[len("file://"):]
+        rest = unquote(uri[len("file://"):])
+        if "\x00" in rest:
+            raise StorageError(f"{printable(uri)} decodes to a path with a NUL character")
         if rest.startswith("localhost/"):
             rest = rest[len("localhost"):]
         return os.path.abspath(rest)

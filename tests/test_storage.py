@@ -89,6 +89,27 @@ def test_policy_roots(tmp_path):
     assert StoragePolicy(allowed_roots=("s3://bucket/in",)).check("s3://bucket/in/a.jpg")
 
 
+def test_file_uris_are_percent_decoded_and_plain_paths_taken_literally(tmp_path):
+    # Path.as_uri() escapes spaces, '%' and non-ASCII names; such a manifest must find its files.
+    folder = tmp_path / "in dir"
+    folder.mkdir()
+    named = folder / "réf 100%#1.jpg"
+    named.write_bytes(b"portrait")
+    uri = named.as_uri()
+    assert "%20" in uri and "%25" in uri
+    policy = StoragePolicy(allowed_roots=(str(folder),))
+    assert policy.check(uri) == str(named)
+    assert storage.read_bytes(uri) == b"portrait"
+    literal = folder / "pct%20name.jpg"  # a plain path keeps its '%'
+    literal.write_bytes(b"literal")
+    assert storage.read_bytes(str(literal)) == b"literal"
+    # Escapes cannot smuggle what the raw string would be refused for.
+    with pytest.raises(StorageError, match="NUL"):
+        policy.check("file://" + str(folder) + "/a%00.jpg")
+    with pytest.raises(StorageError, match="outside the allowed roots"):
+        policy.check("file://" + str(folder) + "/%2E%2E/%2E%2E/etc/passwd")
+
+
 def test_redact():
     text = "failed s3://AKIA:secretvalue@host/k and https://h/x?X-Amz-Signature=abcdef&a=1"
     cleaned = storage.redact(text)
