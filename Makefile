@@ -26,11 +26,8 @@ demo: setup
 # Two test processes, each taking whole files (--dist loadfile), so a module's shared render (a
 # module-scoped fixture) runs once, not once per process.  Every Ray test starts its own private
 # local Ray, so two can run side by side; most of a Ray test's time is start-up and waiting.
-# --no-loadscope-reorder keeps the files in collection order, which tests/conftest.py makes Ray tests
-# first (xdist would otherwise send files with the most tests first, leaving the few long Ray
-# files to run one after another at the end).
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

@@ -109,10 +109,34 @@ def _av_message(exc: BaseException) -> str:
 
 
 def _video_stream(container):
-    if not container.streams.video:
-        kind = " (audio only)" if container.streams.audio else ""
+    """The clip's picture: its first moving-picture stream marked default, else its first one.
+
+    A cover picture (an MP4's or an M4A's embedded thumbnail) is not a moving picture; a Matroska
+    file keeps its thumbnail as an ordinary stream, often first, but not marked default.
+    """
+    import av
+
+    flags = av.stream.Disposition
+    moving = [stream for stream in container.streams.video if not stream.disposition & flags.attached_pic]
+    if not moving:
+        kind = (" (only a cover picture)" if container.streams.video
+                else " (audio only)" if container.streams.audio else "")
         raise MediaError(f"has no video stream{kind}")
-    return container.streams.video[0]
+    return next((stream for stream in moving if stream.disposition & flags.default), moving[0])
+
+
+def _display_size(stream, width: int, height: int) -> tuple[int, int]:
+    """The frame size as shown: non-square pixels (an anamorphic clip, HDV's 1440x1080) are stretched to square.
+
+    The side that grows is stretched, so no detail is lost; the face mesh and the crops then see
+    the face in its true proportions.
+    """
+    aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not aspect or aspect <= 0 or aspect == 1:
+        return width, height
+    if aspect > 1:
+        return int(round(width * aspect)), height
+    return width, int(round(height / aspect))
 
 
 def probe(path: str, limits: MediaLimits) -> ClipFacts:
@@ -132,6 +156,13 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             raise MediaError(f"video is {width}x{height}, over the cap of {limits.max_video_pixels / 1e6:.1f} "
                              "megapixels")
         check_sides(width, height, limits, "video")
+        shown = _display_size(stream, width, height)
+        if shown != (width, height):
+            if shown[0] * shown[1] > limits.max_video_pixels:
+                raise MediaError(f"video is {shown[0]}x{shown[1]} as displayed (its pixels are not square), over the "
+                                 f"cap of {limits.max_video_pixels / 1e6:.1f} megapixels")
+            check_sides(*shown, limits, "video as displayed (its pixels are not square)")
+            width, height = shown
         has_audio = bool(container.streams.audio)
         audio_start = _start_seconds(container.streams.audio[0]) if has_audio else None
         times = []
@@ -287,12 +318,19 @@ class ClipReader:
                 logger.info("decoding stopped early (%s); the last frame is held", _av_message(exc))
 
     def _to_rgb(self, frame, max_side: int | None) -> np.ndarray:
-        width, height = frame.width, frame.height
+        """The frame in the clip's display size (``facts``), scaled down to ``max_side``, turned upright.
+
+        Every frame comes out the same size: a stream whose resolution changes partway (a screen
+        recording, joined streams) is scaled to the size the probe measured, as ffmpeg does, and
+        non-square pixels are made square.
+        """
         rotation = self.facts.rotation
-        display_w, display_h = (height, width) if rotation % 180 == 90 else (width, height)
+        display_w, display_h = self.facts.width, self.facts.height
         scale = 1.0 if max_side is None else min(1.0, max_side / max(display_w, display_h))
         if scale < 1.0:
-            width, height = _even(width * scale), _even(height * scale)
+            display_w, display_h = _even(display_w * scale), _even(display_h * scale)
+        width, height = (display_h, display_w) if rotation % 180 == 90 else (display_w, display_h)
+        if (width, height) != (frame.width, frame.height):
             image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
         else:
             image = frame.to_ndarray(format="rgb24")

@@ -20,9 +20,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mediaio.threads import AUTO
+
+# Portraits in HEIC/HEIF, an iPhone's default photo format, open like any other image (libheif turns
+# them upright and clears their EXIF orientation, so exif_transpose cannot turn them twice).
+pillow_heif.register_heif_opener()
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +214,24 @@ def check_sides(width: int, height: int, limits: MediaLimits, what: str) -> None
                          "too narrow to hold a face")
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A grey image of more than 8 bits (16-bit PNG or TIFF, 32-bit integer or float TIFF) scaled to 8 bits.
+
+    Pillow's own conversion to RGB clips such values at 255, so a 16-bit scan came out white and
+    a float image (0 to 1) black, with no face to find.  Each is scaled from its nominal range: 16
+    bits for 16-bit modes and for integers over 255, 0 to 1 for floats that stay within it.
+    """
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = float(np.nanmax(values)) if values.size else 0.0
+    if image.mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or top > 255 else 1.0
+    return Image.fromarray(np.clip(np.nan_to_num(values * scale), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     try:
@@ -224,7 +247,7 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         )
     check_sides(width, height, limits, "image")
     try:
-        image = ImageOps.exif_transpose(image)
+        image = _eight_bit(ImageOps.exif_transpose(image))
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -16,16 +16,6 @@ SHARED = REPO.parent / "shared"
 SHARED_MEDIA = SHARED / "media"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Ray tests first, the rest after, each group in its files' order.
-
-    The Ray tests are the suite's long ones (a job each).  ``make test`` hands whole files to two
-    processes in collection order; started first, the long files share out between both, and the
-    many short files fill in behind them, instead of one long file running alone at the end.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("ray") is None)
-
-
 def has_shared_media() -> bool:
     """Whether the real test media are beside the checkout (CI has them; a fresh clone may not)."""
     return (SHARED_MEDIA / "drive_videos").is_dir()

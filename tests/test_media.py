@@ -109,6 +109,58 @@ def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
     assert clip.frames.shape[1:3] == (320, 240)
 
 
+def test_a_resolution_change_partway_gives_every_frame_the_probed_size(tmp_path, ffmpeg):
+    # Joined streams (a screen recording, a re-started stream): 320x240 for a second, then 160x120.
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
+    big = make_test_clip(tmp_path / "big.mp4", ffmpeg, seconds=1.0, size="320x240", audio=False)
+    small = make_test_clip(tmp_path / "small.mp4", ffmpeg, seconds=1.0, size="160x120", audio=False)
+    for clip, offset in ((big, "0"), (small, "1")):  # the second part's timestamps carry on from the first's
+        run("-i", str(clip), "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-output_ts_offset", offset,
+            str(clip.with_suffix(".ts")))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(big.with_suffix(".ts").read_bytes() + small.with_suffix(".ts").read_bytes())
+    facts = clips.probe(str(joined), LIMITS)
+    assert (facts.width, facts.height) == (320, 240)
+    clip = clips.decode_clip(str(joined), None, LIMITS)
+    assert clip.frames.shape[1:] == (240, 320, 3) and len(clip.frames) >= 28
+    # The second half is the small stream scaled up, not a blank or a corner of it.
+    expected = np.asarray(Image.fromarray(clips.decode_clip(str(small), None, LIMITS).frames[-1]).resize((320, 240)))
+    assert np.abs(clip.frames[-1].astype(int) - expected).mean() < 20
+
+
+def test_non_square_pixels_are_stretched_square(tmp_path, ffmpeg):
+    # An anamorphic clip: 320x240 squeezed into 160x240 pixels twice as wide as they are tall.
+    plain = make_test_clip(tmp_path / "plain.mp4", ffmpeg, size="320x240", audio=False)
+    squeezed = tmp_path / "squeezed.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(plain), "-vf", "scale=160:240,setsar=2", "-c:v", "libx264",
+                    str(squeezed)], check=True, capture_output=True)
+    facts = clips.probe(str(squeezed), LIMITS)
+    assert (facts.width, facts.height) == (320, 240)
+    shown, original = (clips.decode_clip(str(path), None, LIMITS).frames for path in (squeezed, plain))
+    assert shown.shape == original.shape
+    assert np.abs(shown.astype(int) - original).mean() < 12
+    assert clips.decode_clip(str(squeezed), None, LIMITS, max_side=160).frames.shape[1:3] == (120, 160)
+
+
+def test_a_cover_picture_is_not_taken_for_the_video(tmp_path, ffmpeg):
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, size="320x240")
+    cover = tmp_path / "cover.jpg"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(cover)
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
+    # Matroska keeps a thumbnail as an ordinary (not default) stream, here the first one.
+    thumbnail_first = tmp_path / "thumbnail_first.mkv"
+    run("-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1:v", "-map", "1:a", "-c", "copy",
+        "-disposition:v:0", "0", str(thumbnail_first))
+    facts = clips.probe(str(thumbnail_first), LIMITS)
+    assert (facts.width, facts.height, facts.frame_count) == (320, 240, 30)
+    # An audio file with album art has no video at all.
+    song = tmp_path / "song.m4a"
+    run("-i", str(clip), "-i", str(cover), "-map", "0:a", "-map", "1", "-c", "copy", "-disposition:v:0",
+        "attached_pic", str(song))
+    with pytest.raises(media.MediaError, match="only a cover picture"):
+        clips.probe(str(song), LIMITS)
+
+
 def test_refusals(tmp_path, ffmpeg, test_clip):
     audio_only = tmp_path / "a.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
@@ -157,6 +209,22 @@ def test_images_in_any_mode_become_rgb(mode):
     assert array.shape == (30, 40, 3) and array.dtype == np.uint8
 
 
+@pytest.mark.parametrize("depth", ["16-bit PNG", "32-bit integer TIFF", "float TIFF"])
+def test_grey_images_deeper_than_8_bits_keep_their_tones(depth):
+    # Pillow's own conversion clips these at 255: a 16-bit scan came out white, a float one black.
+    tones = np.tile(np.linspace(0, 255, 40), (30, 1)).round()
+    values, image_format = {
+        "16-bit PNG": ((tones * 257).astype(np.uint16), "PNG"),
+        "32-bit integer TIFF": ((tones * 257).astype(np.int32), "TIFF"),
+        "float TIFF": ((tones / 255).astype(np.float32), "TIFF"),
+    }[depth]
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format=image_format)
+    array = media.load_image(buffer.getvalue(), LIMITS)
+    assert array.shape == (30, 40, 3)
+    assert np.abs(array[..., 0].astype(int) - tones).max() <= 1
+
+
 def test_exif_rotation_is_applied():
     image = Image.new("RGB", (40, 30))
     exif = Image.Exif()
@@ -164,6 +232,21 @@ def test_exif_rotation_is_applied():
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", exif=exif)
     assert media.load_image(buffer.getvalue(), LIMITS).shape == (40, 30, 3)
+
+
+@pytest.mark.parametrize("image_format", ["HEIF", "AVIF", "JPEG"])
+def test_phone_photo_formats_open_upright(image_format):
+    # HEIC is an iPhone's default photo format; a phone held upright saves its picture turned, with
+    # an orientation that says how to show it.  Left half blue, turned to show that half on top.
+    image = Image.new("RGB", (64, 32), (250, 0, 0))
+    image.paste((0, 0, 250), (0, 0, 32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, exif=exif.tobytes(), quality=90)
+    shown = media.load_image(buffer.getvalue(), LIMITS)
+    assert shown.shape == (64, 32, 3)
+    assert shown[4, 16, 2] > 200 and shown[-4, 16, 0] > 200  # blue on top, red below
 
 
 def test_image_refusals(test_clip):
