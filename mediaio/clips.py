@@ -168,14 +168,25 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         times = []
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
+        untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
         for packet in container.demux(stream):
             # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
             # decoder never shows them, so they are not part of the clip's length.
-            if packet.pts is None or packet.size == 0 or packet.is_discard:
+            if packet.size == 0 or packet.is_discard:
                 continue
-            times.append(packet.pts * time_base)
-            if len(times) > MAX_SOURCE_FPS * (cap + 2):
+            if packet.pts is None:
+                untimed += 1
+            else:
+                times.append(packet.pts * time_base)
+            if len(times) + untimed > MAX_SOURCE_FPS * (cap + 2):
                 break
+        if not times and untimed:
+            # One packet a frame, at the rate of the stream's own timing information (the decoder's
+            # reading of it; the demuxer's guesses can be twice it, or its default of 25).
+            rate = float(stream.codec_context.framerate or stream.guessed_rate or 0)
+            if rate <= 0:
+                raise MediaError("video has no timestamps and no frame rate")
+            times = list(np.arange(untimed) / rate)
     if not times:
         raise MediaError("video has no frames")
     times = np.sort(np.asarray(times, dtype=np.float64))

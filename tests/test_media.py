@@ -161,6 +161,19 @@ def test_a_cover_picture_is_not_taken_for_the_video(tmp_path, ffmpeg):
         clips.probe(str(song), LIMITS)
 
 
+@pytest.mark.parametrize("codec, muxer", [("libx264", "h264"), ("libx265", "hevc")])
+def test_a_raw_stream_without_timestamps_plays_at_its_own_rate(tmp_path, ffmpeg, codec, muxer):
+    # A camera's .h264 file: no container, no timestamps, the rate only in the stream's timing information.
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, seconds=2.0, fps=12, audio=False)
+    raw = tmp_path / f"clip.{muxer}"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-c:v", codec, "-preset", "ultrafast", "-f", muxer,
+                    str(raw)], check=True, capture_output=True)
+    facts = clips.probe(str(raw), LIMITS)
+    assert facts.source_fps == pytest.approx(12.0) and facts.frame_count == 24
+    assert facts.duration == pytest.approx(2.0)
+    assert clips.decode_clip(str(raw), 6.0, LIMITS).frames.shape == (12, 240, 320, 3)
+
+
 def test_refusals(tmp_path, ffmpeg, test_clip):
     audio_only = tmp_path / "a.m4a"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
