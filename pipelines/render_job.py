@@ -23,7 +23,8 @@ from pipelines import outputs
 from pipelines.finish_stage import STAGE as FINISH_STAGE
 from pipelines.plan import JobConfig, plan_job
 from pipelines.ray_runtime import connect
-from pipelines.render_pipeline import PoolSizes, build_dataset, set_block_rows, set_queue_budget
+from pipelines.render_pipeline import (PoolSizes, build_dataset, needs_one_row_blocks, set_block_rows,
+                                       set_queue_budget)
 from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
@@ -155,7 +156,8 @@ def run_render_job(
                                           resources.get("GPU", 0.0))
             context = ray.data.DataContext.get_current()
             budget = set_queue_budget(context, config.queue_memory_mib)
-            set_block_rows(context, config.engine.engine_class().splits(config.engine))
+            set_block_rows(context, needs_one_row_blocks(len(plan.pending),
+                                                         config.engine.engine_class().splits(config.engine)))
             logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
                         config.engine.name, pools, budget)
             ledger = RowLedger.remote()

@@ -8,9 +8,12 @@ from jobs.options import add_render_arguments, job_config
 from pipelines.render_pipeline import (
     CPU_RENDER_CPUS,
     FINISH_CPUS,
+    MAX_INPUT_BLOCKS,
     PREPARE_CPUS,
     QUEUE_STORE_FRACTION,
     PoolSizes,
+    input_blocks,
+    needs_one_row_blocks,
     set_queue_budget,
 )
 
@@ -45,3 +48,11 @@ def test_queue_memory_option_reaches_the_config():
     args = parser.parse_args(["m.parquet", "--output", "out", "--queue-memory", "128"])
     assert job_config(args).queue_memory_mib == 128
     assert job_config(parser.parse_args(["m.parquet", "--output", "out"])).queue_memory_mib is None
+
+
+def test_a_large_manifest_starts_as_a_bounded_number_of_blocks_cut_into_rows_later():
+    # A block per row fans a small manifest out; a 20000-row one would keep the driver building
+    # blocks for ~100 s before any row ran.
+    assert input_blocks(8) == 8 and not needs_one_row_blocks(8, splits=False)
+    assert input_blocks(20000) == MAX_INPUT_BLOCKS and needs_one_row_blocks(20000, splits=False)
+    assert needs_one_row_blocks(8, splits=True)
