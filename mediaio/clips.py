@@ -190,9 +190,14 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if not times:
         raise MediaError("video has no frames")
     times = np.sort(np.asarray(times, dtype=np.float64))
+    rotation, first_shown = _first_frame(path)
+    if first_shown is not None and np.any(times >= first_shown):
+        # A recording cut mid-stream (a TS capture) starts with frames that need a picture it does not
+        # hold: the decoder never shows them, so the clip (and the audio's offset) starts at its first
+        # shown frame.  Elsewhere that is the first packet's time.
+        times = times[times >= first_shown]
     audio_delay = 0.0 if audio_start is None else audio_start - float(times[0])
     times -= times[0]
-    rotation = _rotation_of_first_frame(path)
     if rotation % 180 == 90:
         width, height = height, width
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
@@ -223,12 +228,18 @@ def _measured_duration(times: np.ndarray) -> float:
     return last + (1.0 / fps if fps > 0 else 0.0)
 
 
-def _rotation_of_first_frame(path: str) -> int:
+def _first_frame(path: str) -> tuple[int, float | None]:
+    """The degrees the first shown frame is turned for display, and its time (None: no timestamp)."""
+    import av
+
     with _open(path) as container:
         stream = _video_stream(container)
-        for frame in container.decode(stream):
-            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
-    return 0
+        try:
+            for frame in container.decode(stream):
+                return int(round(getattr(frame, "rotation", 0) or 0)) % 360, frame.time
+        except av.error.FFmpegError:
+            pass  # nothing decodes: the frame reader says so, with the cause
+    return 0, None
 
 
 def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimits) -> float:

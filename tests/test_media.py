@@ -74,6 +74,22 @@ def test_a_clip_trimmed_by_an_edit_list_lasts_what_it_shows(tmp_path, ffmpeg):
     assert facts.duration == pytest.approx(shown / 15, abs=0.01)
 
 
+def test_a_recording_cut_mid_stream_starts_at_its_first_shown_frame(tmp_path, ffmpeg):
+    # A TS capture joined partway through a group of pictures: its first frames need a keyframe it
+    # does not hold, and never decode.  The clip and its audio offset start at the first that does.
+    whole = make_test_clip(tmp_path / "whole.mp4", ffmpeg, seconds=4.0, fps=15, extra=["-g", "15", "-bf", "2"])
+    stream = tmp_path / "whole.ts"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(whole), "-c", "copy", str(stream)], check=True, capture_output=True)
+    data = stream.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[(len(data) // 3 // 188 + 5) * 188:])  # whole TS packets, not at a keyframe
+    facts = clips.probe(str(cut), LIMITS)
+    shown = clips.count_frames(str(cut))
+    assert facts.frame_count == shown
+    assert facts.duration == pytest.approx(shown / 15, abs=0.01)
+    assert len(clips.decode_clip(str(cut), None, LIMITS).frames) == shown
+
+
 @pytest.mark.parametrize("audio_delay", [0.5, -0.5])
 def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffmpeg, audio_delay):
     # A beep 1.0 s into the clip, in an audio stream that starts 0.5 s after (or before) the first frame.
