@@ -76,6 +76,18 @@ def normalize(uri: str) -> str:
     return uri
 
 
+def relative_to_file(uri: str, file_uri: str) -> str:
+    """A relative plain path taken from the folder of ``file_uri`` (a manifest's, local or remote); others unchanged.
+
+    A manifest's rows name their media as the manifest's author saw them, beside the manifest;
+    the driver's working directory (on a cluster, the job's) has nothing to do with it.
+    """
+    if not isinstance(uri, str) or not uri.strip() or "://" in uri or uri.startswith(("/", "~")):
+        return uri
+    folder = normalize(file_uri).rsplit("/", 1)[0] or "/"
+    return f"{folder}/{uri}"
+
+
 def is_local_uri(uri: str) -> bool:
     """Whether ``uri`` names a file on this machine's disk (a plain path or file://)."""
     return scheme_of(uri) == "file"

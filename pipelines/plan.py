@@ -155,8 +155,13 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                 raise UnknownEngineError(f"unknown engine {spec.engine!r} (known: {', '.join(sorted(ENGINES))})")
             if spec.engine and spec.engine != engine.name:
                 raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
-            reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
-            driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
+            # A row's relative paths are taken beside the manifest (the job's own --lora, from the
+            # command line, is taken from where the command ran).
+            beside_manifest = lambda uri: storage.relative_to_file(uri, config.manifest_uri)  # noqa: E731
+            if spec.lora:
+                spec = replace(spec, lora=beside_manifest(spec.lora))
+            reference_uri = config.policy.check(beside_manifest(spec.reference_uri), "reference_uri")
+            driving_uri = config.policy.check(beside_manifest(spec.driving_uri), "driving_uri")
             settings = row_settings(spec, engine)
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))

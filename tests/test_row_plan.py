@@ -16,8 +16,8 @@ from pipelines.rows import PLANNED_COLUMNS, planned_row, run_batch_stage, run_st
 
 
 def _plan(tmp_path, rows, engine=None, **config):
-    config = JobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), engine=engine or engine_spec("warp"),
-                       **config)
+    config = JobConfig(manifest_uri=config.pop("manifest_uri", "unused"), output_uri=str(tmp_path / "out"),
+                       engine=engine or engine_spec("warp"), **config)
     plan = plan_rows(manifest_table(rows), config)
     return sorted(plan.pending + plan.settled, key=lambda r: r["row_index"])
 
@@ -43,6 +43,19 @@ def test_statuses(tmp_path):
     assert "outside --output" in rows[6]["error"]  # without --allow-root every output stays under --output
     assert rows[0]["output_uri"] == str(tmp_path / "out" / "a.mp4")
     assert rows[7]["output_uri"] == str(tmp_path / "out" / "sub" / "r.mp4")  # relative to --output, not the cwd
+
+
+def test_relative_inputs_are_taken_beside_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working directory (on a cluster, the job's) plays no part
+    manifest = tmp_path / "jobs" / "manifest.parquet"
+    (planned,) = _plan(tmp_path, [row("a", reference_uri="faces/r.jpg", driving_uri="./clips/d.mp4")],
+                       manifest_uri=str(manifest))
+    assert planned["reference_uri"] == str(tmp_path / "jobs" / "faces" / "r.jpg")
+    assert planned["driving_uri"] == str(tmp_path / "jobs" / "clips" / "d.mp4")
+    # Beside the manifest is still inside the allowed roots, or not at all.
+    (refused,) = _plan(tmp_path, [row("b", reference_uri="../../r.jpg")], manifest_uri=str(manifest),
+                       policy=StoragePolicy(allowed_roots=(str(tmp_path / "jobs"), str(tmp_path / "out"))))
+    assert refused["status"] == "failed" and "outside the allowed roots" in refused["error"]
 
 
 def test_an_existing_output_is_skipped_only_if_it_is_this_rows_own_video(tmp_path):

@@ -110,6 +110,13 @@ def test_file_uris_are_percent_decoded_and_plain_paths_taken_literally(tmp_path)
         policy.check("file://" + str(folder) + "/%2E%2E/%2E%2E/etc/passwd")
 
 
+def test_relative_paths_are_taken_from_a_files_folder_local_or_remote():
+    assert storage.relative_to_file("faces/a.jpg", "s3://bucket/jobs/m.parquet") == "s3://bucket/jobs/faces/a.jpg"
+    assert storage.relative_to_file("a.jpg", "/data/m.parquet") == "/data/a.jpg"
+    for kept in ("/abs/a.jpg", "~/a.jpg", "s3://other/a.jpg", "file:///x/a.jpg", ""):
+        assert storage.relative_to_file(kept, "s3://bucket/jobs/m.parquet") == kept
+
+
 def test_redact():
     text = "failed s3://AKIA:secretvalue@host/k and https://h/x?X-Amz-Signature=abcdef&a=1"
     cleaned = storage.redact(text)
