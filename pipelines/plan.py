@@ -157,11 +157,12 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                 raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
             # A row's relative paths are taken beside the manifest (the job's own --lora, from the
             # command line, is taken from where the command ran).
-            beside_manifest = lambda uri: storage.relative_to_file(uri, config.manifest_uri)  # noqa: E731
             if spec.lora:
-                spec = replace(spec, lora=beside_manifest(spec.lora))
-            reference_uri = config.policy.check(beside_manifest(spec.reference_uri), "reference_uri")
-            driving_uri = config.policy.check(beside_manifest(spec.driving_uri), "driving_uri")
+                spec = replace(spec, lora=storage.relative_to_file(spec.lora, config.manifest_uri))
+            reference_uri = config.policy.check(storage.relative_to_file(spec.reference_uri, config.manifest_uri),
+                                                "reference_uri")
+            driving_uri = config.policy.check(storage.relative_to_file(spec.driving_uri, config.manifest_uri),
+                                              "driving_uri")
             settings = row_settings(spec, engine)
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
