@@ -41,6 +41,12 @@ _OPEN_OPTIONS = {
 }
 # Real clips have steady rates far below this; a higher measured rate is a broken or hostile file.
 MAX_SOURCE_FPS = 1000.0
+# Containers whose timestamps may jump: MPEG transport and program streams (recordings joined
+# byte-wise, a broadcast's clock reset).  In these a jump back in time, or forward by more than
+# TIMESTAMP_JUMP seconds, is a join, not a pause: the frames after it follow one frame after the
+# frame before it, as ffmpeg plays such files (and as it reads their audio).
+JOINABLE_DEMUXERS = ("mpegts", "mpeg")
+TIMESTAMP_JUMP = 10.0  # seconds: ffmpeg's own threshold for these formats
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
@@ -165,7 +171,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             width, height = shown
         has_audio = bool(container.streams.audio)
         audio_start = _start_seconds(container.streams.audio[0]) if has_audio else None
-        times = []
+        packets: list[tuple[float | None, float]] = []  # (decode time, display time) in decode order
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
@@ -177,9 +183,10 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             if packet.pts is None:
                 untimed += 1
             else:
-                times.append(packet.pts * time_base)
-            if len(times) + untimed > MAX_SOURCE_FPS * (cap + 2):
+                packets.append((None if packet.dts is None else packet.dts * time_base, packet.pts * time_base))
+            if len(packets) + untimed > MAX_SOURCE_FPS * (cap + 2):
                 break
+        times = _joined_times(container.format.name, packets) if packets else []
         if not times and untimed:
             # One packet a frame, at the rate of the stream's own timing information (the decoder's
             # reading of it; the demuxer's guesses can be twice it, or its default of 25).
@@ -203,6 +210,46 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
                      source_fps=_measured_fps(times), duration=_measured_duration(times), frame_count=len(times),
                      has_audio=has_audio, audio_delay=audio_delay)
+
+
+class TimestampJoiner:
+    """Closes the jumps in a joinable container's timestamps as they stream past (JOINABLE_DEMUXERS).
+
+    Fed a stream's times in an order where they only grow (packets' decode times, or decoded
+    frames' times), :meth:`offset` says how far to move each to close the jumps seen so far;
+    elsewhere it is always 0.
+    """
+
+    def __init__(self, container: str, step: float) -> None:
+        self.enabled = container.split(",")[0] in JOINABLE_DEMUXERS
+        self.step = step  # one frame: the gap left at a join
+        self.shift = 0.0
+        self.last: float | None = None
+        self.joins = 0
+
+    def offset(self, time: float) -> float:
+        if not self.enabled:
+            return 0.0
+        moved = time + self.shift
+        if self.last is not None and (moved < self.last or moved - self.last > TIMESTAMP_JUMP):
+            self.shift += self.last + self.step - moved
+            self.joins += 1
+        self.last = time + self.shift
+        return self.shift
+
+
+def _joined_times(container: str, packets: list[tuple[float | None, float]]) -> list[float]:
+    """Packets' display times (``(decode time or None, display time)`` in decode order) with the
+    container's timestamp jumps closed (:class:`TimestampJoiner`)."""
+    keys = np.array([shown if decoded is None else decoded for decoded, shown in packets])
+    steps = np.diff(keys)
+    steps = steps[steps > 0]
+    joiner = TimestampJoiner(container, float(np.median(steps)) if len(steps) else 0.0)
+    times = [shown + joiner.offset(float(key)) for key, (_, shown) in zip(keys, packets)]
+    if joiner.joins:
+        logger.info("the clip's timestamps jump %d time(s) (joined recordings): played one after another",
+                    joiner.joins)
+    return times
 
 
 def _start_seconds(stream) -> float | None:
@@ -326,12 +373,14 @@ class ClipReader:
             if self.threads != AUTO:
                 stream.thread_count = self.threads
             start = None
+            joiner = TimestampJoiner(self.facts.container, 1.0 / self.facts.source_fps)
             try:
                 for index, frame in enumerate(container.decode(stream)):
                     if frame.width * frame.height > self.limits.max_video_pixels:
                         raise MediaError(f"a decoded frame is {frame.width}x{frame.height}, over the cap of "
                                          f"{self.limits.max_video_pixels / 1e6:.1f} megapixels")
                     time = frame.time if frame.time is not None else index / self.facts.source_fps
+                    time += joiner.offset(time)
                     start = time if start is None else start
                     yield time - start, frame
             except av.error.FFmpegError as exc:

@@ -90,6 +90,39 @@ def test_a_recording_cut_mid_stream_starts_at_its_first_shown_frame(tmp_path, ff
     assert len(clips.decode_clip(str(cut), None, LIMITS).frames) == shown
 
 
+@pytest.mark.parametrize("second_part_at", ["0", "100"])
+def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
+    # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
+    # by timestamp alone, the clip was its first part and the rest was dropped, or 100 s long.
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
+    first = make_test_clip(tmp_path / "first.mp4", ffmpeg, seconds=2.0, fps=15)
+    second = make_test_clip(tmp_path / "second.mp4", ffmpeg, seconds=1.0, fps=15, size="320x240",
+                            extra=["-vf", "negate"])
+    for clip, offset in ((first, "0"), (second, second_part_at)):
+        run("-i", str(clip), "-c", "copy", "-output_ts_offset", offset, str(clip.with_suffix(".ts")))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.with_suffix(".ts").read_bytes() + second.with_suffix(".ts").read_bytes())
+    facts = clips.probe(str(joined), LIMITS)
+    assert facts.frame_count == 45 and facts.duration == pytest.approx(3.0, abs=0.01)
+    frames = clips.decode_clip(str(joined), None, LIMITS).frames
+    parts = [clips.decode_clip(str(clip.with_suffix(".ts")), None, LIMITS).frames for clip in (first, second)]
+    assert len(frames) == 45
+    assert np.array_equal(frames[:30], parts[0]) and np.array_equal(frames[30:], parts[1])
+    audio = tmp_path / "audio.aac"
+    audio.write_bytes(media.extract_audio(str(joined), facts.duration, LIMITS, facts.audio_delay))
+    samples = subprocess.run([ffmpeg, "-v", "error", "-i", str(audio), "-ac", "1", "-ar", "8000", "-f", "s16le", "-"],
+                             check=True, capture_output=True).stdout
+    assert len(samples) / 2 / 8000 == pytest.approx(3.0, abs=0.1)  # both parts' sound, in step with the picture
+
+
+def test_timestamps_jump_only_in_containers_that_can_be_joined():
+    joiner = clips.TimestampJoiner("mpegts", step=0.1)
+    assert [t + joiner.offset(t) for t in (5.0, 5.1, 5.2, 1.0, 1.1, 40.0, 40.1)] == pytest.approx(
+        [5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6])
+    still = clips.TimestampJoiner("mov,mp4,m4a,3gp,3g2,mj2", step=0.1)
+    assert [still.offset(t) for t in (5.0, 1.0, 40.0)] == [0.0, 0.0, 0.0]  # a long pause in an MP4 is a pause
+
+
 @pytest.mark.parametrize("audio_delay", [0.5, -0.5])
 def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffmpeg, audio_delay):
     # A beep 1.0 s into the clip, in an audio stream that starts 0.5 s after (or before) the first frame.
