@@ -12,7 +12,8 @@ byte past the limit fails the read), whatever size the file or object reports.
 Writes never expose a partial file under its final name: on local disk the bytes go to a temp
 file in the same directory, are fsynced and then hard-linked into place (create-only) or
 renamed over it (replace); on S3 one PUT is atomic, and ``If-None-Match: *`` makes it
-create-only.  Credentials never appear in messages: URIs in errors go through
+create-only; on Google Cloud Storage an upload is atomic too, and ``ifGenerationMatch=0``
+(gcsfs' create mode) makes it create-only.  Credentials never appear in messages: URIs in errors go through
 :func:`mediaio.redaction.printable` (credentials redacted, control characters escaped).
 """
 
@@ -31,6 +32,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from mediaio.redaction import printable, redact
+
+# gcsfs (gs://) turns on its experimental zonal and hierarchical bucket support by default: it
+# asks a bucket's type over gRPC before the first use of each bucket, which an endpoint other than
+# Google's (an emulator, a proxy) never answers, so every worker's first access waited 60 s.  Plain
+# object reads and writes need none of it.  Set before gcsfs is first imported; a user's own
+# setting wins.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 __all__ = ["StorageError", "NotFoundError", "StoragePolicy", "redact", "printable", "read_bytes", "open_input",
            "fetch_to_file", "open_seekable", "write_create_only", "write_replace", "exists", "list_names", "join", "normalize",

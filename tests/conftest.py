@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest_plugins = ["tests.s3_server"]  # the s3_endpoint fixture
+pytest_plugins = ["tests.s3_server", "tests.gcs_server"]  # the s3_endpoint and gcs_endpoint fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
