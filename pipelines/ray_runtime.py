@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 
@@ -66,6 +67,7 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     # The workers' temp files (fetched clips, audio for the encode) live in one folder of this job's,
     # removed when the job ends however it ends: a stopped job leaves nothing in the system's temp folder.
     _local_scratch = tempfile.mkdtemp(prefix="hellomeme-job-")
+    _set_scratch(_local_scratch)
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
             ray.init(
@@ -76,7 +78,6 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
                 include_dashboard=False,
                 logging_level=logging.getLogger("ray").getEffectiveLevel(),
                 log_to_driver=False,
-                runtime_env={"env_vars": {"TMPDIR": _local_scratch}},
             )
             return
         except Exception as exc:  # Ray raises a bare Exception when its node misses the start-up deadline
@@ -88,6 +89,34 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
 
 
 _local_scratch: str | None = None  # set while this process runs the local Ray instance it started
+_saved_environment: dict[str, str | None] = {}
+
+
+def _set_scratch(scratch: str) -> None:
+    """Point TMPDIR at the job's scratch folder in this process's environment, which the local Ray
+    instance's processes inherit; Ray's own folder (logs, sockets) stays where it would have been.
+
+    Not through ``ray.init``'s runtime environment: Ray pools workers by runtime environment, so
+    the workers it starts with the node (one per CPU, started while the driver plans) would not
+    match a job that has one and could never run its tasks: the job waited for new workers to start
+    and import, on cores the idle ones had just been busy with.
+    """
+    _saved_environment.update({name: os.environ.get(name) for name in ("TMPDIR", "RAY_TMPDIR")})
+    # Ray puts its session folder under TMPDIR on Linux (else /tmp), unless RAY_TMPDIR says otherwise.
+    default = os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+    os.environ.setdefault("RAY_TMPDIR", default or "/tmp")
+    os.environ["TMPDIR"] = scratch
+
+
+def _restore_environment(scratch: str) -> None:
+    for name, value in _saved_environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _saved_environment.clear()
+    if tempfile.tempdir == scratch:  # Python caches the folder it picked the first time
+        tempfile.tempdir = None
 
 
 def shutdown_local_ray() -> bool:
@@ -100,6 +129,7 @@ def shutdown_local_ray() -> bool:
         return False
     if ray.is_initialized():
         ray.shutdown()
+    _restore_environment(_local_scratch)
     shutil.rmtree(_local_scratch, ignore_errors=True)
     _local_scratch = None
     return True

@@ -18,11 +18,11 @@ from pipelines.render_pipeline import (
 )
 
 
-def test_cpu_pools_leave_room_for_the_finish_tasks_on_two_cpus():
+def test_cpu_pools_leave_room_for_the_finish_actors_on_two_cpus():
     pools = PoolSizes.for_cluster(needs_gpu=False, cpus=2, gpus=0)
     actors = pools.prepare * PREPARE_CPUS + pools.render * CPU_RENDER_CPUS
     assert actors + FINISH_CPUS <= 2
-    assert pools.prepare >= 1 and pools.render >= 1 and pools.tasks >= 2
+    assert pools.prepare >= 1 and pools.render >= 1 and pools.finish >= 2
 
 
 def test_gpu_engine_gets_one_render_actor_per_gpu():
