@@ -169,6 +169,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                                  f"cap of {limits.max_video_pixels / 1e6:.1f} megapixels")
             check_sides(*shown, limits, "video as displayed (its pixels are not square)")
             width, height = shown
+        nominal = float(stream.guessed_rate) if stream.guessed_rate else 0.0
         has_audio = bool(container.streams.audio)
         audio_start = _start_seconds(container.streams.audio[0]) if has_audio else None
         packets: list[tuple[float | None, float]] = []  # (decode time, display time) in decode order
@@ -207,8 +208,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     times -= times[0]
     if rotation % 180 == 90:
         width, height = height, width
+    fps = _measured_fps(times, nominal)
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
-                     source_fps=_measured_fps(times), duration=_measured_duration(times), frame_count=len(times),
+                     source_fps=fps, duration=_measured_duration(times, fps), frame_count=len(times),
                      has_audio=has_audio, audio_delay=audio_delay)
 
 
@@ -259,20 +261,39 @@ def _start_seconds(stream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
-def _measured_fps(times: np.ndarray) -> float:
-    """The clip's frame rate from its timestamps: the median spacing of distinct frames."""
+# Matroska, WebM and FLV keep timestamps in milliseconds: each is off by up to half of one.
+TIMESTAMP_ROUNDING = 0.001
+# A stream's nominal rate is taken for its measured one when the two agree this closely: the
+# timestamps decide, the exact fraction (30000/1001, not 29.9700...) only tidies them.
+NOMINAL_RATE_TOLERANCE = 0.01
+
+
+def _measured_fps(times: np.ndarray, nominal: float = 0.0) -> float:
+    """The clip's frame rate from its timestamps: the mean spacing of its regular steps.
+
+    The median step says what a regular step is, so a variable-rate clip's pauses and dropped
+    frames do not count; the mean over the steps near it undoes rounded timestamps.  Matroska,
+    WebM and FLV keep milliseconds: a 29.97 fps clip steps 33 and 34 ms (the median alone said
+    30.30 fps) and a 60 fps one 16 and 17 ms (58.8).  ``nominal`` (the stream's own rate, 0 if
+    none) is used where it agrees within NOMINAL_RATE_TOLERANCE.
+    """
     steps = np.diff(np.unique(times))
     steps = steps[steps > 0]
     if len(steps) == 0:
         return 0.0
-    fps = 1.0 / float(np.median(steps))
-    return fps if math.isfinite(fps) else 0.0
+    median = float(np.median(steps))
+    regular = steps[(steps > 0.5 * median) & (steps < 1.5 * median)]
+    fps = len(regular) / float(regular.sum())
+    if not math.isfinite(fps):
+        return 0.0
+    if nominal > 0 and abs(nominal - fps) <= NOMINAL_RATE_TOLERANCE * fps:
+        return nominal
+    return fps
 
 
-def _measured_duration(times: np.ndarray) -> float:
-    fps = _measured_fps(times)
-    last = float(times[-1])
-    return last + (1.0 / fps if fps > 0 else 0.0)
+def _measured_duration(times: np.ndarray, fps: float) -> float:
+    """From the first frame to the end of the last, which lasts one frame at ``fps``."""
+    return float(times[-1]) + (1.0 / fps if fps > 0 else 0.0)
 
 
 def _first_frame(path: str) -> tuple[int, float | None]:
@@ -321,7 +342,9 @@ class ClipPlan:
 
     @classmethod
     def for_span(cls, fps: float, span: float) -> "ClipPlan":
-        return cls(fps=fps, count=max(1, int(math.floor(span * fps + 1e-6))))
+        # A span measured from rounded timestamps is short by up to TIMESTAMP_ROUNDING: a 2 s
+        # Matroska clip at 15 fps ends at 1.933 s + 1/15 = 1.9997 s, which is still 30 frames.
+        return cls(fps=fps, count=max(1, int(math.floor((span + TIMESTAMP_ROUNDING) * fps + 1e-6))))
 
 
 class ClipReader:

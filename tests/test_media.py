@@ -90,6 +90,22 @@ def test_a_recording_cut_mid_stream_starts_at_its_first_shown_frame(tmp_path, ff
     assert len(clips.decode_clip(str(cut), None, LIMITS).frames) == shown
 
 
+@pytest.mark.parametrize("container", ["mkv", "flv"])
+@pytest.mark.parametrize("rate, expected", [("30000/1001", 30000 / 1001), ("60", 60.0), ("15", 15.0)])
+def test_millisecond_timestamps_give_the_clips_real_rate_and_every_frame(tmp_path, ffmpeg, container, rate, expected):
+    # OBS recordings (Matroska), browser WebM and FLV keep milliseconds: 29.97 fps steps 33 and 34 ms,
+    # and their median read 30.30 fps; 60 fps read 58.8, and a 15 fps clip lost its last frame.
+    path = tmp_path / f"clip.{container}"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={rate}:duration=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
+    facts = clips.probe(str(path), LIMITS)
+    assert facts.source_fps == pytest.approx(expected, rel=1e-9)
+    frames = round(2 * expected)
+    assert facts.frame_count == frames and facts.duration == pytest.approx(frames / expected, abs=0.002)
+    clip = clips.decode_clip(str(path), None, LIMITS)
+    assert len(clip.frames) == round(2 * clip.fps)
+
+
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
 def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
     # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
