@@ -1,6 +1,6 @@
 """The finish stage: encode a row's rendered frames, publish the MP4, and make its results row.
 
-One task per row does all three, explicitly: the MP4's bytes never pass through the object store,
+One call per row (an actor of the finish pool) does all three, explicitly: the MP4's bytes never pass through the object store,
 and a finished video does not wait for further task hops.  Each step runs in the row's error
 boundary and is timed on its own (``seconds_encode``, ``seconds_write``).  Only the small results
 row leaves this stage.
@@ -10,6 +10,8 @@ row leaves this stage.
 - write: a create-only, all-or-nothing publish through fsspec.  If the name is already taken, the
   row is ok only if the file there is this row's own video (a retried task, or a rerun racing
   another: it carries the row's fingerprint, which the encode embeds); anything else fails the row.
+  A row planned to replace this tool's earlier video (``--no-skip-existing``) is published over it,
+  still in one step.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from reporting.results import STAGES, result_row
 logger = logging.getLogger(__name__)
 
 # What the finish stage reads from a rendered row.
-INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "rendered", "generation_fps", "output_fps", "duration", "audio",
-                 "status")
+INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "replace_output", "rendered", "generation_fps", "output_fps",
+                 "duration", "audio", "status")
 
 
 STAGE = "finish"  # its name in the row ledger (pipelines/row_ledger.py)
@@ -56,6 +58,9 @@ def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -
         return columns
 
     def write(row: Row) -> dict[str, Any]:
+        if row.get("replace_output"):  # --no-skip-existing: the plan found this tool's earlier video there
+            storage.write_replace(row["output_uri"], row["video"], config.storage_options)
+            return {"status": OK}
         try:
             storage.write_create_only(row["output_uri"], row["video"], config.storage_options)
         except FileExistsError:

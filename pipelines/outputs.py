@@ -377,10 +377,18 @@ def fingerprint_metadata_args(fingerprint: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ExistingOutput:
-    """What an existing file at a row's target is: ``owned`` (this row's own video) or why not."""
+    """What an existing file at a row's target is: ``owned`` (this row's own video) or why not.
+
+    ``ours``: a complete video this tool made (it carries a fingerprint), this row's or one made
+    from other inputs or settings: ``--no-skip-existing`` may replace it; anything else never is.
+    """
 
     owned: bool
     reason: str = ""
+    ours: bool = False
+
+
+_ANY_FINGERPRINT = re.compile(re.escape(FINGERPRINT_TAG).encode("ascii") + rb"[0-9a-f]{32}")
 
 
 def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
@@ -408,9 +416,11 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
         return ExistingOutput(False, f"cannot be read: {printable(exc)}")
     if isinstance(moov, str):
         return ExistingOutput(False, f"is not a complete MP4 ({moov})")
-    if (FINGERPRINT_TAG + fingerprint).encode("ascii") not in moov:
-        return ExistingOutput(False, "is another video (it does not carry this row's fingerprint)")
-    return ExistingOutput(True)
+    if (FINGERPRINT_TAG + fingerprint).encode("ascii") in moov:
+        return ExistingOutput(True, ours=True)
+    if _ANY_FINGERPRINT.search(moov):
+        return ExistingOutput(False, "was made by hellomeme-batch from other inputs or settings", ours=True)
+    return ExistingOutput(False, "is another video (it does not carry this row's fingerprint)")
 
 
 def owns_existing_output(uri: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -419,9 +429,10 @@ def owns_existing_output(uri: str, fingerprint: str, storage_options: Mapping[st
 
 
 def not_owned_message(uri: str, verdict: ExistingOutput) -> str:
-    """The row's error when its target holds something else: names the output and what it is."""
-    return (f"output {printable(uri)} exists and is not this row's video: it {verdict.reason}; "
-            "remove it or give the row another output_uri")
+    """The row's error when its target holds something else: names the output, what it is, and what to do."""
+    remedy = ("rerun with --no-skip-existing to replace it, or give the row another output_uri" if verdict.ours
+              else "move it away or give the row another output_uri")
+    return f"output {printable(uri)} exists and is not this row's video: it {verdict.reason}; {remedy}"
 
 
 def _read_exact(handle: BinaryIO, count: int) -> bytes:

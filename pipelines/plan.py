@@ -182,16 +182,22 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
         inputs[index] = (reference_uri, driving_uri)
         fingerprint = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),
                                          engine.name)
-        if output.exists and config.skip_existing:
+        replace_output = False
+        if output.exists:
             verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options)
-            if verdict.owned:
+            # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
+            # an earlier video of this tool's from other inputs or settings.  Anything else at the target
+            # fails the row now, before any work is spent on it.
+            if verdict.owned and config.skip_existing:
                 settled.append(_settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name))
-            else:
+                continue
+            if not (verdict.ours and not config.skip_existing):
                 settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: "
                                         f"{not_owned_message(output.uri, verdict)}", engine=engine.name))
-            continue
+                continue
+            replace_output = True
         pending.append(planned_row(index, spec.id, reference_uri, driving_uri, output.uri, settings,
-                                   config.row_time_limit_s, fingerprint))
+                                   config.row_time_limit_s, fingerprint, replace_output))
     # Rows that share a LoRA next to each other, so render batches mostly share one adapter.
     pending.sort(key=lambda row: (row["lora"] or "", row["lora_scale"], row["row_index"]))
     return JobPlan(pending=pending, settled=settled, inputs=inputs)

@@ -40,6 +40,7 @@ PLANNED_COLUMNS: dict[str, str] = {
     "driving_uri": "string",
     "output_uri": "string",  # the row's final MP4, owned by this row alone (pipelines/outputs.py)
     "fingerprint": "string",  # what makes this row's video; embedded in the MP4 so a rerun knows its own
+    "replace_output": "bool (the target holds this tool's earlier video, to be replaced: --no-skip-existing)",
     "seed": "int64",
     "steps": "int64",
     "guidance": "float64",
@@ -59,11 +60,11 @@ Outputs = Mapping[str, Callable[[], Any]]  # column -> empty value, for rows tha
 
 
 def planned_row(row_index: int, meme_id: str, reference_uri: str, driving_uri: str, output_uri: str,
-                settings: RowSettings, time_limit_s: float, fingerprint: str = "") -> Row:
+                settings: RowSettings, time_limit_s: float, fingerprint: str = "", replace_output: bool = False) -> Row:
     """A row as it enters the pipeline, every setting in its own column."""
     return {
         "row_index": row_index, "id": meme_id, "reference_uri": reference_uri, "driving_uri": driving_uri,
-        "output_uri": output_uri, "fingerprint": fingerprint, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
+        "output_uri": output_uri, "fingerprint": fingerprint, "replace_output": replace_output, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
         "prompt": settings.prompt, "lora": settings.lora, "lora_scale": settings.lora_scale, "fps": settings.fps,
         "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "time_limit_s": time_limit_s,
         **{f"seconds_{stage}": 0.0 for stage in STAGES},

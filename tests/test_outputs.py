@@ -257,7 +257,7 @@ def test_anything_else_at_the_target_is_not_this_rows_video(videos, tmp_path):
         "cut.mp4": (own[: len(own) // 2], "not a complete MP4"),  # moov at the end: never written
         "cut_fast.mp4": (fast[:-100], "runs past the end of the file"),
         "garbage.mp4": (b"not a video at all" * 100, "not a complete MP4"),
-        "other_row.mp4": (videos["other_row"].read_bytes(), "does not carry this row's fingerprint"),
+        "other_row.mp4": (videos["other_row"].read_bytes(), "made by hellomeme-batch from other inputs or settings"),
         "foreign.mp4": (videos["foreign"].read_bytes(), "does not carry this row's fingerprint"),
     }
     for name, (data, reason) in cases.items():

@@ -151,3 +151,46 @@ def test_a_distant_face_in_a_wide_shot_is_found_and_tracked_in_a_region_around_i
     near, far = (np.linalg.norm(r["driving_landmarks"][:, 13, :2] - r["driving_landmarks"][:, 14, :2], axis=1)
                  for r in (prepared[0], row))
     assert np.corrcoef(near, far)[0, 1] > 0.8
+
+
+def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_file(job, prepared, tmp_path):
+    """Rendered again with other settings, a row replaces its earlier video (and the results row owns what is
+    on disk); a foreign file at a target fails its row at planning, before any work is spent on it."""
+    from dataclasses import replace
+
+    from pipelines.outputs import inspect_existing_output
+
+    config, _, _ = job
+    out = tmp_path / "out"
+    first = replace(config, output_uri=str(out))
+    (rendered, *_) = batch_rows(RenderStage(first.engine, {})(rows_batch([prepared[0]])))
+    rendered = {**rendered, "output_uri": str(out / f"{rendered['id']}.mp4")}
+    assert make_finish_fn(first)(rendered)["status"] == "ok"
+    foreign = out / "foreign.mp4"
+    foreign.write_bytes(b"not ours")
+
+    def plan(skip_existing, engine):
+        return plan_job(replace(config, output_uri=str(out), skip_existing=skip_existing, engine=engine))
+
+    other = engine_spec("warp", size=SIZE + 64)
+    rerun = plan(True, other)  # other settings: the earlier video is this tool's, but not this row's now
+    earlier = next(r for r in rerun.settled if r["id"] == rendered["id"])
+    assert earlier["status"] == "failed" and "--no-skip-existing" in earlier["error"]
+    again = plan(False, other)
+    (row,) = [r for r in again.pending if r["id"] == rendered["id"]]
+    assert row["replace_output"] and row["fingerprint"] != rendered["fingerprint"]
+    # The finish stage replaces the file with the new video, which the new fingerprint owns.
+    new = {**rendered, "fingerprint": row["fingerprint"], "replace_output": True}
+    assert make_finish_fn(replace(first, skip_existing=False))(new)["status"] == "ok"
+    assert inspect_existing_output(row["output_uri"], row["fingerprint"]).owned
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+    # A foreign file never is replaced: with --no-skip-existing its row fails before rendering.
+    manifest_rows = [{"id": "foreign", "reference_uri": rendered["reference_uri"], "driving_uri": rendered["driving_uri"]}]
+    from jobs.manifest_builder import write_manifest
+
+    write_manifest(manifest_rows, str(tmp_path / "foreign.parquet"))
+    refused = plan_job(replace(config, manifest_uri=str(tmp_path / "foreign.parquet"), output_uri=str(out),
+                               skip_existing=False))
+    assert not refused.pending and refused.settled[0]["status"] == "failed"
+    assert "move it away" in refused.settled[0]["error"] and foreign.read_bytes() == b"not ours"
