@@ -10,7 +10,8 @@ One actor per pool slot loads mediapipe's face mesh once and prepares many rows.
 4. places one stable square crop for the whole clip (HelloMeme's convention) and, for an engine
    that reads the driving pixels (``Engine.needs_driving_frames``; the warp engine reads only the
    landmarks), streams the clip again at full resolution, cutting each frame's crop as it is decoded;
-5. extracts the clip's audio for the same span.
+5. extracts the clip's audio (its default track) for the same span; if that fails the row goes on
+   silent, with a note in its ``error`` saying why.
 
 Full-resolution frames never leave this actor and at most one is held at a time, so a row's peak
 memory here is its crops plus a frame or two, whatever the source resolution.  The report's
@@ -32,7 +33,7 @@ from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
 from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region, scaled_within
 from mediaio import clips, media, storage
-from mediaio.redaction import printable
+from mediaio.redaction import printable, redact
 from mediaio.threads import AUTO, use_threads
 from reporting import previews
 from reporting.metrics import worker_metrics
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip streams past
 SMALL_FACE_SAMPLES = 5  # frames searched at full size for a face the scaled-down frames missed
+# The start of the note an ok row's ``error`` carries when its clip's audio could not be extracted.
+AUDIO_DROPPED_NOTE = "ok without sound (the driving clip's audio could not be extracted)"
 
 
 class InputError(Exception):
@@ -237,8 +240,9 @@ class PrepareActor:
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
-            audio = media.extract_audio(path, span, self.limits, facts.audio_delay) if facts.has_audio else None
+            audio, audio_note = self._audio(row, path, span, facts)
         return {
+            **({"error": audio_note} if audio_note else {}),
             "driving_crops": crops,
             **track_columns("driving", track.cropped(box, self.size)),
             "audio": audio,
@@ -248,6 +252,19 @@ class PrepareActor:
             "frames": int(plan.count),
             "preview_driving": made.get("preview_driving"),
         }
+
+    def _audio(self, row: Mapping[str, Any], path: str, span: float,
+               facts: clips.ClipFacts) -> tuple[bytes | None, str]:
+        """The clip's audio (its default track) for ``span``, and a note for the row's results if a clip
+        with audio gives none: the row still renders, silent, and says why instead of only logging it."""
+        if not facts.has_audio:
+            return None, ""
+        try:
+            return media.extract_audio(path, span, self.limits, facts.audio_delay, facts.audio_index), ""
+        except media.MediaError as exc:
+            logger.warning("row %d (%s): the driving clip's audio is left out: %s", int(row["row_index"]),
+                           printable(row["id"]), printable(str(exc)))
+            return None, redact(f"{AUDIO_DROPPED_NOTE}: {exc}")
 
     def _track_small_face(self, reader: clips.ClipReader, plan: clips.ClipPlan, image_size: tuple[int, int],
                           decode: _Stopwatch) -> FaceTrack | None:

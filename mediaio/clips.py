@@ -63,9 +63,12 @@ class ClipFacts:
     duration: float  # seconds from the first to the end of the last frame
     frame_count: int
     has_audio: bool
-    # Seconds the first audio stream starts after the first frame (negative: before it).  A clip
+    # Seconds the audio stream used starts after the first frame (negative: before it).  A clip
     # whose audio starts late keeps its gap in the output, so the sound stays on the picture.
     audio_delay: float = 0.0
+    # The container's index of the audio stream used (:func:`_audio_stream`: the one marked default,
+    # else the first), which the audio is extracted from; None without audio.
+    audio_index: int | None = None
 
     @property
     def pixels(self) -> int:
@@ -131,6 +134,19 @@ def _video_stream(container):
     return next((stream for stream in moving if stream.disposition & flags.default), moving[0])
 
 
+def _audio_stream(container):
+    """The clip's sound: its audio stream marked default, else its first one (None without audio).
+
+    The same rule as the picture's (:func:`_video_stream`): a clip with a commentary or a second
+    language track plays the track its player would.
+    """
+    import av
+
+    default = av.stream.Disposition.default
+    tracks = list(container.streams.audio)
+    return next((stream for stream in tracks if stream.disposition & default), tracks[0] if tracks else None)
+
+
 def _display_size(stream, width: int, height: int) -> tuple[int, int]:
     """The frame size as shown: non-square pixels (an anamorphic clip, HDV's 1440x1080) are stretched to square.
 
@@ -170,8 +186,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             check_sides(*shown, limits, "video as displayed (its pixels are not square)")
             width, height = shown
         nominal = float(stream.guessed_rate) if stream.guessed_rate else 0.0
-        has_audio = bool(container.streams.audio)
-        audio_start = _start_seconds(container.streams.audio[0]) if has_audio else None
+        audio = _audio_stream(container)
+        audio_index = None if audio is None else int(audio.index)
+        audio_start = None if audio is None else _start_seconds(audio)
         packets: list[tuple[float | None, float]] = []  # (decode time, display time) in decode order
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
@@ -211,7 +228,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     fps = _measured_fps(times, nominal)
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
                      source_fps=fps, duration=_measured_duration(times, fps), frame_count=len(times),
-                     has_audio=has_audio, audio_delay=audio_delay)
+                     has_audio=audio_index is not None, audio_delay=audio_delay, audio_index=audio_index)
 
 
 class TimestampJoiner:

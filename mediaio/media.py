@@ -100,29 +100,44 @@ def _last_error_line(stderr: bytes, most: int = 2) -> str:
 # Audio starting this close to the picture is left as it is: offsets under ~45 ms cannot be seen
 # (ITU-R BT.1359), and an encoder's priming samples move some clips' audio by ~20 ms.
 AV_SYNC_TOLERANCE_S = 0.04
+# What the extracted audio may be: ADTS (and the AAC the MP4 carries) cannot hold 7.1 or stranger
+# layouts ("channelConfiguration > 7 is not supported"), so a mono track stays mono and any other
+# is downmixed to stereo, which is what a meme is played on.
+AUDIO_CHANNEL_LAYOUTS = "mono|stereo"
 
 
-def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float = 0.0) -> bytes | None:
-    """The first audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec works.
+def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float = 0.0,
+                  stream: int | None = None) -> bytes:
+    """One audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec and layout works.
 
-    ``delay`` (seconds the audio starts after the first video frame, ``ClipFacts.audio_delay``) is
-    kept: ADTS has no timestamps, so late audio is preceded by silence and early audio is cut, and
-    the sound plays on the picture it belongs to.
+    ``stream`` is the stream's index in the container (``ClipFacts.audio_index``: the track marked
+    default, else the first); None takes the first audio stream.  ``delay`` (seconds the audio
+    starts after the first video frame, ``ClipFacts.audio_delay``) is kept: ADTS has no timestamps,
+    so late audio is preceded by silence and early audio is cut, and holes in the audio's own
+    timestamps are filled with silence; the sound plays on the picture it belongs to.  More than two
+    channels are downmixed to stereo (:data:`AUDIO_CHANNEL_LAYOUTS`).  MediaError (with ffmpeg's
+    cause) if no audio comes out: the caller decides whether a silent video will do.
     """
     import ffmpeg
 
-    audio = ffmpeg.input(path, **_CLIP_INPUT)["a:0"]
+    audio = ffmpeg.input(path, **_CLIP_INPUT)["a:0" if stream is None else str(int(stream))]
     if abs(delay) > AV_SYNC_TOLERANCE_S:
         audio = audio.filter("asetpts", "PTS-STARTPTS")  # the audio's own first sample at 0, then moved
         if delay > 0:
             audio = audio.filter("adelay", delays=f"{delay * 1000:.0f}", all=1)
         else:
             audio = audio.filter("atrim", start=f"{-delay:.6f}").filter("asetpts", "PTS-STARTPTS")
-    stream = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="aac", audio_bitrate="160k", format="adts")
-    result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s)
-    if result.returncode != 0 or not result.stdout:
-        logger.warning("audio could not be extracted, the output will be silent: %s", _last_error_line(result.stderr))
-        return None
+    # Placed by timestamp from the first sample on: a hole (a gap the sync tolerance can see) becomes
+    # silence instead of being closed up, which moved everything after it early (async=1: samples
+    # are only added or dropped, never stretched).
+    audio = audio.filter("aresample", **{"async": 1, "min_hard_comp": f"{AV_SYNC_TOLERANCE_S:g}"})
+    audio = audio.filter("aformat", channel_layouts=AUDIO_CHANNEL_LAYOUTS)
+    output = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="aac", audio_bitrate="160k", format="adts")
+    result = _run_ffmpeg(output, timeout=limits.ffmpeg_timeout_s)
+    if result.returncode != 0:
+        raise MediaError(f"audio could not be extracted: {_last_error_line(result.stderr)}")
+    if not result.stdout:
+        raise MediaError("audio could not be extracted: its stream gave no samples")
     return result.stdout
 
 

@@ -4,6 +4,7 @@ ffmpeg binary, on generated and real clips."""
 import io
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -161,6 +162,97 @@ def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffm
     loud = np.abs(samples.astype(float))
     assert np.argmax(loud > 0.3 * loud.max()) / 8000 == pytest.approx(1.0, abs=0.06)  # not 0.5 s off
     assert len(samples) / 8000 == pytest.approx(facts.duration, abs=0.1)
+
+
+def _decoded_audio(ffmpeg: str, audio: bytes, tmp_path, rate: int = 8000) -> tuple[np.ndarray, int]:
+    """Extracted ADTS audio decoded to 16-bit samples at ``rate`` (one row per sample), and its channel count."""
+    import av
+
+    path = tmp_path / "decoded.aac"
+    path.write_bytes(audio)
+    with av.open(str(path)) as container:
+        channels = container.streams.audio[0].channels
+    pcm = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-ar", str(rate), "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    return np.frombuffer(pcm, np.int16).reshape(-1, channels), channels
+
+
+def _first_loud_second(samples: np.ndarray, rate: int = 8000) -> float:
+    loud = np.abs(samples.astype(float)).max(axis=1)
+    return float(np.argmax(loud > 0.3 * loud.max())) / rate
+
+
+@pytest.mark.parametrize("channels, codec, container, kept", [
+    (8, "pcm_f32le", "mov", 2),  # 7.1: ADTS refused it ("channelConfiguration > 7"), the row came out silent
+    (16, "pcm_s16le", "mkv", 2),
+    (6, "aac", "mp4", 2),
+    (1, "aac", "mp4", 1),
+])
+def test_audio_in_any_channel_layout_is_kept(tmp_path, ffmpeg, channels, codec, container, kept):
+    base = make_test_clip(tmp_path / "base.mp4", ffmpeg)
+    clip = tmp_path / f"surround.{container}"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(base), "-c:v", "copy", "-c:a", codec, "-ac", str(channels),
+                    "-ar", "22050", str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    samples, got = _decoded_audio(ffmpeg, audio, tmp_path)
+    assert got == kept  # mono stays mono, anything wider is downmixed to stereo
+    assert len(samples) / 8000 == pytest.approx(2.0, abs=0.1) and np.abs(samples).max() > 1000  # the tone, not silence
+
+
+def test_audio_that_cannot_be_extracted_leaves_a_note_on_the_row(test_clip):
+    """A clip with audio whose audio fails still renders, silent, and its results say why (not only a worker log)."""
+    from types import SimpleNamespace
+
+    from actors.prepare_actor import AUDIO_DROPPED_NOTE, PrepareActor
+
+    facts = clips.probe(str(test_clip), LIMITS)
+    broken = replace(facts, audio_index=0)  # the video stream: ffmpeg cannot make audio of it
+    with pytest.raises(media.MediaError, match="audio could not be extracted: .+"):
+        media.extract_audio(str(test_clip), facts.duration, LIMITS, stream=0)
+    actor = SimpleNamespace(limits=LIMITS)
+    row = {"row_index": 3, "id": "meme"}
+    audio, note = PrepareActor._audio(actor, row, str(test_clip), facts.duration, broken)
+    assert audio is None and note.startswith(AUDIO_DROPPED_NOTE + ": audio could not be extracted: ")
+    audio, note = PrepareActor._audio(actor, row, str(test_clip), facts.duration, facts)
+    assert audio and note == ""
+
+
+@pytest.mark.parametrize("default_track", [0, 1])
+def test_the_audio_track_marked_default_is_used(tmp_path, ffmpeg, default_track):
+    # Two audio tracks: silence, and a tone that starts 0.5 s after the picture; the tone's is marked default.
+    silent = make_test_clip(tmp_path / "silent.mp4", ffmpeg, seconds=2.0, audio=False)
+    tracks = [("anullsrc=r=48000:cl=stereo", "0"), ("sine=frequency=1000:sample_rate=48000", "0.5")]
+    if default_track == 0:
+        tracks.reverse()
+    clip = tmp_path / "tracks.mkv"
+    command = [ffmpeg, "-v", "error", "-y", "-i", str(silent)]
+    for source, offset in tracks:
+        command += ["-itsoffset", offset, "-f", "lavfi", "-t", "1.5", "-i", source]
+    command += ["-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "copy", "-c:a", "aac", "-disposition:a", "0",
+                f"-disposition:a:{default_track}", "default", str(clip)]
+    subprocess.run(command, check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.audio_index == 1 + default_track and facts.audio_delay == pytest.approx(0.5, abs=0.05)
+    audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    samples, _ = _decoded_audio(ffmpeg, audio, tmp_path)
+    assert np.abs(samples).max() > 1000  # the tone, not the silent track
+    assert _first_loud_second(samples) == pytest.approx(0.5, abs=0.06)
+
+
+def test_a_gap_in_the_audio_is_filled_with_silence(tmp_path, ffmpeg):
+    # A beep at 2.5 s in an Opus track whose packets between 1 s and 2 s are gone (a hole in its timestamps).
+    silent = make_test_clip(tmp_path / "silent.mp4", ffmpeg, seconds=3.0, audio=False)
+    clip = tmp_path / "gap.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(silent), "-f", "lavfi", "-i",
+                    "sine=frequency=1000:duration=0.1:sample_rate=48000", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-af", r"adelay=2500:all=1,apad=whole_dur=3,aselect='not(between(t\,1\,2))'", "-c:a", "libopus",
+                    str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    samples, _ = _decoded_audio(ffmpeg, audio, tmp_path)
+    assert len(samples) / 8000 == pytest.approx(3.0, abs=0.1)  # not 2 s: the hole is kept, as silence
+    assert _first_loud_second(samples) == pytest.approx(2.5, abs=0.06)  # not 1.5 s: on its picture
 
 
 def test_rotation_metadata_is_applied(tmp_path, ffmpeg):
