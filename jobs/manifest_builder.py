@@ -1,37 +1,119 @@
-"""Writing manifests: from a folder of portraits and a folder of driving clips, or from a CSV."""
+"""Writing manifests: from a folder of portraits and a folder of driving clips, or from a CSV.
+
+The builder refuses what would make a manifest of rows that all fail (a CSV header without the
+required columns, a row with an empty id or URI), so the mistake is named where it was made,
+not as a failed row at render time.  It writes what the renderer reads back the same way:
+folders are scanned for the suffixes the media readers accept, ids follow the renderer's id rule
+and are unique, and relative paths are written to resolve from the manifest's own folder.
+"""
 
 from __future__ import annotations
 
 import csv
+import difflib
+import hashlib
 import io
 import itertools
+import logging
 import os
 import re
+import unicodedata
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mediaio import storage
-from pipelines.manifest import CELL_LIMITS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ManifestError, check_schema
+from mediaio.clips import VIDEO_SUFFIXES
+from mediaio.media import IMAGE_SUFFIXES
+from pipelines.manifest import (
+    BESIDE_MANIFEST_COLUMNS,
+    CELL_LIMITS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ManifestError,
+    check_schema,
+)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+logger = logging.getLogger(__name__)
 
 _ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
 
+# Delimiters a CSV may use, tried in this order: spreadsheets in many locales write ';', and a
+# "CSV" exported as text is often tab-separated.  The one whose header names every required
+# column is used.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+# Letters that Unicode does not decompose into an ASCII letter and a mark, spelt as ASCII.
+_ASCII_SPELLINGS = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+                                  "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th",
+                                  "ı": "i"})
+_ID_HASH_CHARS = 8  # hex digits that keep apart names whose letters an id cannot spell (日本, 中国)
+_FALLBACK_ID = "meme"
 
-def _files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+
+def _files(folder: str, suffixes: Iterable[str]) -> list[str]:
+    suffixes = tuple(suffixes)
     names = sorted(name for name in os.listdir(folder) if name.lower().endswith(suffixes))
     if not names:
         raise ManifestError(f"no {'/'.join(suffixes)} files in {folder}")
     return [os.path.abspath(os.path.join(folder, name)) for name in names]
 
 
+def _ascii_stem(path: str) -> tuple[str, bool]:
+    """A file's stem in the id alphabet, and whether letters or digits were lost on the way.
+
+    Accents are dropped (``été`` -> ``ete``), a few letters are spelt out (``ß`` -> ``ss``); the
+    renderer's id rule is ASCII, so letters of other scripts cannot be kept.
+    """
+    stem = unicodedata.normalize("NFKD", os.path.splitext(os.path.basename(path))[0].translate(_ASCII_SPELLINGS))
+    lost = any(char.isalnum() and not char.isascii() for char in stem)
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", stem.encode("ascii", "ignore").decode("ascii"))
+    return text.strip("._-"), lost
+
+
 def safe_id(*parts: str) -> str:
-    """A manifest id from file stems: letters, digits, '.', '_' and '-' only, at most the id cell limit."""
-    text = "-".join(os.path.splitext(os.path.basename(part))[0] for part in parts)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:CELL_LIMITS["id"]] or "meme"
+    """A manifest id from file stems that the renderer's id rule accepts (:data:`pipelines.manifest.ID_PATTERN`).
+
+    Stems are joined with '-', transliterated to ASCII letters, digits, '.', '_' and '-'.  Where
+    letters could not be spelt (another script), a short hash of the names keeps the id stable
+    and apart from other such names.
+    """
+    stems = [_ascii_stem(part) for part in parts]
+    text = "-".join(stem for stem, _ in stems if stem)
+    suffix = ""
+    if any(lost for _, lost in stems):
+        names = "\0".join(unicodedata.normalize("NFC", os.path.basename(part)) for part in parts)
+        suffix = "-" + hashlib.sha256(names.encode("utf-8")).hexdigest()[:_ID_HASH_CHARS]
+    text = text[: CELL_LIMITS["id"] - len(suffix)].strip("._-") or _FALLBACK_ID
+    return text + suffix
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """``ids`` with repeats made unique: the first keeps its id, later ones get ``-2``, ``-3``... in order.
+
+    Names that differ only by extension (``a.jpg``, ``a.png``) or by accents give the same id; the
+    renderer would fail every repeat as a duplicate.  Each renamed id is logged.
+    """
+    ids = list(ids)
+    taken = set(ids)
+    seen: set[str] = set()
+    unique = []
+    for meme_id in ids:
+        if meme_id in seen:
+            number = 2
+            while True:
+                suffix = f"-{number}"
+                candidate = meme_id[: CELL_LIMITS["id"] - len(suffix)] + suffix
+                if candidate not in taken:
+                    break
+                number += 1
+            logger.warning("id %r is made by more than one row: this one is %r", meme_id, candidate)
+            taken.add(candidate)
+            meme_id = candidate
+        seen.add(meme_id)
+        unique.append(meme_id)
+    return unique
 
 
 def pair_folders(portraits: str, drivers: str, pairing: str = "zip") -> list[dict[str, Any]]:
@@ -45,28 +127,116 @@ def pair_folders(portraits: str, drivers: str, pairing: str = "zip") -> list[dic
         pairs = [(images[i % len(images)], clips[i % len(clips)]) for i in range(count)]
     else:
         raise ManifestError(f"unknown pairing {pairing!r}: use zip or all")
-    return [{"id": safe_id(clip, image), "reference_uri": image, "driving_uri": clip} for image, clip in pairs]
+    ids = unique_ids(safe_id(clip, image) for image, clip in pairs)
+    return [{"id": meme_id, "reference_uri": image, "driving_uri": clip}
+            for meme_id, (image, clip) in zip(ids, pairs)]
+
+
+def _header(text: str, delimiter: str) -> list[str]:
+    return [name.strip() for name in next(csv.reader(io.StringIO(text), delimiter=delimiter), [])]
+
+
+def csv_delimiter(text: str) -> str:
+    """The delimiter of :data:`CSV_DELIMITERS` whose header names every required column.
+
+    ManifestError otherwise, naming the missing columns and the header found, with a hint when
+    the header looks split by another delimiter or a name looks misspelt.
+    """
+    for delimiter in CSV_DELIMITERS:
+        if set(REQUIRED_COLUMNS) <= set(_header(text, delimiter)):
+            return delimiter
+    header = _header(text, ",")
+    if not any(header):
+        raise ManifestError(f"CSV is empty: its first line must be a header naming {', '.join(REQUIRED_COLUMNS)}")
+    hints = []
+    widest = max(CSV_DELIMITERS, key=lambda delimiter: (len(_header(text, delimiter)), delimiter == ","))
+    if widest != ",":
+        header = _header(text, widest)
+        hints.append(f"the header looks {_DELIMITER_NAMES[widest]}-separated")
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    for column in missing:
+        close = difflib.get_close_matches(column, header, n=1, cutoff=0.6) or [
+            name for name in header if name.lower() == column]
+        if close:
+            hints.append(f"did you mean {column!r} for {close[0]!r}?")
+    shown = [storage.printable(name)[:64] for name in header[:20]]
+    raise ManifestError(f"CSV header has no required column(s) {', '.join(missing)} (header: {shown})"
+                        + (f"; {'; '.join(hints)}" if hints else ""))
 
 
 def rows_from_csv(text: str) -> list[dict[str, Any]]:
-    """Rows from CSV text with a header naming manifest columns; numbers are converted by column."""
-    reader = csv.DictReader(io.StringIO(text))
+    """Rows from CSV text with a header naming manifest columns; numbers are converted by column.
+
+    The header must name every required column (see :func:`csv_delimiter`, which also picks the
+    delimiter), and every row must have a value in each.
+    """
+    delimiter = csv_delimiter(text)
+    if delimiter != ",":
+        logger.info("CSV is %s-separated", _DELIMITER_NAMES[delimiter])
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = [name.strip() for name in next(reader)]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"CSV header names {', '.join(map(repr, repeated))} more than once")
     known = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
     rows = []
-    for line, record in enumerate(reader, start=2):
+    for record in reader:
+        line = reader.line_num
+        if not any(field.strip() for field in record):
+            continue  # a blank line
+        if len(record) > len(header):
+            raise ManifestError(f"CSV line {line} has more fields than the header")
         row: dict[str, Any] = {}
-        for column, value in record.items():
-            if column is None:
-                raise ManifestError(f"CSV line {line} has more fields than the header")
-            value = (value or "").strip()
+        for column, value in itertools.zip_longest(header, record, fillvalue=""):
+            value = value.strip()
             kind = known.get(column, "string")
             try:
                 row[column] = None if value == "" else int(value) if kind == "integer" else (
                     float(value) if kind == "number" else value)
             except ValueError:
                 raise ManifestError(f"CSV line {line}: column {column!r} expects a {kind}, got {value!r}") from None
+        empty = [column for column in REQUIRED_COLUMNS if row[column] is None]
+        if empty:
+            raise ManifestError(f"CSV line {line}: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
         rows.append(row)
+    if not rows:
+        raise ManifestError("CSV has a header but no rows")
     return rows
+
+
+def rebase_relative_paths(rows: Iterable[Mapping[str, Any]], source_uri: str,
+                          manifest_uri: str) -> list[dict[str, Any]]:
+    """Rows whose relative paths, written beside ``source_uri`` (a CSV), resolve the same from ``manifest_uri``.
+
+    The renderer takes a manifest's relative paths beside the manifest
+    (:data:`pipelines.manifest.BESIDE_MANIFEST_COLUMNS`), and a CSV's author wrote them beside
+    the CSV.  Each is written relative to the manifest's folder when both are local files (the
+    tree can still move as a whole), else absolute.
+    """
+    local = storage.is_local_uri(manifest_uri)
+    manifest_folder = os.path.dirname(storage.normalize(manifest_uri)) if local else ""
+    rebased = []
+    for row in rows:
+        row = dict(row)
+        for column in BESIDE_MANIFEST_COLUMNS:
+            value = row.get(column)
+            if not isinstance(value, str):
+                continue
+            resolved = storage.relative_to_file(value, source_uri)
+            if resolved == value:  # absolute, home-relative or a URI: the same from anywhere
+                continue
+            if local and storage.is_local_uri(resolved):
+                resolved = os.path.relpath(storage.normalize(resolved), manifest_folder)
+            row[column] = resolved
+        rebased.append(row)
+    return rebased
+
+
+def rows_from_csv_file(csv_uri: str, manifest_uri: str,
+                       storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of the CSV at ``csv_uri``, for a manifest to be written at ``manifest_uri``."""
+    text = storage.read_bytes(csv_uri, storage_options).decode("utf-8-sig")
+    return rebase_relative_paths(rows_from_csv(text), csv_uri, manifest_uri)
 
 
 def manifest_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:

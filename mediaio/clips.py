@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 # Demuxers a driving clip may use: plain containers that read one file and nothing else.
 ALLOWED_DEMUXERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "flv", "mpegts", "mpeg",
                     "ogg", "asf", "gif", "h264", "hevc")
+# The file suffixes of clips these demuxers read: a folder of driving clips (`manifest build
+# --drivers`) is scanned for these.  Every demuxer named here is in ALLOWED_DEMUXERS (a test checks).
+VIDEO_SUFFIXES: dict[str, str] = {
+    **dict.fromkeys((".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mj2"), "mov"),
+    ".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".flv": "flv",
+    **dict.fromkeys((".ts", ".mts", ".m2ts"), "mpegts"), **dict.fromkeys((".mpg", ".mpeg", ".vob"), "mpeg"),
+    ".ogv": "ogg", **dict.fromkeys((".wmv", ".asf"), "asf"), ".gif": "gif",
+}
 _OPEN_OPTIONS = {
     "protocol_whitelist": "file",
     "format_whitelist": ",".join(ALLOWED_DEMUXERS),

@@ -29,6 +29,13 @@ from mediaio.threads import AUTO
 # them upright and clears their EXIF orientation, so exif_transpose cannot turn them twice).
 pillow_heif.register_heif_opener()
 
+# Photo formats a portrait may be in; load_image opens whatever Pillow can, and a folder of portraits
+# (`manifest build --portraits`) is scanned for these formats' suffixes, as Pillow names them.
+PORTRAIT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "HEIF", "AVIF", "TIFF", "GIF")
+IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted(
+    suffix for suffix, image_format in Image.registered_extensions().items()
+    if image_format in PORTRAIT_FORMATS and image_format in Image.OPEN))
+
 logger = logging.getLogger(__name__)
 
 

@@ -2,8 +2,14 @@
 
 Job-level problems (a missing required column, a column of the wrong type, a manifest over the
 size caps) raise :class:`ManifestError` naming the column or the cap: nothing can run.
-Row-level problems (a bad or duplicate id, an empty URI, a negative seed, a cell over its length
-cap) raise :class:`RowError` from :func:`parse_row`: that row fails, the others go on.
+Row-level problems (a missing, bad or duplicate id, an empty URI, a negative seed, a seed of 1.5,
+a cell over its length cap) raise :class:`RowError` from :func:`parse_row`: that row fails, the
+others go on.
+
+An integer setting may come in a floating-point column: pandas writes every optional integer
+column as float64 with NaN in its gaps, so that is how most such manifests are made.  The schema
+check takes the column; :func:`parse_row` decides each value (a whole number is that integer, NaN
+or null is the default, 1.5 or inf fails its row).
 
 The manifest comes from whoever wrote it, so the driver bounds what reading it can cost before
 it reads any row: the file's bytes, its row count and the decoded size of the columns it uses
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -56,6 +63,12 @@ OPTIONAL_COLUMNS: dict[str, str] = {
 }
 
 KNOWN_COLUMNS: dict[str, str] = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+# Columns whose relative paths are taken beside the manifest (see storage.relative_to_file); an
+# output_uri is not one of them: a relative one is taken under the job's --output.
+BESIDE_MANIFEST_COLUMNS = ("reference_uri", "driving_uri", "lora")
+# What each kind accepts, as the schema error says it.
+_KIND_NAMES = {"string": "string", "integer": "integer (or floating-point holding whole numbers)",
+               "number": "number"}
 
 # The longest value each string column may hold, in characters (bytes for a binary column): the
 # one definition of these caps.  A cell over its cap fails its row.
@@ -109,8 +122,8 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
         return True
     if kind == "string":  # binary is accepted so that a row with bytes that are not UTF-8 fails alone
         return _is_text(arrow_type) or _is_bytes(arrow_type)
-    if kind == "integer":
-        return pa.types.is_integer(arrow_type)
+    if kind == "integer":  # pandas writes an optional integer column as float64: parse_row judges each value
+        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
     if kind == "number":
         return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
     raise ValueError(kind)
@@ -134,7 +147,7 @@ def check_schema(schema: pa.Schema) -> None:
     for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
         if column in names and not _type_matches(schema.field(column).type, kind):
             raise ManifestError(
-                f"manifest column {column!r} has type {schema.field(column).type}, expected {kind}"
+                f"manifest column {column!r} has type {schema.field(column).type}, expected {_KIND_NAMES[kind]}"
             )
 
 
@@ -268,15 +281,39 @@ def _optional_number(row: Mapping[str, Any], column: str) -> float | None:
     return value
 
 
+def _optional_integer(row: Mapping[str, Any], column: str) -> int | None:
+    """An integer setting, from an integer column or a floating-point one holding whole numbers.
+
+    pandas writes an optional integer column as float64 with NaN for its gaps, so NaN (like null)
+    means the default; a fraction or an infinity is a bad value and fails the row.
+    """
+    value = row.get(column)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real)):
+        raise RowError(f"{column} must be an integer, got {describe_id(value)!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    if math.isnan(value):
+        return None
+    if not value.is_integer():  # also inf and -inf
+        raise RowError(f"{column} must be a whole number, got {value!r}")
+    return int(value)
+
+
 MAX_DESCRIBED_CHARS = 200
 
 
 def describe_id(raw_id: Any) -> str:
     """A printable form of a (possibly invalid) id for error messages and results.
 
-    Bytes that are not UTF-8 become ``\\x..``, control characters are escaped (an id cannot forge
-    a log line or move the cursor) and a very long id is cut, ending in ``...``.
+    A missing id (None) is empty: it must not read as, or collide with, the id ``None``.  Bytes
+    that are not UTF-8 become ``\\x..``, control characters are escaped (an id cannot forge a log
+    line or move the cursor) and a very long id is cut, ending in ``...``.
     """
+    if raw_id is None:
+        return ""
     if isinstance(raw_id, bytes):
         text = raw_id[: MAX_DESCRIBED_CHARS * 4].decode("utf-8", errors="backslashreplace")
     else:
@@ -307,6 +344,8 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     row = {**row, **{column: _as_text(row, column) for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items()
                      if kind == "string"}}
     raw_id = row.get("id")
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        raise RowError("id is missing (null or empty)")
     if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or raw_id in (".", ".."):
         raise RowError(
             f"id '{describe_id(raw_id)}' is invalid: use 1 to {CELL_LIMITS['id']} letters, digits, '.', '_' or '-'"
@@ -315,11 +354,11 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
         value = row.get(column)
         if not isinstance(value, str) or not value.strip():
             raise RowError(f"{column} is empty")
-    seed = row.get("seed")
-    if seed is not None and not 0 <= int(seed) <= MAX_SEED:
+    seed = _optional_integer(row, "seed")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
         raise RowError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-    steps = row.get("steps")
-    if steps is not None and not 1 <= int(steps) <= 1000:
+    steps = _optional_integer(row, "steps")
+    if steps is not None and not 1 <= steps <= 1000:
         raise RowError(f"steps must be between 1 and 1000, got {steps}")
     fps = _optional_number(row, "fps")
     if fps is not None and not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
@@ -342,10 +381,10 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
         driving_uri=row["driving_uri"].strip(),
         output_uri=output_uri.strip() if output_uri else None,
         engine=engine,
-        seed=None if seed is None else int(seed),
+        seed=seed,
         fps=fps,
         max_seconds=max_seconds,
-        steps=None if steps is None else int(steps),
+        steps=steps,
         guidance=guidance,
         prompt=row.get("prompt"),
         lora=(row.get("lora") or "").strip() or None,

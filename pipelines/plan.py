@@ -28,7 +28,16 @@ from engines.base import EngineOptionError, EngineSpec, RowSettings
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
-from pipelines.manifest import MIN_SECONDS, MemeSpec, RowError, describe_id, first_rows_by_id, parse_row, read_manifest
+from pipelines.manifest import (
+    BESIDE_MANIFEST_COLUMNS,
+    MIN_SECONDS,
+    MemeSpec,
+    RowError,
+    describe_id,
+    first_rows_by_id,
+    parse_row,
+    read_manifest,
+)
 from pipelines.outputs import (
     OutputRequest,
     check_output_prefix,
@@ -157,17 +166,15 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                 raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
             # A row's relative paths are taken beside the manifest (the job's own --lora, from the
             # command line, is taken from where the command ran).
-            if spec.lora:
-                spec = replace(spec, lora=storage.relative_to_file(spec.lora, config.manifest_uri))
-            reference_uri = config.policy.check(storage.relative_to_file(spec.reference_uri, config.manifest_uri),
-                                                "reference_uri")
-            driving_uri = config.policy.check(storage.relative_to_file(spec.driving_uri, config.manifest_uri),
-                                              "driving_uri")
+            spec = replace(spec, **{column: storage.relative_to_file(getattr(spec, column), config.manifest_uri)
+                                    for column in BESIDE_MANIFEST_COLUMNS if getattr(spec, column)})
+            reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
+            driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
             settings = row_settings(spec, engine)
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
         except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
-            settled.append(_settled(index, shown_id, FAILED, f"row {index} ({shown_id}): manifest: {exc}",
+            settled.append(_settled(index, shown_id, FAILED, f"row {index} ({shown_id or 'no id'}): manifest: {exc}",
                                     engine=engine.name))
             continue
         parsed.append((index, spec, reference_uri, driving_uri, settings))

@@ -143,7 +143,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     bad("/etc/passwd", ("invalid",))
     bad("a/b", ("invalid",))
     bad("x" * 129, ("id is 129 characters long", "over the limit"))
-    bad("", ("invalid",))
+    bad("", ("id is missing",))
     bad("plain", ("duplicate id",))
     bad("http-reference", ("http", "scheme"), reference_uri="http://127.0.0.1:9/a.jpg")
     bad("https-driving", ("https", "scheme"), driving_uri="https://127.0.0.1:9/a.mp4")

@@ -82,7 +82,7 @@ def test_csv_and_folder_builders_write_a_valid_manifest(tmp_path):
     assert write_manifest(rows + csv_rows, str(out)) == 4
     table = read_manifest(str(out))
     assert table.schema.field("seed").type == pa.int64()
-    assert safe_id("/a/b/héllo wörld.mp4") == "h_llo_w_rld"
+    assert safe_id("/a/b/héllo wörld.mp4") == "hello_world"  # accents dropped, not the letters
 
 
 # --- what reading a manifest may cost ----------------------------------------------------------------
@@ -191,3 +191,178 @@ def test_ids_are_described_escaped_and_cut():
 def test_the_builder_refuses_cells_the_job_would_refuse(tmp_path):
     with pytest.raises(ManifestError, match="row 1: prompt is 5000 characters long"):
         write_manifest([{**GOOD}, {**GOOD, "id": "b", "prompt": "p" * 5000}], str(tmp_path / "m.parquet"))
+
+
+# --- hostile-input probe: what users really write ------------------------------------------------------
+
+import logging  # noqa: E402
+
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from engines.registry import engine_spec  # noqa: E402
+from jobs.cli import build_parser  # noqa: E402
+from mediaio import storage  # noqa: E402
+from mediaio.clips import ALLOWED_DEMUXERS  # noqa: E402
+from pipelines.manifest import ID_PATTERN  # noqa: E402
+from pipelines.plan import JobConfig, plan_rows  # noqa: E402
+
+
+def _build(*argv: str) -> int:
+    """``hellomeme-batch manifest build ARGV`` as the CLI runs it, without starting logging or Ray."""
+    args = build_parser().parse_args(["manifest", "build", *argv])
+    return args.run(args)
+
+
+def _plan_manifest(tmp_path, manifest_uri: str) -> list[dict]:
+    config = JobConfig(manifest_uri=manifest_uri, output_uri=str(tmp_path / "out"), engine=engine_spec("warp"))
+    plan = plan_rows(read_manifest(manifest_uri), config)
+    return sorted(plan.pending + plan.settled, key=lambda r: r["row_index"])
+
+
+def test_a_pandas_manifest_with_an_optional_integer_column_is_read(tmp_path):
+    """pandas writes an optional int column as float64 with NaN for its gaps: whole values are integers."""
+    path = tmp_path / "m.parquet"
+    frame = pd.DataFrame({"id": ["a", "b", "c", "d", "e"], "reference_uri": ["/x/a.jpg"] * 5,
+                          "driving_uri": ["/x/d.mp4"] * 5,
+                          "seed": [3, None, 1.5, math.inf, 7], "steps": [20, 30, None, None, -math.inf]})
+    frame.to_parquet(path)
+    assert pq.read_schema(path).field("seed").type == pa.float64()
+    table = read_manifest(str(path))
+    rows = table.to_pylist()
+    first = parse_row(0, rows[0])
+    assert (first.seed, first.steps) == (3, 20) and isinstance(first.seed, int) and isinstance(first.steps, int)
+    assert (parse_row(1, rows[1]).seed, parse_row(1, rows[1]).steps) == (None, 30)
+    with pytest.raises(RowError, match=r"seed must be a whole number, got 1\.5"):
+        parse_row(2, rows[2])
+    with pytest.raises(RowError, match="seed must be a whole number, got inf"):
+        parse_row(3, rows[3])
+    with pytest.raises(RowError, match="steps must be a whole number, got -inf"):
+        parse_row(4, rows[4])
+    planned = _plan_manifest(tmp_path, str(path))
+    assert [r["status"] for r in planned] == ["pending", "pending", "failed", "failed", "failed"]
+    assert planned[1]["seed"] == 0  # the default, as for an integer column's null
+    assert "seed must be a whole number, got 1.5" in planned[2]["error"]
+
+
+def test_a_nan_in_a_float_integer_column_is_a_gap_and_strings_still_are_refused():
+    assert parse_row(0, {**GOOD, "seed": math.nan, "steps": 12.0}).seed is None
+    assert parse_row(0, {**GOOD, "seed": math.nan, "steps": 12.0}).steps == 12
+    float_seed = pa.schema([("id", pa.string()), ("reference_uri", pa.string()), ("driving_uri", pa.string()),
+                            ("seed", pa.float32())])
+    check_schema(float_seed)
+    with pytest.raises(ManifestError, match="'steps' has type string"):
+        check_schema(float_seed.append(pa.field("steps", pa.string())))
+
+
+def test_a_missing_id_says_missing_and_never_collides_with_the_id_none(tmp_path):
+    for missing in (None, "", "  "):
+        with pytest.raises(RowError, match="id is missing"):
+            parse_row(0, {**GOOD, "id": missing})
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table(_rows(2, id=[None, "None"])), path)
+    planned = _plan_manifest(tmp_path, str(path))
+    assert "id is missing" in planned[0]["error"] and "'None'" not in planned[0]["error"]
+    assert planned[1]["status"] == "pending"  # not a 'duplicate' of the row with no id
+
+
+def test_csv_build_refuses_a_header_without_the_required_columns(tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    misspelt = tmp_path / "misspelt.csv"
+    misspelt.write_text("id,reference,driving_url\na,/x/a.jpg,/x/d.mp4\n")
+    assert _build("--csv", str(misspelt), "-o", str(tmp_path / "m.parquet")) == 1
+    assert not (tmp_path / "m.parquet").exists()
+    message = caplog.records[-1].getMessage()
+    assert "reference_uri" in message and "driving_uri" in message and "driving_url" in message
+    with pytest.raises(ManifestError, match="looks tab-separated"):
+        rows_from_csv("id\treference\tdriving\na\tr\td\n")
+    with pytest.raises(ManifestError, match="looks ';'-separated"):
+        rows_from_csv("ID;reference_uri;driving_uri\na;r;d\n")
+    with pytest.raises(ManifestError, match="no rows"):
+        rows_from_csv("id,reference_uri,driving_uri\n")
+    with pytest.raises(ManifestError, match="line 3: id is empty"):
+        rows_from_csv("id,reference_uri,driving_uri\na,r,d\n,r,d\n")
+
+
+def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
+    for delimiter in (";", "\t"):
+        text = delimiter.join(["id", "reference_uri", "driving_uri", "seed"]) + "\n"
+        text += delimiter.join(["a", "/x/a.jpg", "/x/d.mp4", "4"]) + "\n"
+        rows = rows_from_csv(text)
+        assert rows == [{"id": "a", "reference_uri": "/x/a.jpg", "driving_uri": "/x/d.mp4", "seed": 4}]
+    assert rows_from_csv(" id , reference_uri,driving_uri\na,r,d\n")[0]["id"] == "a"  # spaces around names
+
+
+def test_csv_build_resolves_relative_paths_beside_the_csv(tmp_path):
+    (tmp_path / "mb" / "faces").mkdir(parents=True)
+    (tmp_path / "mb" / "faces" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "mb" / "d.mp4").write_bytes(b"x")
+    (tmp_path / "mb" / "rows.csv").write_text(
+        "id,reference_uri,driving_uri\n"
+        f"a,faces/a.jpg,d.mp4\nb,{tmp_path / 'abs.jpg'},s3://bucket/d.mp4\n")
+    out = tmp_path / "elsewhere" / "deep" / "m.parquet"
+    out.parent.mkdir(parents=True)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert _build("--csv", "mb/rows.csv", "-o", str(out)) == 0
+    finally:
+        os.chdir(cwd)
+    rows = read_manifest(str(out)).to_pylist()
+    assert rows[0]["reference_uri"] == "../../mb/faces/a.jpg"  # relative to the manifest: the tree can move
+    assert storage.normalize(storage.relative_to_file(rows[0]["reference_uri"], str(out))) == str(
+        tmp_path / "mb" / "faces" / "a.jpg")
+    assert (rows[1]["reference_uri"], rows[1]["driving_uri"]) == (str(tmp_path / "abs.jpg"), "s3://bucket/d.mp4")
+    planned = _plan_manifest(tmp_path, str(out))
+    assert planned[0]["reference_uri"] == str(tmp_path / "mb" / "faces" / "a.jpg")
+    assert planned[0]["driving_uri"] == str(tmp_path / "mb" / "d.mp4")
+    # A manifest written to a bucket cannot reach local files by a relative path: they become absolute.
+    from jobs.manifest_builder import rebase_relative_paths
+
+    [moved] = rebase_relative_paths([{"id": "a", "reference_uri": "faces/a.jpg", "driving_uri": "d.mp4",
+                                      "lora": "l/x.safetensors"}], str(tmp_path / "mb" / "rows.csv"),
+                                    "s3://bucket/m.parquet")
+    assert moved["reference_uri"] == str(tmp_path / "mb" / "faces" / "a.jpg")
+    assert moved["lora"] == str(tmp_path / "mb" / "l" / "x.safetensors")
+
+
+def test_folder_build_gives_unique_readable_ids(tmp_path, caplog):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "d").mkdir()
+    for name in ("a.jpg", "a.png", "été.png", "日本.jpg", "中国.jpg", "ete.webp"):
+        (tmp_path / "p" / name).write_bytes(b"x")
+    (tmp_path / "d" / "clip.mp4").write_bytes(b"x")
+    caplog.set_level(logging.WARNING, logger="jobs.manifest_builder")
+    rows = pair_folders(str(tmp_path / "p"), str(tmp_path / "d"), "all")
+    ids = [row["id"] for row in rows]
+    assert len(set(ids)) == len(ids) == 6
+    assert all(ID_PATTERN.fullmatch(meme_id) for meme_id in ids)
+    by_file = {os.path.basename(row["reference_uri"]): row["id"] for row in rows}
+    assert by_file["a.jpg"] == "clip-a" and by_file["a.png"] == "clip-a-2"
+    assert by_file["ete.webp"] == "clip-ete" and by_file["été.png"] == "clip-ete-2"
+    assert by_file["日本.jpg"] != by_file["中国.jpg"] and by_file["日本.jpg"].startswith("clip-")
+    assert pair_folders(str(tmp_path / "p"), str(tmp_path / "d"), "all") == rows  # deterministic
+    assert any("clip-a" in record.getMessage() for record in caplog.records)
+    assert safe_id("/a/b/héllo wörld.mp4") == "hello_world" and safe_id("Straße.mp4") == "Strasse"
+
+
+def test_folder_build_finds_every_format_the_renderer_reads(tmp_path):
+    from mediaio.clips import VIDEO_SUFFIXES
+    from mediaio.media import IMAGE_SUFFIXES
+
+    images = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif", ".avif", ".tif", ".tiff", ".gif")
+    videos = (".mp4", ".gif", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ogv", ".m4v",
+              ".webm", ".mkv", ".mov", ".avi")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "d").mkdir()
+    for suffix in images:
+        (tmp_path / "p" / f"i{suffix.upper()}").write_bytes(b"x")
+    for suffix in videos:
+        (tmp_path / "d" / f"v{suffix}").write_bytes(b"x")
+    (tmp_path / "d" / "notes.txt").write_bytes(b"x")
+    rows = pair_folders(str(tmp_path / "p"), str(tmp_path / "d"), "all")
+    assert {os.path.basename(row["reference_uri"]) for row in rows} == {f"i{s.upper()}" for s in images}
+    assert {os.path.basename(row["driving_uri"]) for row in rows} == {f"v{s}" for s in videos}
+    # Each list is what its reader opens: Pillow's formats for portraits, the demuxer allow-list for clips.
+    assert all(Image.registered_extensions()[suffix] in Image.OPEN for suffix in IMAGE_SUFFIXES)
+    assert set(VIDEO_SUFFIXES.values()) <= set(ALLOWED_DEMUXERS)
