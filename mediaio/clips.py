@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 # Demuxers a driving clip may use: plain containers that read one file and nothing else.
 ALLOWED_DEMUXERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "flv", "mpegts", "mpeg",
-                    "ogg", "asf", "gif", "h264", "hevc")
+                    "ogg", "asf", "gif", "apng", "h264", "hevc")
 # The file suffixes of clips these demuxers read: a folder of driving clips (`manifest build
 # --drivers`) is scanned for these.  Every demuxer named here is in ALLOWED_DEMUXERS (a test checks).
 VIDEO_SUFFIXES: dict[str, str] = {
@@ -55,6 +55,7 @@ MAX_SOURCE_FPS = 1000.0
 # frame before it, as ffmpeg plays such files (and as it reads their audio).
 JOINABLE_DEMUXERS = ("mpegts", "mpeg")
 TIMESTAMP_JUMP = 10.0  # seconds: ffmpeg's own threshold for these formats
+_WEBP_ANIMATED = 0x02  # the animation flag of a WebP file's VP8X header
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
@@ -108,7 +109,11 @@ def _not_a_video_reason(path: str, exc: BaseException) -> str:
     import av
 
     with open(path, "rb") as handle:
-        head = handle.read(16)
+        head = handle.read(32)
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "is an audio file (WAV), not a video"
+    if head.startswith(b"RIFF") and head[8:16] == b"WEBPVP8X" and head[20] & _WEBP_ANIMATED:
+        return "is an animated WebP, which cannot be read as a video: convert it to MP4 or GIF"
     if head.startswith(_IMAGE_MAGIC) and not head.startswith(b"GIF8") and not head[8:12] == b"AVI ":
         return "is a still image, not a video"
     cause = _av_message(exc)

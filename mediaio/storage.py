@@ -398,10 +398,20 @@ def _current_umask() -> int:
     return mask
 
 
+TEMP_NAME_KEEP_BYTES = 200  # of the final name, in a temp file's name (the rest adds 18 bytes)
+
+
+def _cut(name: str, most_bytes: int) -> str:
+    """``name`` cut to at most ``most_bytes`` of UTF-8, never inside a character."""
+    return name.encode("utf-8")[:most_bytes].decode("utf-8", errors="ignore")
+
+
 def _write_local(path: str, data: bytes, create_only: bool) -> None:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    # .<name>.<random>.partial, the name cut so the temp name fits where the final one does (255 bytes).
+    fd, temp_path = tempfile.mkstemp(prefix=f".{_cut(os.path.basename(path), TEMP_NAME_KEEP_BYTES)}.",
+                                     suffix=".partial", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as handle:

@@ -63,6 +63,8 @@ DEFAULT_STALE_AGE_S = 600.0  # a temp file this old is no write in flight: stora
 MAX_MOOV_BYTES = 64 * 1024**2  # a moov box larger than this is not one of ours
 MAX_TOP_LEVEL_BOXES = 4096
 MAX_NAMED_ROWS = 3  # a collision message names at most this many other rows
+MAX_FILE_NAME_BYTES = 255  # a file name's limit on Linux and macOS file systems (NAME_MAX)
+MAX_OBJECT_KEY_BYTES = 1024  # S3's and GCS's limit on an object's key
 _HEADER_BLOCK_BYTES = 256 * 1024  # object-store reads while walking an MP4's boxes: headers, then moov
 
 
@@ -179,6 +181,7 @@ def resolve_output(output_prefix: str, row_id: str, requested: str | None, polic
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     if not name.lower().endswith(OUTPUT_SUFFIX) or name.lower() == OUTPUT_SUFFIX:
         raise OutputError(f"output_uri {shown} must name an {OUTPUT_SUFFIX} file")
+    _check_name_lengths(uri, shown)
     for part in uri.split("/"):
         if PARTIAL_NAME.match(part) or part.startswith(PROBE_PREFIX):
             raise OutputError(f"output_uri {shown} uses a hidden temp name ({printable(part)}), reserved for "
@@ -186,6 +189,17 @@ def resolve_output(output_prefix: str, row_id: str, requested: str | None, polic
     if storage.scheme_of(uri) == "memory" and not local_job:
         raise OutputError(f"output_uri {shown} is memory://, which is gone with the worker that writes it")
     return uri
+
+
+def _check_name_lengths(uri: str, shown: str) -> None:
+    """Refuse, at planning, a name the storage would refuse only at the write, after the whole render."""
+    if storage.is_local_uri(uri):
+        for part in storage.normalize(uri).split("/"):
+            if len(part.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+                raise OutputError(f"output_uri {shown}: the name {printable(part[:40])}... is "
+                                  f"{len(part.encode('utf-8'))} bytes, over the {MAX_FILE_NAME_BYTES} a file name may have")
+    elif len(uri.split("://", 1)[-1].split("/", 1)[-1].encode("utf-8")) > MAX_OBJECT_KEY_BYTES:
+        raise OutputError(f"output_uri {shown}: its object key is over the {MAX_OBJECT_KEY_BYTES} bytes a bucket allows")
 
 
 def _collision_key(uri: str) -> str:

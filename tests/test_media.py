@@ -459,3 +459,16 @@ def test_one_thread_per_stage_decodes_the_same_frames_and_encodes_a_whole_video(
             use_threads(-1)
     finally:
         cv2.setNumThreads(before)
+
+
+def test_an_animated_png_drives_and_other_non_videos_say_what_they_are(tmp_path, ffmpeg):
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
+    source = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2"]
+    run(*source, "-f", "apng", "-plays", "0", str(tmp_path / "a.apng"))
+    clip = clips.decode_clip(str(tmp_path / "a.apng"), None, LIMITS)
+    assert clip.fps == pytest.approx(10) and len(clip.frames) == 20
+    run(*source, "-c:v", "libwebp_anim", "-loop", "0", str(tmp_path / "a.webp"))
+    run("-f", "lavfi", "-i", "sine=duration=1", str(tmp_path / "a.wav"))
+    for name, reason in (("a.webp", "is an animated WebP"), ("a.wav", "is an audio file (WAV)")):
+        with pytest.raises(media.MediaError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            clips.probe(str(tmp_path / name), LIMITS)

@@ -182,3 +182,10 @@ def test_a_failing_batch_is_run_again_row_by_row_so_only_the_bad_row_fails():
     assert [r["status"] for r in out] == ["pending", "failed", "pending"]
     assert [r["rendered"] for r in out] == ["r0r0", "", "r2r2"]
     assert "row 1 (r1): render: ValueError: bad LoRA file" in out[1]["error"]
+
+
+def test_an_output_name_too_long_for_the_file_system_fails_its_row_at_planning(tmp_path):
+    (long_name, ok) = _plan(tmp_path, [row("long", output_uri="L" * 252 + ".mp4"),
+                                       row("ok", output_uri="x" * 200 + ".mp4")])
+    assert long_name["status"] == "failed" and "over the 255 a file name may have" in long_name["error"]
+    assert ok["status"] == "pending"

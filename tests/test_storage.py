@@ -258,3 +258,11 @@ def test_errors_print_uris_escaped(tmp_path):
     message = str(info.value)
     assert "\n" not in message and "\x1b" not in message
     assert "evil\\n2024 INFO forged\\x1b[2J.mp4 not found" in message
+
+
+def test_a_long_file_name_is_written_through_a_temp_name_that_fits(tmp_path):
+    # 250 bytes is a legal name; ".<name>.<random>.partial" around it was not (Errno 36 after the render).
+    target = tmp_path / ("é" * 100 + "x" * 46 + ".mp4")  # 250 bytes of UTF-8
+    storage.write_create_only(str(target), b"video")
+    assert target.read_bytes() == b"video"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
