@@ -47,7 +47,13 @@ class MediaError(Exception):
 class MediaLimits:
     """Caps that keep one bad input from exhausting a worker."""
 
+    # An image is decoded at up to this many pixels; a larger photo (a 24 MP camera's, a 48 MP
+    # phone's) is read reduced to fit, never refused for its size alone, up to the source caps below.
     max_image_pixels: int = 4096 * 4096
+    # The largest photo accepted: JPEG decodes straight at 1/2, 1/4 or 1/8 of its size (so its
+    # memory stays that of the reduced image), other formats decode whole and are then reduced.
+    max_jpeg_pixels: int = 16 * 4096 * 4096  # 268 MP: read at 1/4 or less
+    max_other_image_pixels: int = 4 * 4096 * 4096  # 67 MP: 200 MB of RGB while it is reduced
     max_video_pixels: int = 4096 * 2160
     max_seconds: float = 60.0
     # The longest side and the most unequal sides an image or a frame may have: decoders and the face
@@ -254,6 +260,21 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.nan_to_num(values * scale), 0, 255).astype(np.uint8), mode="L")
 
 
+def _within_pixels(image: Image.Image, most: int, jpeg: bool) -> Image.Image:
+    """``image`` decoded at no more than ``most`` pixels, its aspect kept (a JPEG decodes reduced)."""
+    width, height = image.size
+    if width * height <= most:
+        return image
+    scale = math.sqrt(most / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    if jpeg:
+        image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", size)  # 1/2, 1/4 or 1/8, at least size
+    image.load()
+    if image.size[0] * image.size[1] > most:
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     try:
@@ -263,12 +284,14 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise MediaError(f"image is too large to decode safely: {exc}") from exc
     width, height = image.size
-    if width * height > limits.max_image_pixels:
-        raise MediaError(
-            f"image is {width}x{height}, over the cap of {limits.max_image_pixels / 1e6:.1f} megapixels"
-        )
+    jpeg = image.format == "JPEG"
+    most = limits.max_jpeg_pixels if jpeg else limits.max_other_image_pixels
+    if width * height > most:
+        kind = "" if jpeg else f" for {image.format or 'this format'} (JPEG: {limits.max_jpeg_pixels / 1e6:.0f})"
+        raise MediaError(f"image is {width}x{height}, over the cap of {most / 1e6:.0f} megapixels{kind}")
     check_sides(width, height, limits, "image")
     try:
+        image = _within_pixels(image, limits.max_image_pixels, jpeg)
         image = _eight_bit(ImageOps.exif_transpose(image))
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")

@@ -75,7 +75,7 @@ def build_corpus(folder: Path, media_dir: Path) -> list[Case]:
     _ffmpeg("-i", base, "-map", "0:v", "-frames:v", "0", *_h264(), f("zero_frames.mp4"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=15:duration=1", *_h264(), f("no_face.mp4"))
     Image.new("RGB", (400, 400), (120, 160, 200)).save(f("no_face.jpg"))
-    Image.new("RGB", (7680, 4320), (90, 90, 90)).save(f("8k.png"))
+    Image.new("L", (9000, 8000), 90).save(f("8k.png"))  # 72 MP: over what a PNG may be (a JPEG is read reduced)
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4320:rate=1:duration=1", *_h264(), f("8k.mp4"))
     _ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=32x32:rate=1:duration=3600", *_h264(), f("one_hour.mp4"))
     (folder / "a_directory").mkdir(exist_ok=True)

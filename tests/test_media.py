@@ -423,9 +423,25 @@ def test_image_refusals(test_clip):
     with pytest.raises(media.MediaError, match="not an image"):
         media.load_image(test_clip.read_bytes(), LIMITS)
     buffer = io.BytesIO()
-    Image.new("L", (5000, 4000)).save(buffer, format="PNG")
-    with pytest.raises(media.MediaError, match="over the cap"):
+    Image.new("L", (9000, 8000)).save(buffer, format="PNG")  # 72 MP: over what a PNG may be
+    with pytest.raises(media.MediaError, match="over the cap of 67 megapixels for PNG"):
         media.load_image(buffer.getvalue(), LIMITS)
+
+
+@pytest.mark.parametrize("size, fmt", [((6000, 4000), "JPEG"), ((8160, 6120), "JPEG"), ((5000, 4000), "PNG")])
+def test_a_large_photo_is_read_reduced_not_refused(size, fmt):
+    # A 24 MP camera's or a 50 MP phone's photo was refused as over the 16.8 MP cap.
+    image = Image.new("RGB", size, (200, 150, 120))
+    image.paste((20, 40, 60), (0, 0, size[0] // 2, size[1]))  # left half dark: orientation and aspect show
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, exif=exif.tobytes())
+    array = media.load_image(buffer.getvalue(), LIMITS)
+    height, width = array.shape[:2]
+    assert height * width <= LIMITS.max_image_pixels and width * height > LIMITS.max_image_pixels / 5
+    assert width / height == pytest.approx(size[1] / size[0], rel=0.01)  # turned upright: portrait
+    assert array[: height // 4].mean() < 80 and array[-height // 4:].mean() > 120  # the dark half is on top
 
 
 def test_real_clip_decodes(media_dir):
