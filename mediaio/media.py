@@ -63,7 +63,15 @@ class MediaLimits:
     landmark_side: int = 1024  # frames and portraits are scaled down to this longest side for the face mesh
     max_fps: float = 30.0  # generation frame rate cap
     max_output_fps: float = 60.0  # outputs keep the clip's rate up to this (a 1000 fps clip comes out at 60)
-    ffmpeg_timeout_s: float = 300.0
+    ffmpeg_timeout_s: float = 300.0  # every ffmpeg call's time limit, at the least (see encode_timeout_s)
+    # An encode's limit grows with its work: ffmpeg's motion interpolation makes ~4 output megapixels
+    # a second on one core (21 frames/s at 512x512, 3.8 at 1024x1024), so a 60 s clip at 30 fps and
+    # 1024x1024 takes ~8 minutes, which a fixed 300 s cut off after the whole render.  4x headroom.
+    encode_seconds_per_megapixel: float = 1.0
+
+    def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
+        """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""
+        return max(self.ffmpeg_timeout_s, frames * width * height / 1e6 * self.encode_seconds_per_megapixel)
 
 
 @lru_cache(maxsize=1)
@@ -208,7 +216,8 @@ def encode_mp4(
             stream = stream.global_args(*[arg for tag in tags for arg in ("-metadata", tag)])
         if threads != AUTO:  # the encoder's threads are an output option, the filters' a global one
             stream = stream.global_args("-filter_threads", str(threads))
-        result = _run_ffmpeg(stream, timeout=limits.ffmpeg_timeout_s, stdin=np.ascontiguousarray(frames).tobytes())
+        timeout = limits.encode_timeout_s(math.ceil(duration * output_fps), width, height)
+        result = _run_ffmpeg(stream, timeout=timeout, stdin=np.ascontiguousarray(frames).tobytes())
         if result.returncode != 0 or not os.path.exists(output_path):
             raise MediaError(f"encoding failed: {_last_error_line(result.stderr)}")
         if _indexed_video_frames(output_path) < 1:  # ffmpeg exits 0 on an empty output: never publish one

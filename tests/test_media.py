@@ -488,3 +488,9 @@ def test_an_animated_png_drives_and_other_non_videos_say_what_they_are(tmp_path,
     for name, reason in (("a.webp", "is an animated WebP"), ("a.wav", "is an audio file (WAV)")):
         with pytest.raises(media.MediaError, match=reason.replace("(", r"\(").replace(")", r"\)")):
             clips.probe(str(tmp_path / name), LIMITS)
+
+
+def test_an_encodes_time_limit_grows_with_its_work():
+    # A 60 s clip at 30 fps and 1024x1024, interpolated, takes ~8 minutes of one core: more than 300 s.
+    assert LIMITS.encode_timeout_s(60 * 30, 1024, 1024) > 8 * 60 * 2  # twice what it takes, at least
+    assert LIMITS.encode_timeout_s(16, 512, 512) == LIMITS.ffmpeg_timeout_s  # never less than any call's
