@@ -28,6 +28,7 @@ from engines.base import EngineOptionError, EngineSpec, RowSettings
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
+from mediaio.redaction import printable
 from pipelines.manifest import (
     BESIDE_MANIFEST_COLUMNS,
     MIN_SECONDS,
@@ -185,6 +186,12 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
         if not output.ok:
             settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: {output.error}",
                                     engine=engine.name))
+            continue
+        if output.uri in (reference_uri, driving_uri):
+            which = "reference" if output.uri == reference_uri else "driving clip"
+            settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: output "
+                                    f"{printable(output.uri)} is this row's own {which}; give the row another "
+                                    "output_uri or the job another --output", engine=engine.name))
             continue
         inputs[index] = (reference_uri, driving_uri)
         fingerprint = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),

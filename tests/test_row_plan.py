@@ -189,3 +189,13 @@ def test_an_output_name_too_long_for_the_file_system_fails_its_row_at_planning(t
                                        row("ok", output_uri="x" * 200 + ".mp4")])
     assert long_name["status"] == "failed" and "over the 255 a file name may have" in long_name["error"]
     assert ok["status"] == "pending"
+
+
+def test_an_output_that_is_the_rows_own_input_fails_and_says_so(tmp_path):
+    # --output is the clips' folder and the id is the clip's name: the target is the row's own input.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip.mp4").write_bytes(b"the user's source clip")
+    (own,) = _plan(tmp_path, [row("clip", driving_uri=str(out / "clip.mp4"))])
+    assert own["status"] == "failed" and "is this row's own driving clip" in own["error"]
+    assert "move it away" not in own["error"] and (out / "clip.mp4").read_bytes() == b"the user's source clip"
