@@ -24,6 +24,11 @@ from reporting.previews import KINDS, PREVIEW_DIR, SIDE, preview_path
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
+# Where the report goes when {output}/index.html is a page this tool did not write (the output is a
+# web folder with its own front page): that page is never replaced.
+OTHER_REPORT_FILE = "hellomeme-report.html"
+_TITLE = "<title>HelloMeme Batch report</title>"  # in every report's head, so a rerun knows its own
+_HEAD_BYTES = 4096
 STATUSES = ("ok", "failed", "skipped", "not_run")
 MAX_FAILED_LINKS = 50  # the totals link the first failed rows; the filter shows them all
 
@@ -218,7 +223,7 @@ def render_report(rows: Iterable[Mapping[str, Any]], facts: JobFacts = JobFacts(
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>HelloMeme Batch report</title>"
+        f"{_TITLE}"
         f"<style>{_STYLE}</style></head><body>\n"
         f'<header class="job"><h1>HelloMeme Batch report</h1>{totals}</header>\n'
         f'{filters}<nav class="filter">{labels}</nav>\n<main>\n{cards}\n</main>\n</body></html>\n'
@@ -229,6 +234,16 @@ def report_uri(output_uri: str) -> str:
     return storage.join(output_uri, REPORT_FILE)
 
 
+def _ours_or_absent(uri: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """Whether ``uri`` may be (re)written with the report: nothing is there, or an earlier report is."""
+    try:
+        with storage.open_input(uri, storage_options, what="report") as reader:
+            head = reader.read(_HEAD_BYTES)
+    except storage.NotFoundError:
+        return True
+    return _TITLE.encode("utf-8") in head
+
+
 def write_report(rows: Iterable[Mapping[str, Any]], output_uri: str, facts: JobFacts = JobFacts(),
                  storage_options: Mapping[str, Any] | None = None) -> str:
     """Write ``{output}/index.html`` in one step (replacing an earlier one); returns its URI."""
@@ -237,6 +252,13 @@ def write_report(rows: Iterable[Mapping[str, Any]], output_uri: str, facts: JobF
     if any(row.get("status") == "skipped" for row in rows):  # one listing, not one lookup per row
         existing = storage.list_names(storage.join(output_uri, PREVIEW_DIR), storage_options)
     uri = report_uri(output_uri)
+    if not _ours_or_absent(uri, storage_options):
+        other = storage.join(output_uri, OTHER_REPORT_FILE)
+        logger.warning("%s is not a report of this tool's; the report goes to %s instead", storage.redact(uri),
+                       storage.redact(other))
+        uri = other
+        if not _ours_or_absent(uri, storage_options):
+            raise FileExistsError(f"{storage.redact(uri)} is not a report of this tool's either; not replaced")
     storage.write_replace(uri, render_report(rows, facts, existing).encode("utf-8"), storage_options)
     logger.info("report written to %s", storage.redact(uri))
     return uri

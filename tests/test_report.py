@@ -86,3 +86,17 @@ def test_previews_are_published_and_a_failing_one_leaves_the_row_alone():
     broken = previews.try_publish("a", "meme", lambda: previews.animated_webp(np.zeros((3, 8), np.uint8), 15.0),
                                   output)
     assert broken is None
+
+
+def test_a_front_page_the_tool_did_not_write_is_never_replaced(tmp_path):
+    out = tmp_path / "web"
+    out.mkdir()
+    (out / "index.html").write_text("<h1>my own site</h1>")
+    rows = [row(0, "a", "ok", output_uri=str(out / "a.mp4"), frames=12)]
+    uri = write_report(rows, str(out), JobFacts(output_uri=str(out)))
+    assert uri == str(out / "hellomeme-report.html") and "HelloMeme Batch report" in (out / uri).read_text()
+    assert (out / "index.html").read_text() == "<h1>my own site</h1>"
+    # The tool's own earlier report is replaced as before.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert write_report(rows, str(fresh)) == write_report(rows, str(fresh)) == str(fresh / "index.html")
