@@ -301,8 +301,9 @@ NOMINAL_RATE_TOLERANCE = 0.01
 def _measured_fps(times: np.ndarray, nominal: float = 0.0) -> float:
     """The clip's frame rate from its timestamps: the mean spacing of its regular steps.
 
-    The median step says what a regular step is, so a variable-rate clip's pauses and dropped
-    frames do not count; the mean over the steps near it undoes rounded timestamps.  Matroska,
+    The median step says what a regular step is, so a variable-rate clip's pauses, dropped frames
+    and faster stretches do not count; the mean over the steps within rounding of it undoes
+    rounded timestamps.  Matroska,
     WebM and FLV keep milliseconds: a 29.97 fps clip steps 33 and 34 ms (the median alone said
     30.30 fps) and a 60 fps one 16 and 17 ms (58.8).  ``nominal`` (the stream's own rate, 0 if
     none) is used where it agrees within NOMINAL_RATE_TOLERANCE.
@@ -312,7 +313,8 @@ def _measured_fps(times: np.ndarray, nominal: float = 0.0) -> float:
     if len(steps) == 0:
         return 0.0
     median = float(np.median(steps))
-    regular = steps[(steps > 0.5 * median) & (steps < 1.5 * median)]
+    # Steps that differ from the median by rounding only: not a variable-rate clip's half steps.
+    regular = steps[np.abs(steps - median) <= max(2 * TIMESTAMP_ROUNDING, 0.1 * median)]
     fps = len(regular) / float(regular.sum())
     if not math.isfinite(fps):
         return 0.0
