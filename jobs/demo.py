@@ -71,6 +71,9 @@ def build_demo_inputs(folder: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
+    if os.path.exists(output) and not os.path.isdir(output):
+        logger.error("--output %s is a file, not a folder: give the demo a folder for its memes", args.output)
+        return 1
     inputs = os.path.join(output, "_demo_inputs")
     logger.info("building the demo manifest in %s", inputs)
     manifest = build_demo_inputs(inputs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from mediaio import storage
 from pipelines.manifest import ManifestError
@@ -20,12 +21,36 @@ def run(args: argparse.Namespace) -> int:
             rows = pair_folders(args.portraits, args.drivers, args.pairing)
         else:
             raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
+        _check_target(args.out, [args.csv] if args.csv else
+                      [path for row in rows for path in (row["reference_uri"], row["driving_uri"])])
         count = write_manifest(rows, args.out)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
         return 1
     logger.info("wrote %d rows to %s", count, args.out)
     return 0
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def _check_target(out: str, inputs: list[str]) -> None:
+    """Refuse a manifest target that would overwrite the user's data: one of the build's own inputs (the
+    CSV, a portrait, a clip), or any existing file that is not a Parquet file (an earlier manifest is
+    rebuilt in place)."""
+    if storage.is_local_uri(out):
+        target = os.path.realpath(storage.normalize(out))
+        for path in inputs:
+            if path and storage.is_local_uri(path) and os.path.realpath(storage.normalize(path)) == target:
+                raise ManifestError(f"-o {out} is one of the build's own inputs ({path}); give the manifest another name")
+    try:
+        with storage.open_input(out, what="manifest") as reader:
+            head = reader.read(len(PARQUET_MAGIC))
+    except storage.NotFoundError:
+        return
+    if head != PARQUET_MAGIC:
+        raise ManifestError(f"-o {out} exists and is not a Parquet manifest; it is not replaced (give another name, "
+                            "e.g. manifest.parquet)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

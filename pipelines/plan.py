@@ -226,8 +226,9 @@ def plan_job(config: JobConfig) -> JobPlan:
     check_job_settings(config)
     check_engine(config.engine, config.storage_options)
     check_output_prefix(config.output_uri, config.policy, local_job=False)
+    manifest = read_manifest(config.manifest_uri, config.storage_options)  # before the probe makes --output
     probe_output_writable(config.output_uri, config.storage_options)
-    plan = plan_rows(read_manifest(config.manifest_uri, config.storage_options), config)
+    plan = plan_rows(manifest, config)
     folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in plan.pending})
     removed = clean_stale_partials(config.output_uri, config.storage_options, directories=folders)
     if removed:

@@ -366,3 +366,24 @@ def test_folder_build_finds_every_format_the_renderer_reads(tmp_path):
     # Each list is what its reader opens: Pillow's formats for portraits, the demuxer allow-list for clips.
     assert all(Image.registered_extensions()[suffix] in Image.OPEN for suffix in IMAGE_SUFFIXES)
     assert set(VIDEO_SUFFIXES.values()) <= set(ALLOWED_DEMUXERS)
+
+
+def test_a_build_never_overwrites_its_own_inputs_or_a_file_that_is_not_a_manifest(tmp_path):
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("id,reference_uri,driving_uri\nm1,/x/face.jpg,/x/one.mp4\n")
+    assert _build("--csv", str(csv_path), "-o", str(csv_path)) == 1
+    assert csv_path.read_text().startswith("id,reference_uri")  # the user's CSV is still there
+    faces, clips_dir = tmp_path / "faces", tmp_path / "clips"
+    faces.mkdir()
+    clips_dir.mkdir()
+    (faces / "face.jpg").write_bytes(b"\xff\xd8\xffjpeg")
+    (clips_dir / "one.mp4").write_bytes(b"mp4")
+    assert _build("--portraits", str(faces), "--drivers", str(clips_dir), "-o", str(faces / "face.jpg")) == 1
+    assert (faces / "face.jpg").read_bytes() == b"\xff\xd8\xffjpeg"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert _build("--csv", str(csv_path), "-o", str(notes)) == 1 and notes.read_text() == "mine"
+    # An earlier manifest is rebuilt in place.
+    manifest = tmp_path / "m.parquet"
+    assert _build("--csv", str(csv_path), "-o", str(manifest)) == 0
+    assert _build("--csv", str(csv_path), "-o", str(manifest)) == 0

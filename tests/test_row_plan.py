@@ -199,3 +199,22 @@ def test_an_output_that_is_the_rows_own_input_fails_and_says_so(tmp_path):
     (own,) = _plan(tmp_path, [row("clip", driving_uri=str(out / "clip.mp4"))])
     assert own["status"] == "failed" and "is this row's own driving clip" in own["error"]
     assert "move it away" not in own["error"] and (out / "clip.mp4").read_bytes() == b"the user's source clip"
+
+
+def test_a_missing_manifest_stops_the_job_before_it_makes_the_output_folder(tmp_path):
+    from pipelines.manifest import ManifestError
+    from pipelines.plan import plan_job
+
+    config = JobConfig(manifest_uri=str(tmp_path / "nothing.parquet"), output_uri=str(tmp_path / "out"))
+    with pytest.raises(ManifestError, match="not found"):
+        plan_job(config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_refuses_a_file_as_its_output_folder(tmp_path):
+    from jobs.cli import build_parser
+
+    target = tmp_path / "face.jpg"
+    target.write_bytes(b"mine")
+    args = build_parser().parse_args(["demo", "--output", str(target)])
+    assert args.run(args) == 1 and target.read_bytes() == b"mine"
