@@ -406,12 +406,16 @@ def _cut(name: str, most_bytes: int) -> str:
     return name.encode("utf-8")[:most_bytes].decode("utf-8", errors="ignore")
 
 
+def temp_prefix(name: str) -> str:
+    """The start of a local write's temp file name for the final ``name``: ``.<name>.`` (then a random
+    part and ``.partial``), the name cut so the temp name fits where the final one does (255 bytes)."""
+    return f".{_cut(name, TEMP_NAME_KEEP_BYTES)}."
+
+
 def _write_local(path: str, data: bytes, create_only: bool) -> None:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    # .<name>.<random>.partial, the name cut so the temp name fits where the final one does (255 bytes).
-    fd, temp_path = tempfile.mkstemp(prefix=f".{_cut(os.path.basename(path), TEMP_NAME_KEEP_BYTES)}.",
-                                     suffix=".partial", dir=directory)
+    fd, temp_path = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(path)), suffix=".partial", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as handle:

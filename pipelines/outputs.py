@@ -326,23 +326,29 @@ def clean_stale_partials(output_uri: str, storage_options: Mapping[str, Any] | N
     return removed
 
 
-def clean_partials_since(output_uri: str, since: float, directories: Iterable[str] = ()) -> list[str]:
+def clean_partials_since(output_uri: str, since: float, directories: Iterable[str] = (),
+                         names: Iterable[str] | None = None) -> list[str]:
     """Remove the temp files made since ``since`` (epoch seconds): those of a run whose workers were stopped.
 
     Call after a stopped job's workers are gone (its local Ray instance ended), with the job's
     start time: their writes in flight can never finish.  Same folders as :func:`clean_stale_partials`.
+    ``names``: the job's own outputs' file names; then, outside ``_results/`` and ``_report/``, only
+    their temp files go, and another job's writes into the same folder are left alone.
     """
-    removed = _remove_partials(output_uri, directories, lambda mtime: mtime >= since)
+    prefixes = None if names is None else tuple(storage.temp_prefix(name) for name in names)
+    removed = _remove_partials(output_uri, directories, lambda mtime: mtime >= since, prefixes)
     if removed:
         logger.info("removed %d temp file(s) of writes the stop cut short", len(removed))
     return removed
 
 
-def _remove_partials(output_uri: str, directories: Iterable[str], chosen: Callable[[float], bool]) -> list[str]:
+def _remove_partials(output_uri: str, directories: Iterable[str], chosen: Callable[[float], bool],
+                     own_prefixes: tuple[str, ...] | None = None) -> list[str]:
     if not storage.is_local_uri(output_uri):
         return []
     prefix = storage.normalize(output_uri)
-    folders = dict.fromkeys([prefix, *(storage.join(prefix, name) for name in (RESULTS_DIR, PREVIEW_DIR)),
+    job_folders = {storage.join(prefix, name) for name in (RESULTS_DIR, PREVIEW_DIR)}
+    folders = dict.fromkeys([prefix, *job_folders,
                              *(storage.normalize(folder) for folder in directories if storage.is_local_uri(folder))])
     removed = []
     for folder in folders:
@@ -353,6 +359,9 @@ def _remove_partials(output_uri: str, directories: Iterable[str], chosen: Callab
         for entry in entries:
             if not (PARTIAL_NAME.match(entry.name) or entry.name.startswith(PROBE_PREFIX)):
                 continue
+            if (own_prefixes is not None and folder not in job_folders and PARTIAL_NAME.match(entry.name)
+                    and not entry.name.startswith(own_prefixes)):
+                continue  # another job's write in flight
             try:
                 if entry.is_file(follow_symlinks=False) and chosen(entry.stat(follow_symlinks=False).st_mtime):
                     os.unlink(entry.path)

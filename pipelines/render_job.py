@@ -28,7 +28,7 @@ from pipelines.render_pipeline import (PoolSizes, build_dataset, needs_one_row_b
 from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
-from reporting.report import JobFacts, write_report
+from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, write_report
 from reporting.results import Summary, result_row, write_results
 
 logger = logging.getLogger(__name__)
@@ -208,5 +208,7 @@ def remove_cut_writes(config: JobConfig, report: JobReport) -> None:
     Only files made during the job go (see :func:`pipelines.outputs.clean_partials_since`); a run
     on a cluster, whose workers may outlive this call, leaves them to the next run's clean-up.
     """
-    folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in report.results if row.get("output_uri")})
-    outputs.clean_partials_since(config.output_uri, report.started_at, directories=folders)
+    targets = [row["output_uri"] for row in report.results if row.get("output_uri")]
+    folders = sorted({target.rsplit("/", 1)[0] for target in targets})
+    names = {target.rsplit("/", 1)[-1] for target in targets} | {REPORT_FILE, OTHER_REPORT_FILE}
+    outputs.clean_partials_since(config.output_uri, report.started_at, directories=folders, names=names)

@@ -207,6 +207,17 @@ def test_a_stopped_runs_cut_writes_are_removed_and_older_temp_files_left(tmp_pat
     assert older.exists() and (out / "a.mp4").exists()
 
 
+def test_a_stopped_job_leaves_another_jobs_writes_into_the_same_folder(tmp_path):
+    # Two jobs write into one --output; one is stopped: only its own rows' temp files go.
+    out = tmp_path / "out"
+    out.mkdir()
+    mine, theirs = out / ".a.mp4.x1.partial", out / ".other.mp4.x2.partial"
+    for path in (mine, theirs):
+        path.write_bytes(b"x")
+    removed = outputs.clean_partials_since(str(out), since=0, names=["a.mp4"])
+    assert removed == [str(mine)] and theirs.exists()
+
+
 # --- whose video is this ----------------------------------------------------------------------------
 
 def test_fingerprint_changes_with_what_makes_the_video():
