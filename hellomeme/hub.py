@@ -35,6 +35,16 @@ def repo_id(folder: str) -> str:
     return f"{HUB_OWNER}/{folder}"
 
 
+# What the hub's client raises when the network or the hub is not there: its HTTP library's
+# transport errors (httpx, its forks and requests name them so) and the OS's own.
+_TRANSPORT_ERROR_NAMES = frozenset({"TransportError", "NetworkError", "ConnectError", "ConnectionError",
+                                    "TimeoutException", "Timeout"})
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or any(cls.__name__ in _TRANSPORT_ERROR_NAMES for cls in type(exc).__mro__)
+
+
 def offline() -> bool:
     return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
@@ -98,5 +108,15 @@ def check_hub(release: str = "v5", cache_dir: str | Path | None = None, checkpoi
 
             files = WeightFiles(HfFileSystem())
         folders = {folder: repo_id(folder) for folder in get_release(release).folders()}
-    layout = _layout(release, folders, checkpoint, files)
-    return check_layout(replace(layout, checkpoint_files=checkpoint_files))
+    try:
+        layout = _layout(release, folders, checkpoint, files)
+        return check_layout(replace(layout, checkpoint_files=checkpoint_files))
+    except Exception as exc:
+        if offline() or not _unreachable(exc):
+            raise
+        raise MissingWeightsError(
+            f"the Hugging Face hub could not be read to check the HelloMeme {release} weights "
+            f"({type(exc).__name__}: {exc})",
+            ["no network, or the hub is unreachable: pass --weights DIR|URI (a folder in the hub layout, local or "
+             "in object storage), or set HF_HUB_OFFLINE=1 to use the weights already in the local hub cache"],
+            [f"https://huggingface.co/{repo}" for repo in folders.values()]) from None

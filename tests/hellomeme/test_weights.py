@@ -244,3 +244,21 @@ def test_batch_norm_counters_may_be_absent(tiny_dir, tmp_path):
     save_file(state, str(path))
     encoder = load_adapter(PDFGCMotionEncoder, folder)
     assert not any(b.is_meta for b in encoder.buffers())
+
+
+def test_an_unreachable_hub_says_how_to_give_the_weights(monkeypatch):
+    """With no network the hub's client raised its transport's error ("ConnectError: Name or service not
+    known"), which said nothing about weights."""
+    import fsspec
+
+    class Unreachable(fsspec.AbstractFileSystem):
+        def info(self, path, **kwargs):
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+        ls = exists = isfile = cat_file = info
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with pytest.raises(MissingWeightsError, match="could not be read") as caught:
+        check_hub(files=WeightFiles(Unreachable()))
+    assert "--weights" in str(caught.value) and "HF_HUB_OFFLINE=1" in str(caught.value)
