@@ -238,6 +238,28 @@ def latest_attempt(client: JobSubmissionClient, request: JobRequest) -> tuple[in
     return newest, attempts[newest]
 
 
+# A cluster that has just started (or is busy) answers "No available agent to submit job, please try
+# again later" until a node's job agent is up: that is retried, for this long, not reported as a failure.
+AGENT_WAIT_S = 60.0
+AGENT_RETRY_S = 2.0
+_NO_AGENT = "No available agent"
+
+
+def _submit_when_an_agent_is_up(client: JobSubmissionClient, request: JobRequest, submission: str,
+                                wait_s: float = AGENT_WAIT_S) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.submit_job(entrypoint=request.entrypoint, submission_id=submission,
+                              runtime_env=request.runtime_env, metadata=request.metadata)
+            return
+        except RuntimeError as exc:
+            if _NO_AGENT not in str(exc) or time.monotonic() >= deadline:
+                raise
+            logger.info("the cluster has no job agent ready yet; trying again in %.0f s", AGENT_RETRY_S)
+            time.sleep(AGENT_RETRY_S)
+
+
 def submit_or_attach(client: JobSubmissionClient, request: JobRequest,
                      retry: bool) -> tuple[str, JobDetails | None]:
     """Submit the job unless it already exists; returns its submission id and, when it existed, its details."""
@@ -250,8 +272,7 @@ def submit_or_attach(client: JobSubmissionClient, request: JobRequest,
         logger.info("job %s ended %s; submitting attempt %d", job.submission_id, job.status, attempt + 1)
     submission = request.attempt_id(attempt + 1)
     try:
-        client.submit_job(entrypoint=request.entrypoint, submission_id=submission,
-                          runtime_env=request.runtime_env, metadata=request.metadata)
+        _submit_when_an_agent_is_up(client, request, submission)
     except RuntimeError as exc:
         # Someone submitted the same job a moment ago: follow theirs.  Anything else is an error.
         racing = next((j for j in client.list_jobs() if j.submission_id == submission), None)

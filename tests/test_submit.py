@@ -440,3 +440,28 @@ def test_credentials_reach_the_job_sealed_and_appear_nowhere_else(ray_head: RayH
     assert ray_head.jobs_of(manifest) == [job.submission_id]
     assert ray_head.submit(*options, "--retry").returncode == 2
     assert ray_head.jobs_of(manifest) == [job.submission_id, f"{job.submission_id}-2"]
+
+
+def test_a_cluster_without_a_job_agent_yet_is_asked_again(monkeypatch):
+    """A cluster that has just started answers 'No available agent' until its job agent is up: the
+    submission waits for it rather than failing the whole submit."""
+    from jobs import submit
+
+    class StartingCluster:
+        def __init__(self, refusals):
+            self.refusals, self.submitted = refusals, []
+
+        def submit_job(self, **kwargs):
+            if self.refusals:
+                self.refusals -= 1
+                raise RuntimeError("Request failed with status code 500: No available agent to submit job, "
+                                   "please try again later..")
+            self.submitted.append(kwargs["submission_id"])
+
+    monkeypatch.setattr(submit, "AGENT_RETRY_S", 0.0)
+    request = submit.JobRequest(base_id="job", entrypoint="true", runtime_env={}, metadata={})
+    cluster = StartingCluster(refusals=2)
+    submit._submit_when_an_agent_is_up(cluster, request, "job-1")
+    assert cluster.submitted == ["job-1"]
+    with pytest.raises(RuntimeError, match="No available agent"):
+        submit._submit_when_an_agent_is_up(StartingCluster(refusals=5), request, "job-2", wait_s=0.0)
