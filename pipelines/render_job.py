@@ -29,7 +29,7 @@ from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
 from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, write_report
-from reporting.results import Summary, result_row, write_results
+from reporting.results import Summary, result_row, with_earlier_records, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def run_render_job(
         if on_result is not None:
             on_result(row, len(results), plan.total)
 
-    for row in plan.settled:
+    for row in with_earlier_records(plan.settled, config.output_uri, config.storage_options):
         record(row, from_pipeline=False)
     first_video_at = None
     interrupted: JobInterrupted | None = None

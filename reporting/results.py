@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 import numbers
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 
 from mediaio import storage
 
+logger = logging.getLogger(__name__)
 RESULTS_DIR = "_results"
 RESULTS_FILE = "results.parquet"
 
@@ -100,6 +102,33 @@ def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
     return Summary(ok=statuses.count("ok"), failed=statuses.count("failed"), skipped=statuses.count("skipped"),
                    not_run=statuses.count("not_run"),
                    results_uri=uri)
+
+
+EARLIER_RESULTS_MAX_BYTES = 256 * 2**20  # an earlier results table larger than this is not read back
+CARRIED_COLUMNS = ("frames", "engine", *(f"seconds_{stage}" for stage in STAGES))
+
+
+def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
+                         storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``rows``, each skipped one with the frames, engine and stage seconds the run that made its video
+    recorded (from the results table already under ``output_uri``), so a rerun's table still says what
+    every video holds.  Rows the earlier table does not know keep their zeros."""
+    rows = [dict(row) for row in rows]
+    if not any(row.get("status") == "skipped" for row in rows):
+        return rows
+    try:
+        data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=EARLIER_RESULTS_MAX_BYTES)
+        earlier = pq.read_table(io.BytesIO(data)).to_pylist()
+    except Exception as exc:  # no earlier table, or one we cannot read: nothing to carry over
+        logger.debug("no earlier results to carry over: %s", type(exc).__name__)
+        return rows
+    made = {row.get("output_uri"): row for row in earlier
+            if row.get("status") in ("ok", "skipped") and (row.get("frames") or 0) > 0}
+    for row in rows:
+        before = made.get(row.get("output_uri")) if row.get("status") == "skipped" else None
+        if before is not None:
+            row.update({name: before.get(name) for name in CARRIED_COLUMNS if before.get(name) is not None})
+    return rows
 
 
 def read_results(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:

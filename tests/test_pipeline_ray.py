@@ -127,6 +127,9 @@ def test_rerun_skips_finished_rows_and_renders_deleted_ones(module_run, syntheti
     rendered = sorted(r["id"] for r in again.results if r["status"] == "ok")
     assert rendered == sorted(deleted)
     assert again.summary.skipped == sum(len(part.rows) for part in module_run.values()) - len(deleted)
+    for row in again.results:  # a skipped row's record still says what its video holds (the first run's)
+        if row["status"] == "skipped":
+            assert row["frames"] == clips.count_frames(row["output_uri"]) and row["seconds_render"] > 0
     for meme_id, frames in before.items():  # a row renders the same video every time
         after = clips.decode_clip(str(out / f"{meme_id}.mp4"), None, media.MediaLimits()).frames
         np.testing.assert_array_equal(after, frames)

@@ -100,3 +100,18 @@ def test_a_front_page_the_tool_did_not_write_is_never_replaced(tmp_path):
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert write_report(rows, str(fresh)) == write_report(rows, str(fresh)) == str(fresh / "index.html")
+
+
+def test_a_reruns_skipped_rows_keep_the_record_of_the_run_that_made_their_videos(tmp_path):
+    from reporting.results import with_earlier_records, write_results
+
+    out = str(tmp_path / "out")
+    first = [row(0, "a", "ok", output_uri=f"{out}/a.mp4", frames=30, seconds_render=2.5),
+             row(1, "b", "failed", error="no face")]
+    write_results(first, out)
+    rerun = [row(0, "a", "skipped", output_uri=f"{out}/a.mp4"), row(1, "b", "failed", error="no face"),
+             row(2, "c", "skipped", output_uri=f"{out}/c.mp4")]
+    carried = with_earlier_records(rerun, out)
+    assert carried[0]["status"] == "skipped" and carried[0]["frames"] == 30 and carried[0]["seconds_render"] == 2.5
+    assert carried[1]["frames"] == 0 and carried[2]["frames"] == 0  # only skipped rows the earlier table knows
+    assert with_earlier_records(rerun, str(tmp_path / "nothing-there"))[0]["frames"] == 0
