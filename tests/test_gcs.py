@@ -8,15 +8,14 @@ The emulator does not enforce upload preconditions, so the create-only publish (
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import fsspec
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main as cli_main
-from jobs.manifest_builder import write_manifest
 from mediaio import clips, storage
+from tests.bucket_manifest import upload_job
 
 pytestmark = pytest.mark.ray
 
@@ -41,16 +40,8 @@ def test_bounded_reads_listing_and_writes_on_gcs(gcs_endpoint):
 def test_render_from_gcs_to_gcs(ray_local, gcs_endpoint, synthetic_media, tmp_path, capsys):
     fs = _gcs(gcs_endpoint)
     bucket = gcs_endpoint.bucket
-    rows = []
-    for portrait, clip in (("astronaut.png", "grace_hopper.mp4"),):
-        fs.put_file(str(synthetic_media / "reference_images" / portrait), f"{bucket}/in/{portrait}")
-        fs.put_file(str(synthetic_media / "drive_videos" / clip), f"{bucket}/in/{clip}")
-        rows.append({"id": Path(clip).stem, "reference_uri": f"gs://{bucket}/in/{portrait}",
-                     "driving_uri": f"gs://{bucket}/in/{clip}"})
-    rows.append({"id": "missing", "reference_uri": f"gs://{bucket}/in/astronaut.png",
-                 "driving_uri": f"gs://{bucket}/in/nothing.mp4"})
-    manifest = f"gs://{bucket}/manifests/nightly.parquet"
-    write_manifest(rows, manifest, gcs_endpoint.storage_options)
+    manifest = upload_job(fs, "gs", bucket, synthetic_media, [("astronaut.png", "grace_hopper.mp4")],
+                          gcs_endpoint.storage_options)
     args = ["render", manifest, "--output", f"gs://{bucket}/out", *gcs_endpoint.cli_options()]
 
     assert cli_main(args) == 2  # a row failed; the others are written

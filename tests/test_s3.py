@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from mediaio import clips, media, storage
-from jobs.manifest_builder import write_manifest
+from tests.bucket_manifest import upload_job
 from jobs.cli import main as cli_main
 from tests.s3_server import CANARY_SECRET
 
@@ -36,16 +36,7 @@ def test_render_from_s3_to_s3(ray_local, s3_endpoint, synthetic_media, tmp_path,
     fs = _s3(s3_endpoint)
     bucket = s3_endpoint.bucket
     pairs = [("astronaut.png", "grace_hopper.mp4"), ("grace_hopper.png", "astronaut.mp4")]
-    rows = []
-    for portrait, clip in pairs:
-        fs.put_file(str(media_dir / "reference_images" / portrait), f"{bucket}/in/{portrait}")
-        fs.put_file(str(media_dir / "drive_videos" / clip), f"{bucket}/in/{clip}")
-        rows.append({"id": Path(clip).stem, "reference_uri": f"s3://{bucket}/in/{portrait}",
-                     "driving_uri": f"s3://{bucket}/in/{clip}"})
-    rows.append({"id": "missing", "reference_uri": f"s3://{bucket}/in/astronaut.png",
-                 "driving_uri": f"s3://{bucket}/in/nothing.mp4"})
-    manifest = f"s3://{bucket}/manifests/nightly.parquet"
-    write_manifest(rows, manifest, s3_endpoint.storage_options)
+    manifest = upload_job(fs, "s3", bucket, media_dir, pairs, s3_endpoint.storage_options)
     output = f"s3://{bucket}/out"
     args = ["render", manifest, "--output", output, *s3_endpoint.cli_options()]
 
