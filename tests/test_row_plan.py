@@ -218,3 +218,10 @@ def test_the_demo_refuses_a_file_as_its_output_folder(tmp_path):
     target.write_bytes(b"mine")
     args = build_parser().parse_args(["demo", "--output", str(target)])
     assert args.run(args) == 1 and target.read_bytes() == b"mine"
+
+
+def test_a_windows_style_output_path_fails_its_row_instead_of_naming_a_file_with_backslashes(tmp_path):
+    rows = _plan(tmp_path, [row("w", output_uri="C:\\memes\\w.mp4"), row("v", output_uri="sub\\v.mp4"),
+                            row("ok", output_uri="sub/ok.mp4")])
+    assert [r["status"] for r in rows] == ["failed", "failed", "pending"]
+    assert all("looks like a Windows path" in r["error"] for r in rows[:2])
