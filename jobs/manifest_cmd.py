@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 from mediaio import storage
 from pipelines.manifest import ManifestError
 from jobs.manifest_builder import pair_folders, rows_from_csv_file, write_manifest
 
 logger = logging.getLogger("pipelines.manifest")
+
+PARQUET_MAGIC = b"PAR1"  # the first bytes of every Parquet file
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,8 +22,7 @@ def run(args: argparse.Namespace) -> int:
             rows = pair_folders(args.portraits, args.drivers, args.pairing)
         else:
             raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
-        _check_target(args.out, [args.csv] if args.csv else
-                      [path for row in rows for path in (row["reference_uri"], row["driving_uri"])])
+        _check_target(args.out)
         count = write_manifest(rows, args.out)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
@@ -31,26 +31,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-PARQUET_MAGIC = b"PAR1"
-
-
-def _check_target(out: str, inputs: list[str]) -> None:
-    """Refuse a manifest target that would overwrite the user's data: one of the build's own inputs (the
-    CSV, a portrait, a clip), or any existing file that is not a Parquet file (an earlier manifest is
-    rebuilt in place)."""
-    if storage.is_local_uri(out):
-        target = os.path.realpath(storage.normalize(out))
-        for path in inputs:
-            if path and storage.is_local_uri(path) and os.path.realpath(storage.normalize(path)) == target:
-                raise ManifestError(f"-o {out} is one of the build's own inputs ({path}); give the manifest another name")
+def _check_target(out: str) -> None:
+    """Refuse a manifest target that holds anything but a Parquet file: the build's own CSV, a portrait, a
+    clip or any other file of the user's would be lost.  An earlier manifest is rebuilt in place."""
     try:
         with storage.open_input(out, what="manifest") as reader:
             head = reader.read(len(PARQUET_MAGIC))
     except storage.NotFoundError:
         return
     if head != PARQUET_MAGIC:
-        raise ManifestError(f"-o {out} exists and is not a Parquet manifest; it is not replaced (give another name, "
-                            "e.g. manifest.parquet)")
+        raise ManifestError(f"-o {out} exists and is not a Parquet manifest (the CSV, a portrait or a clip?); "
+                            "it is not replaced: give the manifest another name, e.g. manifest.parquet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

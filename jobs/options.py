@@ -47,7 +47,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos-per-batch", type=int, default=1, help="videos per render call (GPU engines)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
-    parser.add_argument("--no-skip-existing", action="store_true", help="render rows whose output already exists")
+    parser.add_argument("--no-skip-existing", action="store_true",
+                        help="render rows whose output already exists again, replacing this tool's earlier videos "
+                        "(a file it did not make fails its row)")
     parser.add_argument("--no-report", action="store_true",
                         help="write no index.html report and no previews under _report/")
     parser.add_argument("--max-seconds", type=float, default=MediaLimits.max_seconds,

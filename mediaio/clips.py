@@ -144,7 +144,7 @@ def _video_stream(container):
         kind = (" (only a cover picture)" if container.streams.video
                 else " (audio only)" if container.streams.audio else "")
         raise MediaError(f"has no video stream{kind}")
-    return next((stream for stream in moving if stream.disposition & flags.default), moving[0])
+    return _default_or_first(moving)
 
 
 def _audio_stream(container):
@@ -153,11 +153,15 @@ def _audio_stream(container):
     The same rule as the picture's (:func:`_video_stream`): a clip with a commentary or a second
     language track plays the track its player would.
     """
+    tracks = list(container.streams.audio)
+    return _default_or_first(tracks) if tracks else None
+
+
+def _default_or_first(streams: list):
+    """The stream marked default among ``streams`` (not empty), else the first: what a player plays."""
     import av
 
-    default = av.stream.Disposition.default
-    tracks = list(container.streams.audio)
-    return next((stream for stream in tracks if stream.disposition & default), tracks[0] if tracks else None)
+    return next((stream for stream in streams if stream.disposition & av.stream.Disposition.default), streams[0])
 
 
 def _display_size(stream, width: int, height: int) -> tuple[int, int]:
@@ -303,10 +307,9 @@ def _measured_fps(times: np.ndarray, nominal: float = 0.0) -> float:
 
     The median step says what a regular step is, so a variable-rate clip's pauses, dropped frames
     and faster stretches do not count; the mean over the steps within rounding of it undoes
-    rounded timestamps.  Matroska,
-    WebM and FLV keep milliseconds: a 29.97 fps clip steps 33 and 34 ms (the median alone said
-    30.30 fps) and a 60 fps one 16 and 17 ms (58.8).  ``nominal`` (the stream's own rate, 0 if
-    none) is used where it agrees within NOMINAL_RATE_TOLERANCE.
+    rounded timestamps.  Matroska, WebM and FLV keep milliseconds: a 29.97 fps clip steps 33 and
+    34 ms (the median alone said 30.30 fps) and a 60 fps one 16 and 17 ms (58.8).  ``nominal``
+    (the stream's own rate, 0 if none) is used where it agrees within NOMINAL_RATE_TOLERANCE.
     """
     steps = np.diff(np.unique(times))
     steps = steps[steps > 0]

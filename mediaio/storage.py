@@ -13,7 +13,8 @@ Writes never expose a partial file under its final name: on local disk the bytes
 file in the same directory, are fsynced and then hard-linked into place (create-only) or
 renamed over it (replace); on S3 one PUT is atomic, and ``If-None-Match: *`` makes it
 create-only; on Google Cloud Storage an upload is atomic too, and ``ifGenerationMatch=0``
-(gcsfs' create mode) makes it create-only.  Credentials never appear in messages: URIs in errors go through
+(gcsfs' create mode) makes it create-only.  Credentials never appear in messages: URIs in errors
+go through
 :func:`mediaio.redaction.printable` (credentials redacted, control characters escaped).
 """
 

@@ -122,9 +122,9 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
         return True
     if kind == "string":  # binary is accepted so that a row with bytes that are not UTF-8 fails alone
         return _is_text(arrow_type) or _is_bytes(arrow_type)
-    if kind == "integer":  # pandas writes an optional integer column as float64: parse_row judges each value
-        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
-    if kind == "number":
+    # An integer column may be floating-point too: pandas writes an optional integer column as
+    # float64 with NaN for its gaps, and parse_row judges each value (a fraction fails its row).
+    if kind in ("integer", "number"):
         return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
     raise ValueError(kind)
 
@@ -290,7 +290,7 @@ def _optional_integer(row: Mapping[str, Any], column: str) -> int | None:
     value = row.get(column)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise RowError(f"{column} must be an integer, got {describe_id(value)!r}")
     if isinstance(value, numbers.Integral):
         return int(value)

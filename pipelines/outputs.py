@@ -199,11 +199,13 @@ def _check_name_lengths(uri: str, shown: str) -> None:
     """Refuse, at planning, a name the storage would refuse only at the write, after the whole render."""
     if storage.is_local_uri(uri):
         for part in storage.normalize(uri).split("/"):
-            if len(part.encode("utf-8")) > MAX_FILE_NAME_BYTES:
-                raise OutputError(f"output_uri {shown}: the name {printable(part[:40])}... is "
-                                  f"{len(part.encode('utf-8'))} bytes, over the {MAX_FILE_NAME_BYTES} a file name may have")
+            size = len(part.encode("utf-8"))
+            if size > MAX_FILE_NAME_BYTES:
+                raise OutputError(f"output_uri {shown}: the name {printable(part[:40])}... is {size} bytes, "
+                                  f"over the {MAX_FILE_NAME_BYTES} a file name may have")
     elif len(uri.split("://", 1)[-1].split("/", 1)[-1].encode("utf-8")) > MAX_OBJECT_KEY_BYTES:
-        raise OutputError(f"output_uri {shown}: its object key is over the {MAX_OBJECT_KEY_BYTES} bytes a bucket allows")
+        raise OutputError(f"output_uri {shown}: its object key is over the {MAX_OBJECT_KEY_BYTES} bytes "
+                          "a bucket allows")
 
 
 def _collision_key(uri: str) -> str:

@@ -202,10 +202,10 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
             # an earlier video of this tool's from other inputs or settings.  Anything else at the target
             # fails the row now, before any work is spent on it.
-            if verdict.owned and config.skip_existing:
+            if config.skip_existing and verdict.owned:
                 settled.append(_settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name))
                 continue
-            if not (verdict.ours and not config.skip_existing):
+            if config.skip_existing or not verdict.ours:
                 settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: "
                                         f"{not_owned_message(output.uri, verdict)}", engine=engine.name))
                 continue

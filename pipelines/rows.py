@@ -64,7 +64,8 @@ def planned_row(row_index: int, meme_id: str, reference_uri: str, driving_uri: s
     """A row as it enters the pipeline, every setting in its own column."""
     return {
         "row_index": row_index, "id": meme_id, "reference_uri": reference_uri, "driving_uri": driving_uri,
-        "output_uri": output_uri, "fingerprint": fingerprint, "replace_output": replace_output, "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
+        "output_uri": output_uri, "fingerprint": fingerprint, "replace_output": replace_output,
+        "seed": settings.seed, "steps": settings.steps, "guidance": settings.guidance,
         "prompt": settings.prompt, "lora": settings.lora, "lora_scale": settings.lora_scale, "fps": settings.fps,
         "max_seconds": settings.max_seconds, "status": PENDING, "error": "", "time_limit_s": time_limit_s,
         **{f"seconds_{stage}": 0.0 for stage in STAGES},

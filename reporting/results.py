@@ -104,7 +104,7 @@ def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
                    results_uri=uri)
 
 
-EARLIER_RESULTS_MAX_BYTES = 256 * 2**20  # an earlier results table larger than this is not read back
+RESULTS_MAX_BYTES = 256 * 2**20  # a results table larger than this is not read back (20000 rows: ~2 MB)
 CARRIED_COLUMNS = ("frames", "engine", *(f"seconds_{stage}" for stage in STAGES))
 
 
@@ -117,8 +117,7 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
     if not any(row.get("status") == "skipped" for row in rows):
         return rows
     try:
-        data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=EARLIER_RESULTS_MAX_BYTES)
-        earlier = pq.read_table(io.BytesIO(data)).to_pylist()
+        earlier = read_results(output_uri, storage_options).to_pylist()
     except Exception as exc:  # no earlier table, or one we cannot read: nothing to carry over
         logger.debug("no earlier results to carry over: %s", type(exc).__name__)
         return rows
@@ -132,6 +131,6 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
 
 
 def read_results(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    fs, path = storage.filesystem_for(results_uri(output_uri), storage_options)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle)
+    """The results table under ``output_uri`` (a bounded read: a huge file there is not one of ours)."""
+    data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=RESULTS_MAX_BYTES)
+    return pq.read_table(io.BytesIO(data))

@@ -71,7 +71,8 @@ def test_an_existing_output_is_skipped_only_if_it_is_this_rows_own_video(tmp_pat
     (again,) = _plan(tmp_path, [row("done")])
     assert again["status"] == "skipped"
     (changed,) = _plan(tmp_path, [row("done", seed=9)])  # other settings make another video: not this one
-    assert changed["status"] == "failed" and "from other inputs or settings; rerun with --no-skip-existing" in changed["error"]
+    assert changed["status"] == "failed"
+    assert "from other inputs or settings; rerun with --no-skip-existing" in changed["error"]
 
 
 def test_pending_rows_are_typed_columns_with_every_default_applied(tmp_path):

@@ -186,7 +186,8 @@ def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
 
     # A foreign file never is replaced: with --no-skip-existing its row fails before rendering.
-    manifest_rows = [{"id": "foreign", "reference_uri": rendered["reference_uri"], "driving_uri": rendered["driving_uri"]}]
+    manifest_rows = [{"id": "foreign", "reference_uri": rendered["reference_uri"],
+                      "driving_uri": rendered["driving_uri"]}]
     from jobs.manifest_builder import write_manifest
 
     write_manifest(manifest_rows, str(tmp_path / "foreign.parquet"))
