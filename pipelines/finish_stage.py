@@ -1,6 +1,6 @@
 """The finish stage: encode a row's rendered frames, publish the MP4, and make its results row.
 
-One call per row (an actor of the finish pool) does all three, explicitly: the MP4's bytes never
+One task per row does all three, explicitly: the MP4's bytes never
 pass through the object store, and a finished video does not wait for further hops.  Each step runs in the row's error
 boundary and is timed on its own (``seconds_encode``, ``seconds_write``).  Only the small results
 row leaves this stage.

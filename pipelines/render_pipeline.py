@@ -27,7 +27,7 @@
       -> stitch    one actor (splitting engines; actors/stitch_actor.py): holds a video's parts until
                    all are back, emits the video's row (frames in order, part columns dropped); others
                    pass through.  Other videos keep flowing meanwhile: no barrier anywhere.
-      -> finish    actor pool (pipelines/finish_stage.py): encode, write, results row, one row a call.
+      -> finish    tasks (pipelines/finish_stage.py): encode, write, results row, one task per row.
                    gives: the results row (row_index, id, status, output_uri, error, frames, engine,
                           seconds_<stage>, preview_<kind>) -- small plain rows streamed to the driver
 
@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 PREPARE_CPUS = 0.5  # PyAV decodes and mediapipe runs its graph on this actor's threads
 CPU_RENDER_CPUS = 0.5  # the warp engine is numpy/OpenCV work on the actor's threads
 GPU_RENDER_CPUS = 0.25  # a GPU actor feeds the GPU; it needs little CPU and must not block CPU stages
-FINISH_CPUS = 0.25  # x264 runs in an ffmpeg subprocess; the actor mostly waits on it
+FINISH_CPUS = 0.25  # x264 runs in an ffmpeg subprocess; the task mostly waits on it
 STITCH_CPUS = 0.1  # concatenates a split video's parts: next to no work, but it must always find room
 # Threads of each stage's native libraries (PyAV's decoder, OpenCV, ffmpeg; mediaio/threads.py).
 # Ray already runs the stages side by side on every core, so a stage's own threads only contend
@@ -123,23 +123,23 @@ class PoolSizes:
 
     prepare: int
     render: int
-    finish: int  # finish actors at most: bounds their worker processes (and their memory)
+    finish: int  # concurrent finish tasks: bounds the worker processes (and their memory)
 
     @classmethod
     def for_cluster(cls, needs_gpu: bool, cpus: float, gpus: float) -> "PoolSizes":
         # Each CPU pool may take at most a quarter of the CPUs' worth of its claim, so the finish
-        # actors always find room; a GPU pool has one actor per GPU.  For a GPU engine the prepare
+        # tasks always find room; a GPU pool has one actor per GPU.  For a GPU engine the prepare
         # pool also grows with the GPUs (PREPARE_PER_GPU) up to half the CPUs' worth, so adding
         # GPU nodes (which bring CPUs) adds the prepare actors that feed them.
         prepare = max(1, int(cpus // 4 / PREPARE_CPUS))
         render = max(1, int(gpus)) if needs_gpu else max(1, int(cpus // 4 / CPU_RENDER_CPUS))
         if needs_gpu:
             # Whatever the GPU pools (two of them with a splitting engine) and the stitch actor claim,
-            # at least one CPU stays free for the finish actors.
+            # at least one CPU stays free for the finish tasks.
             room = cpus - render * 2 * GPU_RENDER_CPUS - STITCH_CPUS - 1.0
             wanted = min(int(cpus // 2 / PREPARE_CPUS), math.ceil(gpus * PREPARE_PER_GPU), int(room / PREPARE_CPUS))
             prepare = max(prepare, wanted)
-        # Fractional claims would let dozens of finish actors run at once, each its own worker
+        # Fractional claims would let dozens of finish tasks run at once, each its own worker
         # process; more than one per CPU only adds processes, not speed (ffmpeg uses the cores).
         return cls(prepare=prepare, render=render, finish=max(2, int(cpus)))
 
@@ -281,17 +281,6 @@ class PartStage:
         return _drop_consumed(rows)
 
 
-class FinishStage:
-    """Ray Data callable class: the finish stage (pipelines/finish_stage.py: encode, write, results row), set
-    up once per actor."""
-
-    def __init__(self, config: JobConfig, ledger: Any = None, threads: int = STAGE_THREADS) -> None:
-        self.finish = make_finish_fn(config, ledger, threads)
-
-    def __call__(self, row: Row) -> dict[str, Any]:
-        return self.finish(row)
-
-
 class StitchStage:
     """Ray Data callable class (flat_map): holds a split video's parts until all are back (actors/stitch_actor.py)."""
 
@@ -325,15 +314,11 @@ def build_dataset(rows: list[Row], config: JobConfig, pools: PoolSizes, ledger: 
         compute=ray.data.ActorPoolStrategy(min_size=pools.prepare if engine.needs_gpu else 1, max_size=pools.prepare),
     )
     dataset = _render_stages(dataset, rows, config, pools, ledger)
-    return dataset.map(
-        FinishStage,
-        fn_constructor_kwargs={"config": config, "ledger": ledger},
-        num_cpus=FINISH_CPUS,
-        # Actors, not tasks: a pool's first actor starts with the job, beside the other stages' actors,
-        # so its worker process and imports (~7 s on 2 busy CPUs) are ready when the first rendered row
-        # arrives.  Tasks started their first worker only then: every job's first video waited for it.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pools.finish),
-    )
+    # Tasks, not a warm actor pool: an actor pool took ~7 s off the first video on 2 CPUs, but a row
+    # whose finish actor's node was removed mid-job was lost (tests/test_faults.py), where a task is
+    # retried elsewhere.
+    return dataset.map(make_finish_fn(config, ledger, STAGE_THREADS), num_cpus=FINISH_CPUS,
+                       compute=ray.data.TaskPoolStrategy(size=pools.finish))
 
 
 def _render_stages(dataset: ray.data.Dataset, rows: list[Row], config: JobConfig, pools: PoolSizes,
