@@ -30,7 +30,7 @@ from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from mediaio.threads import AUTO  # noqa: E402
 from pipelines.finish_stage import make_finish_fn  # noqa: E402
 from pipelines.plan import JobConfig, plan_job  # noqa: E402
-from pipelines.ray_runtime import connect  # noqa: E402
+from pipelines.ray_runtime import connect, shutdown_local_ray  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
 from pipelines.render_pipeline import PrepareStage, RenderStage  # noqa: E402
 from pipelines.rows import batch_rows, rows_batch  # noqa: E402
@@ -150,6 +150,7 @@ def main() -> int:
             report = run_render_job(ray_config, address="local", on_result=on_result)
         ray_cpu = (ray_memory.ray_cpu_seconds() + cpu_seconds() - driver_cpu_before
                    - ray_memory.own_cpu_seconds)
+        shutdown_local_ray()  # its workers and its scratch folder
         if report.summary.ok != len(rows):
             print(f"pipeline rendered {report.summary.ok}/{len(rows)} rows", file=sys.stderr)
             return 1

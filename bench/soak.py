@@ -21,12 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ray  # noqa: E402
-
 from bench._common import PeakMemory, add_pipeline_arguments, append_results, has_media  # noqa: E402
 from jobs.manifest_builder import pair_folders, write_manifest  # noqa: E402
 from pipelines.plan import JobConfig  # noqa: E402
-from pipelines.ray_runtime import connect  # noqa: E402
+from pipelines.ray_runtime import connect, shutdown_local_ray  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
 
 
@@ -67,7 +65,7 @@ def main() -> int:
             started = time.perf_counter()
             report, memory = run(soak_rows(media, count, args.seconds), folder, args.queue_memory)
             minutes = (time.perf_counter() - started) / 60
-        ray.shutdown()
+        shutdown_local_ray()  # its workers and its scratch folder
         if report.summary.ok != count:
             print(f"{label}: {report.summary.ok}/{count} rows ok", file=sys.stderr)
             return 1
