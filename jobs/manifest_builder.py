@@ -50,11 +50,35 @@ _ASCII_SPELLINGS = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe"
                                   "ı": "i"})
 _ID_HASH_CHARS = 8  # hex digits that keep apart names whose letters an id cannot spell (日本, 中国)
 _FALLBACK_ID = "meme"
+_NAMED_SKIPS = 5  # left-out folder entries named in the warning; the rest are counted
 
 
 def _files(folder: str, suffixes: Iterable[str]) -> list[str]:
+    """The media files of ``folder`` with one of ``suffixes``, in name order.
+
+    Hidden names are left out: a folder copied from a Mac holds an AppleDouble ``._name.jpg`` beside
+    each file (metadata, not an image), whose stem is the real file's and which sorts before it, so
+    it would take the real file's id and shift every ``zip`` pair.  So are sub-folders and empty
+    files, which no reader opens.  What was left out is logged once, named.
+    """
     suffixes = tuple(suffixes)
-    names = sorted(name for name in os.listdir(folder) if name.lower().endswith(suffixes))
+    names, skipped = [], []
+    for name in sorted(os.listdir(folder)):
+        if not name.lower().endswith(suffixes):
+            continue
+        path = os.path.join(folder, name)
+        if name.startswith("."):
+            skipped.append(f"{name} (hidden)")
+        elif not os.path.isfile(path):
+            skipped.append(f"{name} (not a file)")
+        elif os.path.getsize(path) == 0:
+            skipped.append(f"{name} (empty)")
+        else:
+            names.append(name)
+    if skipped:
+        shown = ", ".join(skipped[:_NAMED_SKIPS]) + (f" and {len(skipped) - _NAMED_SKIPS} more"
+                                                     if len(skipped) > _NAMED_SKIPS else "")
+        logger.warning("%d of the media names in %s were left out: %s", len(skipped), folder, shown)
     if not names:
         raise ManifestError(f"no {'/'.join(suffixes)} files in {folder}")
     return [os.path.abspath(os.path.join(folder, name)) for name in names]
@@ -93,25 +117,27 @@ def unique_ids(ids: Iterable[str]) -> list[str]:
     """``ids`` with repeats made unique: the first keeps its id, later ones get ``-2``, ``-3``... in order.
 
     Names that differ only by extension (``a.jpg``, ``a.png``) or by accents give the same id; the
-    renderer would fail every repeat as a duplicate.  Each renamed id is logged.
+    renderer would fail every repeat as a duplicate.  Ids that differ only in case (``Cat``,
+    ``cat``) count as repeats too: their videos would overwrite each other wherever names ignore
+    case (a Mac's or Windows' disk, a folder synced there).  Each renamed id is logged.
     """
     ids = list(ids)
-    taken = set(ids)
+    taken = {meme_id.casefold() for meme_id in ids}
     seen: set[str] = set()
     unique = []
     for meme_id in ids:
-        if meme_id in seen:
+        if meme_id.casefold() in seen:
             number = 2
             while True:
                 suffix = f"-{number}"
                 candidate = meme_id[: CELL_LIMITS["id"] - len(suffix)] + suffix
-                if candidate not in taken:
+                if candidate.casefold() not in taken:
                     break
                 number += 1
             logger.warning("id %r is made by more than one row: this one is %r", meme_id, candidate)
-            taken.add(candidate)
+            taken.add(candidate.casefold())
             meme_id = candidate
-        seen.add(meme_id)
+        seen.add(meme_id.casefold())
         unique.append(meme_id)
     return unique
 

@@ -213,6 +213,23 @@ def _collision_key(uri: str) -> str:
     return os.path.realpath(uri) if storage.is_local_uri(uri) else uri
 
 
+def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPlan]) -> None:
+    """Log the rows whose outputs differ only in letter case (``Cat.mp4``, ``cat.mp4``).
+
+    Both are written: they are two files here and two keys in a bucket.  But copied or synced to
+    a Mac's or Windows' disk one overwrites the other, silently, so the job says so up front.
+    """
+    by_folded: dict[str, list[int]] = {}
+    for index, plan in enumerate(plans):
+        if plan.ok:
+            by_folded.setdefault(_collision_key(plan.uri).casefold(), []).append(index)
+    for indices in by_folded.values():
+        if len(indices) > 1:
+            logger.warning("outputs that differ only in letter case, which a Mac's or Windows' disk holds as "
+                           "one file: %s", ", ".join(f"{printable(plans[i].uri)} ({_name_rows([rows[i]])})"
+                                                    for i in indices[:MAX_NAMED_ROWS + 1]))
+
+
 def _name_rows(others: Sequence[OutputRequest]) -> str:
     named = ", ".join(f"row {other.row_index} ({printable(other.row_id)})" for other in others[:MAX_NAMED_ROWS])
     more = len(others) - MAX_NAMED_ROWS
@@ -245,6 +262,7 @@ def plan_outputs(output_prefix: str, rows: Sequence[OutputRequest], policy: Stor
                 others = [rows[other] for other in indices if other != index]
                 plans[index] = OutputPlan(None, f"output {printable(plans[index].uri)} is also the output of "
                                                 f"{_name_rows(others)}; each row needs its own output_uri")
+    _warn_of_case_twins(rows, plans)
 
     listings: dict[str, dict[str, str] | str] = {}
     for index, plan in enumerate(plans):

@@ -346,6 +346,45 @@ def test_folder_build_gives_unique_readable_ids(tmp_path, caplog):
     assert safe_id("/a/b/héllo wörld.mp4") == "hello_world" and safe_id("Straße.mp4") == "Strasse"
 
 
+def test_folder_build_leaves_out_a_macs_metadata_files_hidden_names_folders_and_empty_files(tmp_path, caplog):
+    """A folder copied from a Mac builds the manifest the clean folder builds, same ids and pairs."""
+    clean, copied = tmp_path / "clean", tmp_path / "copied"
+    for root in (clean, copied):
+        (root / "p").mkdir(parents=True)
+        (root / "d").mkdir()
+        for name in ("harris.jpg", "trump.jpg"):
+            (root / "p" / name).write_bytes(b"x")
+        for name in ("nice.mp4", "jue.mp4"):
+            (root / "d" / name).write_bytes(b"x")
+    appledouble = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+    for junk in ("p/._harris.jpg", "p/._trump.jpg", "d/._nice.mp4", "p/.hidden.jpg"):
+        (copied / junk).write_bytes(appledouble)
+    (copied / "p" / ".DS_Store").write_bytes(bytes(16))
+    (copied / "p" / "empty.jpg").write_bytes(b"")
+    (copied / "d" / "bundle.mov").mkdir()
+    caplog.set_level(logging.WARNING, logger="jobs.manifest_builder")
+    for pairing in ("zip", "all"):
+        rows = pair_folders(str(copied / "p"), str(copied / "d"), pairing)
+        expected = pair_folders(str(clean / "p"), str(clean / "d"), pairing)
+        assert [(row["id"], os.path.basename(row["reference_uri"]), os.path.basename(row["driving_uri"]))
+                for row in rows] == [(row["id"], os.path.basename(row["reference_uri"]),
+                                      os.path.basename(row["driving_uri"])) for row in expected]
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "._harris.jpg (hidden)" in warned and "empty.jpg (empty)" in warned and "bundle.mov (not a file)" in warned
+
+
+def test_folder_build_ids_differ_in_more_than_case(tmp_path):
+    """``Cat`` and ``cat`` would be one file on a Mac's or Windows' disk: the second gets its own id."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "d").mkdir()
+    for name in ("Cat.jpg", "cat.png", "cat-2.jpg"):
+        (tmp_path / "p" / name).write_bytes(b"x")
+    (tmp_path / "d" / "clip.mp4").write_bytes(b"x")
+    ids = [row["id"] for row in pair_folders(str(tmp_path / "p"), str(tmp_path / "d"), "all")]
+    assert ids == ["clip-Cat", "clip-cat-2", "clip-cat-3"]
+    assert len({meme_id.casefold() for meme_id in ids}) == 3
+
+
 def test_folder_build_finds_every_format_the_renderer_reads(tmp_path):
     from mediaio.clips import VIDEO_SUFFIXES
     from mediaio.media import IMAGE_SUFFIXES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_an_output_that_is_a_file_is_refused(tmp_path):
 
 # --- all rows together ------------------------------------------------------------------------------
 
-def test_rows_sharing_a_target_all_fail_naming_each_other(out):
+def test_rows_sharing_a_target_all_fail_naming_each_other(out, caplog):
     rows = [OutputRequest(0, "a"), OutputRequest(1, "b", "a.mp4"), OutputRequest(2, "c", f"{out}/./a.mp4"),
             OutputRequest(3, "d"), OutputRequest(4, "e", "A.mp4")]
     plans = plan_outputs(out, rows, ANYWHERE, local_job=False)
@@ -114,6 +115,16 @@ def test_rows_sharing_a_target_all_fail_naming_each_other(out):
     assert "is also the output of row 1 (b), row 2 (c)" in plans[0].error
     assert "is also the output of row 0 (a), row 2 (c)" in plans[1].error
     assert plans[3].uri == f"{out}/d.mp4" and plans[4].uri == f"{out}/A.mp4"
+    assert not any("letter case" in record.getMessage() for record in caplog.records)  # a is failed
+
+
+def test_outputs_differing_only_in_case_are_written_and_named_in_a_warning(out, caplog):
+    caplog.set_level(logging.WARNING, logger="pipelines.outputs")
+    plans = plan_outputs(out, [OutputRequest(0, "Cat"), OutputRequest(1, "cat"), OutputRequest(2, "dog")],
+                         ANYWHERE, local_job=False)
+    assert all(plan.ok for plan in plans)
+    (warning,) = [record.getMessage() for record in caplog.records if "letter case" in record.getMessage()]
+    assert "row 0 (Cat)" in warning and "row 1 (cat)" in warning and "dog" not in warning
 
 
 def test_targets_through_a_link_are_the_same_file(out, tmp_path):
