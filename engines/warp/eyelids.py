@@ -44,6 +44,13 @@ class LidStyle:
     lash_opacity: float = 0.85  # darkness of the lash line at full closure
     lash_darkness: float = 0.35  # lash colour as a fraction of the lid skin colour
     lash_width: float = 0.05  # lash line thickness in eye-corner distances (at least a pixel)
+    # A drawn eye can reach far below the tracker's lower-lid points (its iris, whites and
+    # outline); how far is measured up to this many eye-corner distances below them.
+    reach_down_most: float = 0.8
+    # A pixel counts as skin, when measuring that reach, within this distance of the lid skin's
+    # chromaticity (r, g, b over their sum): a drawn eye's pale whites and pink iris are as
+    # bright as skin but not of its colour.
+    skin_tolerance: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ class ReferenceEye:
     reach_down: float  # ... and below the lower lid points (local units)
     colour: np.ndarray  # (3,) median lid skin colour
     band: tuple[float, float]  # the lid skin band, in fractions of the way from the open lid to the brow
+    # How far a drawn eye goes on below its lower-lid points (its iris, whites and outline; local
+    # units): the lid sweeps over it too.  0 where the lid points are the eye's edges (photographs).
+    drawn_below: float = 0.0
 
     @classmethod
     def measure(cls, image: np.ndarray, upper: np.ndarray, lower: np.ndarray, brow: np.ndarray,
@@ -117,7 +127,10 @@ class ReferenceEye:
 
         How far the visible eye reaches beyond the lid points is read from the image: along
         the eye's middle, from each lid outwards, up to where the brightness is back within
-        15 % of the lid skin's (clipped to [``least``, ``most``] corner distances).  The skin
+        15 % of the lid skin's (clipped to [``least``, ``most``] corner distances); below the
+        lower lid, up to where the colour is back to the skin's too, over a run of pixels, and
+        as far as ``style.reach_down_most``: a drawn eye's lower half (pale whites, a pink iris)
+        is as bright as skin.  The skin
         band is the stretch between lid and brow that looks most like that skin (glasses'
         frames and hair cross it on some portraits), preferring ``style.band``.
         """
@@ -129,15 +142,34 @@ class ReferenceEye:
         a = np.linspace(0.3, 0.7, 9)
         steps = np.linspace(0.0, min(most, 0.8 * brow_height), 48)
 
-        def reach(start: np.ndarray, direction: float) -> float:
+        def sample(start: np.ndarray, direction: float, steps: np.ndarray) -> np.ndarray:
             b = start[None, :] + direction * steps[:, None]  # (steps, a)
             x, y = frame.image(np.broadcast_to(a, b.shape), b)
-            values = cv2.remap(image, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
-            profile = _luminance(values).mean(axis=1)
+            return cv2.remap(image, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+
+        def reach(start: np.ndarray, direction: float) -> float:
+            profile = _luminance(sample(start, direction, steps)).mean(axis=1)
             back = np.flatnonzero(profile >= 0.85 * skin)
             found = steps[back[0]] if len(back) else steps[-1]
             return float(np.clip(found + 0.01, least, most))
+
+        def reach_below(start: np.ndarray) -> float:
+            # Per column: the first run of skin-coloured pixels (bright enough and of the skin's
+            # colour); the eye's reach is the median over the middle columns.
+            deep = np.linspace(0.0, max(style.reach_down_most, most), 96)
+            values = sample(start, 1.0, deep)
+            skin_like = ((_luminance(values) >= 0.85 * skin)
+                         & (np.linalg.norm(_chromaticity(values) - _chromaticity(np.asarray(colour, dtype=np.float64)),
+                                           axis=-1) <= style.skin_tolerance))
+            run = 3
+            runs = np.ones(skin_like.shape, dtype=bool)
+            for k in range(run):
+                runs[:len(deep) - k] &= skin_like[k:]
+            runs[len(deep) - run + 1:] = False
+            first = np.where(runs.any(axis=0), runs.argmax(axis=0), len(deep) - 1)
+            found = float(np.median(deep[first]))
+            return float(np.clip(found + 0.01, least, max(style.reach_down_most, most)))
 
         # Rows between lid and brow: how far each is from the skin colour (mean distance, and spread).
         fractions = np.linspace(0.1, 0.9, 33)
@@ -152,9 +184,16 @@ class ReferenceEye:
         starts = fractions[:len(scores)]
         scores = scores + 10.0 * np.abs(starts - style.band[0])  # ties go to the preferred band
         near = float(starts[int(np.argmin(scores))])
+        # Brightness alone finds a photograph's lower lid (the skin below it is as bright as the
+        # lid's); where it finds none as far as it looks, the eye goes on below the lid points
+        # (a drawn eye), and colour tells where it ends.
+        reach_down = reach(_line(lower_lid, a), 1.0)
+        drawn_below = 0.0
+        if reach_down >= min(most, steps[-1] + 0.01) - 1e-9:
+            reach_down = drawn_below = max(reach_down, reach_below(_line(lower_lid, a)))
         return cls(frame=frame, open_lid=open_lid, lower_lid=lower_lid, brow_height=brow_height,
-                   reach_up=reach(_line(open_lid, a), -1.0), reach_down=reach(_line(lower_lid, a), 1.0),
-                   colour=np.asarray(colour, dtype=np.float64), band=(near, near + width))
+                   reach_up=reach(_line(open_lid, a), -1.0), reach_down=reach_down,
+                   colour=np.asarray(colour, dtype=np.float64), band=(near, near + width), drawn_below=drawn_below)
 
 
 def _rounded(polyline: np.ndarray, passes: int = 2) -> np.ndarray:
@@ -170,6 +209,11 @@ def _rounded(polyline: np.ndarray, passes: int = 2) -> np.ndarray:
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _chromaticity(rgb: np.ndarray) -> np.ndarray:
+    """(r, g, b) over their sum: a colour without its brightness (shading changes little of it)."""
+    return rgb / np.maximum(rgb.sum(axis=-1, keepdims=True), 1.0)
 
 
 def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper: np.ndarray, lower: np.ndarray,
@@ -205,9 +249,15 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     edge_b = _line(edge_local, a)
     low_b = _line(lower_local, a)
     # Covered: from above the open lid (lashes, crease) to the lid's edge; once nearly shut, also
-    # the outline below the lower lid, where the rest of a drawn eye shows.
+    # the outline below the lower lid, where the rest of a drawn eye shows.  And at least
+    # ``closure`` of the way down the whole visible eye, outline to outline: a drawn eye reaches
+    # well below the tracker's lid points, and a lid that stops at them leaves half of it open
+    # when shut (on a photograph, where the points are the eye's edges, the lid's edge leads).
     shut = float(np.clip((closure - 0.8) / 0.2, 0.0, 1.0))
-    bottom = np.maximum(edge_b, low_b + shut * eye.reach_down) if shut > 0 else edge_b
+    old_bottom = np.maximum(edge_b, low_b + shut * eye.reach_down) if shut > 0 else edge_b
+    eye_top, eye_bottom = open_b - eye.reach_up, low_b + eye.drawn_below
+    swept = eye_top + closure * (eye_bottom - eye_top)
+    bottom = np.maximum(old_bottom, swept)
     top = open_b - max(eye.reach_up, min(style.cover_above, eye.band[0]) * eye.brow_height)
     inside = (b >= top) & (b <= bottom) & (a >= -side) & (a <= 1 + side)
     if not inside.any():
@@ -236,8 +286,15 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     lashes = float(np.clip(closure / style.opaque_from, 0.0, 1.0))
     if lashes > 0:
         line = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-        edge_points = upper if shut == 0 else lower  # a shut lid rests on the lower lid
-        smooth = _rounded(np.asarray(edge_points, dtype=np.float64))
+        edge_points = np.asarray(upper if shut == 0 else lower, dtype=np.float64)  # a shut lid rests on the lower lid
+        # Where the sweep over the whole eye leads, the lash line marks its edge instead.
+        along = target.local(edge_points)
+        lead = np.maximum(_line(eye.open_lid, along[:, 0]) - eye.reach_up
+                          + closure * (_line(lower_local, along[:, 0]) + eye.drawn_below
+                                       - _line(eye.open_lid, along[:, 0]) + eye.reach_up) - along[:, 1], 0.0)
+        if lead.any():
+            edge_points = edge_points + target.width * lead[:, None] * target.across[None, :]
+        smooth = _rounded(edge_points)
         points = np.round((smooth - np.array([x0, y0])) * (1 << _SHIFT)).astype(np.int32)
         thickness = max(1, int(round(style.lash_width * target.width)))
         cv2.polylines(line, [points], False, 255, thickness, cv2.LINE_AA, _SHIFT)
