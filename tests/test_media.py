@@ -107,6 +107,37 @@ def test_millisecond_timestamps_give_the_clips_real_rate_and_every_frame(tmp_pat
     assert len(clip.frames) == round(2 * clip.fps)
 
 
+def test_a_clip_that_holds_its_last_picture_plays_to_its_end(tmp_path):
+    # A screen recording or an export that freezes on its end card stores the last picture once,
+    # lasting seconds.  Timed from its start alone it lasted one frame: the held picture (and its
+    # sound) were cut off.
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "held.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        packets = []
+        for index in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), index * 8, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 15)
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        last = max(packets, key=lambda packet: packet.pts)
+        for packet in packets:
+            if packet is last:
+                packet.duration = int(3 / packet.time_base)  # the last picture lasts 3 s
+            out.mux(packet)
+    facts = clips.probe(str(path), LIMITS)
+    assert facts.frame_count == 30 and facts.source_fps == pytest.approx(15.0)
+    assert facts.duration == pytest.approx(29 / 15 + 3, abs=0.01)
+    frames = clips.decode_clip(str(path), None, LIMITS).frames
+    assert len(frames) == 74
+    assert all(np.array_equal(frame, frames[29]) for frame in frames[29:])
+
+
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
 def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
     # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
