@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import numbers
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -17,6 +18,10 @@ from mediaio import storage
 logger = logging.getLogger(__name__)
 RESULTS_DIR = "_results"
 RESULTS_FILE = "results.parquet"
+# Where the table of an earlier job of another manifest is kept when a job replaces it (see
+# write_results), as results-<UTC time>.parquet; reruns read the newest few of them back.
+EARLIER_DIR = "earlier"
+EARLIER_TABLES_READ = 20
 
 RESULTS_SCHEMA = pa.schema([
     ("row_index", pa.int64()),
@@ -97,6 +102,7 @@ def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     uri = results_uri(output_uri)
+    _keep_another_jobs_table(output_uri, {row.get("output_uri") for row in ordered}, storage_options)
     storage.write_replace(uri, buffer.getvalue(), storage_options)
     statuses = [row["status"] for row in ordered]
     return Summary(ok=statuses.count("ok"), failed=statuses.count("failed"), skipped=statuses.count("skipped"),
@@ -108,6 +114,44 @@ RESULTS_MAX_BYTES = 256 * 2**20  # a results table larger than this is not read 
 CARRIED_COLUMNS = ("frames", "engine", *(f"seconds_{stage}" for stage in STAGES))
 
 
+def _made_outputs(table: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The videos a results table says its job made or found made, by output URI."""
+    return {row["output_uri"]: row for row in table
+            if row.get("status") in ("ok", "skipped") and row.get("output_uri")}
+
+
+def _keep_another_jobs_table(output_uri: str, outputs: set[str | None],
+                             storage_options: Mapping[str, Any] | None) -> None:
+    """Before this job's table replaces the one under ``output_uri``: keep that one under
+    ``_results/earlier/`` if it records videos this job does not, with a warning naming where.
+
+    A second manifest rendered into the same folder (a nightly batch) would otherwise leave the
+    first batch's videos in no table, and their failure records gone.  A rerun of the same
+    manifest records the same videos, so its table simply replaces the old one.
+    """
+    try:
+        data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=RESULTS_MAX_BYTES)
+        earlier = pq.read_table(io.BytesIO(data)).to_pylist()
+    except Exception as exc:  # nothing there, or nothing we can read: nothing to keep
+        logger.debug("no earlier results table to keep: %s", type(exc).__name__)
+        return
+    others = set(_made_outputs(earlier)) - outputs
+    if not others:
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for attempt in range(1, 100):
+        name = f"results-{stamp}{'' if attempt == 1 else f'-{attempt}'}.parquet"
+        kept = storage.join(output_uri, RESULTS_DIR, EARLIER_DIR, name)
+        try:
+            storage.write_create_only(kept, data, storage_options)
+        except FileExistsError:
+            continue
+        logger.warning("the results table under %s records videos that this job's manifest does not make "
+                       "(%d, another job's): it is kept as %s", storage.redact(output_uri), len(others),
+                       storage.redact(kept))
+        return
+
+
 def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
                          storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """``rows``, each skipped one with the frames, engine and stage seconds the run that made its video
@@ -116,18 +160,34 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
     rows = [dict(row) for row in rows]
     if not any(row.get("status") == "skipped" for row in rows):
         return rows
-    try:
-        earlier = read_results(output_uri, storage_options).to_pylist()
-    except Exception as exc:  # no earlier table, or one we cannot read: nothing to carry over
-        logger.debug("no earlier results to carry over: %s", type(exc).__name__)
-        return rows
-    made = {row.get("output_uri"): row for row in earlier
-            if row.get("status") in ("ok", "skipped") and (row.get("frames") or 0) > 0}
+    made: dict[str, Mapping[str, Any]] = {}
+    for table in _earlier_tables(output_uri, storage_options):  # oldest first: the newest record wins
+        made.update({uri: row for uri, row in _made_outputs(table).items() if (row.get("frames") or 0) > 0})
     for row in rows:
         before = made.get(row.get("output_uri")) if row.get("status") == "skipped" else None
         if before is not None:
             row.update({name: before.get(name) for name in CARRIED_COLUMNS if before.get(name) is not None})
     return rows
+
+
+def _earlier_tables(output_uri: str, storage_options: Mapping[str, Any] | None) -> list[list[dict[str, Any]]]:
+    """The results tables under ``output_uri``, oldest first: the newest kept ones of other jobs, then the current one."""
+    earlier_dir = storage.join(output_uri, RESULTS_DIR, EARLIER_DIR)
+    try:
+        names = sorted(name for name in storage.list_names(earlier_dir, storage_options)
+                       if name.startswith("results-") and name.endswith(".parquet"))
+    except Exception as exc:
+        logger.debug("no kept results tables: %s", type(exc).__name__)
+        names = []
+    uris = [storage.join(earlier_dir, name) for name in names[-EARLIER_TABLES_READ:]] + [results_uri(output_uri)]
+    tables = []
+    for uri in uris:
+        try:
+            data = storage.read_bytes(uri, storage_options, max_bytes=RESULTS_MAX_BYTES)
+            tables.append(pq.read_table(io.BytesIO(data)).to_pylist())
+        except Exception as exc:  # missing or unreadable: nothing to carry over from it
+            logger.debug("results table %s not read: %s", storage.redact(uri), type(exc).__name__)
+    return tables
 
 
 def read_results(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:

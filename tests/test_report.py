@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from mediaio import storage
@@ -115,3 +116,29 @@ def test_a_reruns_skipped_rows_keep_the_record_of_the_run_that_made_their_videos
     assert carried[0]["status"] == "skipped" and carried[0]["frames"] == 30 and carried[0]["seconds_render"] == 2.5
     assert carried[1]["frames"] == 0 and carried[2]["frames"] == 0  # only skipped rows the earlier table knows
     assert with_earlier_records(rerun, str(tmp_path / "nothing-there"))[0]["frames"] == 0
+
+
+def test_another_manifests_job_into_the_same_folder_keeps_the_earlier_table(tmp_path, caplog):
+    """A nightly batch into one folder: the earlier batch's table is kept, and its rerun still finds its records."""
+    import logging
+
+    from reporting.results import read_results, with_earlier_records, write_results
+
+    out = str(tmp_path / "out")
+    batch_a = [row(0, "cat", "ok", output_uri=f"{out}/cat.mp4", frames=30, seconds_render=2.5),
+               row(1, "dog", "failed", error="no face")]
+    write_results(batch_a, out)
+    write_results(batch_a, out)  # a rerun of the same manifest: nothing to keep
+    assert not (tmp_path / "out" / "_results" / "earlier").exists()
+    caplog.set_level(logging.WARNING, logger="reporting.results")
+    write_results([row(0, "bird", "ok", output_uri=f"{out}/bird.mp4", frames=12)], out)
+    (kept,) = (tmp_path / "out" / "_results" / "earlier").iterdir()
+    assert kept.name.startswith("results-") and kept.suffix == ".parquet"
+    assert [r["id"] for r in pq.read_table(kept).to_pylist()] == ["cat", "dog"]
+    assert [r["id"] for r in read_results(out).to_pylist()] == ["bird"]
+    assert any("(1, another job's)" in record.getMessage() and str(kept) in record.getMessage() for record in caplog.records)
+    rerun_a = with_earlier_records([row(0, "cat", "skipped", output_uri=f"{out}/cat.mp4")], out)
+    assert rerun_a[0]["frames"] == 30 and rerun_a[0]["seconds_render"] == 2.5
+    write_results(rerun_a, out)  # batch A again: bird's table is kept in turn, beside A's
+    assert len(list((tmp_path / "out" / "_results" / "earlier").iterdir())) == 2
+
