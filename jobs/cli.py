@@ -8,11 +8,12 @@ import os
 import sys
 
 from jobs import demo, manifest_cmd, render, submit
+from jobs.options import CommandLineParser
 from mediaio.redaction import install_log_safety
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="hellomeme-batch",
         description="Render expression videos (memes) from a Parquet manifest of (portrait, driving clip) pairs.",
     )

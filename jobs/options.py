@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 import os
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from engines.base import EngineOptionError, EngineSpec
 from engines.registry import DEFAULT_ENGINE, ENGINES, engine_spec, options_class
@@ -17,6 +18,23 @@ from pipelines.plan import JobConfig
 from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 
 STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
+
+# The commands' exit statuses (README, "Exit status").
+EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
+EXIT_SIGNAL_BASE = 128  # stopped by signal N: exit 128 + N (130 for SIGINT, 143 for SIGTERM), as shells do
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, except that a mistyped command line exits with :data:`EXIT_JOB_ERROR`.
+
+    argparse exits 2, which this tool's statuses keep for "some row failed": a nightly script that
+    publishes what rendered on 2 would take a typo'd flag, with nothing run, for a partial success.
+    Sub-commands' parsers are of this class too (``add_subparsers`` makes its own class's).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_JOB_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:

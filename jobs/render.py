@@ -26,15 +26,22 @@ from pipelines.plan import JobOptionError
 from reporting.metrics import DriverMetrics, MetricsEndpoint
 from mediaio.redaction import install_log_safety, printable, redact
 from mediaio.storage import StorageError
-from jobs.options import add_metrics_arguments, add_render_arguments, job_config
+from jobs.options import (
+    EXIT_JOB_ERROR,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    EXIT_SIGNAL_BASE,
+    CommandLineParser,
+    add_metrics_arguments,
+    add_render_arguments,
+    job_config,
+)
 from jobs.progress import DEFAULT_PERIOD_S, Progress
 from pipelines.ray_runtime import shutdown_local_ray
 from pipelines.render_job import JobInterrupted, JobReport, remove_cut_writes, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
 
-EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
-EXIT_SIGNAL_BASE = 128  # stopped by signal N: exit 128 + N (130 for SIGINT, 143 for SIGTERM), as shells do
 
 
 def print_summary(report: JobReport, output: str) -> None:
@@ -141,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.render", description=__doc__,
+    parser = CommandLineParser(prog="python -m jobs.render", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

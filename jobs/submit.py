@@ -50,8 +50,15 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 from mediaio import storage
 from mediaio.redaction import install_log_safety, is_secret_name, printable, redact
 from jobs import sealed_options
-from jobs.options import STORAGE_OPTIONS_ENV, add_metrics_arguments, add_render_arguments, parse_storage_options
-from jobs.render import EXIT_JOB_ERROR, EXIT_OK
+from jobs.options import (
+    EXIT_JOB_ERROR,
+    EXIT_OK,
+    STORAGE_OPTIONS_ENV,
+    CommandLineParser,
+    add_metrics_arguments,
+    add_render_arguments,
+    parse_storage_options,
+)
 
 logger = logging.getLogger("hellomeme_batch.submit")
 
@@ -372,7 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.submit", description=__doc__,
+    parser = CommandLineParser(prog="python -m jobs.submit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

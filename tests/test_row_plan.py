@@ -226,3 +226,20 @@ def test_a_windows_style_output_path_fails_its_row_instead_of_naming_a_file_with
                             row("ok", output_uri="sub/ok.mp4")])
     assert [r["status"] for r in rows] == ["failed", "failed", "pending"]
     assert all("looks like a Windows path" in r["error"] for r in rows[:2])
+
+
+@pytest.mark.parametrize("argv", [
+    ["render", "m.parquet", "--output", "out", "--size", "512.0"],  # not an integer
+    ["render", "m.parquet", "--output", "out", "--sizee", "512"],  # no such option
+    ["render", "m.parquet"],  # --output missing
+    ["render", "m.parquet", "--output", "out", "--engine", "foo"],  # no such engine
+    ["manifest", "build", "--pairing", "some"],
+    ["no-such-command"],
+])
+def test_a_mistyped_command_line_exits_1_not_2_which_means_some_row_failed(argv, capsys):
+    from jobs.cli import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == 1
+    assert "error:" in capsys.readouterr().err
