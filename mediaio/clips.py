@@ -387,11 +387,18 @@ def output_rate(facts: ClipFacts, limits: MediaLimits) -> float:
     return min(facts.source_fps, limits.max_output_fps)
 
 
+# A clip over the length cap by no more than this is rendered up to the cap, not refused: a phone's
+# or an app's "one-minute" clip is often 60.03 s (1801 frames at 30 fps), and its last frame does
+# not make it a longer clip than the user meant.
+CAP_GRACE_SECONDS = 0.5
+
+
 def clip_span(facts: ClipFacts, limits: MediaLimits, max_seconds: float | None) -> float:
-    """Seconds of the clip to render; MediaError if the clip is over the cap and the row did not ask for its start."""
-    if facts.duration > limits.max_seconds + 1e-6 and max_seconds is None:
-        raise MediaError(f"clip lasts {facts.duration:.1f} s, over the cap of {limits.max_seconds:.0f} s "
-                         "(set max_seconds in the manifest to render its start)")
+    """Seconds of the clip to render; MediaError if the clip is over the cap (beyond CAP_GRACE_SECONDS)
+    and the row did not ask for its start."""
+    if facts.duration > limits.max_seconds + CAP_GRACE_SECONDS and max_seconds is None:
+        raise MediaError(f"clip lasts {facts.duration:.2f} s, over the cap of {limits.max_seconds:g} s "
+                         "(set the row's max_seconds to render its start, or raise --max-seconds)")
     return min(x for x in (facts.duration, max_seconds, limits.max_seconds) if x)
 
 

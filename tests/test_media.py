@@ -382,6 +382,11 @@ def test_refusals(tmp_path, ffmpeg, test_clip):
     with pytest.raises(media.MediaError, match="over the cap"):
         clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0))
     assert clips.decode_clip(str(test_clip), None, media.MediaLimits(max_seconds=1.0), max_seconds=1.0).frames.shape[0] == 15
+    # A clip over the cap by less than CAP_GRACE_SECONDS (a "one-minute" clip of 60.03 s) is cut to the cap.
+    facts = clips.probe(str(test_clip), LIMITS)
+    assert clips.clip_span(facts, media.MediaLimits(max_seconds=facts.duration - 0.1), None) == facts.duration - 0.1
+    with pytest.raises(media.MediaError, match=rf"clip lasts {facts.duration:.2f} s, over the cap of 1 s"):
+        clips.clip_span(facts, media.MediaLimits(max_seconds=1.0), None)
 
 
 CUT_SHORT_DECODES = 300  # before the fix, a decode stopped early hung within 50-400 of these
