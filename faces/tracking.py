@@ -254,6 +254,10 @@ class FaceTrackerConfig:
     min_tracking_confidence: float = 0.5
     # Gaussian sigma (frames) of the temporal smoothing of landmarks; 0 keeps mediapipe's output.
     smoothing_sigma: float = 0.0
+    # A clip whose face is found in fewer than this share of its frames fails its row: the few
+    # "faces" are the mesh's false finds in a clip without one (a title card, a landscape) or
+    # too little to drive a video, which would render as a still portrait jumping to a stray pose.
+    min_found_share: float = 0.05
 
 
 class FaceTracker:
@@ -359,6 +363,10 @@ class FaceTracker:
         height, width = shape[:2]
         if not any(detected):
             raise NoFaceError(f"no face found in any of the {len(detected)} frames ({width}x{height})")
+        if sum(detected) < self.config.min_found_share * len(detected):
+            raise NoFaceError(f"a face was found in only {sum(detected)} of the {len(detected)} frames "
+                              f"({width}x{height}), under {self.config.min_found_share:.0%}: too few to drive "
+                              "a video (is this the right driving clip?)")
         lost = len(detected) - sum(detected)
         if lost:
             log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(detected))

@@ -70,6 +70,15 @@ def test_a_small_face_in_a_large_photo_is_found_in_its_parts(tracker, astronaut)
         tracker.find(np.full((3000, 4000, 3), 90, np.uint8), 1024)
 
 
+def test_a_clip_with_a_face_in_almost_no_frame_fails_instead_of_driving_a_video(tracker, astronaut):
+    # The mesh's false finds on a clip without a face (colour bars) rendered "ok": a still portrait
+    # that jumped to a stray pose.  Under FaceTrackerConfig.min_found_share the clip fails.
+    blank = np.full_like(astronaut, 90)
+    with pytest.raises(NoFaceError, match="found in only 1 of the 41 frames"):
+        tracker.track(np.stack([blank] * 20 + [astronaut] + [blank] * 20))
+    assert tracker.track(np.stack([blank] * 18 + [astronaut] * 2)).detected.sum() == 2  # 10%: a face that shows
+
+
 def test_bad_frames_are_rejected(tracker):
     with pytest.raises(FaceTrackError):
         tracker.track(np.zeros((2, 64, 64), np.uint8))
