@@ -20,7 +20,7 @@ from engines.base import Engine, RenderInput
 from engines.registry import engine_spec
 from engines.warp import WarpEngine, WarpInputError
 from engines.warp.expressions import LIPS_OUTER_LOWER, LIPS_OUTER_UPPER, mouth_gap, open_mouth
-from engines.warp.mesh import WarpMesh, face_mesh_triangles
+from engines.warp.mesh import WarpMesh, _target_to_source_affines, face_mesh_triangles
 from engines.warp.portrait import PortraitRig
 from engines.warp.retarget import RetargetConfig, retarget
 from faces import tracking
@@ -271,3 +271,30 @@ def test_warp_with_relative_maps_equals_the_backward_map(reference):
     expected = cv2.remap(crop, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     got = rig.warper.warp(crop, moved, source, depth)
     assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_skin_pressed_flat_samples_no_far_away_pixels(reference):
+    """Lid skin pressed against the brow collapses a mesh triangle to a sliver.  Its affine map is
+    then steep across it, and cells of the (half-resolution) triangle raster that its outline only
+    touches must not take that map: a cell from its line it samples the source many pixels away
+    (a block of eye or lip colour drawn above a narrow eye).  Inside a triangle a pixel moves by a
+    mix of its corners' motions, so no pixel may move much more than the farthest-moving vertex."""
+    crop, face = reference
+    rig = PortraitRig(crop, face.landmarks[0])
+    target = face.landmarks[0].astype(np.float64).copy()
+    # Landmark 223 (between the left upper lid and the brow) pushed up onto the brow line 52-53.
+    brow = 0.5 * (target[52, :2] + target[53, :2])
+    normal = np.array([-(target[53, 1] - target[52, 1]), target[53, 0] - target[52, 0]])
+    normal /= np.linalg.norm(normal)
+    side = np.sign(normal @ (target[223, :2] - target[52, :2]))
+    target[223, :2] = brow + side * 0.2 * normal
+    moved, source, depth = rig.vertices(target)
+    moved, source = moved.astype(np.float32), source.astype(np.float32)
+    triangle = [k for k, t in enumerate(rig.mesh.triangles) if sorted(t) == [52, 53, 223]]
+    assert triangle, "the mesh has no triangle 52-53-223"
+    (ax, ay), (bx, by) = moved[rig.mesh.triangles[triangle[0]][1:]] - moved[rig.mesh.triangles[triangle[0]][0]]
+    assert abs(ax * by - ay * bx) / 2 < 3.0  # a sliver
+    assert np.abs(_target_to_source_affines(moved, source, rig.mesh.triangles)[triangle[0]]).max() > 5  # steep
+    dx, dy = rig.warper.displacement(moved, source, depth)
+    most = float(np.linalg.norm(source[:468] - moved[:468], axis=1).max())
+    assert float(np.hypot(dx, dy).max()) <= most + 1.5

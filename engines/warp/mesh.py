@@ -24,6 +24,9 @@ NUM_MESH_LANDMARKS = 468  # the iris points (468..477) are not mesh vertices
 # Radii of the two head-following loops around the face oval, in multiples of the oval's radius.
 HEAD_LOOP_RADII = (1.45, 2.1)
 _SUBPIXEL_BITS = 2  # fillConvexPoly fixed-point precision
+# A face-skin triangle under a raster cell's height and under this fraction of its source area is
+# squashed: drawn first, so its neighbours claim the cells its outline touches.
+SQUASHED_AREA = 0.25
 _IDENTITY_AFFINE = np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)
 # cv2.remap taking displacements rather than positions (OpenCV >= 4.10): saves two full-size adds.
 _RELATIVE_MAP = getattr(cv2, "WARP_RELATIVE_MAP", None)
@@ -208,7 +211,7 @@ class MeshWarper:
         """Full-resolution (dx, dy): how far from itself each output pixel samples the source."""
         source = self.mesh.source if source is None else source
         affine = _target_to_source_affines(target, source, self.mesh.triangles)  # (K, 2, 3)
-        raster = self._rasterise(target, self._draw_order(depth))
+        raster = self._rasterise(target, self._draw_order(depth), self._squashed(target, source))
         # Per triangle, the displacement (affine minus identity) as six coefficient rows, each
         # gathered through the raster with ``take`` into a contiguous plane: several times
         # cheaper than indexing (K, 2, 3) by the raster and reading strided views of the result.
@@ -251,7 +254,27 @@ class MeshWarper:
             face = np.argsort(-triangle_depth, kind="stable")
         return np.concatenate([loops, face])
 
-    def _rasterise(self, target: np.ndarray, order: np.ndarray) -> np.ndarray:
+    def _squashed(self, target: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """(K,) face-skin triangles pressed to under a raster cell's height and ``SQUASHED_AREA`` of their source area.
+
+        Lid skin pressed against the brow, say: their affine maps reach many pixels into the
+        source within a cell of their line.  Mouth and eye interiors are left out (a closing
+        mouth or eye collapses them on purpose, with lips and lids around them).
+        """
+        triangles = self.mesh.triangles
+        t = target[triangles].astype(np.float64)
+        s = source[triangles].astype(np.float64)
+        e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        f1, f2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
+        target_area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])  # doubled
+        source_area = np.abs(f1[:, 0] * f2[:, 1] - f1[:, 1] * f2[:, 0])
+        longest = np.sqrt(np.max([(e1 ** 2).sum(1), (e2 ** 2).sum(1), ((e2 - e1) ** 2).sum(1)], axis=0))
+        cell = 1.0 / min(self._raster_scale)  # a raster cell's height in output pixels
+        squashed = (target_area < cell * longest) & (target_area < SQUASHED_AREA * source_area)
+        squashed[self.mesh.hole_triangle_start:self.mesh.loop_triangle_start] = False
+        return squashed
+
+    def _rasterise(self, target: np.ndarray, order: np.ndarray, squashed: np.ndarray | None = None) -> np.ndarray:
         """Index of the target triangle covering each raster cell (the last drawn wins on overlaps)."""
         raster = self._raster
         raster.fill(0)
@@ -266,6 +289,11 @@ class MeshWarper:
         limit = np.array(self.raster_size) << _SUBPIXEL_BITS
         inside = np.all(corners.max(axis=1) >= 0, axis=1) & np.all(corners.min(axis=1) < limit, axis=1)
         order = order[inside[order]]
+        # Squashed triangles first, so their neighbours claim the cells: fillConvexPoly fills
+        # every cell a triangle's outline touches, and a squashed one would paint a row of cells
+        # with a map that, a cell's width from its line, samples the source far away.
+        if squashed is not None and squashed.any():
+            order = np.concatenate([order[squashed[order]], order[~squashed[order]]])
         # One call per triangle is the cost here: bind the function and hand it ready arrays.
         fill, line, bits = cv2.fillConvexPoly, cv2.LINE_8, _SUBPIXEL_BITS
         for k, polygon in zip(order.tolist(), corners[order]):
