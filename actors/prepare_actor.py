@@ -241,8 +241,9 @@ class PrepareActor:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
             audio, audio_note = self._audio(row, path, span, facts)
+        notes = "; ".join(note for note in (reader.damage_note(), audio_note) if note)
         return {
-            **({"error": audio_note} if audio_note else {}),
+            **({"error": notes} if notes else {}),
             "driving_crops": crops,
             **track_columns("driving", track.cropped(box, self.size)),
             "audio": audio,

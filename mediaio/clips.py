@@ -316,6 +316,9 @@ def _start_seconds(stream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
+# A clip whose decoder refuses more packets than this is not damaged here and there: it stops being read.
+MAX_DAMAGED_PACKETS = 1000
+
 # Matroska, WebM and FLV keep timestamps in milliseconds: each is off by up to half of one.
 TIMESTAMP_ROUNDING = 0.001
 # A stream's nominal rate is taken for its measured one when the two agree this closely: the
@@ -424,6 +427,8 @@ class ClipReader:
         self.facts = facts
         self.limits = limits
         self.threads = threads  # decoder threads (mediaio/threads.py)
+        self.damaged_packets = 0  # of the last read (:meth:`damage_note`)
+        self.stopped_early = False
 
     def frames(self, plan: ClipPlan, max_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield exactly ``plan.count`` frames (the last one held if the clip runs short).
@@ -451,6 +456,7 @@ class ClipReader:
             decoded.close()  # the container closes now, not whenever the generator is collected
         if previous is None:
             raise MediaError("video has no decodable frames")
+        self.stopped_early = self.stopped_early and yielded < plan.count  # only if it cost frames
         last = self._to_rgb(previous[1], max_side)
         while yielded < plan.count:
             yield last
@@ -466,19 +472,46 @@ class ClipReader:
                 stream.thread_count = self.threads
             start = None
             joiner = TimestampJoiner(self.facts.container, 1.0 / self.facts.source_fps)
+            index = 0
+            self.damaged_packets, self.stopped_early = 0, False
             try:
-                for index, frame in enumerate(container.decode(stream)):
-                    if frame.width * frame.height > self.limits.max_video_pixels:
-                        raise MediaError(f"a decoded frame is {frame.width}x{frame.height}, over the cap of "
-                                         f"{self.limits.max_video_pixels / 1e6:.1f} megapixels")
-                    time = frame.time if frame.time is not None else index / self.facts.source_fps
-                    time += joiner.offset(time)
-                    start = time if start is None else start
-                    yield time - start, frame
+                # Packet by packet, so a damaged packet (an interrupted download, a failing card) costs
+                # its own frame, as in ffmpeg and players, not every frame after it.
+                for packet in container.demux(stream):
+                    try:
+                        decoded = packet.decode()
+                    except av.error.InvalidDataError as exc:
+                        self.damaged_packets += 1
+                        if self.damaged_packets > MAX_DAMAGED_PACKETS:
+                            raise  # not a damaged stretch but a stream this decoder cannot read
+                        logger.debug("skipping a damaged packet: %s", _av_message(exc))
+                        continue
+                    for frame in decoded:
+                        if frame.width * frame.height > self.limits.max_video_pixels:
+                            raise MediaError(f"a decoded frame is {frame.width}x{frame.height}, over the cap of "
+                                             f"{self.limits.max_video_pixels / 1e6:.1f} megapixels")
+                        time = frame.time if frame.time is not None else index / self.facts.source_fps
+                        index += 1
+                        time += joiner.offset(time)
+                        start = time if start is None else start
+                        yield time - start, frame
             except av.error.FFmpegError as exc:
                 if start is None:
                     raise MediaError(f"cannot decode video: {_av_message(exc)}") from None
+                self.stopped_early = True
                 logger.info("decoding stopped early (%s); the last frame is held", _av_message(exc))
+            if start is None:
+                raise MediaError("cannot decode video: no packet of it decodes")
+
+    def damage_note(self) -> str:
+        """What the last read lost to damage, for an ok row's results ('' when nothing): the row
+        still renders, and says why some pictures are held."""
+        lost = []
+        if self.damaged_packets:
+            lost.append(f"{self.damaged_packets} damaged packet(s) skipped, the nearest pictures used instead")
+        if self.stopped_early:
+            lost.append("decoding stopped early, the last picture is held to the end")
+        return f"the driving clip is damaged: {'; '.join(lost)}" if lost else ""
 
     def _to_rgb(self, frame, max_side: int | None) -> np.ndarray:
         """The frame in the clip's display size (``facts``), scaled down to ``max_side``, turned upright.

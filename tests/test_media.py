@@ -138,6 +138,32 @@ def test_a_clip_that_holds_its_last_picture_plays_to_its_end(tmp_path):
     assert all(np.array_equal(frame, frames[29]) for frame in frames[29:])
 
 
+def test_a_damaged_packet_costs_its_own_frame_not_the_rest_of_the_clip(tmp_path, ffmpeg):
+    # An interrupted download or a failing card: 3 KB of garbage half way in.  The reader
+    # stopped at the first bad packet and held that picture for the rest of the clip (row ok, no
+    # note); ffmpeg and players skip the damaged frame and play on.
+    import random
+
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, seconds=3.0, fps=15, audio=False, extra=["-g", "15"])
+    data = bytearray(clip.read_bytes())
+    mdat = data.find(b"mdat")
+    at = mdat + (len(data) - mdat) // 2
+    generator = random.Random(1)
+    data[at:at + 3000] = bytes(generator.randrange(256) for _ in range(3000))
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    facts = clips.probe(str(damaged), LIMITS)
+    reader = clips.ClipReader(str(damaged), facts, LIMITS)
+    frames = np.stack(list(reader.frames(clips.ClipPlan.for_span(facts.source_fps, facts.duration))))
+    assert len(frames) == 45
+    changes = [float(np.abs(frames[i + 1].astype(int) - frames[i]).mean()) for i in range(44)]
+    assert all(change > 0.5 for change in changes[30:]), "the pictures after the damage move on"
+    assert reader.damaged_packets >= 1 and "damaged packet" in reader.damage_note()
+    clean = clips.ClipReader(str(clip), clips.probe(str(clip), LIMITS), LIMITS)
+    list(clean.frames(clips.ClipPlan.for_span(15.0, 3.0)))
+    assert clean.damage_note() == ""
+
+
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
 def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
     # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
