@@ -21,6 +21,7 @@ go through
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import stat
@@ -67,12 +68,21 @@ def scheme_of(uri: str) -> str:
     return uri.split("://", 1)[0].lower()
 
 
+def _long_file_form(uri: str) -> str:
+    """``file:/p``, RFC 8089's short form (Java's ``File.toURI()``, Hadoop's paths), as ``file:///p``."""
+    if uri[:5].lower() == "file:" and uri[5:6] == "/" and uri[6:7] != "/":
+        return "file://" + uri[5:]
+    return uri
+
+
 def normalize(uri: str) -> str:
-    """Plain paths become absolute file paths (``file:///p`` and ``file://localhost/p`` too); other URIs unchanged.
+    """Plain paths become absolute file paths (``file:///p``, ``file:/p`` and ``file://localhost/p`` too);
+    other URIs unchanged.
 
     A ``file://`` URI is percent-decoded (RFC 8089): ``Path.as_uri()`` writes a space as ``%20``
     and non-ASCII names as UTF-8 escapes.  A plain path is taken literally ('%' is a legal name).
     """
+    uri = _long_file_form(uri)
     if "://" not in uri:
         return os.path.abspath(os.path.expanduser(uri))
     if uri[:7].lower() == "file://":
@@ -91,10 +101,22 @@ def relative_to_file(uri: str, file_uri: str) -> str:
     A manifest's rows name their media as the manifest's author saw them, beside the manifest;
     the driver's working directory (on a cluster, the job's) has nothing to do with it.
     """
-    if not isinstance(uri, str) or not uri.strip() or "://" in uri or uri.startswith(("/", "~")):
+    if not isinstance(uri, str) or not uri.strip():
         return uri
+    uri = _long_file_form(uri)
+    if "://" in uri or uri.startswith(("/", "~")):
+        return uri
+    scheme, colon, rest = uri.partition(":")
+    if colon and scheme.lower() in _known_protocols():
+        raise StorageError(f"{printable(uri)} is not a valid URI (did you mean {scheme}://{rest.lstrip('/')}?)")
     folder = normalize(file_uri).rsplit("/", 1)[0] or "/"
     return f"{folder}/{uri}"
+
+
+@functools.lru_cache(maxsize=1)
+def _known_protocols() -> frozenset[str]:
+    """URI schemes fsspec knows (s3, gs, http...): ``s3:/bucket/key`` is a typo, not a file named so."""
+    return frozenset({name.lower() for name in fsspec.available_protocols()} | set(DEFAULT_SCHEMES))
 
 
 def is_local_uri(uri: str) -> bool:

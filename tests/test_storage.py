@@ -116,6 +116,14 @@ def test_relative_paths_are_taken_from_a_files_folder_local_or_remote():
     for kept in ("/abs/a.jpg", "~/a.jpg", "s3://other/a.jpg", "file:///x/a.jpg", ""):
         assert storage.relative_to_file(kept, "s3://bucket/jobs/m.parquet") == kept
 
+    # RFC 8089's short form, as Java's File.toURI() and Hadoop write it, is the absolute path.
+    assert storage.relative_to_file("file:/x/a%20b.jpg", "/data/m.parquet") == "file:///x/a%20b.jpg"
+    assert storage.normalize("file:/x/a%20b.jpg") == storage.normalize("FILE:/x/a%20b.jpg") == "/x/a b.jpg"
+    # A scheme with one slash or none is a typo, not a file beside the manifest; a colon in a name is a name.
+    with pytest.raises(StorageError, match=r"not a valid URI \(did you mean s3://bucket/k.jpg\?\)"):
+        storage.relative_to_file("s3:/bucket/k.jpg", "/data/m.parquet")
+    assert storage.relative_to_file("take:2.jpg", "/data/m.parquet") == "/data/take:2.jpg"
+
 
 def test_redact():
     text = "failed s3://AKIA:secretvalue@host/k and https://h/x?X-Amz-Signature=abcdef&a=1"
