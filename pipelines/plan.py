@@ -167,6 +167,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                 raise RowError(f"engine {spec.engine!r} differs from this job's engine {engine.name!r}")
             # A row's relative paths are taken beside the manifest (the job's own --lora, from the
             # command line, is taken from where the command ran).
+            written = spec
             spec = replace(spec, **{column: storage.relative_to_file(getattr(spec, column), config.manifest_uri)
                                     for column in BESIDE_MANIFEST_COLUMNS if getattr(spec, column)})
             reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
@@ -178,11 +179,15 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             settled.append(_settled(index, shown_id, FAILED, f"row {index} ({shown_id or 'no id'}): manifest: {exc}",
                                     engine=engine.name))
             continue
-        parsed.append((index, spec, reference_uri, driving_uri, settings))
+        # The inputs as the video's identity: a path relative to the manifest as written, so a project
+        # moved, renamed or mounted elsewhere as a whole still knows its own videos; others resolved.
+        identity = [getattr(written, column) if getattr(written, column) != getattr(spec, column) else resolved
+                    for column, resolved in (("reference_uri", reference_uri), ("driving_uri", driving_uri))]
+        parsed.append((index, spec, reference_uri, driving_uri, settings, identity))
     requests = [OutputRequest(index, spec.id, spec.output_uri) for index, spec, *_ in parsed]
     plans = plan_outputs(prefix, requests, config.policy, local_job=False, storage_options=config.storage_options)
     pending = []
-    for (index, spec, reference_uri, driving_uri, settings), output in zip(parsed, plans):
+    for (index, spec, reference_uri, driving_uri, settings, identity), output in zip(parsed, plans):
         if not output.ok:
             settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: {output.error}",
                                     engine=engine.name))
@@ -194,8 +199,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                                     "output_uri or the job another --output", engine=engine.name))
             continue
         inputs[index] = (reference_uri, driving_uri)
-        fingerprint = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),
-                                         engine.name)
+        fingerprint = output_fingerprint(spec.id, identity, pixel_settings(settings, config), engine.name)
         replace_output = False
         if output.exists:
             verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options)

@@ -26,6 +26,21 @@ def row(meme_id, **extra):
     return {"id": meme_id, "reference_uri": "/in/r.jpg", "driving_uri": "/in/d.mp4", **extra}
 
 
+def test_a_project_moved_as_a_whole_still_knows_its_own_videos(tmp_path):
+    """Inputs written relative to the manifest are its videos' identity as written: a project folder
+    moved, renamed or mounted elsewhere does not make every finished row 'not this row's video'."""
+    def fingerprint(project, reference):
+        (planned,) = _plan(project, [row("a", reference_uri=reference, driving_uri="clips/d.mp4")],
+                           manifest_uri=str(project / "manifest.parquet"))
+        return planned["fingerprint"]
+
+    here, there = tmp_path / "project", tmp_path / "moved"
+    assert fingerprint(here, "faces/r.jpg") == fingerprint(there, "faces/r.jpg")
+    assert fingerprint(here, "faces/r.jpg") != fingerprint(here, "faces/other.jpg")
+    # Absolute paths name other files once moved: they stay part of the identity.
+    assert fingerprint(here, str(here / "r.jpg")) != fingerprint(there, str(there / "r.jpg"))
+
+
 def test_statuses(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "foreign.mp4").write_bytes(b"x")
