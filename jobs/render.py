@@ -44,6 +44,11 @@ logger = logging.getLogger("hellomeme_batch.render")
 
 
 
+# Failed rows the end-of-job summary names; a manifest of thousands of broken rows would otherwise
+# bury the summary (each row's line was already logged as it finished, and all are in the results).
+SUMMARY_FAILED_ROWS = 50
+
+
 def print_summary(report: JobReport, output: str) -> None:
     summary = report.summary
     lines = [
@@ -55,9 +60,10 @@ def print_summary(report: JobReport, output: str) -> None:
     if report.report_uri:
         lines.append(f"report:  {report.report_uri}")
     if summary.failed:
-        lines.append("failed rows:")
-        lines += [f"  {printable(row['id'])}: {printable(row['error'])}" for row in report.results
-                  if row["status"] == "failed"]
+        failed = [row for row in report.results if row["status"] == "failed"]
+        lines.append("failed rows:" if len(failed) <= SUMMARY_FAILED_ROWS
+                     else f"failed rows (the first {SUMMARY_FAILED_ROWS} of {len(failed)}; all are in the results):")
+        lines += [f"  {printable(row['id'])}: {printable(row['error'])}" for row in failed[:SUMMARY_FAILED_ROWS]]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 

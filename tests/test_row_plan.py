@@ -258,3 +258,18 @@ def test_a_mistyped_command_line_exits_1_not_2_which_means_some_row_failed(argv,
         build_parser().parse_args(argv)
     assert stopped.value.code == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_summary_names_at_most_its_cap_of_failed_rows(capsys):
+    from jobs.render import SUMMARY_FAILED_ROWS, print_summary
+    from pipelines.render_job import JobReport
+    from reporting.results import Summary
+
+    failed = [{"id": f"row{i}", "status": "failed", "error": "not found"} for i in range(SUMMARY_FAILED_ROWS + 30)]
+    report = JobReport(summary=Summary(ok=1, failed=len(failed), skipped=0, results_uri="out/_results/results.parquet"),
+                       results=[{"id": "good", "status": "ok", "error": None}, *failed], seconds=1.0,
+                       seconds_to_first_video=None)
+    print_summary(report, "out")
+    printed = capsys.readouterr().out
+    assert f"the first {SUMMARY_FAILED_ROWS} of {len(failed)}" in printed
+    assert f"row{SUMMARY_FAILED_ROWS - 1}: not found" in printed and f"row{SUMMARY_FAILED_ROWS}:" not in printed
