@@ -98,6 +98,12 @@ class _Stopwatch:
             yield frame
 
 
+def _named(what: str, exc: Exception) -> str:
+    """An input's error that names the input once ("driving video X is a directory ..." already does)."""
+    message = str(exc)
+    return message if message.startswith(what) else f"{what}: {message}"
+
+
 class PrepareActor:
     """Turns a row's URIs into face crops, face tracks and audio (see the module docstring)."""
 
@@ -151,7 +157,7 @@ class PrepareActor:
         except IsADirectoryError:
             raise InputError(f"{what} {printable(uri)} is a directory") from None
         except storage.StorageError as exc:
-            raise InputError(f"{what}: {exc}") from None
+            raise InputError(_named(what, exc)) from None
         if not data:
             raise InputError(f"{what} {printable(uri)} is empty")
         return data
@@ -167,7 +173,7 @@ class PrepareActor:
         except IsADirectoryError:
             raise InputError(f"{what} {printable(uri)} is a directory") from None
         except storage.StorageError as exc:
-            raise InputError(f"{what}: {exc}") from None
+            raise InputError(_named(what, exc)) from None
         if os.path.getsize(path) == 0:
             raise InputError(f"{what} {printable(uri)} is empty")
         return path
