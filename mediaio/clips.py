@@ -377,6 +377,8 @@ def _first_frame(path: str) -> tuple[int, float | None]:
 
 def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimits) -> float:
     """The rate frames are generated at: the request (None: the clip's own), never above the clip's or the cap."""
+    if facts.frame_count == 1:
+        raise MediaError("video has a single frame: a driving clip needs at least two")
     if facts.source_fps <= 0:
         raise MediaError("video has no measurable frame rate (fewer than two distinct timestamps)")
     if facts.source_fps > MAX_SOURCE_FPS:

@@ -107,6 +107,14 @@ def test_millisecond_timestamps_give_the_clips_real_rate_and_every_frame(tmp_pat
     assert len(clip.frames) == round(2 * clip.fps)
 
 
+def test_a_one_frame_clip_says_so(tmp_path, ffmpeg):
+    path = tmp_path / "one.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15", "-frames:v", "1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True, capture_output=True)
+    with pytest.raises(media.MediaError, match="a single frame: a driving clip needs at least two"):
+        clips.decode_clip(str(path), None, LIMITS)
+
+
 def test_a_clip_that_holds_its_last_picture_plays_to_its_end(tmp_path):
     # A screen recording or an export that freezes on its end card stores the last picture once,
     # lasting seconds.  Timed from its start alone it lasted one frame: the held picture (and its
