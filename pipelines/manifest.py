@@ -124,8 +124,9 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
         return _is_text(arrow_type) or _is_bytes(arrow_type)
     # An integer column may be floating-point too: pandas writes an optional integer column as
     # float64 with NaN for its gaps, and parse_row judges each value (a fraction fails its row).
+    # Decimal too: DuckDB and Spark SQL write a literal such as 1.5 as decimal(2,1).
     if kind in ("integer", "number"):
-        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type)
     raise ValueError(kind)
 
 
@@ -207,7 +208,8 @@ def _check_footer(metadata: pq.FileMetaData, shown: str, limits: ManifestLimits)
 
 
 def as_plain_types(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded columns decoded; ``large_string``/``string_view`` as ``string``, binary likewise."""
+    """Dictionary-encoded columns decoded; ``large_string``/``string_view`` as ``string``, binary likewise;
+    decimal numbers as float64 (a whole decimal is still an integer setting)."""
     for index, field in enumerate(table.schema):
         column = table.column(index)
         if pa.types.is_dictionary(column.type):
@@ -216,6 +218,8 @@ def as_plain_types(table: pa.Table) -> pa.Table:
             column = pc.cast(column, pa.string())
         elif _is_bytes(column.type) and not pa.types.is_binary(column.type):
             column = pc.cast(column, pa.binary())
+        elif pa.types.is_decimal(column.type):
+            column = pc.cast(column, pa.float64(), safe=False)
         if column.type != field.type:
             table = table.set_column(index, pa.field(field.name, column.type), column)
     return table

@@ -164,6 +164,23 @@ def test_string_view_large_string_and_dictionary_columns_are_accepted(tmp_path):
     assert (spec.id, spec.reference_uri, spec.driving_uri, spec.prompt) == ("b", "/x/b.jpg", "/x/d.mp4", "short")
 
 
+def test_decimal_number_columns_are_read_as_numbers(tmp_path):
+    """DuckDB and Spark SQL write a literal such as 1.5 as a decimal: it stopped the job as the wrong type."""
+    from decimal import Decimal
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({
+        "id": ["a", "b"], "reference_uri": ["/x/a.jpg", "/x/b.jpg"], "driving_uri": ["/x/d.mp4", "/x/d.mp4"],
+        "max_seconds": pa.array([Decimal("1.50"), None], pa.decimal128(5, 2)),
+        "seed": pa.array([Decimal("7"), Decimal("7.5")], pa.decimal128(3, 1)),
+    }), path)
+    rows = read_manifest(str(path)).to_pylist()
+    first = parse_row(0, rows[0])
+    assert first.max_seconds == 1.5 and first.seed == 7 and isinstance(first.seed, int)
+    with pytest.raises(RowError, match="seed must be a whole number, got 7.5"):
+        parse_row(1, rows[1])
+
+
 def test_unknown_columns_are_not_read_and_named_once(tmp_path, caplog):
     path = tmp_path / "m.parquet"
     pq.write_table(pa.table(_rows(2, notes=["n" * 10, "m"], **{"evil\x1b[2J": ["x", "y"]})), path)
