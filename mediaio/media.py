@@ -284,14 +284,26 @@ def _within_pixels(image: Image.Image, most: int, jpeg: bool) -> Image.Image:
     return image
 
 
+# Leading bytes of the image formats the reader opens: a file that starts so is a damaged image of
+# that kind, not "not an image".
+_IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+                     (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        kind = next((name for signature, name in _IMAGE_SIGNATURES if data.startswith(signature)), None)
+        if kind:  # Pillow says "cannot identify" for a file of a format it knows but cannot parse
+            raise MediaError(f"is a {kind} image that cannot be decoded (damaged, or a variant the reader does not "
+                             "support)") from exc
         raise MediaError("is not an image (unrecognised format)") from exc
     except Image.DecompressionBombError as exc:
         raise MediaError(f"image is too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # a header cut short ("Truncated File Read")
+        raise MediaError(f"image cannot be decoded: {exc}") from exc
     width, height = image.size
     jpeg = image.format == "JPEG"
     most = limits.max_jpeg_pixels if jpeg else limits.max_other_image_pixels

@@ -496,6 +496,15 @@ def test_image_refusals(test_clip):
     Image.new("L", (9000, 8000)).save(buffer, format="PNG")  # 72 MP: over what a PNG may be
     with pytest.raises(media.MediaError, match="over the cap of 67 megapixels for PNG"):
         media.load_image(buffer.getvalue(), LIMITS)
+    # A damaged image of a known format says so, not "not an image"; a header cut short is a MediaError too.
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(png, format="PNG")
+    data = bytearray(png.getvalue())
+    data[29:33] = b"\x00\x00\x00\x00"  # the IHDR chunk's CRC
+    with pytest.raises(media.MediaError, match="is a PNG image that cannot be decoded"):
+        media.load_image(bytes(data), LIMITS)
+    with pytest.raises(media.MediaError, match="cannot be decoded"):
+        media.load_image(b"\x89PNG\r\n\x1a\n" + b"x" * 100, LIMITS)
 
 
 @pytest.mark.parametrize("size, fmt", [((6000, 4000), "JPEG"), ((8160, 6120), "JPEG"), ((5000, 4000), "PNG")])
