@@ -207,8 +207,11 @@ class MeshWarper:
         return shift_x + self._full_x, shift_y + self._full_y
 
     def displacement(self, target: np.ndarray, source: np.ndarray | None = None,
-                     depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Full-resolution (dx, dy): how far from itself each output pixel samples the source."""
+                     depth: np.ndarray | None = None, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Full-resolution (dx, dy): how far from itself each output pixel samples the source.
+
+        ``margin``: the source is the reference with that many pixels added on every side.
+        """
         source = self.mesh.source if source is None else source
         affine = _target_to_source_affines(target, source, self.mesh.triangles)  # (K, 2, 3)
         raster = self._rasterise(target, self._draw_order(depth), self._squashed(target, source))
@@ -216,6 +219,8 @@ class MeshWarper:
         # gathered through the raster with ``take`` into a contiguous plane: several times
         # cheaper than indexing (K, 2, 3) by the raster and reading strided views of the result.
         coefficients = affine.reshape(-1, 6) - _IDENTITY_AFFINE
+        if margin:
+            coefficients[:, [2, 5]] += margin  # per triangle, not per pixel: free
         a_xx, a_xy, b_x, a_yx, a_yy, b_y = (row.take(raster) for row in np.ascontiguousarray(coefficients.T))
         gx, gy = self._grid_x, self._grid_y
         # Displacements, not positions, are upsampled: resizing clamps at the image edge, which
@@ -233,9 +238,13 @@ class MeshWarper:
         return shift_x, shift_y
 
     def warp(self, image: np.ndarray, target: np.ndarray, source: np.ndarray | None = None,
-             depth: np.ndarray | None = None) -> np.ndarray:
-        """``image`` (the reference) with its mesh moved to ``target`` vertex positions."""
-        shift_x, shift_y = self.displacement(target, source, depth)
+             depth: np.ndarray | None = None, margin: int = 0) -> np.ndarray:
+        """``image`` (the reference, ``margin`` pixels added on every side) with its mesh moved to ``target``.
+
+        The output has the reference's size.  A margin holds what lies beyond the picture's edge
+        (:mod:`engines.warp.beyond`); past it, and without one, the edge pixels are replicated.
+        """
+        shift_x, shift_y = self.displacement(target, source, depth, margin)
         if _RELATIVE_MAP is not None:  # OpenCV adds each pixel's own position itself
             return cv2.remap(image, shift_x, shift_y, interpolation=cv2.INTER_LINEAR | _RELATIVE_MAP,
                              borderMode=cv2.BORDER_REPLICATE)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from engines.warp.beyond import BeyondFill, beyond_margin, extend
 from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
@@ -43,6 +44,7 @@ class RigConfig:
     eye_close: bool = True
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     lid: LidStyle = field(default_factory=LidStyle)
+    beyond: BeyondFill = field(default_factory=BeyondFill)  # what a tight portrait shows past its edge
 
 
 def _gap(landmarks: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -81,12 +83,15 @@ class PortraitRig:
         if landmarks.shape != (478, 3):
             raise PortraitError(f"expected (478, 3) landmarks, got {landmarks.shape}")
         self.image = image
-        # Warped as RGBA: OpenCV's remap has a vectorised path for four channels that does a
-        # 512x512 frame in half the time of three, and dropping the channel again costs little.
-        self._image_rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
         self.landmarks = landmarks
         self.config = config
         self.mesh = WarpMesh.build(landmarks, image.shape[:2])
+        # A tight portrait (its mesh past the picture's edge) is warped from an extension of
+        # itself, so what a turning head uncovers is a plausible continuation, not edge streaks.
+        self._margin = beyond_margin(self.mesh, config.beyond)
+        # Warped as RGBA: OpenCV's remap has a vectorised path for four channels that does a
+        # 512x512 frame in half the time of three, and dropping the channel again costs little.
+        self._image_rgba = cv2.cvtColor(extend(image, self._margin, config.beyond), cv2.COLOR_RGB2RGBA)
         self.warper = MeshWarper(self.mesh, config.raster_scale)
         self._rigid = list(FaceIndex.RIGID)
         oval = landmarks[list(FaceIndex.FACE_OVAL)]
@@ -163,7 +168,7 @@ class PortraitRig:
         target = np.asarray(target, dtype=np.float64)
         moved, source, depth = self.vertices(target)
         frame = cv2.cvtColor(self.warper.warp(self._image_rgba, moved.astype(np.float32), source.astype(np.float32),
-                                              depth), cv2.COLOR_RGBA2RGB)
+                                              depth, self._margin), cv2.COLOR_RGBA2RGB)
         style = self.config.overlay
         scale = self._scale_of(target)
         if self.config.mouth_fill:
