@@ -210,7 +210,6 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
-        last_end: float | None = None  # when the last shown frame ends, where its packet says how long it lasts
         for packet in container.demux(stream):
             # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
             # decoder never shows them, so they are not part of the clip's length.
@@ -220,13 +219,10 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                 untimed += 1
             else:
                 packets.append((None if packet.dts is None else packet.dts * time_base, packet.pts * time_base))
-                if packet.duration:
-                    end = (packet.pts + packet.duration) * time_base
-                    last_end = end if last_end is None else max(last_end, end)
             if len(packets) + untimed > MAX_SOURCE_FPS * (cap + 2):
                 break
         times = _joined_times(container.format.name, packets) if packets else []
-        declared_end = _declared_end(container, stream)
+        audio_end = None if audio is None else _stream_end(audio)
         if not times and untimed:
             # One packet a frame, at the rate of the stream's own timing information (the decoder's
             # reading of it; the demuxer's guesses can be twice it, or its default of 25).
@@ -249,11 +245,11 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if rotation % 180 == 90:
         width, height = height, width
     fps = _measured_fps(times, nominal)
-    held_until = None
-    if last_end is not None and declared_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
-        held_until = min(last_end, declared_end) - start
+    sound_until = None
+    if audio_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
+        sound_until = audio_end - start
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
-                     source_fps=fps, duration=_measured_duration(times, fps, held_until), frame_count=len(times),
+                     source_fps=fps, duration=_measured_duration(times, fps, sound_until), frame_count=len(times),
                      has_audio=audio_index is not None, audio_delay=audio_delay, audio_index=audio_index)
 
 
@@ -297,15 +293,10 @@ def _joined_times(container: str, packets: list[tuple[float | None, float]]) -> 
     return times
 
 
-def _declared_end(container, stream) -> float | None:
-    """When the container says the video stream ends, in seconds (None where it does not say).
-
-    Bounds a last frame's own length: a packet's duration alone is not to be believed.
-    """
+def _stream_end(stream) -> float | None:
+    """When a stream ends by its own header, in seconds (None where the container does not say)."""
     if stream.duration and stream.time_base:
         return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
-    if container.duration:
-        return float(((container.start_time or 0) + container.duration) / 1_000_000)
     return None
 
 
@@ -315,6 +306,10 @@ def _start_seconds(stream) -> float | None:
         return None
     return float(stream.start_time * stream.time_base)
 
+
+# Sound that goes on this long after a clip's last picture ends is kept, the picture held (see
+# _measured_duration); less is the audio codec's padding, not a tail.
+AUDIO_TAIL_SECONDS = 0.5
 
 # A clip whose decoder refuses more packets than this is not damaged here and there: it stops being read.
 MAX_DAMAGED_PACKETS = 1000
@@ -350,15 +345,20 @@ def _measured_fps(times: np.ndarray, nominal: float = 0.0) -> float:
     return fps
 
 
-def _measured_duration(times: np.ndarray, fps: float, held_until: float | None = None) -> float:
-    """From the first frame to the end of the last, which lasts one frame at ``fps``, or longer where
-    the clip holds it: ``held_until`` (from the first frame), where its packet and the container say so.
+def _measured_duration(times: np.ndarray, fps: float, sound_until: float | None = None) -> float:
+    """From the first frame to the end of the last, which lasts one frame at ``fps``; or, where the
+    clip's sound goes on for more than AUDIO_TAIL_SECONDS after that (``sound_until``, from the
+    first frame), to the end of the sound.
 
-    A screen recording or an export that freezes on its last picture stores it once, lasting
-    seconds; a player shows it, and its sound, to the end.
+    A screen recording or an export that freezes on its end card stores the last picture once,
+    and a clip's picture can stop before its sound; a player holds the last picture while the
+    sound plays, and so does the render.  Without sound a held last picture is only a still tail
+    (a GIF's pause before it loops), so it is not kept.
     """
     one_frame = float(times[-1]) + (1.0 / fps if fps > 0 else 0.0)
-    return max(one_frame, held_until) if held_until is not None else one_frame
+    if sound_until is not None and sound_until > one_frame + AUDIO_TAIL_SECONDS:
+        return float(sound_until)
+    return one_frame
 
 
 def _first_frame(path: str) -> tuple[int, float | None]:

@@ -115,35 +115,25 @@ def test_a_one_frame_clip_says_so(tmp_path, ffmpeg):
         clips.decode_clip(str(path), None, LIMITS)
 
 
-def test_a_clip_that_holds_its_last_picture_plays_to_its_end(tmp_path):
-    # A screen recording or an export that freezes on its end card stores the last picture once,
-    # lasting seconds.  Timed from its start alone it lasted one frame: the held picture (and its
-    # sound) were cut off.
-    from fractions import Fraction
-
-    import av
-
-    path = tmp_path / "held.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=15)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        packets = []
-        for index in range(30):
-            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), index * 8, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, 15)
-            packets += stream.encode(frame)
-        packets += stream.encode(None)
-        last = max(packets, key=lambda packet: packet.pts)
-        for packet in packets:
-            if packet is last:
-                packet.duration = int(3 / packet.time_base)  # the last picture lasts 3 s
-            out.mux(packet)
-    facts = clips.probe(str(path), LIMITS)
-    assert facts.frame_count == 30 and facts.source_fps == pytest.approx(15.0)
-    assert facts.duration == pytest.approx(29 / 15 + 3, abs=0.01)
-    frames = clips.decode_clip(str(path), None, LIMITS).frames
-    assert len(frames) == 74
+def test_a_clip_whose_sound_outlasts_its_picture_plays_to_the_end_of_the_sound(tmp_path, ffmpeg):
+    # An export that freezes on its end card, or a picture that stops before the sound: players hold
+    # the last picture while the sound plays.  Timed by its pictures alone, the clip's last seconds of
+    # sound were cut off.  Without sound, a held last picture is only a still tail (a GIF's pause).
+    run = lambda *args: subprocess.run([ffmpeg, "-v", "error", "-y", *args], check=True, capture_output=True)  # noqa: E731
+    voiced = tmp_path / "voiced.mp4"
+    run("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15:duration=2", "-f", "lavfi", "-i", "sine=duration=5",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(voiced))
+    facts = clips.probe(str(voiced), LIMITS)
+    assert facts.frame_count == 30 and facts.duration == pytest.approx(5.0, abs=0.05)
+    frames = clips.decode_clip(str(voiced), None, LIMITS).frames
+    assert len(frames) == pytest.approx(75, abs=1)
     assert all(np.array_equal(frame, frames[29]) for frame in frames[29:])
+    audio = media.extract_audio(str(voiced), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    (tmp_path / "audio.aac").write_bytes(audio)
+    assert clips.probe(str(voiced), LIMITS).has_audio and len(audio) > 0
+    silent = tmp_path / "silent.gif"
+    run("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=2", "-final_delay", "1000", str(silent))
+    assert clips.probe(str(silent), LIMITS).duration == pytest.approx(2.0, abs=0.11)
 
 
 def test_a_damaged_packet_costs_its_own_frame_not_the_rest_of_the_clip(tmp_path, ffmpeg):
