@@ -439,12 +439,13 @@ _ANY_FINGERPRINT = re.compile(re.escape(FINGERPRINT_TAG).encode("ascii") + rb"[0
 
 
 def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
-                            ) -> ExistingOutput:
+                            also: Sequence[str] = ()) -> ExistingOutput:
     """Whether the file at ``uri`` is this row's own earlier output, reading only box headers and ``moov``.
 
     Owned: a regular file or object whose top-level MP4 boxes start with ``ftyp``, add up exactly
     to its size, include media data and a ``moov`` box (at most :data:`MAX_MOOV_BYTES`) with a
-    track, and whose metadata carries ``FINGERPRINT_TAG + fingerprint``.  Anything else -- 0 bytes,
+    track, and whose metadata carries ``FINGERPRINT_TAG + fingerprint`` (or one of ``also``: the same
+    row's fingerprint as an earlier version of this tool wrote it).  Anything else -- 0 bytes,
     a write cut short (no ``moov``), another row's or program's video, a pipe -- is not, with the
     reason.  Call at planning for each row whose plan ``exists``, and in the write stage when a
     create-only write finds the name taken.  Not owned: fail the row with :func:`not_owned_message`.
@@ -463,7 +464,7 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
         return ExistingOutput(False, f"cannot be read: {printable(exc)}")
     if isinstance(moov, str):
         return ExistingOutput(False, f"is not a complete MP4 ({moov})")
-    if (FINGERPRINT_TAG + fingerprint).encode("ascii") in moov:
+    if any((FINGERPRINT_TAG + known).encode("ascii") in moov for known in (fingerprint, *also)):
         return ExistingOutput(True, ours=True)
     if _ANY_FINGERPRINT.search(moov):
         return ExistingOutput(False, "was made by hellomeme-batch from other inputs or settings", ours=True)

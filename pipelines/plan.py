@@ -200,9 +200,14 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             continue
         inputs[index] = (reference_uri, driving_uri)
         fingerprint = output_fingerprint(spec.id, identity, pixel_settings(settings, config), engine.name)
+        # Before relative inputs entered it as written (5eb1ff1), every input entered resolved: a video
+        # made then is still this row's own.
+        resolved = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),
+                                      engine.name)
         replace_output = False
         if output.exists:
-            verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options)
+            verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options,
+                                              also=() if resolved == fingerprint else (resolved,))
             # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
             # an earlier video of this tool's from other inputs or settings.  Anything else at the target
             # fails the row now, before any work is spent on it.

@@ -271,6 +271,12 @@ def test_this_rows_own_complete_video_is_recognised(videos):
     assert outputs.owns_existing_output("memory://owned/own.mp4", FINGERPRINT)
 
 
+def test_a_video_with_the_rows_fingerprint_as_an_earlier_version_wrote_it_is_the_rows_own(videos):
+    verdict = outputs.inspect_existing_output(str(videos["own"]), "e" * 32, also=(FINGERPRINT,))
+    assert verdict.owned and verdict.ours
+    assert not outputs.inspect_existing_output(str(videos["other_row"]), "e" * 32, also=(FINGERPRINT,)).owned
+
+
 def test_anything_else_at_the_target_is_not_this_rows_video(videos, tmp_path):
     own = videos["own"].read_bytes()
     fast = videos["own_faststart"].read_bytes()
