@@ -254,10 +254,12 @@ class FaceTrackerConfig:
     min_tracking_confidence: float = 0.5
     # Gaussian sigma (frames) of the temporal smoothing of landmarks; 0 keeps mediapipe's output.
     smoothing_sigma: float = 0.0
-    # A clip whose face is found in fewer than this share of its frames fails its row: the few
-    # "faces" are the mesh's false finds in a clip without one (a title card, a landscape) or
-    # too little to drive a video, which would render as a still portrait jumping to a stray pose.
+    # A clip whose face is found in fewer than this share of its frames, and never in min_found_run
+    # frames in a row, fails its row: such "faces" are the mesh's false finds, scattered frames of a
+    # clip without one (colour bars, a title card), which would render as a still portrait jumping
+    # to a stray pose.  A real face seen briefly is seen in a run of frames.
     min_found_share: float = 0.05
+    min_found_run: int = 4
 
 
 class FaceTracker:
@@ -363,10 +365,11 @@ class FaceTracker:
         height, width = shape[:2]
         if not any(detected):
             raise NoFaceError(f"no face found in any of the {len(detected)} frames ({width}x{height})")
-        if sum(detected) < self.config.min_found_share * len(detected):
+        if (sum(detected) < self.config.min_found_share * len(detected)
+                and _longest_run(detected) < self.config.min_found_run):
             raise NoFaceError(f"a face was found in only {sum(detected)} of the {len(detected)} frames "
-                              f"({width}x{height}), under {self.config.min_found_share:.0%}: too few to drive "
-                              "a video (is this the right driving clip?)")
+                              f"({width}x{height}), scattered: too few to drive a video (is this the right "
+                              "driving clip?)")
         lost = len(detected) - sum(detected)
         if lost:
             log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(detected))
@@ -456,6 +459,15 @@ def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     if frames.dtype != np.uint8:
         raise FaceTrackError(f"expected uint8 frames, got {frames.dtype}")
     return frames
+
+
+def _longest_run(flags: Sequence[bool]) -> int:
+    """The most consecutive true flags."""
+    longest = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        longest = max(longest, current)
+    return longest
 
 
 def _largest_face(result: object, image_size: tuple[int, int]) -> np.ndarray | None:
