@@ -123,10 +123,11 @@ def unique_ids(ids: Iterable[str]) -> list[str]:
     """
     ids = list(ids)
     taken = {meme_id.casefold() for meme_id in ids}
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # casefolded id -> the id that took it
     unique = []
     for meme_id in ids:
         if meme_id.casefold() in seen:
+            first = seen[meme_id.casefold()]
             number = 2
             while True:
                 suffix = f"-{number}"
@@ -134,10 +135,14 @@ def unique_ids(ids: Iterable[str]) -> list[str]:
                 if candidate.casefold() not in taken:
                     break
                 number += 1
-            logger.warning("id %r is made by more than one row: this one is %r", meme_id, candidate)
+            if first == meme_id:
+                logger.warning("id %r is made by more than one row: this one is %r", meme_id, candidate)
+            else:
+                logger.warning("id %r differs only in letter case from %r (one file on a Mac's or Windows' disk): "
+                               "this one is %r", meme_id, first, candidate)
             taken.add(candidate.casefold())
             meme_id = candidate
-        seen.add(meme_id.casefold())
+        seen[meme_id.casefold()] = meme_id
         unique.append(meme_id)
     return unique
 
