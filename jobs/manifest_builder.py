@@ -151,6 +151,11 @@ def pair_folders(portraits: str, drivers: str, pairing: str = "zip") -> list[dic
     """Rows pairing portraits with driving clips: ``zip`` (in name order, cycling the shorter) or ``all``."""
     images = _files(portraits, IMAGE_SUFFIXES)
     clips = _files(drivers, VIDEO_SUFFIXES)
+    if os.path.realpath(portraits) == os.path.realpath(drivers):
+        # One mixed folder: a file both readers open (a GIF) is a clip there, never its own portrait.
+        images = [image for image in images if image not in set(clips)]
+        if not images:
+            raise ManifestError(f"no portraits in {portraits} apart from its clips")
     if pairing == "all":
         pairs = list(itertools.product(images, clips))
     elif pairing == "zip":

@@ -390,6 +390,14 @@ def test_folder_build_leaves_out_a_macs_metadata_files_hidden_names_folders_and_
     assert "._harris.jpg (hidden)" in warned and "empty.jpg (empty)" in warned and "bundle.mov (not a file)" in warned
 
 
+def test_one_mixed_folder_takes_a_gif_as_a_clip_only(tmp_path):
+    for name in ("face.jpg", "funny.gif", "talk.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    rows = pair_folders(str(tmp_path), str(tmp_path), "all")
+    assert sorted((os.path.basename(r["reference_uri"]), os.path.basename(r["driving_uri"])) for r in rows) == [
+        ("face.jpg", "funny.gif"), ("face.jpg", "talk.mp4")]
+
+
 def test_folder_build_ids_differ_in_more_than_case(tmp_path):
     """``Cat`` and ``cat`` would be one file on a Mac's or Windows' disk: the second gets its own id."""
     (tmp_path / "p").mkdir()
