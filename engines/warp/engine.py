@@ -61,6 +61,7 @@ class WarpEngine(Engine):
                            reference_pose=item.reference_face.rotation[0], driving_pose=item.driving_face.rotation,
                            image_size=item.reference_face.image_size)
 
+        rig.prepare(targets)
         frames = np.empty((len(targets),) + item.reference.shape, dtype=np.uint8)
         for t, target in enumerate(targets):
             frames[t] = rig.render(target)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engines.warp.beyond import BeyondFill, beyond_margin, extend
+from engines.warp.beyond import BORDER_LOOP_OUTSIDE, BeyondFill, beyond_margin, extend
 from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
@@ -25,6 +25,42 @@ from faces.tracking import FaceIndex
 
 # How much of the face's motion each head loop takes (near loop, far loop).
 HEAD_LOOP_FOLLOW = (1.0, 0.45)
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How much of the face's change of size and place the mesh carries; the rest moves the whole picture.
+
+    The mesh's border stays put, so a face it shrinks or moves far drags the triangles between
+    them: a tiny head on a stretched neck, a swirled background.  A camera pulling out or
+    panning moves head, shoulders and background together, so the part of the change beyond
+    what the mesh shows cleanly is applied that way, a similarity of the whole portrait (its
+    uncovered border filled by :func:`engines.warp.beyond.extend`).  Within the ranges the mesh
+    takes all of it, so a clip whose face keeps its size and place renders as before; past
+    them its share saturates smoothly (no kink in the motion, no time filter, no lag).
+    """
+
+    # Face scale (over the reference's) the mesh carries fully, and the width of the soft knee
+    # past each end, in log scale: the mesh carries at most e^knee more than the range (0.90 to
+    # 1.37).  Real clips' faces keep within 0.94-1.31 of their first frame's size.  Shrinking is
+    # what the mesh shows worst (a face it shrinks to 0.81 stretches the neck below it by ~1.3),
+    # so its range ends closer to 1.
+    mesh_scale: tuple[float, float] = (0.95, 1.3)
+    scale_knee: float = 0.05
+    # Face-centre shift the mesh carries fully, in face widths, and the soft knee past it (at
+    # most 0.8).  Real clips' faces move up to half a face width.
+    mesh_shift: float = 0.6
+    shift_knee: float = 0.2
+
+
+def _soft_limit(value: np.ndarray | float, low: float, high: float, knee: float) -> np.ndarray:
+    """``value`` itself within [low, high]; past an end, approaching that end plus ``knee`` (C1 at the ends)."""
+    value = np.asarray(value, dtype=np.float64)
+    if knee <= 0:
+        return np.clip(value, low, high)
+    above = high + knee * -np.expm1(-np.maximum(value - high, 0.0) / knee)
+    below = low - knee * -np.expm1(-np.maximum(low - value, 0.0) / knee)
+    return np.where(value > high, above, np.where(value < low, below, value))
 
 
 class PortraitError(ValueError):
@@ -45,6 +81,7 @@ class RigConfig:
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     lid: LidStyle = field(default_factory=LidStyle)
     beyond: BeyondFill = field(default_factory=BeyondFill)  # what a tight portrait shows past its edge
+    framing: Framing | None = field(default_factory=Framing)  # None: the mesh carries all scale and shift
 
 
 def _gap(landmarks: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -88,12 +125,11 @@ class PortraitRig:
         self.mesh = WarpMesh.build(landmarks, image.shape[:2])
         # A tight portrait (its mesh past the picture's edge) is warped from an extension of
         # itself, so what a turning head uncovers is a plausible continuation, not edge streaks.
-        self._margin = beyond_margin(self.mesh, config.beyond)
-        # Warped as RGBA: OpenCV's remap has a vectorised path for four channels that does a
-        # 512x512 frame in half the time of three, and dropping the channel again costs little.
-        self._image_rgba = cv2.cvtColor(extend(image, self._margin, config.beyond), cv2.COLOR_RGB2RGBA)
+        self._margin = -1
+        self._extend_to(beyond_margin(self.mesh, config.beyond))
         self.warper = MeshWarper(self.mesh, config.raster_scale)
         self._rigid = list(FaceIndex.RIGID)
+        self._centre = landmarks[self._rigid].mean(axis=0)  # the camera's moves are about the face's centre
         oval = landmarks[list(FaceIndex.FACE_OVAL)]
         self._oval_depth = float(oval[:, 2].mean())
         self._face_half_width = float(np.ptp(oval[:, 0])) / 2.0
@@ -114,13 +150,80 @@ class PortraitRig:
         self._lid_offset_source = src[self.mesh.eyelid_copies].astype(np.float64) - self._lid_partner_source
         self._copy_slice = slice(NUM_MESH_LANDMARKS, NUM_MESH_LANDMARKS + len(self.mesh.eyelid_copies))
 
+    def _extend_to(self, margin: int) -> None:
+        """Extend the portrait by ``margin`` pixels on every side, unless it already reaches that far."""
+        if margin <= self._margin:
+            return
+        self._margin = margin
+        # Warped as RGBA: OpenCV's remap has a vectorised path for four channels that does a
+        # 512x512 frame in half the time of three, and dropping the channel again costs little.
+        self._image_rgba = cv2.cvtColor(extend(self.image, margin, self.config.beyond), cv2.COLOR_RGB2RGBA)
+
+    def camera(self, target: np.ndarray) -> tuple[float, np.ndarray]:
+        """(scale, shift (2,)) of the whole picture, about the reference's face centre, for target landmarks (478, 3).
+
+        The part of the face's change of size and place that the mesh does not carry
+        (:class:`Framing`); (1, 0) while the face stays within the mesh's ranges.
+        """
+        framing = self.config.framing
+        if framing is None:
+            return 1.0, np.zeros(2)
+        rigid = target[self._rigid]
+        scale = float(fit_similarity(self.landmarks[self._rigid], rigid).scale[0])
+        low, high = framing.mesh_scale
+        log_scale = np.log(max(scale, 1e-6))
+        camera_scale = float(np.exp(log_scale - _soft_limit(log_scale, np.log(low), np.log(high), framing.scale_knee)))
+        shift = rigid[:, :2].mean(axis=0) - self._centre[:2]
+        distance = float(np.linalg.norm(shift)) / (2.0 * self._face_half_width)
+        mesh_distance = float(_soft_limit(distance, 0.0, framing.mesh_shift, framing.shift_knee))
+        mesh_shift = shift * (mesh_distance / distance) if distance > 0 else shift
+        # The face centre lands at centre + camera shift + camera scale * mesh shift.
+        return camera_scale, shift - camera_scale * mesh_shift
+
+    def margin_for(self, target: np.ndarray) -> int:
+        """Pixels of extension the frame of ``target`` samples: the mesh's reach, or what the camera uncovers."""
+        scale, shift = self.camera(target)
+        height, width = self.image.shape[:2]
+        corners = np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]])
+        seen = self._centre[:2] + (corners - self._centre[:2] - shift) / scale  # the output's corners in the source
+        over = float(max(corners[0, 0] - seen[:, 0].min(), seen[:, 0].max() - corners[1, 0],
+                         corners[0, 1] - seen[:, 1].min(), seen[:, 1].max() - corners[1, 1], 0.0))
+        if over <= BORDER_LOOP_OUTSIDE:
+            return 0
+        fill = self.config.beyond
+        # In steps, so a camera pulling out extends the portrait a few times, not every frame.
+        step = 32
+        wanted = step * int(np.ceil((over + fill.slack) / step))
+        return int(min(wanted, np.ceil(fill.max_margin * max(height, width))))
+
+    def prepare(self, targets: np.ndarray) -> None:
+        """Extend the portrait once as far as any of ``targets`` (T, 478, 3) needs, before rendering them.
+
+        Rendering extends it on demand too, but then a frame's fill far past the edge would
+        depend on the frames rendered before it.
+        """
+        self._extend_to(max((self.margin_for(target) for target in np.asarray(targets, dtype=np.float64)), default=0))
+
     def _scale_of(self, target: np.ndarray) -> float:
         """How much larger the face is drawn in ``target`` than in the reference."""
         length = np.linalg.norm(target[FaceIndex.EYE_OUTER_LEFT] - target[FaceIndex.EYE_OUTER_RIGHT])
         return float(length / self._face_length)
 
     def vertices(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(target, source) vertex positions and target depths of the mesh for target landmarks (478, 3)."""
+        """(target, source) vertex positions and target depths of the mesh for target landmarks (478, 3).
+
+        The mesh carries the face with the camera's move (:meth:`camera`) undone; then every
+        vertex, the border loops too, takes that move, so the face lands on its targets.
+        """
+        scale, shift = self.camera(target)
+        if scale == 1.0 and not shift.any():
+            return self._mesh_vertices(target)
+        centre = self._centre
+        undone = centre + (target - centre - np.append(shift, 0.0)) / scale
+        moved, source, depth = self._mesh_vertices(undone)
+        return centre[:2] + shift + scale * (moved - centre[:2]), source, depth
+
+    def _mesh_vertices(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mesh = self.mesh
         target_xy = target[:NUM_MESH_LANDMARKS, :2]
         moved = mesh.source.astype(np.float64).copy()
@@ -166,6 +269,7 @@ class PortraitRig:
     def render(self, target: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 frame of the portrait with its landmarks at ``target`` (478, 3)."""
         target = np.asarray(target, dtype=np.float64)
+        self._extend_to(self.margin_for(target))
         moved, source, depth = self.vertices(target)
         frame = cv2.cvtColor(self.warper.warp(self._image_rgba, moved.astype(np.float32), source.astype(np.float32),
                                               depth, self._margin), cv2.COLOR_RGBA2RGB)
