@@ -357,7 +357,8 @@ class FaceTracker:
                 shape = frame.shape
             elif frame.shape != shape:
                 raise FaceTrackError(f"frames of one clip differ in size: {shape} and {frame.shape}")
-            found = _largest_face(self._video_mesh.process(np.ascontiguousarray(frame)), frame.shape[:2])
+            previous = next((points for points, seen in zip(reversed(landmarks), reversed(detected)) if seen), None)
+            found = _followed_face(self._video_mesh.process(np.ascontiguousarray(frame)), frame.shape[:2], previous)
             landmarks.append(found if found is not None else np.zeros((NUM_LANDMARKS, 3), dtype=np.float32))
             detected.append(found is not None)
         if shape is None:
@@ -470,15 +471,27 @@ def _longest_run(flags: Sequence[bool]) -> int:
     return longest
 
 
+def _faces(result: object, image_size: tuple[int, int]) -> list[np.ndarray]:
+    """(478, 3) pixel landmarks of every face in a mediapipe result."""
+    height, width = image_size
+    return [np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
+            for face in getattr(result, "multi_face_landmarks", None) or ()]
+
+
 def _largest_face(result: object, image_size: tuple[int, int]) -> np.ndarray | None:
     """(478, 3) pixel landmarks of the largest face in a mediapipe result, or None."""
-    faces = getattr(result, "multi_face_landmarks", None)
-    if not faces:
-        return None
-    height, width = image_size
-    found = [np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
-             for face in faces]
-    return max(found, key=_face_area)
+    return max(_faces(result, image_size), key=_face_area, default=None)
+
+
+def _followed_face(result: object, image_size: tuple[int, int], previous: np.ndarray | None) -> np.ndarray | None:
+    """The face a clip's track goes on with: the one nearest to the last face it followed (the largest
+    at first).  Taking the largest in every frame switched people in a clip of two as soon as the
+    other one leaned in, and the portrait jumped across the picture after them."""
+    faces = _faces(result, image_size)
+    if previous is None or len(faces) < 2:
+        return max(faces, key=_face_area, default=None)
+    centre = previous[:, :2].mean(axis=0)
+    return min(faces, key=lambda face: float(np.linalg.norm(face[:, :2].mean(axis=0) - centre)))
 
 
 def _build_track(landmarks: np.ndarray, detected: np.ndarray, image_size: tuple[int, int],

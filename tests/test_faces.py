@@ -111,6 +111,22 @@ def test_largest_face_wins(tracker, astronaut):
     assert track.landmarks[0, :, 0].min() > 256  # the face of the full-size astronaut
 
 
+def test_a_clip_of_two_people_follows_one_even_when_the_other_grows_larger(tracker, astronaut):
+    # Two people side by side; the right one leans in until larger.  Taking the largest face in every
+    # frame switched to them half way, and the portrait jumped across the picture after them.
+    head = astronaut[20:300, 90:370]
+    frames = []
+    for step in range(8):
+        left, right = 300 - 16 * step, 190 + 16 * step
+        canvas = np.full((400, 640, 3), 200, np.uint8)
+        canvas[20:20 + left, 10:10 + left] = cv2.resize(head, (left, left), interpolation=cv2.INTER_AREA)
+        canvas[20:20 + right, 330:330 + right] = cv2.resize(head, (right, right), interpolation=cv2.INTER_AREA)
+        frames.append(canvas)
+    track = tracker.track(np.stack(frames))
+    assert track.detected.all()
+    assert (track.landmarks[:, :, 0].mean(axis=1) < 320).all()  # the left person throughout
+
+
 def test_tracker_is_reset_between_clips(tracker, astronaut):
     clip = np.stack([astronaut, np.roll(astronaut, 6, axis=0), np.roll(astronaut, 12, axis=0)])
     other = np.stack([np.roll(astronaut, -40, axis=1)] * 3)
