@@ -20,6 +20,57 @@ _TONGUE = np.array([140.0, 62.0, 66.0])
 _TEETH = np.array([222.0, 214.0, 198.0])
 
 
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE Lab (L 0-100, a and b in their own units) of RGB values 0-255, any leading shape."""
+    flat = np.asarray(rgb, dtype=np.float32).reshape(-1, 1, 3) / 255.0
+    return cv2.cvtColor(flat, cv2.COLOR_RGB2LAB).reshape(np.shape(rgb))
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    flat = np.asarray(lab, dtype=np.float32).reshape(-1, 1, 3)
+    return np.clip(cv2.cvtColor(flat, cv2.COLOR_LAB2RGB).reshape(np.shape(lab)) * 255.0, 0.0, 255.0)
+
+
+@dataclass(frozen=True)
+class MouthPalette:
+    """The colours of a painted mouth: a dark cavity, the tongue, the teeth, in the portrait's own colours.
+
+    A black-and-white, sepia or monochrome portrait (an old family photo, a statue) got a dark-red
+    mouth with white teeth pasted in.  Its colourfulness (the spread of its pixels' Lab chroma) is
+    near 0; colour photographs and drawings measure 4-25.  So the painted colours keep their own
+    chroma on colourful portraits and take the portrait's mean tint on monochrome ones, in between
+    in proportion.
+    """
+
+    cavity: np.ndarray
+    tongue: np.ndarray
+    teeth: np.ndarray
+
+    @classmethod
+    def natural(cls) -> "MouthPalette":
+        return cls(cavity=_CAVITY, tongue=_TONGUE, teeth=_TEETH)
+
+    @classmethod
+    def for_portrait(cls, image: np.ndarray, monochrome_below: float = 1.5,
+                     colour_from: float = 4.0) -> "MouthPalette":
+        """The palette for an RGB portrait: its own colours below ``monochrome_below``, natural ones
+        from ``colour_from`` (colourfulness, Lab units)."""
+        lab = _lab(image[::4, ::4])
+        chroma = lab[..., 1:].reshape(-1, 2).astype(np.float64)
+        colourfulness = float(np.sqrt(chroma.var(axis=0).sum()))
+        keep = float(np.clip((colourfulness - monochrome_below) / (colour_from - monochrome_below), 0.0, 1.0))
+        if keep >= 1.0:
+            return cls.natural()
+        tint = chroma.mean(axis=0)
+
+        def toned(colour: np.ndarray) -> np.ndarray:
+            own = _lab(colour)
+            own[1:] = keep * own[1:] + (1.0 - keep) * tint
+            return _rgb(own).astype(np.float64)
+
+        return cls(cavity=toned(_CAVITY), tongue=toned(_TONGUE), teeth=toned(_TEETH))
+
+
 @dataclass(frozen=True)
 class OverlayStyle:
     """Tuning of the painted mouth and eyelids."""
@@ -50,7 +101,8 @@ def _polygon_mask(polygon: np.ndarray, origin: tuple[int, int], size: tuple[int,
 
 
 def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, down: np.ndarray,
-                         strength: float, style: OverlayStyle = OverlayStyle()) -> None:
+                         strength: float, style: OverlayStyle = OverlayStyle(),
+                         palette: MouthPalette | None = None) -> None:
     """Paint, in place, an open mouth between the inner-lip polylines (corner to corner, (n, 2) each).
 
     ``down`` is the face's unit "down" direction in the image; ``strength`` in [0, 1] is the
@@ -93,8 +145,9 @@ def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray
     teeth_low *= front
     # Cavity: dark, warmer towards the lower lip (a hint of tongue when wide open).
     tongue = np.clip((depth - 0.55) / 0.45, 0.0, 1.0)[..., None] * min(1.0, middle_gap / (0.3 * width))
-    layer = (_CAVITY * (1 - tongue) + _TONGUE * tongue) * (0.75 + 0.25 * np.abs(across)[..., None].clip(0, 1))
-    teeth = _TEETH * shade * seams
+    palette = palette or MouthPalette.natural()
+    layer = (palette.cavity * (1 - tongue) + palette.tongue * tongue) * (0.75 + 0.25 * np.abs(across)[..., None].clip(0, 1))
+    teeth = palette.teeth * shade * seams
     layer = layer * (1 - teeth_up[..., None]) + teeth * teeth_up[..., None]
     layer = layer * (1 - teeth_low[..., None]) + 0.85 * teeth * teeth_low[..., None]
     alpha = (strength * mouth)[..., None]

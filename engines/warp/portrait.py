@@ -19,7 +19,7 @@ from engines.warp.beyond import BORDER_LOOP_OUTSIDE, BeyondFill, beyond_margin, 
 from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
-from engines.warp.overlays import OverlayStyle, eyelid_colour, paint_mouth_interior
+from engines.warp.overlays import MouthPalette, OverlayStyle, eyelid_colour, paint_mouth_interior
 from engines.warp.retarget import fit_similarity
 from faces.tracking import FaceIndex
 
@@ -139,6 +139,7 @@ class PortraitRig:
         # Drawn eyes' lid points do not pair up across the eye, so 3D pair distances never reach 0.
         self._eye_openings = np.maximum(eye_gaps(landmarks), 1e-6)
         self._mouth_gap = float(_gap(landmarks, _MOUTH_PAIRS).max())
+        self._mouth_palette = MouthPalette.for_portrait(image)  # a monochrome portrait's mouth in its own tint
         self._eyes = [ReferenceEye.measure(image, landmarks[list(upper), :2], landmarks[list(lower), :2],
                                            landmarks[list(brow), :2],
                                            eyelid_colour(image, landmarks[list(upper), :2], landmarks[list(brow), :2]),
@@ -282,7 +283,8 @@ class PortraitRig:
                 down = FaceFrame.of(target).down
                 down2d = down[:2] / max(np.linalg.norm(down[:2]), 1e-9)
                 paint_mouth_interior(frame, target[list(FaceIndex.LIPS_INNER_UPPER), :2],
-                                     target[list(FaceIndex.LIPS_INNER_LOWER), :2], down2d, strength, style)
+                                     target[list(FaceIndex.LIPS_INNER_LOWER), :2], down2d, strength, style,
+                                     self._mouth_palette)
         if self.config.eye_close:
             closures = 1.0 - eye_gaps(target) / self._eye_openings
             for (upper, lower, _), closure, eye in zip(_EYES, closures, self._eyes):
