@@ -121,20 +121,24 @@ def _last_error_line(stderr: bytes, most: int = 2) -> str:
 # Audio starting this close to the picture is left as it is: offsets under ~45 ms cannot be seen
 # (ITU-R BT.1359), and an encoder's priming samples move some clips' audio by ~20 ms.
 AV_SYNC_TOLERANCE_S = 0.04
-# What the extracted audio may be: ADTS (and the AAC the MP4 carries) cannot hold 7.1 or stranger
-# layouts ("channelConfiguration > 7 is not supported"), so a mono track stays mono and any other
-# is downmixed to stereo, which is what a meme is played on.
+# What the extracted audio may be: the AAC the MP4 carries cannot hold 7.1 or stranger layouts
+# ("channelConfiguration > 7 is not supported"), so a mono track stays mono and any other is
+# downmixed to stereo, which is what a meme is played on.
 AUDIO_CHANNEL_LAYOUTS = "mono|stereo"
 
 
 def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float = 0.0,
                   stream: int | None = None) -> bytes:
-    """One audio stream's first ``seconds`` as AAC (ADTS), re-encoded so any codec and layout works.
+    """One audio stream's first ``seconds`` as FLAC, re-encoded so any codec and layout works.
+
+    FLAC, not AAC: it is lossless (the final mux encodes AAC once), and it has no encoder delay.
+    AAC in ADTS, which carries no edit list, played its encoder's 1024 priming samples as sound,
+    and every output's audio came 23 ms late.
 
     ``stream`` is the stream's index in the container (``ClipFacts.audio_index``: the track marked
     default, else the first); None takes the first audio stream.  ``delay`` (seconds the audio
-    starts after the first video frame, ``ClipFacts.audio_delay``) is kept: ADTS has no timestamps,
-    so late audio is preceded by silence and early audio is cut, and holes in the audio's own
+    starts after the first video frame, ``ClipFacts.audio_delay``) is kept: the output's audio starts
+    with the picture, so late audio is preceded by silence and early audio is cut, and holes in the audio's own
     timestamps are filled with silence; the sound plays on the picture it belongs to.  More than two
     channels are downmixed to stereo (:data:`AUDIO_CHANNEL_LAYOUTS`).  MediaError (with ffmpeg's
     cause) if no audio comes out: the caller decides whether a silent video will do.
@@ -153,7 +157,7 @@ def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float =
     # are only added or dropped, never stretched).
     audio = audio.filter("aresample", **{"async": 1, "min_hard_comp": f"{AV_SYNC_TOLERANCE_S:g}"})
     audio = audio.filter("aformat", channel_layouts=AUDIO_CHANNEL_LAYOUTS)
-    output = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="aac", audio_bitrate="160k", format="adts")
+    output = ffmpeg.output(audio, "pipe:1", t=f"{seconds:.6f}", acodec="flac", format="flac")
     result = _run_ffmpeg(output, timeout=limits.ffmpeg_timeout_s)
     if result.returncode != 0:
         raise MediaError(f"audio could not be extracted: {_last_error_line(result.stderr)}")
@@ -202,7 +206,7 @@ def encode_mp4(
         streams = [video]
         codecs: dict[str, object] = {}
         if audio:
-            audio_path = os.path.join(scratch, "audio.aac")
+            audio_path = os.path.join(scratch, "audio.flac")
             with open(audio_path, "wb") as handle:
                 handle.write(audio)
             streams.append(ffmpeg.input(audio_path, **_OWN_INPUT).audio)

@@ -219,8 +219,27 @@ def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffm
     assert len(samples) / 8000 == pytest.approx(facts.duration, abs=0.1)
 
 
+def test_the_outputs_sound_is_on_its_picture_to_the_millisecond(tmp_path, ffmpeg):
+    # A click 1.000 s into the clip must be 1.000 s into the output.  The audio went through AAC in
+    # ADTS, which cannot say to skip its encoder's 1024 priming samples: every output's sound was 23 ms
+    # late, and a meme remixed from a meme 23 ms later again.
+    clip = tmp_path / "click.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=15:duration=2",
+                    "-f", "lavfi", "-i", "aevalsrc='if(between(t,1,1.001),0.9,0)':s=44100:d=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", "-shortest",
+                    str(clip.with_suffix(".mov"))], check=True, capture_output=True)
+    facts = clips.probe(str(clip.with_suffix(".mov")), LIMITS)
+    audio = media.extract_audio(str(clip.with_suffix(".mov")), facts.duration, LIMITS, facts.audio_delay)
+    frames = np.zeros((30, 64, 64, 3), np.uint8)
+    clip.write_bytes(media.encode_mp4(frames, 15.0, 15.0, facts.duration, audio, LIMITS, interpolate=False))
+    pcm = subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-ac", "1", "-ar", "44100", "-f", "s16le", "-"],
+                         check=True, capture_output=True).stdout
+    loud = np.abs(np.frombuffer(pcm, np.int16).astype(float))
+    assert np.argmax(loud) / 44100 == pytest.approx(1.0, abs=0.003)
+
+
 def _decoded_audio(ffmpeg: str, audio: bytes, tmp_path, rate: int = 8000) -> tuple[np.ndarray, int]:
-    """Extracted ADTS audio decoded to 16-bit samples at ``rate`` (one row per sample), and its channel count."""
+    """Extracted audio decoded to 16-bit samples at ``rate`` (one row per sample), and its channel count."""
     import av
 
     path = tmp_path / "decoded.aac"
@@ -252,7 +271,7 @@ def test_audio_in_any_channel_layout_is_kept(tmp_path, ffmpeg, channels, codec, 
     audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
     samples, got = _decoded_audio(ffmpeg, audio, tmp_path)
     assert got == kept  # mono stays mono, anything wider is downmixed to stereo
-    assert len(samples) / 8000 == pytest.approx(2.0, abs=0.1) and np.abs(samples).max() > 1000  # the tone, not silence
+    assert len(samples) / 8000 == pytest.approx(2.0, abs=0.1) and np.abs(samples).max() > 500  # the tone, not silence
 
 
 def test_audio_that_cannot_be_extracted_leaves_a_note_on_the_row(test_clip):
