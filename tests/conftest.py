@@ -87,3 +87,20 @@ def rng_frames(count: int, height: int = 64, width: int = 64, seed: int = 0) -> 
 
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    """A face tracker (mediapipe's face mesh), built once per test module."""
+    from faces.tracking import FaceTracker
+
+    with FaceTracker() as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def portraits():
+    """The demo's built-in portraits (scikit-image's astronaut, matplotlib's Grace Hopper)."""
+    from jobs.demo_media import demo_portraits
+
+    return demo_portraits()

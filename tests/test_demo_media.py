@@ -17,23 +17,11 @@ from jobs.demo_media import (
     DRIVING_CROP_SCALE,
     DemoMediaError,
     DrivingScript,
-    demo_portraits,
     synthesize_driving_clip,
 )
-from faces.tracking import FaceTracker, NoFaceError, crop_frames, stable_crop_box
+from faces.tracking import NoFaceError, crop_frames, stable_crop_box
 
 FPS, SECONDS = 15.0, 4.0
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def portraits():
-    return demo_portraits()
 
 
 @pytest.fixture(scope="module")

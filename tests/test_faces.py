@@ -11,7 +11,6 @@ from faces.tracking import (
     CropBox,
     CropConfig,
     FaceTrack,
-    FaceTracker,
     FaceTrackError,
     NoFaceError,
     crop_frames,
@@ -20,12 +19,6 @@ from faces.tracking import (
     stable_crop_box,
 )
 from tests.face_follow import read_clip
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
 
 
 @pytest.fixture(scope="module")

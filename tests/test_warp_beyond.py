@@ -14,8 +14,7 @@ import pytest
 
 from engines.warp.beyond import BeyondFill, beyond_margin, extend
 from engines.warp.portrait import PortraitRig
-from faces.tracking import FaceIndex, FaceTracker, crop_frames, euler_to_rotation, stable_crop_box
-from jobs.demo_media import demo_portraits
+from faces.tracking import FaceIndex, crop_frames, euler_to_rotation, stable_crop_box
 
 # Streaked pixels: coherence above this and a gradient (Sobel, RMS over the window) above the next.
 STREAK_COHERENCE = 0.9
@@ -31,17 +30,6 @@ def streaked(image: np.ndarray, mask: np.ndarray) -> float:
     coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy ** 2) / np.maximum(energy, 1e-6)
     streak = (coherence > STREAK_COHERENCE) & (np.sqrt(energy) > STREAK_GRADIENT)
     return float(streak[mask].mean())
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def portraits():
-    return demo_portraits()
 
 
 def _tight(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -24,19 +24,13 @@ from engines.warp.mesh import WarpMesh, _target_to_source_affines, face_mesh_tri
 from engines.warp.portrait import PortraitRig
 from engines.warp.retarget import RetargetConfig, retarget
 from faces import tracking
-from faces.tracking import FaceTrack, FaceTracker, crop_frames, stable_crop_box
+from faces.tracking import FaceTrack, crop_frames, stable_crop_box
 from tests.face_follow import read_clip
 
 MIN_CORRELATION = 0.8
 
 WARP = engine_spec("warp")
 
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,8 @@ import pytest
 
 from engines.warp.portrait import Framing, PortraitRig, RigConfig
 from engines.warp.retarget import retarget
-from faces.tracking import FaceIndex, FaceTracker, crop_frames, head_pose, stable_crop_box
+from faces.tracking import FaceIndex, crop_frames, head_pose, stable_crop_box
 from jobs.demo_media import demo_portraits
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,10 @@ from engines.warp.expressions import close_eyes
 from engines.warp.portrait import PortraitRig
 from engines.warp.retarget import RetargetConfig, retarget
 from faces import tracking
-from faces.tracking import FaceIndex, FaceTracker, crop_frames, euler_to_rotation, stable_crop_box
-from jobs.demo_media import demo_portraits
+from faces.tracking import FaceIndex, crop_frames, euler_to_rotation, stable_crop_box
 from tests.validation_clips import MOVES, SPECS, build, follow, mirrored, off_centre_wide, retimed, shrunk
 
 MIN_CORRELATION = 0.8
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker() as built:
-        yield built
-
-
-@pytest.fixture(scope="module")
-def portraits():
-    return demo_portraits()
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
