@@ -350,6 +350,7 @@ class FaceTracker:
         self._video_mesh.reset()  # no tracking state carried over from the previous clip
         landmarks: list[np.ndarray] = []
         detected: list[bool] = []
+        followed: np.ndarray | None = None  # the last face found: the one the track goes on with
         shape = None
         for frame in frames:
             frame = _check_frames(np.asarray(frame)[None])[0]
@@ -357,10 +358,10 @@ class FaceTracker:
                 shape = frame.shape
             elif frame.shape != shape:
                 raise FaceTrackError(f"frames of one clip differ in size: {shape} and {frame.shape}")
-            previous = next((points for points, seen in zip(reversed(landmarks), reversed(detected)) if seen), None)
-            found = _followed_face(self._video_mesh.process(np.ascontiguousarray(frame)), frame.shape[:2], previous)
+            found = _followed_face(self._video_mesh.process(np.ascontiguousarray(frame)), frame.shape[:2], followed)
             landmarks.append(found if found is not None else np.zeros((NUM_LANDMARKS, 3), dtype=np.float32))
             detected.append(found is not None)
+            followed = found if found is not None else followed
         if shape is None:
             raise FaceTrackError("expected RGB frames (T, H, W, 3) with T >= 1, got no frames")
         height, width = shape[:2]

@@ -199,13 +199,13 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                                     "output_uri or the job another --output", engine=engine.name))
             continue
         inputs[index] = (reference_uri, driving_uri)
-        fingerprint = output_fingerprint(spec.id, identity, pixel_settings(settings, config), engine.name)
-        # Before relative inputs entered it as written (5eb1ff1), every input entered resolved: a video
-        # made then is still this row's own.
-        resolved = output_fingerprint(spec.id, [reference_uri, driving_uri], pixel_settings(settings, config),
-                                      engine.name)
+        pixels = pixel_settings(settings, config)
+        fingerprint = output_fingerprint(spec.id, identity, pixels, engine.name)
         replace_output = False
         if output.exists:
+            # Before relative inputs entered it as written (5eb1ff1), every input entered resolved: a
+            # video made then is still this row's own.
+            resolved = output_fingerprint(spec.id, [reference_uri, driving_uri], pixels, engine.name)
             verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options,
                                               also=() if resolved == fingerprint else (resolved,))
             # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
