@@ -4,14 +4,16 @@ As rows finish the driver counts them in its metrics (served by the caller, see 
 at the end it writes the results table and the HTML report beside the outputs.
 
 Every planned row ends with a result, whatever happens: the driver reconciles the rows it sent
-into the pipeline against the rows that came out, so a row lost anywhere (the pipeline stopped
-by an error Ray could not retry) becomes a failed result, and a job stopped by the user (SIGINT,
-SIGTERM) records the rows not yet run as ``not_run`` before it ends.
+into the pipeline against the rows that came out.  A pipeline stopped by an error Ray could not
+retry runs again for the rows it still held (a few times); a row lost anywhere after that becomes
+a failed result, and a job stopped by the user (SIGINT, SIGTERM) records the rows not yet run as
+``not_run`` before it ends.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -113,6 +115,57 @@ def _owns_output(row: dict[str, Any], config: JobConfig) -> bool:
         return False
 
 
+PIPELINE_ATTEMPTS = 3  # runs of the pipeline for rows without a result, when it stops on an error Ray cannot retry
+
+
+def _dataset_for(rows: list[dict[str, Any]], config: JobConfig, ledger: Any) -> ray.data.Dataset:
+    """The pipeline over ``rows``, its pools sized for the cluster as it is now (a node may have gone)."""
+    resources = ray.cluster_resources()
+    pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
+                                  resources.get("GPU", 0.0))
+    context = ray.data.DataContext.get_current()
+    budget = set_queue_budget(context, config.queue_memory_mib)
+    set_block_rows(context, needs_one_row_blocks(len(rows), config.engine.engine_class().splits(config.engine)))
+    logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(rows),
+                config.engine.name, pools, budget)
+    return build_dataset(rows, config, pools, ledger)
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")  # "KeyError: 'x'"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The error that stopped the pipeline, in one line.
+
+    A stage's error reaches the driver wrapped by Ray, as text: its traceback, the stage's own
+    ``SomeError: message`` line, then Ray's wrapper and advice.  The last such line not of Ray's
+    own names the cause; an error of Ray's own (no traceback) names itself.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [found for found in map(_ERROR_LINE.match, lines) if found and not found.group(1).startswith("ray.")]
+    said = f"{named[-1].group(1)}: {named[-1].group(2)}" if named else \
+        f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    return storage.redact(said[:300])
+
+def _settle_after_stop(waiting: dict[int, dict[str, Any]], exc: Exception, config: JobConfig, ledger: Any,
+                       last_try: bool) -> list[dict[str, Any]]:
+    """Results for the rows the stopped pipeline still held, taken out of ``waiting``.
+
+    A row whose video was written before the stop owns it and is ok.  The others stay waiting
+    for the next run of the pipeline, or on the ``last_try`` fail with the stop's cause.  Ray
+    retries a task or actor lost with its node by itself; what reaches here is an error it could
+    not retry (seen: Ray Data's streaming-generator assertion when a node goes mid-row).
+    """
+    logger.error("the pipeline stopped: %s", storage.redact(f"{type(exc).__name__}: {exc}"))
+    logger.debug("pipeline failure details", exc_info=True)
+    cause = f"lost: the pipeline stopped before this row finished ({_root_cause(exc)})"
+    settled = [row for row in _unfinished(list(waiting.values()), "failed", cause, config, ledger)
+               if last_try or row["status"] == OK]
+    for row in settled:
+        waiting.pop(int(row["row_index"]))
+    return settled
+
+
 def run_render_job(
     config: JobConfig,
     address: str | None = None,
@@ -151,35 +204,27 @@ def run_render_job(
         ledger = None
         try:
             connect(address)
-            resources = ray.cluster_resources()
-            pools = PoolSizes.for_cluster(config.engine.engine_class().needs_gpu, resources.get("CPU", 1.0),
-                                          resources.get("GPU", 0.0))
-            context = ray.data.DataContext.get_current()
-            budget = set_queue_budget(context, config.queue_memory_mib)
-            set_block_rows(context, needs_one_row_blocks(len(plan.pending),
-                                                         config.engine.engine_class().splits(config.engine)))
-            logger.info("rendering %d rows with the %s engine (pools: %s; queues up to %s)", len(plan.pending),
-                        config.engine.name, pools, budget)
-            ledger = RowLedger.remote()
-            for row in _finished_rows(build_dataset(plan.pending, config, pools, ledger)):
-                if waiting.pop(int(row["row_index"]), None) is None:
-                    continue  # a row Ray ran twice (a retried task): its first result stands
-                if first_video_at is None and row["status"] == "ok":
-                    first_video_at = time.perf_counter() - started
-                record(row, from_pipeline=True)
+            for attempt in range(1, PIPELINE_ATTEMPTS + 1):
+                ledger = RowLedger.remote()
+                try:
+                    for row in _finished_rows(_dataset_for(list(waiting.values()), config, ledger)):
+                        if waiting.pop(int(row["row_index"]), None) is None:
+                            continue  # a row Ray ran twice (a retried task): its first result stands
+                        if first_video_at is None and row["status"] == "ok":
+                            first_video_at = time.perf_counter() - started
+                        record(row, from_pipeline=True)
+                    break
+                except Exception as exc:  # the pipeline itself stopped: rows still out there run again, or fail
+                    for row in _settle_after_stop(waiting, exc, config, ledger, last_try=attempt == PIPELINE_ATTEMPTS):
+                        record(row, from_pipeline=True)
+                    if waiting:
+                        logger.warning("running the pipeline again for the %d rows without a result (attempt %d "
+                                       "of %d)", len(waiting), attempt + 1, PIPELINE_ATTEMPTS)
         except JobInterrupted as stop:
             interrupted = stop
             logger.warning("job stopped by signal %d: writing the results of the rows finished so far",
                            stop.signal_number)
             for row in _unfinished(list(waiting.values()), NOT_RUN, f"not run: {stop}", config, ledger):
-                record(row, from_pipeline=True)
-            waiting.clear()
-        except Exception as exc:  # the pipeline itself stopped: every row still out there gets a result
-            logger.error("the pipeline stopped: %s", storage.redact(f"{type(exc).__name__}: {exc}"))
-            logger.debug("pipeline failure details", exc_info=True)
-            last_line = (str(exc).strip().splitlines() or [""])[-1][:300]
-            cause = f"lost: the pipeline stopped before this row finished ({type(exc).__name__}: {last_line})"
-            for row in _unfinished(list(waiting.values()), "failed", cause, config, ledger):
                 record(row, from_pipeline=True)
             waiting.clear()
         for row in _unfinished(list(waiting.values()), "failed", "lost: the pipeline ended without a result "

@@ -1,4 +1,5 @@
-"""Faults mid-job: a render actor killed, a worker node removed, the driver killed and rerun.
+"""Faults mid-job: a render actor killed, a worker node removed, the pipeline stopped by an error Ray
+cannot retry, the driver killed and rerun.
 
 Each job runs against its own Ray instance, and a fault is aimed only at that job: actors are
 found through Ray's state API by the job's id, never by process name (other jobs on the machine
@@ -17,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -24,7 +26,7 @@ from mediaio import clips
 from jobs.manifest_builder import pair_folders, write_manifest
 from engines.registry import engine_spec
 from pipelines.plan import JobConfig
-from pipelines.render_job import run_render_job
+from pipelines.render_job import PIPELINE_ATTEMPTS, run_render_job
 from tests.conftest import REPO
 from tests.isolated_ray import end_processes_under, free_port, isolated_environment, private_temp_dir, run_child_job
 
@@ -157,6 +159,69 @@ def test_removed_worker_node_mid_job(synthetic_media, tmp_path):
     assert len(ids) == len(set(ids)) == 5
     assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
     assert len(_outputs(out)) == 5
+
+
+def _stopping_the_pipeline(monkeypatch, victim: str, stops: int, marks: Path, lose_its_video: bool) -> list[int]:
+    """Make the pipeline stop, ``stops`` times, when the ``victim`` row comes out of it.
+
+    The stop is an exception after the finish stage, where no stage's guard catches it: Ray Data
+    stops the whole dataset, as it does on its own errors (a node lost mid-row).  With
+    ``lose_its_video`` the victim's video is removed first, as if the node took its write with it.
+    Returns the number of rows each run of the pipeline was given.
+    """
+    from pipelines import render_job
+
+    real_build = render_job.build_dataset
+    runs: list[int] = []
+
+    def stop_on_victim(batch):
+        if victim in batch["id"].to_pylist():
+            done = len(list(marks.glob("stop-*")))
+            if done < stops:
+                (marks / f"stop-{done}").touch()
+                if lose_its_video:
+                    Path(batch["output_uri"][0].as_py()).unlink()
+                raise RuntimeError("the pipeline stopped on purpose")
+        return batch
+
+    def build(rows, config, pools, ledger=None):
+        runs.append(len(rows))
+        return real_build(rows, config, pools, ledger).map_batches(stop_on_victim, batch_format="pyarrow",
+                                                                    batch_size=None, num_cpus=0)
+
+    monkeypatch.setattr(render_job, "build_dataset", build)
+    return runs
+
+
+def test_a_stopped_pipeline_runs_again_for_the_rows_without_a_result(ray_local, synthetic_media, tmp_path,
+                                                                     monkeypatch):
+    manifest = _manifest(synthetic_media, tmp_path, 4)
+    out = tmp_path / "out"
+    victim = pq.read_table(manifest).column("id").to_pylist()[1]
+    runs = _stopping_the_pipeline(monkeypatch, victim, 1, tmp_path, lose_its_video=True)
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
+    _assert_exactly_once(report, out, 4)
+    assert len(runs) == 2 and runs[0] == 4
+    assert 1 <= runs[1] < 4  # only the rows still out there when it stopped ran again
+
+
+def test_a_pipeline_that_keeps_stopping_fails_only_its_rows_and_the_job_finishes(ray_local, synthetic_media,
+                                                                              tmp_path, monkeypatch):
+    manifest = _manifest(synthetic_media, tmp_path, 2)
+    out = tmp_path / "out"
+    victim = pq.read_table(manifest).column("id").to_pylist()[0]
+    runs = _stopping_the_pipeline(monkeypatch, victim, 99, tmp_path, lose_its_video=True)
+    report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
+    assert len(runs) == PIPELINE_ATTEMPTS
+    by_id = {r["id"]: r for r in report.results}
+    assert len(by_id) == 2
+    assert by_id[victim]["status"] == "failed"
+    assert "the pipeline stopped before this row finished" in by_id[victim]["error"]
+    assert "stopped on purpose" in by_id[victim]["error"]
+    assert victim not in _outputs(out)
+    for row in report.results:  # the other row: rendered in some run, or lost with the same cause
+        assert row["status"] == "ok" or "pipeline stopped" in row["error"]
+        assert (row["status"] == "ok") == (row["id"] in _outputs(out))
 
 
 def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthetic_media, tmp_path):
