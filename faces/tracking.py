@@ -5,8 +5,9 @@ portrait and the driving clip, picks one static square crop per clip (:func:`sta
 HelloMeme's convention: about 3x the face, shifted up) and hands the engines face crops plus
 tracks whose landmarks are in crop pixels (:meth:`FaceTrack.cropped`).
 
-A track always has one entry per input frame: frames where the face is lost hold the nearest
-detected frame's values and are flagged ``detected=False``.  Dropping them instead would
+A track always has one entry per input frame: frames where the face is lost (or is leaving the
+frame, or is a stray find: :func:`_trusted_finds`) hold the nearest detected frame's values and
+are flagged ``detected=False``.  Dropping them instead would
 desynchronise the driving clip's audio (a known HelloMeme fault).
 """
 
@@ -260,6 +261,10 @@ class FaceTrackerConfig:
     # to a stray pose.  A real face seen briefly is seen in a run of frames.
     min_found_share: float = 0.05
     min_found_run: int = 4
+    # A frame whose face lies beyond the picture's edge by more than this share of its landmarks,
+    # above the clip's usual share (a close-up cut at the chin in every frame is its usual), is
+    # a face leaving the frame: the mesh guesses the part it cannot see, so its pose is not kept.
+    max_cut_share: float = 0.2
 
 
 class FaceTracker:
@@ -372,16 +377,18 @@ class FaceTracker:
             raise NoFaceError(f"a face was found in only {sum(detected)} of the {len(detected)} frames "
                               f"({width}x{height}), scattered: too few to drive a video (is this the right "
                               "driving clip?)")
-        lost = len(detected) - sum(detected)
-        if lost:
-            log.info("face lost in %d of %d frames; holding the nearest detected pose", lost, len(detected))
         if region is not None:
             _, points = _in_full_size(np.stack(landmarks), (height, width), (region.side, region.side))
             points = points + np.array([region.x0, region.y0, 0.0], dtype=np.float32)
             size = (int(image_size[0]), int(image_size[1]))
         else:
             size, points = _in_full_size(np.stack(landmarks), (height, width), image_size)
-        return _build_track(points, np.array(detected), size, self.config.smoothing_sigma)
+        kept = _trusted_finds(points, np.array(detected), size, self.config)
+        lost = len(kept) - int(kept.sum())
+        if lost:
+            log.info("face lost, leaving the frame or a stray find in %d of %d frames; holding the nearest "
+                     "trusted pose", lost, len(kept))
+        return _build_track(points, kept, size, self.config.smoothing_sigma)
 
 
 # A region for tracking a face that is small in its clip's frames: this many face sizes across, so
@@ -470,6 +477,49 @@ def _longest_run(flags: Sequence[bool]) -> int:
         current = current + 1 if flag else 0
         longest = max(longest, current)
     return longest
+
+
+def _trusted_finds(points: np.ndarray, detected: np.ndarray, image_size: tuple[int, int],
+                   config: FaceTrackerConfig) -> np.ndarray:
+    """Which frames' finds a track keeps: ``detected`` less faces leaving the frame and stray finds.
+
+    A face leaving the frame: beyond the picture's edge by more than ``config.max_cut_share`` of
+    its landmarks above the clip's usual share.  A stray find: a run of fewer than
+    ``config.min_found_run`` frames after a loss whose face is not the one before it (another
+    size or place): the mesh finding a "face" in the background once the person walked out,
+    which held for the rest of the clip shrank the portrait to a thumbnail.  Where this would
+    keep nothing, the finds stand as they were.
+    """
+    height, width = image_size
+    x, y = points[:, :, 0], points[:, :, 1]
+    outside = ((x < 0) | (x >= width) | (y < 0) | (y >= height)).mean(axis=1)
+    usual = float(np.median(outside[detected]))
+    kept = detected & (outside <= usual + config.max_cut_share)
+    kept = _without_stray_runs(points, kept, config.min_found_run)
+    return kept if kept.any() else detected
+
+
+def _without_stray_runs(points: np.ndarray, kept: np.ndarray, min_run: int) -> np.ndarray:
+    """``kept`` less short runs, after a gap, of a face unlike the last one kept before the gap."""
+    kept = kept.copy()
+    starts = np.flatnonzero(kept & ~np.concatenate([[False], kept[:-1]]))
+    last_good: np.ndarray | None = None
+    for start in starts:
+        end = start
+        while end < len(kept) and kept[end]:
+            end += 1
+        if last_good is not None and end - start < min_run and not _same_face(last_good, points[start]):
+            kept[start:end] = False
+            continue
+        last_good = points[end - 1]
+    return kept
+
+
+def _same_face(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether two finds either side of a gap look like one face: a size within 1.5x, moved under its size."""
+    size_before, size_after = (float(np.ptp(face[:, :2], axis=0).max()) for face in (before, after))
+    moved = float(np.linalg.norm(before[:, :2].mean(axis=0) - after[:, :2].mean(axis=0)))
+    return max(size_before, size_after) <= 1.5 * max(min(size_before, size_after), 1.0) and moved < size_before
 
 
 def _faces(result: object, image_size: tuple[int, int]) -> list[np.ndarray]:

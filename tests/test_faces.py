@@ -120,6 +120,30 @@ def test_a_clip_of_two_people_follows_one_even_when_the_other_grows_larger(track
     assert (track.landmarks[:, :, 0].mean(axis=1) < 320).all()  # the left person throughout
 
 
+def test_a_face_leaving_the_frame_and_a_stray_find_after_it_hold_the_last_whole_pose(tracker, astronaut):
+    # The person walks out to the left; then, for two frames, a face shows elsewhere.  The mesh guesses
+    # the part of a leaving face it cannot see (a warped, half-cut pose), and a stray find held to the end
+    # moved and resized the portrait after it: both are lost frames, holding the last whole face's pose.
+    head = cv2.resize(astronaut[20:300, 90:370], (200, 200), interpolation=cv2.INTER_AREA)
+    frames = []
+    for left in (220, 150, 80, 20, -40, -60, -68, -76, -84, -92, -100, -110, -120, -140, -180):
+        canvas = np.full((400, 480, 3), 120, np.uint8)
+        shown = head[:, max(0, -left):]
+        canvas[100:300, max(0, left):max(0, left) + shown.shape[1]] = shown
+        frames.append(canvas)
+    stray = np.full((400, 480, 3), 120, np.uint8)
+    stray[230:390, 310:470] = cv2.resize(head, (160, 160), interpolation=cv2.INTER_AREA)
+    tracker.detect(stray)  # a face the mesh finds
+    frames += [stray, stray, frames[-1], frames[-1]]
+    track = tracker.track(np.stack(frames))
+    x = track.landmarks[:, :, 0]
+    outside = ((x < 0) | (x >= track.image_size[1])).mean(axis=1)
+    assert track.detected[:6].all()  # whole faces are kept
+    assert not track.detected[15:17].any()  # the stray find is not followed
+    last_kept = int(np.flatnonzero(track.detected).max())
+    assert outside[last_kept] <= 0.2  # no half-cut pose was kept
+    np.testing.assert_array_equal(track.landmarks[-1], track.landmarks[last_kept])  # held to the end
+
 def test_tracker_is_reset_between_clips(tracker, astronaut):
     clip = np.stack([astronaut, np.roll(astronaut, 6, axis=0), np.roll(astronaut, 12, axis=0)])
     other = np.stack([np.roll(astronaut, -40, axis=1)] * 3)
