@@ -31,7 +31,8 @@ import numpy as np
 
 from engines.base import RowSettings, import_object
 from actors.face_columns import empty_track_columns, track_columns
-from faces.tracking import CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region, scaled_within
+from faces.tracking import (CropBox, FaceError, FaceTrack, FaceTracker, crop_frames, face_region, scaled_within,
+                            upright_turns)
 from mediaio import clips, media, storage
 from mediaio.redaction import printable, redact
 from mediaio.threads import AUTO, use_threads
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 48  # driving preview frames kept, small, while the clip streams past
 SMALL_FACE_SAMPLES = 5  # frames searched at full size for a face the scaled-down frames missed
+# How a face that ``np.rot90(frame, turns)`` stands upright lay, for the note of an ok row.
+TURNED = {1: "on its side (turned a quarter clockwise)", 2: "upside down",
+          3: "on its side (turned a quarter anticlockwise)"}
 # The start of the note an ok row's ``error`` carries when its clip's audio could not be extracted.
 AUDIO_DROPPED_NOTE = "ok without sound (the driving clip's audio could not be extracted)"
 
@@ -227,9 +231,15 @@ class PrepareActor:
 
         try:
             track = self.tracker.track(landmark_frames(), image_size=(facts.height, facts.width))
+            turns = upright_turns(track)
+            if turns:  # filmed sideways, its rotation tag lost: tracked again turned upright
+                seen = reader.frames(plan, max_side=self.limits.landmark_side)
+                track = self.tracker.track((np.rot90(frame, turns) for frame in decode.time(seen)),
+                                           image_size=_turned_size((facts.height, facts.width), turns))
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         except FaceError as exc:
+            turns = 0
             try:
                 track = self._track_small_face(reader, plan, (facts.height, facts.width), decode)
             except (FaceError, media.MediaError):
@@ -242,12 +252,14 @@ class PrepareActor:
         crops = np.empty((plan.count if self.driving_crops else 0, self.size, self.size, 3), np.uint8)
         try:
             for index, frame in enumerate(decode.time(reader.frames(plan)) if self.driving_crops else ()):
-                crops[index] = crop_frames(frame, box, self.size)
+                crops[index] = crop_frames(np.ascontiguousarray(np.rot90(frame, turns)), box, self.size)
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
             audio, audio_note = self._audio(row, path, span, facts)
-        notes = "; ".join(note for note in (reader.damage_note(), audio_note) if note)
+        turned_note = f"the driving face lay {TURNED[turns]} in every frame and was followed turned upright " \
+            "(has the clip lost its rotation tag?)" if turns else ""
+        notes = "; ".join(note for note in (reader.damage_note(), audio_note, turned_note) if note)
         return {
             **({"error": notes} if notes else {}),
             "driving_crops": crops,
@@ -291,3 +303,8 @@ class PrepareActor:
         if self.previews_uri is None:
             return None
         return previews.try_publish(str(row["id"]), kind, make, self.previews_uri, self.storage_options)
+
+
+def _turned_size(size: tuple[int, int], turns: int) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` after ``turns`` quarter turns."""
+    return (size[1], size[0]) if turns % 2 else size

@@ -675,6 +675,25 @@ def head_roll(track: FaceTrack) -> np.ndarray:
     return track.rotation[:, 2].copy()
 
 
+
+# How far from a quarter turn a clip's usual roll may be for it to count as filmed sideways (or upside
+# down): a head tilted 45 degrees is a pose to follow, one lying at 80-100 degrees a lost rotation tag.
+SIDEWAYS_TOLERANCE_DEGREES = 30.0
+
+
+def upright_turns(track: FaceTrack) -> int:
+    """Quarter turns anticlockwise (``np.rot90``'s ``k``) that stand a clip's face upright, or 0.
+
+    A clip filmed sideways whose rotation tag was lost shows its face lying at +-90 degrees in
+    every frame; the mesh tracks such a face unsteadily (sizes jumping by half, which the warp
+    renders as zooms and tilts), and the same frames turned upright track as well as any clip.
+    """
+    roll = np.degrees(np.median(track.rotation[track.detected, 2])) if track.detected.any() else 0.0
+    turns = int(np.round(roll / 90.0))
+    if turns % 4 == 0 or abs(roll - 90.0 * turns) > SIDEWAYS_TOLERANCE_DEGREES:
+        return 0
+    return turns % 4
+
 _EYE_CORNERS = (33, 133, 362, 263)
 
 

@@ -153,6 +153,29 @@ def test_a_distant_face_in_a_wide_shot_is_found_and_tracked_in_a_region_around_i
     assert np.corrcoef(near, far)[0, 1] > 0.8
 
 
+
+@pytest.mark.parametrize("turn", ["transpose=1", "transpose=2"])
+def test_a_clip_filmed_sideways_without_its_rotation_tag_is_followed_turned_upright(job, prepared, tmp_path,
+                                                                                   ffmpeg, turn):
+    # The pixels turned a quarter and no tag says so: the mesh tracked a lying face unsteadily, and its
+    # size jumps rendered as zooms and tilts.  Turned upright, it tracks as the original does.
+    import subprocess
+
+    config, pending, _ = job
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", pending[0]["driving_uri"], "-vf", turn, "-c:v", "libx264",
+                    "-preset", "ultrafast", "-metadata:s:v", "rotate=0", "-c:a", "copy", str(turned)],
+                   check=True, capture_output=True)
+    row = _prepare_stage(config, driving_crops=True)({**pending[0], "driving_uri": str(turned)})
+    assert row["status"] == "pending" and "followed turned upright" in row["error"]
+    upright = prepared[0]
+    assert np.abs(np.degrees(row["driving_rotation"][:, 2])).max() < 30
+    near, turned_mouth = (np.linalg.norm(r["driving_landmarks"][:, 13, :2] - r["driving_landmarks"][:, 14, :2], axis=1)
+                          for r in (upright, row))
+    assert np.corrcoef(near, turned_mouth)[0, 1] > 0.8
+    assert row["driving_crops"].shape[0] == int(row["frames"])
+
+
 def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_file(job, prepared, tmp_path):
     """Rendered again with other settings, a row replaces its earlier video (and the results row owns what is
     on disk); a foreign file at a target fails its row at planning, before any work is spent on it."""
