@@ -31,7 +31,7 @@ from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
 from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, write_report
-from reporting.results import Summary, result_row, with_earlier_records, write_results
+from reporting.results import Summary, kept_tables, result_row, with_earlier_records, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,8 @@ def run_render_job(
     report_uri = None
     if config.report:
         facts = JobFacts(manifest_uri=config.manifest_uri, output_uri=config.output_uri, engine=config.engine.name,
-                         seconds=seconds, inputs=plan.inputs)
+                         seconds=seconds, inputs=plan.inputs,
+                         kept_tables=tuple(kept_tables(config.output_uri, config.storage_options)))
         report_uri = _write_report(results, config, facts)
     metrics.job_finished(seconds)
     report = JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]), seconds=seconds,

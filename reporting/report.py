@@ -43,6 +43,8 @@ class JobFacts:
     seconds: float | None = None
     # row_index -> (reference_uri, driving_uri), for rows whose manifest entry was readable
     inputs: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+    # the results tables of other jobs' manifests rendered into the same folder, relative to it
+    kept_tables: tuple[str, ...] = ()
 
 
 def _text(value: Any) -> str:
@@ -184,6 +186,9 @@ def _totals(rows: list[Mapping[str, Any]], facts: JobFacts) -> tuple[str, dict[s
     if facts.output_uri:
         items.append(("output", _text(facts.output_uri)))
     items.append(("written", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
+    if facts.kept_tables:  # this page shows this job's rows; the folder's other videos are in those tables
+        items.append(("other jobs' results here", " ".join(
+            f'<a href="{_href(path)}">{_text(path.rsplit("/", 1)[-1])}</a>' for path in facts.kept_tables)))
     parts = ['<dl class="totals">' + "".join(f"<div><dt>{name}</dt><dd>{value}</dd></div>" for name, value in items)
              + "</dl>"]
     stage_totals: dict[str, list[float]] = {}

@@ -170,16 +170,22 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
     return rows
 
 
-def _earlier_tables(output_uri: str, storage_options: Mapping[str, Any] | None) -> list[list[dict[str, Any]]]:
-    """The results tables under ``output_uri``, oldest first: the newest kept ones of other jobs, then the current one."""
+def kept_tables(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Paths, relative to ``output_uri`` and oldest first, of the other jobs' results tables kept there."""
     earlier_dir = storage.join(output_uri, RESULTS_DIR, EARLIER_DIR)
     try:
         names = sorted(name for name in storage.list_names(earlier_dir, storage_options)
                        if name.startswith("results-") and name.endswith(".parquet"))
     except Exception as exc:
         logger.debug("no kept results tables: %s", type(exc).__name__)
-        names = []
-    uris = [storage.join(earlier_dir, name) for name in names[-EARLIER_TABLES_READ:]] + [results_uri(output_uri)]
+        return []
+    return [f"{RESULTS_DIR}/{EARLIER_DIR}/{name}" for name in names]
+
+
+def _earlier_tables(output_uri: str, storage_options: Mapping[str, Any] | None) -> list[list[dict[str, Any]]]:
+    """The results tables under ``output_uri``, oldest first: the newest kept ones of other jobs, then the current one."""
+    kept = kept_tables(output_uri, storage_options)[-EARLIER_TABLES_READ:]
+    uris = [storage.join(output_uri, path) for path in kept] + [results_uri(output_uri)]
     tables = []
     for uri in uris:
         try:

@@ -142,3 +142,12 @@ def test_another_manifests_job_into_the_same_folder_keeps_the_earlier_table(tmp_
     write_results(rerun_a, out)  # batch A again: bird's table is kept in turn, beside A's
     assert len(list((tmp_path / "out" / "_results" / "earlier").iterdir())) == 2
 
+    # The page shows this job's rows and links the tables of the folder's other jobs.
+    from reporting.results import kept_tables
+
+    tables = kept_tables(out)
+    assert len(tables) == 2 and all(path.startswith("_results/earlier/results-") for path in tables)
+    page = render_report(rerun_a, JobFacts(output_uri=out, kept_tables=tuple(tables)))
+    links = [attributes["href"] for tag, attributes in parse(page).elements
+             if tag == "a" and "_results/earlier/" in attributes.get("href", "")]
+    assert links == tables and all((tmp_path / "out" / link).is_file() for link in links)
