@@ -37,7 +37,7 @@ from jobs.options import (
     job_config,
 )
 from jobs.progress import DEFAULT_PERIOD_S, Progress
-from pipelines.ray_runtime import shutdown_local_ray
+from pipelines.ray_runtime import ClusterUnreachableError, shutdown_local_ray
 from pipelines.render_job import JobInterrupted, JobReport, remove_cut_writes, run_render_job
 
 logger = logging.getLogger("hellomeme_batch.render")
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                        "" if report is None else "; run the same command again to render the rows not run")
         return EXIT_SIGNAL_BASE + stop.signal_number
     except (ManifestError, UnknownEngineError, EngineOptionError, JobOptionError, StorageError,
-            argparse.ArgumentTypeError) as exc:
+            ClusterUnreachableError, argparse.ArgumentTypeError) as exc:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
     except Exception as exc:  # a job-level failure the user must see in one line, details in the log

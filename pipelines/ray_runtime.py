@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
+from typing import Callable, Iterator
 
 import ray
 
@@ -43,22 +46,68 @@ def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | No
     """
     if ray.is_initialized():
         return
-    # Ray's core worker installs its own SIGTERM handler in the driver; the caller's (the CLI stops a
-    # job cleanly on SIGTERM) is put back once Ray is up.
+    # Ray installs its own SIGTERM handler in the driver while it starts (sys.exit(15): exit status 15,
+    # nothing written); the caller's (the CLI's records every row as not run and exits 143) is put
+    # back once Ray is up, and gets a SIGTERM that arrived in between.
+    main = threading.current_thread() is threading.main_thread()
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        _init(address, num_cpus, num_gpus)
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            for number, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(number, handler)
+    stopped = False
+    with _signals_noted(main) as noted:
+        try:
+            _init(address, num_cpus, num_gpus)
+        except SystemExit as exit_request:
+            if exit_request.code != signal.SIGTERM:
+                raise
+            stopped = True
+        finally:
+            if main:
+                for number, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(number, handler)
+        # Ray's sys.exit is lost where the signal lands in a callback that ignores exceptions (seen: an
+        # at-fork hook); the signal was still noted.
+        stopped = stopped or signal.SIGTERM in noted()
+    if stopped:
+        caller = handlers[signal.SIGTERM]
+        if callable(caller):
+            caller(signal.SIGTERM, None)
+        raise SystemExit(signal.SIGTERM)
 
+
+@contextlib.contextmanager
+def _signals_noted(main: bool) -> Iterator[Callable[[], set[int]]]:
+    """Note every signal this process gets while inside, whatever its Python handler does with it.
+
+    The interpreter writes each signal's number to its wakeup file descriptor before any handler
+    runs (settable in the main thread only; elsewhere nothing is noted).
+    """
+    if not main:
+        yield set
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def noted() -> set[int]:
+        seen: set[int] = set()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := reader.recv(256):
+                seen.update(chunk)
+        return seen
+
+    try:
+        yield noted
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
 
 def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         logger.info("connecting to the Ray cluster at %s", address)
+        _check_answers(address)
         ray.init(address=address, logging_level=logging.getLogger("ray").getEffectiveLevel())
         return
     logger.info("starting a local Ray instance")
@@ -86,6 +135,39 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
             logger.warning("the local Ray instance timed out starting (attempt %d of %d, the machine is busy); "
                            "starting it again", attempt, LOCAL_START_ATTEMPTS)
             ray.shutdown()
+
+
+class ClusterUnreachableError(ConnectionError):
+    """No Ray cluster answers at the address the job was given."""
+
+
+# Ray's own connection to a head that is not there retries without end (a nightly job with a stale
+# address sat for hours); a head that is up accepts a connection at once.
+CLUSTER_ANSWER_TIMEOUT_S = 15.0
+DEFAULT_PORTS = {"ray://": 10001, "": 6379}  # Ray Client's port, the GCS's
+
+
+def _check_answers(address: str) -> None:
+    """Raise :class:`ClusterUnreachableError` unless something accepts a connection at ``address``'s port.
+
+    ``auto`` (the cluster this machine's ``ray start`` made) and addresses of other schemes are
+    left to Ray, which fails at once on those it cannot use.
+    """
+    if address == "auto" or ("://" in address and not address.startswith("ray://")):
+        return
+    scheme = "ray://" if address.startswith("ray://") else ""
+    where = address[len(scheme):].split("/", 1)[0]
+    host, colon, port = where.rpartition(":")
+    if not colon or not port.isdigit():
+        host, port = where, str(DEFAULT_PORTS[scheme])
+    host = host.strip("[]")  # an IPv6 address in brackets
+    try:
+        socket.create_connection((host, int(port)), timeout=CLUSTER_ANSWER_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ClusterUnreachableError(
+            f"no Ray cluster answers at {address} ({reason}): is it running? (`ray status` on its head "
+            "node says)") from None
 
 
 _local_scratch: str | None = None  # set while this process runs the local Ray instance it started

@@ -53,3 +53,24 @@ def test_a_local_start_gives_up_after_its_attempts_and_other_errors_are_not_retr
     with pytest.raises(ValueError):
         ray_runtime._init("local", 2, 0)
     assert fake.calls == 1
+
+
+def test_an_address_where_no_cluster_answers_stops_the_job_at_once_with_exit_1(synthetic_media, tmp_path, caplog):
+    # Ray's own connection retries without end: a nightly job with a stale address sat for hours.
+    import socket
+
+    from jobs.cli import main
+    from jobs.manifest_builder import pair_folders, write_manifest
+
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"),
+                                "zip")[:1], str(manifest))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        caplog.clear()
+        assert main(["render", str(manifest), "--output", str(tmp_path / "out"), "--address", address,
+                     "--metrics-port", "0"]) == 1
+        assert f"job not started: no Ray cluster answers at {address}" in caplog.text
+    assert not (tmp_path / "out" / "_results").exists()

@@ -120,3 +120,38 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     assert not list(out.rglob("*.partial"))
     assert not [p for p in scratch.iterdir() if p.name.startswith("hellomeme-job-")], list(scratch.iterdir())
     assert not leftovers, [p.info.get("cmdline") for p in leftovers]
+
+
+@pytest.mark.ray
+def test_sigterm_while_ray_starts_still_writes_every_row_as_not_run(synthetic_media, tmp_path):
+    # Ray's driver takes SIGTERM for itself while ray.init runs (sys.exit(15)): the job ended with exit
+    # status 15 and wrote nothing.  SIGTERM is what Kubernetes, Slurm and `timeout` send, and a local
+    # start takes seconds on a busy machine.
+    pairs = pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"), "all")
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(pairs[:2], str(manifest))
+    out = tmp_path / "out"
+    ray_tmp = private_temp_dir("hm-sig-start-")
+    job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "render", str(manifest), "--output", str(out),
+                            "--address", "local", "--metrics-port", "0", "--size", "256"], cwd=REPO,
+                           env=isolated_environment(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        said = []
+        for line in job.stdout:
+            said.append(line)
+            if "starting a local Ray instance" in line:
+                time.sleep(0.5)  # into ray.init, which takes seconds
+                job.send_signal(signal.SIGTERM)
+                break
+        output = "".join(said) + job.communicate(timeout=120)[0]
+    finally:
+        if job.poll() is None:
+            job.kill()
+        leftovers = _still_running_after(ray_tmp, LEFTOVER_GRACE_S)
+        end_processes_under(ray_tmp)
+    assert job.returncode == 143, output[-3000:]
+    results = pq.read_table(out / "_results" / "results.parquet").to_pylist()
+    assert len(results) == 2 and {r["status"] for r in results} <= {"not_run", "ok"}, results
+    assert (out / "index.html").exists()
+    assert not leftovers, [p.info.get("cmdline") for p in leftovers]
