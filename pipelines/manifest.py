@@ -23,6 +23,7 @@ are never read; one warning names them.  String columns written as ``large_strin
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import numbers
@@ -135,13 +136,48 @@ def _shown(name: str) -> str:
     return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."
 
 
+# How alike (difflib's ratio) an unknown column's name and a known one's must be to be taken for a
+# misspelling of it: max_second, Max_Seconds, Seed, FPS, prompts.  ids/id (0.8) is not.
+NEAR_MISS_RATIO = 0.85
+
+
+def _folded(name: str) -> str:
+    return "".join(char for char in name.lower() if char.isalnum())
+
+
+def near_miss(name: str, present: Iterable[str]) -> str | None:
+    """The known column that ``name`` (not itself known) is a misspelling of, if that column is absent."""
+    if name in KNOWN_COLUMNS:
+        return None
+    absent = [column for column in KNOWN_COLUMNS if column not in set(present)]
+    for column in absent:
+        if _folded(column) == _folded(name):
+            return column
+    close = difflib.get_close_matches(name.lower(), absent, n=1, cutoff=NEAR_MISS_RATIO)
+    return close[0] if close else None
+
+
 def check_schema(schema: pa.Schema) -> None:
-    """Raise ManifestError naming the first missing required column, repeated or mistyped known column."""
+    """Raise ManifestError naming the first missing required column, misspelled setting column, or
+    repeated or mistyped known column.
+
+    A misspelled setting (``max_second``) is an error, not an unknown column to ignore: its rows
+    would render with the default instead (a whole clip for a 3-s cap: the night's compute 20 times).
+    """
     names = set(schema.names)
     for column, kind in REQUIRED_COLUMNS.items():
         if column not in names:
             shown = sorted(_shown(name) for name in names)[:20]
-            raise ManifestError(f"manifest has no required column {column!r} (columns: {shown})")
+            meant = [name for name in schema.names if near_miss(name, names) == column]
+            hint = f": did you mean {_shown(meant[0])!r}? Rename it" if meant else ""
+            raise ManifestError(f"manifest has no required column {column!r}{hint} (columns: {shown})")
+    for name in schema.names:
+        meant = near_miss(name, names)
+        if meant is not None:
+            raise ManifestError(
+                f"manifest column {_shown(name)!r} is not one this tool reads: did you mean {meant!r}? Its values "
+                "would be ignored and every row would take the default; rename it (a column of your own must "
+                "not be named this close to a setting)")
     for column in KNOWN_COLUMNS:
         if schema.names.count(column) > 1:
             raise ManifestError(f"manifest column {column!r} appears {schema.names.count(column)} times")

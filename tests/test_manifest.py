@@ -192,6 +192,26 @@ def test_unknown_columns_are_not_read_and_named_once(tmp_path, caplog):
     assert "\x1b" not in warning.getMessage()
 
 
+
+@pytest.mark.parametrize("written, meant", [("max_second", "max_seconds"), ("Max_Seconds", "max_seconds"),
+                                            ("Seed", "seed"), ("FPS", "fps"), ("lora-scale", "lora_scale"),
+                                            ("prompts", "prompt")])
+def test_a_misspelled_setting_column_stops_the_job_naming_the_setting(written, meant):
+    # Ignored, it left every row on the default: a 3-s cap misspelled rendered whole clips all night.
+    schema = pa.schema([*(pa.field(name, pa.string()) for name in GOOD), pa.field(written, pa.float64())])
+    with pytest.raises(ManifestError, match=f"{written!r} is not one this tool reads: did you mean {meant!r}"):
+        check_schema(schema)
+
+
+def test_a_misspelled_required_column_is_named_and_columns_of_ones_own_are_not_misspellings():
+    schema = pa.schema([("id", pa.string()), ("Reference_URI", pa.string()), ("driving_uri", pa.string())])
+    with pytest.raises(ManifestError, match="no required column 'reference_uri': did you mean 'Reference_URI'"):
+        check_schema(schema)
+    own = pa.schema([*(pa.field(name, pa.string()) for name in GOOD),
+                     *(pa.field(name, pa.string()) for name in ("ids", "notes", "reference", "output", "__index_level_0__"))])
+    check_schema(own)  # unknown columns: a warning when read, not an error
+
+
 def test_a_repeated_known_column_is_a_job_error():
     schema = pa.schema([("id", pa.string()), ("id", pa.string()), ("reference_uri", pa.string()),
                         ("driving_uri", pa.string())])
