@@ -108,7 +108,11 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     if address and address != "local":
         logger.info("connecting to the Ray cluster at %s", address)
         _check_answers(address)
-        ray.init(address=address, logging_level=logging.getLogger("ray").getEffectiveLevel())
+        level = logging.getLogger("ray").getEffectiveLevel()
+        # The workers' own output (TensorFlow Lite's and mediapipe's notices, a screen of them per
+        # prepare actor) reaches the driver's terminal only when Ray's logging is not quietened (-v);
+        # it stays in the cluster's logs and dashboard either way.
+        ray.init(address=address, logging_level=level, log_to_driver=level <= logging.INFO)
         return
     logger.info("starting a local Ray instance")
     keep_on_loopback()
