@@ -55,7 +55,7 @@ def print_summary(report: JobReport, output: str) -> None:
         f"{summary.total} rows: {summary.ok} ok, {summary.failed} failed, {summary.skipped} skipped"
         + (f", {summary.not_run} not run" if summary.not_run else "") + f" in {report.seconds:.1f} s",
         f"outputs: {printable(output)}",
-        f"results: {summary.results_uri}",
+        f"results: {summary.results_uri or 'not written (see the error above)'}",
     ]
     if report.report_uri:
         lines.append(f"report:  {report.report_uri}")
@@ -69,6 +69,9 @@ def print_summary(report: JobReport, output: str) -> None:
 
 
 def exit_code(report: JobReport) -> int:
+    """1 when the results table could not be written (the job's record is missing), else 2 if rows failed."""
+    if report.summary.results_uri is None:
+        return EXIT_JOB_ERROR
     return EXIT_ROWS_FAILED if report.summary.failed else EXIT_OK
 
 

@@ -31,7 +31,8 @@ from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
 from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, write_report
-from reporting.results import Summary, kept_tables, result_row, with_earlier_records, write_results
+from reporting.results import (Summary, count_results, kept_tables, result_row, with_earlier_records,
+                               write_results)
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,14 @@ def run_render_job(
         for row in _unfinished(list(waiting.values()), "failed", "lost: the pipeline ended without a result "
                                "for this row", config, ledger):
             record(row, from_pipeline=True)
-    summary = write_results(results, config.output_uri, config.storage_options)
+    try:
+        summary = write_results(results, config.output_uri, config.storage_options)
+    except Exception as exc:  # the output's storage refuses it (full, gone): the summary still says it all
+        logger.error("the results table could not be written under %s: %s; every row's result is in this "
+                     "log and the summary", storage.redact(config.output_uri),
+                     storage.redact(f"{type(exc).__name__}: {exc}"))
+        logger.debug("results table failure details", exc_info=True)
+        summary = count_results(results, results_uri=None)
     seconds = time.perf_counter() - started
     report_uri = None
     if config.report:

@@ -46,7 +46,7 @@ class Summary:
     ok: int
     failed: int
     skipped: int
-    results_uri: str
+    results_uri: str | None  # None: the table could not be written (the output's storage refused it)
     not_run: int = 0  # the job was stopped before these rows finished
 
     @property
@@ -104,10 +104,14 @@ def write_results(rows: Iterable[Mapping[str, Any]], output_uri: str,
     uri = results_uri(output_uri)
     _keep_another_jobs_table(output_uri, {row.get("output_uri") for row in ordered}, storage_options)
     storage.write_replace(uri, buffer.getvalue(), storage_options)
-    statuses = [row["status"] for row in ordered]
+    return count_results(ordered, uri)
+
+
+def count_results(rows: Iterable[Mapping[str, Any]], results_uri: str | None) -> Summary:
+    """The outcomes of ``rows``, and where their table was written (None: nowhere)."""
+    statuses = [row["status"] for row in rows]
     return Summary(ok=statuses.count("ok"), failed=statuses.count("failed"), skipped=statuses.count("skipped"),
-                   not_run=statuses.count("not_run"),
-                   results_uri=uri)
+                   not_run=statuses.count("not_run"), results_uri=results_uri)
 
 
 RESULTS_MAX_BYTES = 256 * 2**20  # a results table larger than this is not read back (20000 rows: ~2 MB)

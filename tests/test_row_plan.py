@@ -273,3 +273,23 @@ def test_the_summary_names_at_most_its_cap_of_failed_rows(capsys):
     printed = capsys.readouterr().out
     assert f"the first {SUMMARY_FAILED_ROWS} of {len(failed)}" in printed
     assert f"row{SUMMARY_FAILED_ROWS - 1}: not found" in printed and f"row{SUMMARY_FAILED_ROWS}:" not in printed
+
+
+def test_a_results_table_the_output_refuses_still_gives_the_summary_and_exit_1(tmp_path, capsys, caplog):
+    # A disk that fills up mid-job: the table's write failed, the job died with a bare OSError and
+    # nothing said which rows had failed.  (Here the table's folder is a file; every row fails at
+    # planning, so no Ray is needed.)
+    import pyarrow.parquet as pq
+
+    from jobs.cli import main
+
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(manifest_table([row("a", driving_uri="s3:/bucket/clip.mp4"), row("b", seed=-1)]), manifest)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_results").write_text("not a folder")
+    assert main(["render", str(manifest), "--output", str(out), "--metrics-port", "0"]) == 1
+    printed = capsys.readouterr().out
+    assert "2 rows: 0 ok, 2 failed" in printed and "results: not written" in printed
+    assert "a: row 0 (a):" in printed and "b: row 1 (b):" in printed
+    assert "the results table could not be written" in caplog.text
