@@ -485,3 +485,28 @@ def list_names(prefix: str, storage_options: Mapping[str, Any] | None = None) ->
     except FileNotFoundError:
         return set()
     return {entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries}
+
+
+def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | None = None,
+                    max_parts: int = 10_000) -> list[str] | None:
+    """The files ending in ``suffix`` anywhere under ``uri`` if it is a folder (sorted), else None.
+
+    What Spark, Dask, DuckDB and Ray Data write for one table: ``part-00000.parquet`` files, in
+    ``key=value`` sub-folders when partitioned, beside bookkeeping that is not data (``_SUCCESS``,
+    ``_delta_log/``, ``.crc`` and other names starting with ``_`` or ``.``, left out at any depth).
+    A folder of more than ``max_parts`` such files raises :class:`StorageError`.
+    """
+    fs, path = filesystem_for(uri, storage_options)
+    try:
+        if not fs.isdir(path):
+            return None
+        found = fs.find(path)
+    except FileNotFoundError:
+        return None
+    root = path.rstrip("/") + "/"
+    parts = sorted(entry for entry in found if entry.startswith(root) and entry.endswith(suffix)
+                   and not any(name.startswith(("_", ".")) for name in entry[len(root):].split("/")))
+    if len(parts) > max_parts:
+        raise StorageError(f"{printable(uri)} holds {len(parts)} {suffix} files, over the limit of {max_parts}")
+    return [join(uri, entry[len(root):]) for entry in parts]
+

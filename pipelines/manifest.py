@@ -197,6 +197,9 @@ def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None,
                   limits: ManifestLimits = ManifestLimits()) -> pa.Table:
     """Read and check a Parquet manifest from a local path or fsspec URI, within ``limits``.
 
+    The manifest is one Parquet file, or a folder of them (Spark's, Dask's, DuckDB's or Ray Data's
+    output for one table; see :func:`mediaio.storage.parts_of_folder`), read in the order of their
+    paths as one table, ``limits`` applying to the whole.
     Job-level (ManifestError): not found, not a regular file, over ``max_bytes``, ``max_rows`` or
     ``max_decoded_bytes``, not Parquet, a schema :func:`check_schema` refuses.  Then only the
     known columns are read, as plain strings whatever their Arrow encoding, and cells over
@@ -205,39 +208,75 @@ def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None,
     """
     shown = printable(uri)
     try:
+        parts = storage.parts_of_folder(uri, ".parquet", storage_options)
+    except storage.StorageError as exc:
+        raise ManifestError(f"manifest {exc}") from None
+    except OSError:  # not listable (a file, a bucket that refuses listing): read as one file
+        parts = None
+    if parts is None:
+        return cap_cells(as_plain_types(_read_part(uri, shown, storage_options, limits, _Budget())))
+    if not parts:
+        raise ManifestError(f"manifest {shown} is a folder without .parquet files")
+    budget = _Budget()
+    tables = [as_plain_types(_read_part(part, f"{shown} (part {printable(part)})", storage_options, limits, budget))
+              for part in parts]
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"manifest {shown}: its parts do not make one table: {printable(exc)}") from None
+    return cap_cells(table)
+
+
+@dataclass
+class _Budget:
+    """What the parts of a manifest read so far have cost, against its limits."""
+
+    bytes: int = 0
+    rows: int = 0
+    decoded: int = 0
+    warned: bool = False  # the unknown columns are named once, not once per part
+
+
+def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, limits: ManifestLimits,
+               budget: _Budget) -> pa.Table:
+    """One Parquet file of a manifest, checked, its known columns read."""
+    try:
         with storage.open_seekable(uri, storage_options, what="manifest") as (handle, size):
-            if size > limits.max_bytes:
-                raise ManifestError(f"manifest {shown} is {size} bytes, over the limit of {limits.max_bytes} bytes")
+            budget.bytes += size
+            if budget.bytes > limits.max_bytes:
+                raise ManifestError(f"manifest {shown} is {budget.bytes} bytes, over the limit of "
+                                    f"{limits.max_bytes} bytes")
             parquet = pq.ParquetFile(handle)
             schema = parquet.schema_arrow
             check_schema(schema)
             unknown = unknown_columns(schema)
-            if unknown:
+            if unknown and not budget.warned:
+                budget.warned = True
                 logger.warning("manifest %s: ignoring %d unknown column(s): %s (known: %s)", shown, len(unknown),
                                ", ".join(_shown(name) for name in unknown[:20]) + (" ..." if len(unknown) > 20 else ""),
                                ", ".join(KNOWN_COLUMNS))
-            _check_footer(parquet.metadata, shown, limits)
-            table = parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
+            _check_footer(parquet.metadata, shown, limits, budget)
+            return parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
     except storage.NotFoundError as exc:
         raise ManifestError(f"manifest not found: {shown}") from exc
     except storage.StorageError as exc:
         raise ManifestError(str(exc)) from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"manifest {shown} is not readable Parquet: {printable(exc)}") from exc
-    return cap_cells(as_plain_types(table))
 
-
-def _check_footer(metadata: pq.FileMetaData, shown: str, limits: ManifestLimits) -> None:
-    """Refuse a manifest whose footer says it has too many rows or would decode too large."""
-    if metadata.num_rows > limits.max_rows:
-        raise ManifestError(f"manifest {shown} has {metadata.num_rows} rows, over the limit of {limits.max_rows}")
-    decoded = 0
+def _check_footer(metadata: pq.FileMetaData, shown: str, limits: ManifestLimits, budget: _Budget) -> None:
+    """Refuse a manifest whose footers say it has too many rows or would decode too large."""
+    budget.rows += metadata.num_rows
+    if budget.rows > limits.max_rows:
+        raise ManifestError(f"manifest {shown} has {budget.rows} rows, over the limit of {limits.max_rows}")
+    decoded = budget.decoded
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
         for index in range(row_group.num_columns):
             chunk = row_group.column(index)
             if chunk.path_in_schema.split(".", 1)[0] in KNOWN_COLUMNS:
                 decoded += chunk.total_uncompressed_size
+    budget.decoded = decoded
     if decoded > limits.max_decoded_bytes:
         raise ManifestError(f"manifest {shown} would decode to {decoded} bytes, over the limit of "
                             f"{limits.max_decoded_bytes} bytes")

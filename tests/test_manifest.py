@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.manifest import ManifestError, RowError, check_schema, parse_row, read_manifest
+from pipelines.manifest import ManifestError, ManifestLimits, RowError, check_schema, parse_row, read_manifest
 from jobs.manifest_builder import pair_folders, rows_from_csv, safe_id, write_manifest
 
 GOOD = {"id": "a-1", "reference_uri": "/x/a.jpg", "driving_uri": "/x/d.mp4"}
@@ -136,12 +136,16 @@ def test_manifest_size_caps_are_job_errors(tmp_path):
         read_manifest(str(path), limits=ManifestLimits(max_decoded_bytes=10_000))
 
 
-def test_a_manifest_that_is_a_pipe_or_a_directory_is_refused_without_blocking(tmp_path):
+def test_a_manifest_that_is_a_pipe_or_a_folder_without_parquet_files_is_refused_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "m.parquet")
     with pytest.raises(ManifestError, match="is a named pipe"):
         read_manifest(str(tmp_path / "m.parquet"))
-    with pytest.raises(ManifestError, match="is a directory"):
+    with pytest.raises(ManifestError, match="is a named pipe"):  # a folder's part too
         read_manifest(str(tmp_path))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("no manifest here")
+    with pytest.raises(ManifestError, match="is a folder without .parquet files"):
+        read_manifest(str(tmp_path / "other"))
 
 
 def test_string_view_large_string_and_dictionary_columns_are_accepted(tmp_path):
@@ -471,3 +475,31 @@ def test_a_build_never_overwrites_its_own_inputs_or_a_file_that_is_not_a_manifes
     manifest = tmp_path / "m.parquet"
     assert _build("--csv", str(csv_path), "-o", str(manifest)) == 0
     assert _build("--csv", str(csv_path), "-o", str(manifest)) == 0
+
+
+def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_path):
+    # What Spark (part files and _SUCCESS), Dask, DuckDB's PARTITION_BY and Ray Data's write_parquet make.
+    import pyarrow.dataset as ds
+
+    folder = tmp_path / "nightly.parquet"
+    folder.mkdir()
+    pq.write_table(pa.table(_rows(2)), folder / "part-00000.parquet")
+    later = {name: [f"{value}-b" for value in values] for name, values in _rows(2).items()}
+    pq.write_table(pa.table({**later, "seed": [7, 8]}), folder / "part-00001.parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
+    (folder / "_delta_log").mkdir()
+    (folder / "_delta_log" / "0.parquet").write_bytes(b"not a part")
+    table = read_manifest(str(folder))
+    assert table.column("id").to_pylist() == [*_rows(2)["id"], *later["id"]]
+    assert table.column("seed").to_pylist()[2:] == ["7", "8"] or table.column("seed").to_pylist()[2:] == [7, 8]
+    hive = tmp_path / "hive"
+    ds.write_dataset(pa.table({**_rows(4), "batch": ["x", "x", "y", "y"]}), hive, format="parquet",
+                     partitioning=["batch"], partitioning_flavor="hive")
+    assert sorted(read_manifest(str(hive)).column("id").to_pylist()) == sorted(_rows(4)["id"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ManifestError, match="folder without .parquet files"):
+        read_manifest(str(empty))
+    with pytest.raises(ManifestError, match="rows, over the limit"):  # the limits hold for the whole folder
+        read_manifest(str(folder), limits=ManifestLimits(max_rows=3))
