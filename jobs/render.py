@@ -7,7 +7,7 @@ stage latencies, rows in flight) at http://127.0.0.1:9471/metrics (see --metrics
 ends, OUTPUT/index.html reports every row.
 
 Exit status: 0 when every row is ok or skipped, 2 when some row failed, 1 on a job-level error, 130 or 143
-when stopped by SIGINT or SIGTERM (the rows finished so far are in the results, the rest marked not_run).
+when stopped by SIGINT, SIGTERM or SIGHUP (the rows finished so far are in the results, the rest marked not_run).
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ def print_summary(report: JobReport, output: str) -> None:
         lines.append("failed rows:" if len(failed) <= SUMMARY_FAILED_ROWS
                      else f"failed rows (the first {SUMMARY_FAILED_ROWS} of {len(failed)}; all are in the results):")
         lines += [f"  {printable(row['id'])}: {printable(row['error'])}" for row in failed[:SUMMARY_FAILED_ROWS]]
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    except OSError as exc:  # the terminal is gone (a hangup): the results table and the report say it all
+        logger.debug("summary not printed: %s", exc)
 
 
 def exit_code(report: JobReport) -> int:
@@ -97,15 +100,24 @@ def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
             endpoint.close()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM stop the job promptly: JobInterrupted is raised in the main thread, once."""
+    """SIGINT, SIGTERM and SIGHUP stop the job promptly: JobInterrupted is raised in the main thread, once.
+
+    SIGHUP (the terminal or ssh session closed under the job) is a stop too: it killed the job
+    with nothing recorded, and it reaches a local Ray instance's processes in the terminal's
+    process group as well, so the job could not go on regardless (run it under nohup or tmux, or
+    submit it, to outlive the terminal).
+    """
     def stop(signal_number: int, frame: object) -> None:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in STOP_SIGNALS:
             signal.signal(number, signal.SIG_IGN)  # a second signal does not cut the results short
         raise JobInterrupted(signal_number)
 
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
     try:
         yield
     finally:

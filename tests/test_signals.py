@@ -63,12 +63,12 @@ def _still_running_after(marker: str, grace_s: float) -> list[psutil.Process]:
 
 
 def test_sigint_and_sigterm_raise_job_interrupted_once_and_the_handlers_come_back():
-    """Both signals take the same path (the end-to-end test below sends SIGTERM): one JobInterrupted, exit 128 + N."""
+    """All three signals take the same path (the end-to-end test below sends SIGTERM): one JobInterrupted, exit 128 + N."""
     from jobs.render import EXIT_SIGNAL_BASE, stopped_by_signals
     from pipelines.render_job import JobInterrupted
 
-    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    for number, exit_status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for number, exit_status in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)):
         with pytest.raises(JobInterrupted) as stopped:
             with stopped_by_signals():
                 os.kill(os.getpid(), number)
