@@ -226,10 +226,36 @@ def test_eye_openness_is_relative_to_the_eyes_typical_open_gap():
     gaps = np.full(30, 0.06)
     gaps[10:20] = 0.09  # surprise
     gaps[24:26] = 0.005  # a blink
-    openness = eye_openness(np.column_stack([gaps, gaps]))
+    openness = eye_openness(np.column_stack([gaps, gaps]), most=RetargetConfig().max_eye_openness)
     np.testing.assert_allclose(openness[:10], 1.0, atol=0.01)
-    assert openness[12, 0] == pytest.approx(1.35)  # 1.5x wider, capped
+    assert openness[12, 0] == pytest.approx(1.5)  # 1.5x wider
+    assert eye_openness(np.column_stack([gaps, gaps]), most=1.35)[12, 0] == pytest.approx(1.35)  # capped
     assert openness[24, 0] < 0.1
+
+
+def test_a_narrow_eye_widens_by_the_driving_eyes_rise(reference):
+    """The driver widens their eyes: a narrow reference eye's lids part by as much more as the
+    driver's do (in eye-corner distances), not by the same fraction of its own small gap, which
+    moved trump's lids by 2 px, within the tracker's noise; an eye as open as the driver's widens
+    as the driver's does either way."""
+    from engines.warp.expressions import EYES, close_eyes, eye_gaps
+
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    closure = np.concatenate([np.zeros(12), np.full(4, -0.4), np.zeros(4)])  # 1.4x as open
+    driving = landmarks + close_eyes(landmarks, np.column_stack([closure, closure]))
+    rise = eye_gaps(driving)[13:15] - eye_gaps(landmarks)
+    narrow = landmarks.copy()
+    for upper, lower in EYES:
+        lids = list(upper[1:-1]) + list(lower[1:-1])
+        middle = narrow[lids].mean(axis=0)
+        narrow[lids] = middle + 0.45 * (narrow[lids] - middle)
+    got = eye_gaps(retarget(narrow, driving))[13:15] - eye_gaps(narrow)
+    np.testing.assert_allclose(got / rise, 1.0, atol=0.1)
+    proportional = eye_gaps(retarget(narrow, driving, RetargetConfig(widen_by_driving_rise=False)))[13:15]
+    np.testing.assert_allclose((proportional - eye_gaps(narrow)) / rise, 0.45, atol=0.06)
+    same = eye_gaps(retarget(landmarks, driving))[13:15] - eye_gaps(landmarks)
+    np.testing.assert_allclose(same / rise, 1.0, atol=0.1)
 
 
 @pytest.mark.parametrize("narrowing", [1.0, 0.45])

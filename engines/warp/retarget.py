@@ -84,8 +84,16 @@ class RetargetConfig:
     # that covers most of it).
     eye_open_fraction: float = 0.6
     # Openness (gap over the typical open gap) is capped here: eyes widened in surprise open the
-    # reference's eyes wider than its own, by as much, up to this.
-    max_eye_openness: float = 1.35
+    # reference's eyes wider than its own, up to this.  (1.35 cut the driver's widening on
+    # tbh, whose eyes open to 1.45-1.65 of their typical gap.)
+    max_eye_openness: float = 1.6
+    # An eye widened past its typical gap raises its lid by the driving eye's own rise (in
+    # eye-corner distances), where the reference's eye is the narrower: a narrow eye widened in
+    # proportion to its own gap barely moves (trump's, 0.043 of the eye-corner distance against
+    # tbh's 0.05-0.06, rose 2 px at 512x512, within the tracker's frame-to-frame noise), while a
+    # surprised face shows about as much more eye whatever its resting gap.  False: in
+    # proportion to the reference's gap.
+    widen_by_driving_rise: bool = True
     # Scale the mouth gap by the reference's mouth width over the driving face's (neutral) one,
     # clipped to this range; None copies the gap in eye-corner distances as it is.
     mouth_size_range: tuple[float, float] | None = (0.5, 1.2)
@@ -310,12 +318,18 @@ def eye_openness(gaps: np.ndarray, open_fraction: float = 0.6, most: float = 1.3
     same on any face, so a half-blink is half of whatever eye the reference has, narrow or wide.
     """
     gaps = np.asarray(gaps, dtype=np.float64)
+    return np.clip(gaps / np.maximum(typical_open_gaps(gaps, open_fraction), 1e-3), 0.0, most)
+
+
+def typical_open_gaps(gaps: np.ndarray, open_fraction: float = 0.6) -> np.ndarray:
+    """(2,) each eye's typical open gap over a clip's (T, 2) ``gaps`` (:func:`eye_openness`)."""
+    gaps = np.asarray(gaps, dtype=np.float64)
     widest = np.percentile(gaps, 95.0, axis=0)
     typical = np.empty(gaps.shape[1])
     for eye in range(gaps.shape[1]):
         opened = gaps[:, eye][gaps[:, eye] >= open_fraction * widest[eye]]
         typical[eye] = np.median(opened) if len(opened) else widest[eye]
-    return np.clip(gaps / np.maximum(typical, 1e-3), 0.0, most)
+    return typical
 
 
 def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned: np.ndarray,
@@ -323,7 +337,8 @@ def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned:
     """(T, 478, 3) offsets that bring the mouth and eye openings of ``expressive`` to the driving's.
 
     Mouth: the driving gap itself.  Eyes: the reference's own gap times the driving eye's
-    openness (:func:`eye_openness`).
+    openness (:func:`eye_openness`); widened, by the driving eye's own rise where that is the
+    larger (``config.widen_by_driving_rise``).
     """
     mouth_wanted = mouth_gap(aligned) * config.expression_gain
     if config.mouth_size_range is not None and neutral is not None:
@@ -331,7 +346,13 @@ def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned:
         low, high = config.mouth_size_range
         mouth_wanted = mouth_wanted * float(np.clip(mouth_width(reference) / mouth_width(neutral), low, high))
     correction = open_mouth(reference, mouth_wanted - mouth_gap(expressive))
-    openness = eye_openness(eye_gaps(aligned), config.eye_open_fraction, config.max_eye_openness)
+    driving_eyes = eye_gaps(aligned)
+    openness = eye_openness(driving_eyes, config.eye_open_fraction, config.max_eye_openness)
     reference_eyes = np.maximum(eye_gaps(reference), 1e-3)
-    closure = (eye_gaps(expressive) - reference_eyes * openness) / reference_eyes
+    wanted = reference_eyes * openness
+    if config.widen_by_driving_rise:
+        # Past the typical gap, the lid rises by the larger of the two eyes' gaps per unit of openness.
+        step = np.maximum(reference_eyes, typical_open_gaps(driving_eyes, config.eye_open_fraction))
+        wanted = np.where(openness > 1.0, reference_eyes + (openness - 1.0) * step, wanted)
+    closure = (eye_gaps(expressive) - wanted) / reference_eyes
     return correction + close_eyes(reference, closure)
