@@ -233,6 +233,31 @@ def test_eye_openness_is_relative_to_the_eyes_typical_open_gap():
     assert openness[24, 0] < 0.1
 
 
+def test_an_opening_mouth_is_a_lens_and_a_closing_one_moves_as_one_piece(reference):
+    """Opened by retargeting, the lower lip drops most at the middle and less towards the corners
+    (a box-shaped opening read as less open the wider the laugh); the middle opens by the amount
+    asked either way, and closing still lifts the whole lower lip."""
+    from engines.warp.expressions import FaceFrame
+    from faces.tracking import FaceIndex
+
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    frame = FaceFrame.of(landmarks)
+    upper, lower = list(FaceIndex.LIPS_INNER_UPPER[1:-1]), list(FaceIndex.LIPS_INNER_LOWER[1:-1])
+
+    def opening(offsets):  # how much each inner-lip pair opens, corner to corner, in eye-corner distances
+        return (offsets[lower] - offsets[upper]) @ frame.down / frame.length
+
+    box, lens = opening(open_mouth(landmarks, 0.2)), opening(open_mouth(landmarks, 0.2, lens=1.0))
+    middle = len(lens) // 2
+    assert mouth_gap(landmarks + open_mouth(landmarks, 0.2, lens=1.0)) - mouth_gap(landmarks) == pytest.approx(0.2, abs=0.01)
+    assert lens[middle] == pytest.approx(0.2, abs=0.01)
+    assert box[0] > 0.9 * box[middle] and box[-1] > 0.9 * box[middle]  # a box
+    assert lens[0] < 0.7 * lens[middle] and lens[-1] < 0.7 * lens[middle]  # a lens
+    assert np.all(np.diff(lens[:middle + 1]) >= -1e-9) and np.all(np.diff(lens[middle:]) <= 1e-9)
+    np.testing.assert_allclose(open_mouth(landmarks, -0.05, lens=1.0), open_mouth(landmarks, -0.05))
+
+
 def test_a_narrow_eye_widens_by_the_driving_eyes_rise(reference):
     """The driver widens their eyes: a narrow reference eye's lids part by as much more as the
     driver's do (in eye-corner distances), not by the same fraction of its own small gap, which

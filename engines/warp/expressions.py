@@ -98,11 +98,13 @@ def eye_gaps(landmarks: np.ndarray) -> np.ndarray:
     return np.stack(gaps, axis=-1)
 
 
-def mouth_open_weights(landmarks: np.ndarray) -> np.ndarray:
+def mouth_open_weights(landmarks: np.ndarray, lens: float = 0.0) -> np.ndarray:
     """(478,) how far each landmark moves when the lower lip drops by one unit.
 
     Lower lip and chin 1, upper lip 0, mouth corners 1/2; below the mouth the weight fades
-    towards the jaw's hinge at the sides.
+    towards the jaw's hinge at the sides.  ``lens`` in [0, 1] shapes the lower lip's drop: 0
+    drops it as one piece (a box-shaped opening), 1 by an ellipse across the mouth, the full
+    drop at the middle falling to none at the corners (a lens, as a real opening mouth).
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     frame = FaceFrame.of(landmarks)
@@ -119,8 +121,10 @@ def mouth_open_weights(landmarks: np.ndarray) -> np.ndarray:
     lip_outer_lower = np.array(LIPS_OUTER_LOWER)
     outer_line = np.interp(u, np.sort(u[lip_outer_lower]), v[lip_outer_lower][np.argsort(u[lip_outer_lower])])
     in_lower_lip = (np.abs(u) <= half_width + 0.02) & (below > -1e-6) & (v <= outer_line + 0.02)
-    weights[in_lower_lip] = 1.0
-    weights[list(FaceIndex.LIPS_INNER_LOWER)] = 1.0
+    # With ``lens``, the lower lip (its inner edge and its body) drops by an ellipse across the mouth.
+    lower_lip = np.union1d(np.flatnonzero(in_lower_lip), FaceIndex.LIPS_INNER_LOWER)
+    across = np.clip(np.abs(u[lower_lip]) / max(half_width, 1e-9), 0.0, 1.0)
+    weights[lower_lip] = 1.0 - lens * (1.0 - np.sqrt(1.0 - across ** 2))
     weights[list(FaceIndex.LIPS_INNER_UPPER)] = 0.0
     weights[list(LIPS_OUTER_UPPER)] = 0.0
     weights[list(MOUTH_CORNERS)] = 0.5
@@ -128,15 +132,21 @@ def mouth_open_weights(landmarks: np.ndarray) -> np.ndarray:
     return weights
 
 
-def open_mouth(landmarks: np.ndarray, amount: float | np.ndarray) -> np.ndarray:
+def open_mouth(landmarks: np.ndarray, amount: float | np.ndarray, lens: float = 0.0) -> np.ndarray:
     """Offsets that widen the inner-lip gap by ``amount`` (units of L; negative closes).
 
     ``amount`` may be (T,) for many frames of the same face: the result is then (T, 478, 3).
+    ``lens`` shapes an opening (:func:`mouth_open_weights`); a closing moves the lower lip as
+    one piece.
     """
     frame = FaceFrame.of(landmarks)
-    field = mouth_open_weights(landmarks)[:, None] * frame.down * frame.length
+    scale = frame.down * frame.length
+    box = mouth_open_weights(landmarks)[:, None] * scale
     amount = np.asarray(amount, dtype=np.float64)
-    return amount[..., None, None] * field
+    if lens <= 0.0:
+        return amount[..., None, None] * box
+    shaped = mouth_open_weights(landmarks, lens)[:, None] * scale
+    return np.maximum(amount, 0.0)[..., None, None] * shaped + np.minimum(amount, 0.0)[..., None, None] * box
 
 
 def eyelid_weights(landmarks: np.ndarray, eye: int) -> tuple[np.ndarray, np.ndarray]:
