@@ -494,7 +494,8 @@ def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | 
     What Spark, Dask, DuckDB and Ray Data write for one table: ``part-00000.parquet`` files, in
     ``key=value`` sub-folders when partitioned, beside bookkeeping that is not data (``_SUCCESS``,
     ``_delta_log/``, ``.crc`` and other names starting with ``_`` or ``.``, left out at any depth).
-    A folder of more than ``max_parts`` such files raises :class:`StorageError`.
+    Other sub-folders are not the table's (a ``backup/`` of an older copy would double every row),
+    as Spark's and Hive's readers see it.  More than ``max_parts`` files raise :class:`StorageError`.
     """
     fs, path = filesystem_for(uri, storage_options)
     try:
@@ -505,8 +506,14 @@ def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | 
         return None
     root = path.rstrip("/") + "/"
     parts = sorted(entry for entry in found if entry.startswith(root) and entry.endswith(suffix)
-                   and not any(name.startswith(("_", ".")) for name in entry[len(root):].split("/")))
+                   and _table_part(entry[len(root):].split("/")))
     if len(parts) > max_parts:
         raise StorageError(f"{printable(uri)} holds {len(parts)} {suffix} files, over the limit of {max_parts}")
     return [join(uri, entry[len(root):]) for entry in parts]
 
+
+def _table_part(names: list[str]) -> bool:
+    """Whether a file at these path names below a table's folder is one of its parts."""
+    *folders, file_name = names
+    return (not any(name.startswith(("_", ".")) for name in names)
+            and all("=" in folder for folder in folders))

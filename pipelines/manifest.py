@@ -136,24 +136,52 @@ def _shown(name: str) -> str:
     return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."
 
 
-# How alike (difflib's ratio) an unknown column's name and a known one's must be to be taken for a
-# misspelling of it: max_second, Max_Seconds, Seed, FPS, prompts.  ids/id (0.8) is not.
-NEAR_MISS_RATIO = 0.85
+# A setting's name this long or longer, written with one letter dropped, changed or swapped
+# (max_second, max_secnods), is a misspelling; shorter names are too near ordinary words (speed/seed).
+SLIP_MIN_LENGTH = 8
+# How alike (difflib's ratio) an unknown column's name and an absent known one's must be for the
+# warning to ask whether it was meant (speed/seed, prompts/prompt): a column of one's own may be so.
+LOOKALIKE_RATIO = 0.8
 
 
 def _folded(name: str) -> str:
     return "".join(char for char in name.lower() if char.isalnum())
 
 
-def near_miss(name: str, present: Iterable[str]) -> str | None:
-    """The known column that ``name`` (not itself known) is a misspelling of, if that column is absent."""
+def _one_slip(written: str, meant: str) -> bool:
+    """Whether ``written`` is ``meant`` with one letter dropped, changed, or two neighbours swapped."""
+    if len(written) == len(meant) - 1:
+        return any(meant[:cut] + meant[cut + 1:] == written for cut in range(len(meant)))
+    if len(written) != len(meant):
+        return False
+    differ = [index for index, (a, b) in enumerate(zip(written, meant)) if a != b]
+    return len(differ) == 1 or (len(differ) == 2 and differ[1] == differ[0] + 1
+                                 and written[differ[0]] == meant[differ[1]] and written[differ[1]] == meant[differ[0]])
+
+
+def _absent_known(present: Iterable[str]) -> list[str]:
+    present = set(present)
+    return [column for column in KNOWN_COLUMNS if column not in present]
+
+
+def misspelling_of(name: str, present: Iterable[str]) -> str | None:
+    """The absent known column that ``name`` can only be a misspelling of: the same name up to case and
+    punctuation (``Max_Seconds``, ``Seed``, ``FPS``), or a long one with one slip (``max_second``)."""
     if name in KNOWN_COLUMNS:
         return None
-    absent = [column for column in KNOWN_COLUMNS if column not in set(present)]
-    for column in absent:
+    for column in _absent_known(present):
         if _folded(column) == _folded(name):
             return column
-    close = difflib.get_close_matches(name.lower(), absent, n=1, cutoff=NEAR_MISS_RATIO)
+        if len(column) >= SLIP_MIN_LENGTH and _one_slip(name.lower(), column):
+            return column
+    return None
+
+
+def lookalike_of(name: str, present: Iterable[str]) -> str | None:
+    """An absent known column that ``name`` looks like (for a warning), or None."""
+    if name in KNOWN_COLUMNS:
+        return None
+    close = difflib.get_close_matches(name.lower(), _absent_known(present), n=1, cutoff=LOOKALIKE_RATIO)
     return close[0] if close else None
 
 
@@ -161,18 +189,21 @@ def check_schema(schema: pa.Schema) -> None:
     """Raise ManifestError naming the first missing required column, misspelled setting column, or
     repeated or mistyped known column.
 
-    A misspelled setting (``max_second``) is an error, not an unknown column to ignore: its rows
-    would render with the default instead (a whole clip for a 3-s cap: the night's compute 20 times).
+    A misspelled setting (``max_second``, ``Seed``) is an error, not an unknown column to ignore: its
+    rows would render with the default instead (a whole clip for a 3-s cap: the night's compute 20
+    times).  A column that only looks like a setting (``speed``, ``prompts``) is the user's own: the
+    warning about unknown columns asks about it (:func:`unknown_columns_note`).
     """
     names = set(schema.names)
     for column, kind in REQUIRED_COLUMNS.items():
         if column not in names:
             shown = sorted(_shown(name) for name in names)[:20]
-            meant = [name for name in schema.names if near_miss(name, names) == column]
+            meant = [name for name in schema.names if misspelling_of(name, names) == column
+                     or lookalike_of(name, names) == column]
             hint = f": did you mean {_shown(meant[0])!r}? Rename it" if meant else ""
             raise ManifestError(f"manifest has no required column {column!r}{hint} (columns: {shown})")
     for name in schema.names:
-        meant = near_miss(name, names)
+        meant = misspelling_of(name, names)
         if meant is not None:
             raise ManifestError(
                 f"manifest column {_shown(name)!r} is not one this tool reads: did you mean {meant!r}? Its values "
@@ -191,6 +222,16 @@ def check_schema(schema: pa.Schema) -> None:
 def unknown_columns(schema: pa.Schema) -> list[str]:
     """The manifest's columns this job does not know (they are not read)."""
     return [name for name in schema.names if name not in KNOWN_COLUMNS]
+
+
+def unknown_columns_note(schema: pa.Schema) -> str:
+    """The unknown columns for the warning, each that looks like an absent setting with its question."""
+    unknown = unknown_columns(schema)
+    shown = []
+    for name in unknown[:20]:
+        meant = lookalike_of(name, schema.names)
+        shown.append(_shown(name) + (f" (not {meant!r}: if it was meant to be, rename it)" if meant else ""))
+    return ", ".join(shown) + (" ..." if len(unknown) > 20 else "")
 
 
 def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None,
@@ -253,8 +294,7 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
             if unknown and not budget.warned:
                 budget.warned = True
                 logger.warning("manifest %s: ignoring %d unknown column(s): %s (known: %s)", shown, len(unknown),
-                               ", ".join(_shown(name) for name in unknown[:20]) + (" ..." if len(unknown) > 20 else ""),
-                               ", ".join(KNOWN_COLUMNS))
+                               unknown_columns_note(schema), ", ".join(KNOWN_COLUMNS))
             _check_footer(parquet.metadata, shown, limits, budget)
             return parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
     except storage.NotFoundError as exc:

@@ -199,7 +199,8 @@ def test_unknown_columns_are_not_read_and_named_once(tmp_path, caplog):
 
 @pytest.mark.parametrize("written, meant", [("max_second", "max_seconds"), ("Max_Seconds", "max_seconds"),
                                             ("Seed", "seed"), ("FPS", "fps"), ("lora-scale", "lora_scale"),
-                                            ("prompts", "prompt")])
+                                            ("max_secnods", "max_seconds"), ("max-seconds", "max_seconds"),
+                                            ("lora_scael", "lora_scale"), ("output_url", "output_uri")])
 def test_a_misspelled_setting_column_stops_the_job_naming_the_setting(written, meant):
     # Ignored, it left every row on the default: a 3-s cap misspelled rendered whole clips all night.
     schema = pa.schema([*(pa.field(name, pa.string()) for name in GOOD), pa.field(written, pa.float64())])
@@ -211,9 +212,17 @@ def test_a_misspelled_required_column_is_named_and_columns_of_ones_own_are_not_m
     schema = pa.schema([("id", pa.string()), ("Reference_URI", pa.string()), ("driving_uri", pa.string())])
     with pytest.raises(ManifestError, match="no required column 'reference_uri': did you mean 'Reference_URI'"):
         check_schema(schema)
-    own = pa.schema([*(pa.field(name, pa.string()) for name in GOOD),
-                     *(pa.field(name, pa.string()) for name in ("ids", "notes", "reference", "output", "__index_level_0__"))])
-    check_schema(own)  # unknown columns: a warning when read, not an error
+    own = ("ids", "notes", "reference", "output", "__index_level_0__", "speed", "fps2", "seed2", "sed", "loras",
+           "lora_scales", "engines", "prompts", "step", "max_secs", "ID")
+    check_schema(pa.schema([*(pa.field(name, pa.string()) for name in (*GOOD, *own))]))  # the user's own columns
+
+
+def test_a_column_that_only_looks_like_a_setting_is_read_past_with_a_question(tmp_path, caplog):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table(_rows(2, speed=[1.0, 2.0], notes=["a", "b"])), path)
+    caplog.set_level("WARNING", logger="pipelines.manifest")
+    read_manifest(str(path))
+    assert "speed (not 'seed': if it was meant to be, rename it), notes" in caplog.text
 
 
 def test_a_repeated_known_column_is_a_job_error():
@@ -490,6 +499,8 @@ def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_pat
     (folder / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
     (folder / "_delta_log").mkdir()
     (folder / "_delta_log" / "0.parquet").write_bytes(b"not a part")
+    (folder / "backup").mkdir()  # not a key=value partition: not the table's
+    pq.write_table(pa.table(_rows(2)), folder / "backup" / "manifest-old.parquet")
     table = read_manifest(str(folder))
     assert table.column("id").to_pylist() == [*_rows(2)["id"], *later["id"]]
     assert table.column("seed").to_pylist()[2:] == ["7", "8"] or table.column("seed").to_pylist()[2:] == [7, 8]
