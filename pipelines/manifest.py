@@ -491,14 +491,18 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
     guidance = _optional_number(row, "guidance")
     if guidance is not None and not 0 <= guidance <= 50:
         raise RowError(f"guidance must be in [0, 50], got {guidance}")
-    output_uri = row.get("output_uri") or None
-    engine = row.get("engine") or None
+    # A spreadsheet's padded cell is an empty one: the default output, the job's engine.
+    output_uri = (row.get("output_uri") or "").strip() or None
+    if output_uri is not None and any(ord(char) < 32 or ord(char) == 127 for char in output_uri):
+        raise RowError(f"output_uri '{describe_id(output_uri)}' holds a control character (a line break, a tab): "
+                       "a file named so breaks the scripts that list the outputs")
+    engine = (row.get("engine") or "").strip().lower() or None  # "Warp ", "WARP": the warp engine
     return MemeSpec(
         row_index=row_index,
         id=raw_id,
         reference_uri=row["reference_uri"].strip(),
         driving_uri=row["driving_uri"].strip(),
-        output_uri=output_uri.strip() if output_uri else None,
+        output_uri=output_uri,
         engine=engine,
         seed=seed,
         fps=fps,

@@ -514,3 +514,11 @@ def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_pat
         read_manifest(str(empty))
     with pytest.raises(ManifestError, match="rows, over the limit"):  # the limits hold for the whole folder
         read_manifest(str(folder), limits=ManifestLimits(max_rows=3))
+
+
+def test_padded_cells_are_empty_and_an_output_name_with_a_control_character_fails_its_row():
+    # Spreadsheet exports pad cells: a blank output_uri is the default {id}.mp4, " WARP" the warp engine.
+    spec = parse_row(0, {**GOOD, "output_uri": "   ", "engine": " WARP "})
+    assert spec.output_uri is None and spec.engine == "warp"
+    with pytest.raises(RowError, match=r"output_uri 'ctl\\nname.mp4' holds a control character"):
+        parse_row(0, {**GOOD, "output_uri": "ctl\nname.mp4"})
