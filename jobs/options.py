@@ -39,11 +39,19 @@ class CommandLineParser(argparse.ArgumentParser):
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` pairs (dotted keys nest, values parsed as JSON when they parse) over $HELLOMEME_STORAGE_OPTIONS."""
-    options: dict[str, Any] = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
+    try:
+        options = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"${STORAGE_OPTIONS_ENV} is not JSON ({exc.msg} at character "
+                                         f"{exc.pos}): give a JSON object such as '{{\"anon\": true}}'") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError(f"${STORAGE_OPTIONS_ENV} must be a JSON object ({{...}}), got a "
+                                         f"{type(options).__name__}")
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--storage-option expects KEY=VALUE, got {pair.split('=')[0]!r}=...")
+            raise argparse.ArgumentTypeError(f"--storage-option takes KEY=VALUE pairs, got {pair.split('=')[0]!r} "
+                                             "without '='")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -52,6 +60,9 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise argparse.ArgumentTypeError(f"--storage-option {key}=...: {parent!r} is already a value, "
+                                                 "not a group of options")
         target[leaf] = value
     return options
 

@@ -1,6 +1,7 @@
 """Driver-side planning: one job plan before any row runs (engine checked, rows decided, settings applied)."""
 
 import argparse
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -293,3 +294,20 @@ def test_a_results_table_the_output_refuses_still_gives_the_summary_and_exit_1(t
     assert "2 rows: 0 ok, 2 failed" in printed and "results: not written" in printed
     assert "a: row 0 (a):" in printed and "b: row 1 (b):" in printed
     assert "the results table could not be written" in caplog.text
+
+
+@pytest.mark.parametrize("environment, argv, said", [
+    ("{bad", [], "$HELLOMEME_STORAGE_OPTIONS is not JSON"),
+    ("[1, 2]", [], "$HELLOMEME_STORAGE_OPTIONS must be a JSON object"),
+    ("", ["foo"], "takes KEY=VALUE pairs, got 'foo' without '='"),
+    ("", ["a=1", "a.b=2"], "'a' is already a value"),
+])
+def test_storage_options_that_cannot_be_used_name_where_they_came_from(monkeypatch, environment, argv, said):
+    from jobs.options import STORAGE_OPTIONS_ENV, parse_storage_options
+
+    monkeypatch.setenv(STORAGE_OPTIONS_ENV, environment)
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(said)):
+        parse_storage_options(argv)
+    monkeypatch.setenv(STORAGE_OPTIONS_ENV, '{"anon": true}')
+    assert parse_storage_options(["client_kwargs.region_name=eu-west-1"]) == {
+        "anon": True, "client_kwargs": {"region_name": "eu-west-1"}}
