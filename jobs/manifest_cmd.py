@@ -16,6 +16,8 @@ PARQUET_MAGIC = b"PAR1"  # the first bytes of every Parquet file
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.csv and (args.portraits or args.drivers):
+            raise ManifestError("give --csv FILE or --portraits DIR --drivers DIR, not both: which rows were meant?")
         if args.csv:
             rows = rows_from_csv_file(args.csv, args.out)  # relative paths rebased for the output
         elif args.portraits and args.drivers:

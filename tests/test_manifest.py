@@ -332,6 +332,11 @@ def test_csv_build_refuses_a_header_without_the_required_columns(tmp_path, caplo
         rows_from_csv("id,reference_uri,driving_uri\n")
     with pytest.raises(ManifestError, match="line 3: id is empty"):
         rows_from_csv("id,reference_uri,driving_uri\na,r,d\n,r,d\n")
+    good = tmp_path / "good.csv"
+    good.write_text("id,reference_uri,driving_uri\na,/x/a.jpg,/x/d.mp4\n")
+    caplog.clear()  # both ways of giving rows at once: the folders were silently ignored
+    assert _build("--csv", str(good), "--portraits", str(tmp_path), "-o", str(tmp_path / "m.parquet")) == 1
+    assert "not both" in caplog.records[-1].getMessage() and not (tmp_path / "m.parquet").exists()
 
 
 def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
