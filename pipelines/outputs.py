@@ -230,6 +230,32 @@ def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPla
                                                     for i in indices[:MAX_NAMED_ROWS + 1]))
 
 
+# File names Windows reserves for devices, whatever their extension (CON.mp4 is the console there).
+WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)),
+                                  *(f"lpt{n}" for n in range(1, 10))})
+
+
+def _warn_of_names_other_disks_refuse(rows: Sequence[OutputRequest], plans: Sequence[OutputPlan]) -> None:
+    """Log the rows whose output names Windows cannot hold (``CON.mp4``, ``nul.mp4``) or hides (``.x.mp4``).
+
+    Both are written here; a copy to a Windows disk fails on the first, and a file browser (or a
+    sync that skips dot files) misses the second, so the job says so up front.
+    """
+    reserved, hidden = [], []
+    for index, plan in enumerate(plans):
+        if plan.ok:
+            name = plan.uri.rstrip("/").rsplit("/", 1)[-1]
+            if name.split(".", 1)[0].lower() in WINDOWS_DEVICE_NAMES:
+                reserved.append(index)
+            elif name.startswith("."):
+                hidden.append(index)
+    for indices, why in ((reserved, "names Windows reserves for devices (a copy there fails)"),
+                         (hidden, "hidden names (starting with '.': file browsers and some syncs skip them)")):
+        if indices:
+            logger.warning("outputs with %s: %s", why, ", ".join(
+                f"{printable(plans[i].uri)} ({_name_rows([rows[i]])})" for i in indices[:MAX_NAMED_ROWS + 1]))
+
+
 def _name_rows(others: Sequence[OutputRequest]) -> str:
     named = ", ".join(f"row {other.row_index} ({printable(other.row_id)})" for other in others[:MAX_NAMED_ROWS])
     more = len(others) - MAX_NAMED_ROWS
@@ -263,6 +289,7 @@ def plan_outputs(output_prefix: str, rows: Sequence[OutputRequest], policy: Stor
                 plans[index] = OutputPlan(None, f"output {printable(plans[index].uri)} is also the output of "
                                                 f"{_name_rows(others)}; each row needs its own output_uri")
     _warn_of_case_twins(rows, plans)
+    _warn_of_names_other_disks_refuse(rows, plans)
 
     listings: dict[str, dict[str, str] | str] = {}
     for index, plan in enumerate(plans):

@@ -127,6 +127,19 @@ def test_outputs_differing_only_in_case_are_written_and_named_in_a_warning(out, 
     assert "row 0 (Cat)" in warning and "row 1 (cat)" in warning and "dog" not in warning
 
 
+
+def test_outputs_windows_cannot_hold_or_that_are_hidden_are_written_and_named_in_a_warning(out, caplog):
+    caplog.set_level(logging.WARNING, logger="pipelines.outputs")
+    plans = plan_outputs(out, [OutputRequest(0, "CON"), OutputRequest(1, "com1"), OutputRequest(2, ".hidden"),
+                               OutputRequest(3, "console"), OutputRequest(4, "nul-take2")], ANYWHERE, local_job=False)
+    assert all(plan.ok for plan in plans)
+    warnings = [record.getMessage() for record in caplog.records]
+    (devices,) = [text for text in warnings if "reserves for devices" in text]
+    (hidden,) = [text for text in warnings if "hidden names" in text]
+    assert "row 0 (CON)" in devices and "row 1 (com1)" in devices and "console" not in devices
+    assert "row 2 (.hidden)" in hidden and "nul-take2" not in devices + hidden
+
+
 def test_targets_through_a_link_are_the_same_file(out, tmp_path):
     os.makedirs(f"{out}/real")
     os.symlink(f"{out}/real", f"{out}/alias")
