@@ -116,6 +116,8 @@ def test_a_signal_stops_the_job_with_results_and_nothing_left_behind(synthetic_m
     # A video written before its result reached the driver belongs to an ok row, never a not_run one.
     written = {path.stem for path in out.glob("*.mp4")}
     assert {r["id"] for r in results if r["status"] == "ok"} == written
+    # and records what it holds (a rerun carries the record: frames 0 read as a broken video)
+    assert all(r["frames"] > 0 for r in results if r["status"] == "ok"), results
     assert (out / "index.html").exists()
     assert not list(out.rglob("*.partial"))
     assert not [p for p in scratch.iterdir() if p.name.startswith("hellomeme-job-")], list(scratch.iterdir())
