@@ -6,8 +6,8 @@ at the end it writes the results table and the HTML report beside the outputs.
 Every planned row ends with a result, whatever happens: the driver reconciles the rows it sent
 into the pipeline against the rows that came out.  A pipeline stopped by an error Ray could not
 retry runs again for the rows it still held (a few times); a row lost anywhere after that becomes
-a failed result, and a job stopped by the user (SIGINT, SIGTERM) records the rows not yet run as
-``not_run`` before it ends.
+a failed result, and a job stopped by the user (SIGINT, SIGTERM, SIGHUP) records the rows not yet
+run as ``not_run`` before it ends.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def _root_cause(exc: BaseException) -> str:
     said = f"{named[-1].group(1)}: {named[-1].group(2)}" if named else \
         f"{type(exc).__name__}: {lines[-1] if lines else ''}"
     return storage.redact(said[:300])
+
 
 def _settle_after_stop(waiting: dict[int, dict[str, Any]], exc: Exception, config: JobConfig, ledger: Any,
                        last_try: bool) -> list[dict[str, Any]]:
