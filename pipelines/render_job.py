@@ -72,7 +72,7 @@ def _write_report(results: list[dict[str, Any]], config: JobConfig, facts: JobFa
 
 
 class JobInterrupted(BaseException):
-    """The user stopped the job (SIGINT or SIGTERM); raised in the driver's main thread by the CLI's handler."""
+    """The user stopped the job (SIGINT, SIGTERM or SIGHUP); raised in the driver's main thread by the CLI's handler."""
 
     def __init__(self, signal_number: int) -> None:
         super().__init__(f"stopped by signal {signal_number}")
