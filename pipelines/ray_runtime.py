@@ -166,12 +166,35 @@ def _check_answers(address: str) -> None:
         host, port = where, str(DEFAULT_PORTS[scheme])
     host = host.strip("[]")  # an IPv6 address in brackets
     try:
-        socket.create_connection((host, int(port)), timeout=CLUSTER_ANSWER_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CLUSTER_ANSWER_TIMEOUT_S) as connection:
+            speaks_http = _answers_http(connection)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ClusterUnreachableError(
             f"no Ray cluster answers at {address} ({reason}): is it running? (`ray status` on its head "
             "node says)") from None
+    if speaks_http:  # Ray would retry this address without end
+        raise ClusterUnreachableError(
+            f"{address} answers as a web server, not as a Ray cluster's GCS: that is the dashboard's or Jobs "
+            f"API's address (submit a job there with `hellomeme-batch submit MANIFEST --address "
+            f"http://{host}:{port}`); `render --address` takes the GCS's, {host}:6379 by default")
+
+
+HTTP_PROBE_TIMEOUT_S = 2.0
+
+
+def _answers_http(connection: socket.socket) -> bool:
+    """Whether the server at the other end answers a plain HTTP request as a web server does.
+
+    A GCS speaks gRPC (HTTP/2 frames, binary) and never answers ``HTTP/1.x ...``; the dashboard
+    and the Jobs API (port 8265, the address ``submit`` takes) do.
+    """
+    try:
+        connection.settimeout(HTTP_PROBE_TIMEOUT_S)
+        connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        return connection.recv(5) == b"HTTP/"
+    except OSError:
+        return False
 
 
 _local_scratch: str | None = None  # set while this process runs the local Ray instance it started

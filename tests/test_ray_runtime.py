@@ -74,3 +74,18 @@ def test_an_address_where_no_cluster_answers_stops_the_job_at_once_with_exit_1(s
                      "--metrics-port", "0"]) == 1
         assert f"job not started: no Ray cluster answers at {address}" in caplog.text
     assert not (tmp_path / "out" / "_results").exists()
+
+
+def test_an_address_that_answers_as_a_web_server_is_named_as_the_dashboards(tmp_path):
+    # The Jobs API's tunnel (submit's address, port 8265) given to render: Ray retried it without end.
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ray_runtime.ClusterUnreachableError, match="answers as a web server"):
+            ray_runtime._check_answers(address)
+    finally:
+        server.shutdown()
