@@ -86,6 +86,10 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row-time-limit", type=float, default=JobConfig.row_time_limit_s,
                         help="seconds one stage may work on one row; past it the stage is stopped and the row "
                              "fails (default: %(default)s)")
+    parser.add_argument("--results-every", type=float, default=JobConfig.results_every_s, metavar="S",
+                        help="write the results table every S seconds while the job runs, the rows not finished "
+                             "as not_run, so a driver killed mid-job leaves its record (0: after every row; "
+                             "default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
                              "(default: 15%% of the cluster's object store, growing with the cluster)")
@@ -190,4 +194,5 @@ def job_config(args: argparse.Namespace) -> JobConfig:
         videos_per_batch=args.videos_per_batch,
         row_time_limit_s=args.row_time_limit,
         queue_memory_mib=args.queue_memory,
+        results_every_s=args.results_every,
     )

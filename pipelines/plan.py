@@ -77,6 +77,9 @@ class JobConfig:
     # Object-store memory the rows waiting between stages may hold, in MiB.  None: a share of the
     # cluster's object store that grows with the cluster (see pipelines/render_pipeline.py).
     queue_memory_mib: int | None = None
+    # The results table is written this often while the job runs (finished rows as they ended, the
+    # rest not_run), so a driver killed mid-job (out of memory, a lost head node) leaves its record.
+    results_every_s: float = 300.0
 
 
 class JobOptionError(ValueError):
@@ -95,6 +98,9 @@ def check_job_settings(config: JobConfig) -> None:
     if not (math.isfinite(config.row_time_limit_s) and config.row_time_limit_s > 0):
         raise JobOptionError("--row-time-limit", f"must be a positive number of seconds, "
                                                  f"got {config.row_time_limit_s:g}")
+    if not (math.isfinite(config.results_every_s) and config.results_every_s >= 0):
+        raise JobOptionError("--results-every", f"must be a number of seconds (0: after every row), "
+                                                f"got {config.results_every_s:g}")
     if config.queue_memory_mib is not None and config.queue_memory_mib < 1:
         raise JobOptionError("--queue-memory", f"must be at least 1 MiB, got {config.queue_memory_mib}")
     if config.videos_per_batch < 1:

@@ -128,6 +128,23 @@ def _owns_output(row: dict[str, Any], config: JobConfig) -> bool:
         return False
 
 
+STILL_RUNNING = "not run yet: the job was still running when this results table was written"
+
+
+def _write_results_so_far(results: list[dict[str, Any]], waiting: list[dict[str, Any]], config: JobConfig) -> None:
+    """The results table as the job stands (the rows without a result ``not_run``): what a driver killed
+    from here on leaves.  A table that cannot be written now is only logged: the job goes on."""
+    done = {int(row["row_index"]) for row in results}
+    unfinished = [result_row({**row, "status": NOT_RUN, "engine": config.engine.name,
+                              "error": f"row {row['row_index']} ({row['id']}): {STILL_RUNNING}"})
+                  for row in waiting if int(row["row_index"]) not in done]
+    try:
+        write_results(results + unfinished, config.output_uri, config.storage_options)
+    except Exception as exc:
+        logger.warning("the results table so far could not be written: %s",
+                       storage.redact(f"{type(exc).__name__}: {exc}"))
+
+
 PIPELINE_ATTEMPTS = 3  # runs of the pipeline for rows without a result, when it stops on an error Ray cannot retry
 
 
@@ -203,18 +220,26 @@ def run_render_job(
     if on_planned is not None:
         on_planned(plan.total)
 
-    def record(row: dict[str, Any], from_pipeline: bool) -> None:
+    waiting: dict[int, dict[str, Any]] = {}  # rows sent into the pipeline without a result yet
+    last_written = time.monotonic()
+
+    def record(row: dict[str, Any], from_pipeline: bool, running: bool = False) -> None:
+        """Count a finished row; ``running``: it came out of the running pipeline (the table may be due)."""
+        nonlocal last_written
         results.append(row)
         metrics.row_finished(row, from_pipeline)
         if on_result is not None:
             on_result(row, len(results), plan.total)
+        if running and waiting and time.monotonic() - last_written >= config.results_every_s:
+            _write_results_so_far(results, list(waiting.values()), config)
+            last_written = time.monotonic()
 
     for row in with_earlier_records(plan.settled, config.output_uri, config.storage_options):
         record(row, from_pipeline=False)
     first_video_at = None
     interrupted: JobInterrupted | None = None
     if plan.pending:
-        waiting = {int(row["row_index"]): row for row in plan.pending}
+        waiting.update((int(row["row_index"]), row) for row in plan.pending)
         ledger = None
         try:
             connect(address)
@@ -226,7 +251,7 @@ def run_render_job(
                             continue  # a row Ray ran twice (a retried task): its first result stands
                         if first_video_at is None and row["status"] == "ok":
                             first_video_at = time.perf_counter() - started
-                        record(row, from_pipeline=True)
+                        record(row, from_pipeline=True, running=True)
                     break
                 except Exception as exc:  # the pipeline itself stopped: rows still out there run again, or fail
                     for row in _settle_after_stop(waiting, exc, config, ledger, last_try=attempt == PIPELINE_ATTEMPTS):

@@ -236,11 +236,13 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
     with open(log, "wb") as log_file:
         driver = subprocess.Popen(
             [sys.executable, "-m", "jobs.render", str(manifest), "--output", str(out), "--address", "local",
-             "--size", str(SMALL.size)],
+             "--size", str(SMALL.size), "--results-every", "0"],
             cwd=REPO, env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: len(_outputs(out)) >= 2 or driver.poll() is not None, 300, "two outputs")
+        table = out / "_results" / "results.parquet"
+        _wait_for(lambda: (len(_outputs(out)) >= 2 and table.exists()) or driver.poll() is not None, 300,
+                  "two outputs and the results table so far")
         ended_by_itself = driver.poll()
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
@@ -252,6 +254,13 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
     assert 0 < len(finished) < 6, "the driver was meant to die mid-job"
     for path in out.glob("*.mp4"):  # nothing half-written under a final name
         assert clips.count_frames(str(path)) > 0
+    # The killed driver's record: every row, the finished ones as they ended, the rest not run yet.
+    record = pq.read_table(table).to_pylist()
+    assert sorted(r["id"] for r in record) == sorted(pq.read_table(manifest).column("id").to_pylist())
+    ended = {r["id"] for r in record if r["status"] == "ok"}
+    assert ended and ended <= finished and all(r["frames"] > 0 for r in record if r["status"] == "ok")
+    assert all("still running" in r["error"] for r in record if r["status"] == "not_run")
+    assert {r["status"] for r in record} <= {"ok", "not_run"}
     report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
     rendered = {r["id"] for r in report.results if r["status"] == "ok"}
     skipped = {r["id"] for r in report.results if r["status"] == "skipped"}
