@@ -151,6 +151,8 @@ def test_engine_constraints_stop_the_job_before_any_row_naming_the_option(argv, 
     (["--row-time-limit", "inf"], "--row-time-limit"),
     (["--queue-memory", "0"], "--queue-memory"),
     (["--videos-per-batch", "0"], "--videos-per-batch"),
+    (["--results-every", "-1"], "--results-every"),
+    (["--results-every", "nan"], "--results-every"),
 ])
 def test_job_options_no_row_could_run_with_stop_the_job_naming_the_option(argv, option):
     parser = argparse.ArgumentParser()
