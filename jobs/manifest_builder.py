@@ -226,11 +226,15 @@ def rows_from_csv(text: str) -> list[dict[str, Any]]:
         for column, value in itertools.zip_longest(header, record, fillvalue=""):
             value = value.strip()
             kind = known.get(column, "string")
+            if kind == "number" and delimiter != "," and re.fullmatch(r"[-+]?\d+,\d+", value):
+                value = value.replace(",", ".")  # a decimal comma, as European spreadsheets write "1,5"
             try:
                 row[column] = None if value == "" else int(value) if kind == "integer" else (
                     float(value) if kind == "number" else value)
             except ValueError:
-                raise ManifestError(f"CSV line {line}: column {column!r} expects a {kind}, got {value!r}") from None
+                article = "an" if kind[0] in "aeiou" else "a"
+                raise ManifestError(f"CSV line {line}: column {column!r} expects {article} {kind}, "
+                                    f"got {value!r}") from None
         empty = [column for column in REQUIRED_COLUMNS if row[column] is None]
         if empty:
             raise ManifestError(f"CSV line {line}: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")

@@ -346,6 +346,11 @@ def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
         rows = rows_from_csv(text)
         assert rows == [{"id": "a", "reference_uri": "/x/a.jpg", "driving_uri": "/x/d.mp4", "seed": 4}]
     assert rows_from_csv(" id , reference_uri,driving_uri\na,r,d\n")[0]["id"] == "a"  # spaces around names
+    # A European spreadsheet's ';' CSV writes decimal commas; in a ',' CSV "1,5" would be two fields.
+    european = rows_from_csv("id;reference_uri;driving_uri;max_seconds;seed\na;r;d;1,5;3\n")
+    assert european[0]["max_seconds"] == 1.5 and european[0]["seed"] == 3
+    with pytest.raises(ManifestError, match="column 'seed' expects an integer, got '1,5'"):
+        rows_from_csv("id;reference_uri;driving_uri;seed\na;r;d;1,5\n")
 
 
 def test_csv_build_resolves_relative_paths_beside_the_csv(tmp_path):
