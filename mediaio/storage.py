@@ -109,8 +109,25 @@ def relative_to_file(uri: str, file_uri: str) -> str:
     scheme, colon, rest = uri.partition(":")
     if colon and scheme.lower() in _known_protocols():
         raise StorageError(f"{printable(uri)} is not a valid URI (did you mean {scheme}://{rest.lstrip('/')}?)")
-    folder = normalize(file_uri).rsplit("/", 1)[0] or "/"
-    return f"{folder}/{uri}"
+    folder = normalize(file_uri).rstrip("/").rsplit("/", 1)[0] or "/"  # a folder manifest may end in '/'
+    if "://" not in folder:
+        return f"{folder}/{uri}"  # normalize() collapses its '.' and '..' as the file system would
+    # In a bucket the same project must read the same files: '.' and '..' are resolved here (the
+    # policy refuses them in a remote URI), and may not climb above the bucket.
+    scheme, rest = folder.split("://", 1)
+    bucket, _, key_folder = rest.partition("/")
+    key = key_folder.split("/") if key_folder else []
+    for part in uri.split("/"):
+        if part == ".":
+            continue
+        if part == "..":
+            if not key:
+                raise StorageError(f"{printable(uri)} climbs above the bucket {scheme}://{bucket} (from "
+                                   f"{printable(file_uri)})")
+            key.pop()
+            continue
+        key.append(part)
+    return f"{scheme}://{bucket}/" + "/".join(key)
 
 
 @functools.lru_cache(maxsize=1)

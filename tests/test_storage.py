@@ -123,6 +123,16 @@ def test_relative_paths_are_taken_from_a_files_folder_local_or_remote():
     with pytest.raises(StorageError, match=r"not a valid URI \(did you mean s3://bucket/k.jpg\?\)"):
         storage.relative_to_file("s3:/bucket/k.jpg", "/data/m.parquet")
     assert storage.relative_to_file("take:2.jpg", "/data/m.parquet") == "/data/take:2.jpg"
+    # A project synced to a bucket reads the files it read on disk: '.' and '..' resolve there too (the
+    # policy refuses them in a remote URI), never above the bucket, and a folder manifest's '/' is its name.
+    policy = storage.StoragePolicy()
+    for manifest in ("s3://bucket/proj/manifests/m.parquet", "s3://bucket/proj/manifests/night.parquet/"):
+        resolved = storage.relative_to_file("../media/./a.jpg", manifest)
+        assert policy.check(resolved) == "s3://bucket/proj/media/a.jpg"
+    assert storage.normalize(storage.relative_to_file("../media/a.jpg", "/proj/manifests/m.parquet")) == \
+        "/proj/media/a.jpg"
+    with pytest.raises(StorageError, match="climbs above the bucket s3://bucket"):
+        storage.relative_to_file("../../a.jpg", "s3://bucket/proj/m.parquet")
 
 
 def test_redact():
