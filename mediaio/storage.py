@@ -482,7 +482,26 @@ def write_create_only(uri: str, data: bytes, storage_options: Mapping[str, Any] 
     if _is_local(fs):
         _write_local(path, data, create_only=True)
         return
-    fs.pipe_file(path, data, mode="create")
+    fs.pipe_file(path, data, mode="create", **_content_type(fs, path))
+
+
+# What a browser needs to show an object served straight from its bucket (a shared link to the
+# report): S3 and GCS otherwise store every object as binary/octet-stream, which downloads it.
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".mp4": "video/mp4", ".webp": "image/webp",
+                 ".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
+
+
+def _content_type(fs, path: str) -> dict[str, str]:
+    """The keyword that sets an object's Content-Type where the file system is S3 or GCS, else none."""
+    kind = CONTENT_TYPES.get(os.path.splitext(path)[1].lower())
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if kind is None:
+        return {}
+    if protocols & {"s3", "s3a"}:
+        return {"ContentType": kind}
+    if protocols & {"gs", "gcs"}:
+        return {"content_type": kind}
+    return {}
 
 
 def write_replace(uri: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -491,7 +510,7 @@ def write_replace(uri: str, data: bytes, storage_options: Mapping[str, Any] | No
     if _is_local(fs):
         _write_local(path, data, create_only=False)
         return
-    fs.pipe_file(path, data)
+    fs.pipe_file(path, data, **_content_type(fs, path))
 
 
 def list_names(prefix: str, storage_options: Mapping[str, Any] | None = None) -> set[str]:

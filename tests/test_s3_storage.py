@@ -35,6 +35,18 @@ def test_bounded_reads_of_objects(s3_endpoint, s3):
         storage.read_bytes(f"s3://{bucket}/reads/none.bin", options)
 
 
+
+def test_objects_carry_the_content_type_a_browser_needs(s3_endpoint, s3):
+    # Stored as binary/octet-stream, a shared link to the report downloaded it instead of showing it.
+    bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
+    storage.write_replace(f"s3://{bucket}/typed/index.html", b"<html></html>", options)
+    storage.write_create_only(f"s3://{bucket}/typed/a.mp4", b"not really a video", options)
+    storage.write_create_only(f"s3://{bucket}/typed/a.bin", b"?", options)
+    assert s3.info(f"{bucket}/typed/index.html")["ContentType"] == "text/html; charset=utf-8"
+    assert s3.info(f"{bucket}/typed/a.mp4")["ContentType"] == "video/mp4"
+    assert s3.info(f"{bucket}/typed/a.bin")["ContentType"] != "video/mp4"
+
+
 def test_probe_and_plan_on_a_bucket(s3_endpoint, s3):
     bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
     outputs.probe_output_writable(f"s3://{bucket}/probed", options)
