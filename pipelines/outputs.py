@@ -347,11 +347,21 @@ def probe_output_writable(output_uri: str, storage_options: Mapping[str, Any] | 
             free = status.f_bavail * status.f_frsize
             if free < min_free_bytes:
                 raise StorageError(f"--output {shown} has only {free} bytes free (at least {min_free_bytes} needed)")
-    probe = storage.join(output_uri, f"{PROBE_PREFIX}{uuid.uuid4().hex}")
+    # In a bucket one fixed name, replaced by every run: where deletes are denied (a delivery bucket)
+    # a fresh name per run piled up one object a night.  On disk, a fresh name written as rows are.
+    remote = not storage.is_local_uri(output_uri)
+    probe = storage.join(output_uri, f"{PROBE_PREFIX}{'bucket' if remote else uuid.uuid4().hex}")
+    write = storage.write_replace if remote else storage.write_create_only
     try:
-        storage.write_create_only(probe, b"hellomeme-batch write probe\n", storage_options)
+        write(probe, b"hellomeme-batch write probe\n", storage_options)
     except Exception as exc:  # any refusal (permissions, read-only, full, denied bucket) means: not writable
         raise StorageError(f"--output {shown} is not writable: {printable(f'{type(exc).__name__}: {exc}')}") from None
+    try:
+        storage.list_names(output_uri, storage_options)
+    except Exception as exc:  # a write-only drop box: every row would fail at planning, one by one
+        cause = printable(f"{type(exc).__name__}: {exc}")
+        raise StorageError(f"--output {shown} can be written but not listed ({cause}): the job lists and reads it "
+                           "too, to skip finished rows and never replace a file it did not make") from None
     try:
         probe_fs, probe_path = storage.filesystem_for(probe, storage_options)
         probe_fs.rm_file(probe_path)
