@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mediaio import storage
 from mediaio.media import MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
@@ -575,3 +576,15 @@ def count_frames(path: str, limits: MediaLimits = MediaLimits()) -> int:
         except av.error.FFmpegError as exc:
             raise MediaError(f"cannot decode: {_av_message(exc)}") from None
     return count
+
+
+def frames_in_video(uri: str) -> int:
+    """The frames a finished local video holds, as its container says; 0 where it cannot say or it is
+    not on this machine's disk (the record of a video whose result never reached its job's driver)."""
+    if not storage.is_local_uri(uri):
+        return 0
+    try:
+        return int(probe(storage.normalize(uri), MediaLimits()).frame_count or 0)
+    except Exception:
+        return 0
+

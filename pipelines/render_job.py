@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 import ray
 
 from mediaio import clips, storage
-from mediaio.media import MediaLimits
 from pipelines import outputs
 from pipelines.finish_stage import STAGE as FINISH_STAGE
 from pipelines.plan import JobConfig, plan_job
@@ -104,21 +103,10 @@ def _unfinished(rows: list[dict[str, Any]], status: str, error: str, config: Job
     results = []
     for row in rows:
         owned = int(row["row_index"]) in writing and _owns_output(row, config)
-        settled = {"status": OK, "error": None, "frames": _frames_in(row["output_uri"])} if owned else {
+        settled = {"status": OK, "error": None, "frames": clips.frames_in_video(row["output_uri"])} if owned else {
             "status": status, "error": f"row {row['row_index']} ({row['id']}): {error}"}
         results.append(result_row({**row, **settled, "engine": config.engine.name}))
     return results
-
-
-def _frames_in(uri: str) -> int:
-    """The frames a written video holds, as its container says (0 where it cannot say, or it is not local):
-    the record of a row settled from its video, which a rerun carries as that video's."""
-    if not storage.is_local_uri(uri):
-        return 0
-    try:
-        return int(clips.probe(storage.normalize(uri), MediaLimits()).frame_count or 0)
-    except Exception:
-        return 0
 
 
 def _owns_output(row: dict[str, Any], config: JobConfig) -> bool:

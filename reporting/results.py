@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mediaio import storage
+from mediaio import clips, storage
 
 logger = logging.getLogger(__name__)
 RESULTS_DIR = "_results"
@@ -168,9 +168,13 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
     for table in _earlier_tables(output_uri, storage_options):  # oldest first: the newest record wins
         made.update({uri: row for uri, row in _made_outputs(table).items() if (row.get("frames") or 0) > 0})
     for row in rows:
-        before = made.get(row.get("output_uri")) if row.get("status") == "skipped" else None
+        if row.get("status") != "skipped":
+            continue
+        before = made.get(row.get("output_uri"))
         if before is not None:
             row.update({name: before.get(name) for name in CARRIED_COLUMNS if before.get(name) is not None})
+        elif row.get("output_uri"):  # written by a driver killed before its result was recorded
+            row["frames"] = clips.frames_in_video(row["output_uri"])
     return rows
 
 

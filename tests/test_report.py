@@ -114,8 +114,24 @@ def test_a_reruns_skipped_rows_keep_the_record_of_the_run_that_made_their_videos
              row(2, "c", "skipped", output_uri=f"{out}/c.mp4")]
     carried = with_earlier_records(rerun, out)
     assert carried[0]["status"] == "skipped" and carried[0]["frames"] == 30 and carried[0]["seconds_render"] == 2.5
-    assert carried[1]["frames"] == 0 and carried[2]["frames"] == 0  # only skipped rows the earlier table knows
+    assert carried[1]["frames"] == 0 and carried[2]["frames"] == 0  # c.mp4 is not there to read
     assert with_earlier_records(rerun, str(tmp_path / "nothing-there"))[0]["frames"] == 0
+
+
+def test_a_skipped_video_no_table_records_says_its_frames_from_its_container(tmp_path, synthetic_media):
+    # Written by a driver killed before the row's result was recorded: the rerun skips it, and its
+    # record read 0 frames for good.
+    import shutil
+
+    from mediaio import clips
+    from reporting.results import with_earlier_records
+
+    out = tmp_path / "out"
+    out.mkdir()
+    video = next((synthetic_media / "drive_videos").glob("*.mp4"))
+    shutil.copy(video, out / "orphan.mp4")
+    (carried,) = with_earlier_records([row(0, "orphan", "skipped", output_uri=str(out / "orphan.mp4"))], str(out))
+    assert carried["frames"] == clips.count_frames(str(video)) > 0
 
 
 def test_another_manifests_job_into_the_same_folder_keeps_the_earlier_table(tmp_path, caplog):
