@@ -515,8 +515,9 @@ def owns_existing_output(uri: str, fingerprint: str, storage_options: Mapping[st
 
 def not_owned_message(uri: str, verdict: ExistingOutput) -> str:
     """The row's error when its target holds something else: names the output, what it is, and what to do."""
-    remedy = ("rerun with --no-skip-existing to replace it, or give the row another output_uri" if verdict.ours
-              else "move it away or give the row another output_uri")
+    remedy = ("rerun with --no-skip-existing to replace it if this row's inputs or settings changed, or give the "
+              "row another output_uri if it is another job's video (the same id in another manifest: that flag "
+              "would replace it)" if verdict.ours else "move it away or give the row another output_uri")
     return f"output {printable(uri)} exists and is not this row's video: it {verdict.reason}; {remedy}"
 
 
