@@ -81,6 +81,10 @@ class EngineSpec:
         return {"engine": self.name, "size": self.size, **options}
 
 
+# RowSettings fields an engine may read or ignore (``Engine.settings_used``); the rest are the pipeline's.
+ENGINE_SETTINGS = ("seed", "steps", "guidance", "prompt", "lora", "lora_scale")
+
+
 @dataclass(frozen=True)
 class RowSettings:
     """One manifest row's settings, every default applied once on the driver.
@@ -184,6 +188,9 @@ class Engine(ABC):
     # False for an engine that reads only the driving face track, not its pixels: the prepare stage
     # then skips the clip's second, full-resolution decode and sends no driving crops (empty, (0, S, S, 3)).
     needs_driving_frames: ClassVar[bool] = True
+    # The manifest's per-row settings this engine reads (``fps`` and ``max_seconds`` are the pipeline's
+    # and always apply); the plan warns about rows that set others, which would be ignored silently.
+    settings_used: ClassVar[frozenset[str]] = frozenset(ENGINE_SETTINGS)
 
     def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
         self.spec = spec

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from engines.base import EngineOptionError, EngineSpec, RowSettings
+from engines.base import ENGINE_SETTINGS, EngineOptionError, EngineSpec, RowSettings
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
@@ -137,6 +137,31 @@ def row_settings(spec: MemeSpec, engine: EngineSpec) -> RowSettings:
     return RowSettings(**{name: getattr(defaults, name) if value is None else value for name, value in chosen.items()})
 
 
+class IgnoredSettings:
+    """Counts the rows that set a setting this job's engine does not read, to warn once at planning.
+
+    A manifest written for the diffusion engine and rendered with the warp engine (a preview on a
+    laptop) is fine, but its prompts and LoRAs do nothing there: the user should hear it, not guess.
+    """
+
+    def __init__(self, engine: EngineSpec) -> None:
+        used = engine.engine_class().settings_used
+        self.engine_name = engine.name
+        self.unused = [name for name in ENGINE_SETTINGS if name not in used]
+        self.rows = {name: 0 for name in self.unused}
+
+    def note(self, spec: MemeSpec) -> None:
+        for name in self.unused:
+            if getattr(spec, name) not in (None, ""):
+                self.rows[name] += 1
+
+    def warn(self) -> None:
+        counts = [f"{name} ({count} row{'s' if count > 1 else ''})" for name, count in self.rows.items() if count]
+        if counts:
+            logger.warning("the %s engine does not use these per-row settings, which are ignored: %s",
+                           self.engine_name, ", ".join(counts))
+
+
 def _settled(index: int, meme_id: str, status: str, error: str = "", output_uri: str | None = None,
              engine: str = "") -> dict[str, Any]:
     row = {"row_index": index, "id": meme_id, "status": status, "error": storage.redact(error), "output_uri": output_uri,
@@ -160,6 +185,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
     engine = config.engine
     prefix = check_output_prefix(config.output_uri, config.policy, local_job=False)
     settled, inputs = [], {}
+    ignored = IgnoredSettings(engine)
     parsed: list[tuple[int, MemeSpec, str, str, RowSettings]] = []
     for index, row in enumerate(rows):
         shown_id = describe_id(row.get("id"))
@@ -179,6 +205,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             reference_uri = config.policy.check(spec.reference_uri, "reference_uri")
             driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
             settings = row_settings(spec, engine)
+            ignored.note(spec)
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
         except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
@@ -190,6 +217,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
         identity = [getattr(written, column) if getattr(written, column) != getattr(spec, column) else resolved
                     for column, resolved in (("reference_uri", reference_uri), ("driving_uri", driving_uri))]
         parsed.append((index, spec, reference_uri, driving_uri, settings, identity))
+    ignored.warn()
     requests = [OutputRequest(index, spec.id, spec.output_uri) for index, spec, *_ in parsed]
     plans = plan_outputs(prefix, requests, config.policy, local_job=False, storage_options=config.storage_options)
     pending = []

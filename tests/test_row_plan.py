@@ -313,3 +313,20 @@ def test_storage_options_that_cannot_be_used_name_where_they_came_from(monkeypat
     monkeypatch.setenv(STORAGE_OPTIONS_ENV, '{"anon": true}')
     assert parse_storage_options(["client_kwargs.region_name=eu-west-1"]) == {
         "anon": True, "client_kwargs": {"region_name": "eu-west-1"}}
+
+
+def test_settings_the_engine_does_not_read_are_named_once_at_planning(tmp_path, caplog):
+    """A manifest written for the diffusion engine, previewed with the warp engine: its prompts and LoRAs
+    do nothing there, and the job says so instead of rendering them silently without."""
+    rows = _plan(tmp_path, [row("a", prompt="smile", lora="styles/x.safetensors"), row("b", prompt="frown"),
+                            row("c", steps=30), row("d")])
+    assert [r["status"] for r in rows] == ["pending"] * 4  # still rendered: a preview is a fine use
+    (warning,) = [r.getMessage() for r in caplog.records if "does not use" in r.getMessage()]
+    assert "the warp engine" in warning
+    assert "prompt (2 rows)" in warning and "lora (1 row)" in warning and "steps (1 row)" in warning
+    assert "seed" not in warning and "guidance" not in warning
+
+    caplog.clear()
+    spec = engine_spec("hellomeme", size=128, components_factory="unused")
+    _plan(tmp_path, [row("a", prompt="smile", steps=30)], engine=spec)
+    assert not [r for r in caplog.records if "does not use" in r.getMessage()]

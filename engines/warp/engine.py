@@ -43,6 +43,7 @@ class WarpEngine(Engine):
     needs_gpu = False
     needs_driving_frames = False  # it moves the reference along the driving landmarks only
     default_fps = None
+    settings_used = frozenset()  # no diffusion: seed, steps, guidance, prompt and LoRA mean nothing here
 
     def __init__(self, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None,
                  config: WarpConfig = WarpConfig()) -> None:
