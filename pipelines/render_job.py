@@ -30,7 +30,7 @@ from pipelines.render_pipeline import (PoolSizes, build_dataset, needs_one_row_b
 from pipelines.row_ledger import RowLedger
 from pipelines.rows import NOT_RUN, OK
 from reporting.metrics import DriverMetrics
-from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, write_report
+from reporting.report import OTHER_REPORT_FILE, REPORT_FILE, JobFacts, earlier_report, write_report
 from reporting.results import (Summary, count_results, kept_tables, result_row, with_earlier_records,
                                write_results)
 
@@ -272,6 +272,9 @@ def run_render_job(
                          seconds=seconds, inputs=plan.inputs,
                          kept_tables=tuple(kept_tables(config.output_uri, config.storage_options)))
         report_uri = _write_report(results, config, facts)
+    elif (stale := earlier_report(config.output_uri, config.storage_options)) is not None:
+        logger.warning("%s is an earlier job's report, left as it was (--no-report): its figures are not this "
+                       "job's; the results table is", storage.redact(stale))
     metrics.job_finished(seconds)
     report = JobReport(summary=summary, results=sorted(results, key=lambda r: r["row_index"]), seconds=seconds,
                        seconds_to_first_video=first_video_at, report_uri=report_uri,

@@ -249,6 +249,18 @@ def _ours_or_absent(uri: str, storage_options: Mapping[str, Any] | None) -> bool
     return _TITLE.encode("utf-8") in head
 
 
+def earlier_report(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """The URI of a report an earlier job left in ``output_uri`` (None if there is none, or it cannot be read)."""
+    for uri in (report_uri(output_uri), storage.join(output_uri, OTHER_REPORT_FILE)):
+        try:
+            with storage.open_input(uri, storage_options, what="report") as reader:
+                if _TITLE.encode("utf-8") in reader.read(_HEAD_BYTES):
+                    return uri
+        except (storage.StorageError, OSError):
+            continue
+    return None
+
+
 def write_report(rows: Iterable[Mapping[str, Any]], output_uri: str, facts: JobFacts = JobFacts(),
                  storage_options: Mapping[str, Any] | None = None) -> str:
     """Write ``{output}/index.html`` in one step (replacing an earlier one); returns its URI."""

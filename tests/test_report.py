@@ -167,3 +167,27 @@ def test_another_manifests_job_into_the_same_folder_keeps_the_earlier_table(tmp_
     links = [attributes["href"] for tag, attributes in parse(page).elements
              if tag == "a" and "_results/earlier/" in attributes.get("href", "")]
     assert links == tables and all((tmp_path / "out" / link).is_file() for link in links)
+
+
+def test_no_report_says_an_earlier_report_is_not_this_jobs(tmp_path, caplog):
+    """--no-report writes no report; one an earlier job left in the folder is named as not this job's, so its
+    figures are not taken for the new job's.  (Every row fails at planning: no Ray needed.)"""
+    import logging
+
+    from jobs.cli import main
+    from jobs.manifest_builder import manifest_table
+
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(manifest_table([{"id": "a", "reference_uri": "/in/r.jpg", "driving_uri": "s3:/b/c.mp4"}]),
+                   manifest)
+    out = tmp_path / "out"
+    args = ["render", str(manifest), "--output", str(out), "--metrics-port", "0"]
+    caplog.set_level(logging.WARNING)
+    assert main(args + ["--no-report"]) == 2  # every row failed
+    assert not (out / "index.html").exists() and "earlier job's report" not in caplog.text
+    assert main(args) == 2
+    earlier = (out / "index.html").read_text()
+    caplog.clear()
+    assert main(args + ["--no-report"]) == 2  # every row failed
+    assert (out / "index.html").read_text() == earlier
+    assert f"{out / 'index.html'} is an earlier job's report, left as it was (--no-report)" in caplog.text
