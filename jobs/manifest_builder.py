@@ -53,8 +53,8 @@ _FALLBACK_ID = "meme"
 _NAMED_SKIPS = 5  # left-out folder entries named in the warning; the rest are counted
 
 
-def _files(folder: str, suffixes: Iterable[str]) -> list[str]:
-    """The media files of ``folder`` with one of ``suffixes``, in name order.
+def _files(folder: str, suffixes: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The media files of ``folder`` (a local folder or a bucket prefix) with one of ``suffixes``, in name order.
 
     Hidden names are left out: a folder copied from a Mac holds an AppleDouble ``._name.jpg`` beside
     each file (metadata, not an image), whose stem is the real file's and which sorts before it, so
@@ -62,26 +62,29 @@ def _files(folder: str, suffixes: Iterable[str]) -> list[str]:
     files, which no reader opens.  What was left out is logged once, named.
     """
     suffixes = tuple(suffixes)
-    names, skipped = [], []
-    for name in sorted(os.listdir(folder)):
-        if not name.lower().endswith(suffixes):
+    try:
+        entries = storage.folder_entries(folder, storage_options)
+    except storage.NotFoundError:
+        raise ManifestError(f"no folder {storage.printable(folder)}") from None
+    found, skipped = [], []
+    for entry in entries:
+        if not entry.name.lower().endswith(suffixes):
             continue
-        path = os.path.join(folder, name)
-        if name.startswith("."):
-            skipped.append(f"{name} (hidden)")
-        elif not os.path.isfile(path):
-            skipped.append(f"{name} (not a file)")
-        elif os.path.getsize(path) == 0:
-            skipped.append(f"{name} (empty)")
+        if entry.name.startswith("."):
+            skipped.append(f"{entry.name} (hidden)")
+        elif not entry.is_file:
+            skipped.append(f"{entry.name} (not a file)")
+        elif entry.size == 0:
+            skipped.append(f"{entry.name} (empty)")
         else:
-            names.append(name)
+            found.append(entry.uri)
     if skipped:
         shown = ", ".join(skipped[:_NAMED_SKIPS]) + (f" and {len(skipped) - _NAMED_SKIPS} more"
                                                      if len(skipped) > _NAMED_SKIPS else "")
         logger.warning("%d of the media names in %s were left out: %s", len(skipped), folder, shown)
-    if not names:
+    if not found:
         raise ManifestError(f"no {'/'.join(suffixes)} files in {folder}")
-    return [os.path.abspath(os.path.join(folder, name)) for name in names]
+    return found
 
 
 def _ascii_stem(path: str) -> tuple[str, bool]:
@@ -147,11 +150,18 @@ def unique_ids(ids: Iterable[str]) -> list[str]:
     return unique
 
 
-def pair_folders(portraits: str, drivers: str, pairing: str = "zip") -> list[dict[str, Any]]:
+def _same_folder(first: str, second: str) -> bool:
+    if storage.is_local_uri(first) and storage.is_local_uri(second):
+        return os.path.realpath(storage.normalize(first)) == os.path.realpath(storage.normalize(second))
+    return storage.normalize(first).rstrip("/") == storage.normalize(second).rstrip("/")
+
+
+def pair_folders(portraits: str, drivers: str, pairing: str = "zip",
+                 storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows pairing portraits with driving clips: ``zip`` (in name order, cycling the shorter) or ``all``."""
-    images = _files(portraits, IMAGE_SUFFIXES)
-    clips = _files(drivers, VIDEO_SUFFIXES)
-    if os.path.realpath(portraits) == os.path.realpath(drivers):
+    images = _files(portraits, IMAGE_SUFFIXES, storage_options)
+    clips = _files(drivers, VIDEO_SUFFIXES, storage_options)
+    if _same_folder(portraits, drivers):
         # One mixed folder: a file both readers open (a GIF) is a clip there, never its own portrait.
         images = [image for image in images if image not in set(clips)]
         if not images:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any, Mapping
 
 from mediaio import storage
 from pipelines.manifest import ManifestError
 from jobs.manifest_builder import pair_folders, rows_from_csv_file, write_manifest
+from jobs.options import add_storage_option_argument, parse_storage_options
 
 logger = logging.getLogger("pipelines.manifest")
 
@@ -16,16 +18,21 @@ PARQUET_MAGIC = b"PAR1"  # the first bytes of every Parquet file
 
 def run(args: argparse.Namespace) -> int:
     try:
+        options = parse_storage_options(args.storage_option)
+    except argparse.ArgumentTypeError as exc:
+        logger.error("manifest not written: %s", exc)
+        return 1
+    try:
         if args.csv and (args.portraits or args.drivers):
             raise ManifestError("give --csv FILE or --portraits DIR --drivers DIR, not both: which rows were meant?")
         if args.csv:
-            rows = rows_from_csv_file(args.csv, args.out)  # relative paths rebased for the output
+            rows = rows_from_csv_file(args.csv, args.out, options)  # relative paths rebased for the output
         elif args.portraits and args.drivers:
-            rows = pair_folders(args.portraits, args.drivers, args.pairing)
+            rows = pair_folders(args.portraits, args.drivers, args.pairing, options)
         else:
             raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
-        _check_target(args.out)
-        count = write_manifest(rows, args.out)
+        _check_target(args.out, options)
+        count = write_manifest(rows, args.out, options)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
         return 1
@@ -33,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_target(out: str) -> None:
+def _check_target(out: str, storage_options: Mapping[str, Any]) -> None:
     """Refuse a manifest target that holds anything but a Parquet file: the build's own CSV, a portrait, a
     clip or any other file of the user's would be lost.  An earlier manifest is rebuilt in place."""
     try:
-        with storage.open_input(out, what="manifest") as reader:
+        with storage.open_input(out, storage_options, what="manifest") as reader:
             head = reader.read(len(PARQUET_MAGIC))
     except storage.NotFoundError:
         return
@@ -53,4 +60,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="zip: pair in name order (cycling the shorter list); all: every pair")
     parser.add_argument("--csv", help="CSV with a header of manifest columns, instead of folders "
                         "(',', ';', tab or '|' separated; relative paths taken beside the CSV)")
-    parser.add_argument("-o", "--out", required=True, help="manifest to write (.parquet)")
+    parser.add_argument("-o", "--out", required=True, help="manifest to write (.parquet): local path or URI")
+    add_storage_option_argument(parser)

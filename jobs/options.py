@@ -67,6 +67,13 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+def add_storage_option_argument(parser: argparse.ArgumentParser) -> None:
+    """``--storage-option KEY=VALUE`` (see :func:`parse_storage_options`), the same for every command."""
+    parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                        help=f"fsspec storage option, e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000 "
+                             f"(over ${STORAGE_OPTIONS_ENV}, a JSON object)")
+
+
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://, gs://, memory://)")
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
@@ -93,8 +100,7 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
                              "(default: 15%% of the cluster's object store, growing with the cluster)")
-    parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                        help="fsspec storage option, e.g. client_kwargs.endpoint_url=http://127.0.0.1:9000")
+    add_storage_option_argument(parser)
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",
                         help=f"URI schemes inputs and outputs may use (default: {', '.join(DEFAULT_SCHEMES)})")
     parser.add_argument("--allow-root", action="append", metavar="URI",

@@ -523,6 +523,46 @@ def list_names(prefix: str, storage_options: Mapping[str, Any] | None = None) ->
     return {entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries}
 
 
+@dataclass(frozen=True)
+class FolderEntry:
+    """One name directly in a folder or under a bucket prefix; ``uri`` is where it is read from."""
+
+    name: str
+    uri: str
+    is_file: bool  # a regular file (on disk, links followed) or an object; not a sub-folder
+    size: int
+
+
+def folder_entries(uri: str, storage_options: Mapping[str, Any] | None = None) -> list[FolderEntry]:
+    """The entries of a local folder or a bucket prefix, in name order; NotFoundError when there is none."""
+    if is_local_uri(uri):
+        path = normalize(uri)
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        try:
+            names = sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"no folder {printable(uri)}") from None
+        entries = []
+        for name in names:
+            full = os.path.abspath(os.path.join(path, name))
+            is_file = os.path.isfile(full)
+            entries.append(FolderEntry(name, full, is_file, os.path.getsize(full) if is_file else 0))
+        return entries
+    fs, path = filesystem_for(uri, storage_options)
+    try:
+        listed = fs.ls(path.rstrip("/"), detail=True)
+    except FileNotFoundError:
+        listed = []
+    if not listed:  # a bucket has no empty folders: a prefix with nothing under it is not there
+        raise NotFoundError(f"nothing under {printable(redact(uri))}")
+    entries = [FolderEntry(name=entry["name"].rstrip("/").rsplit("/", 1)[-1],
+                           uri=join(uri, entry["name"].rstrip("/").rsplit("/", 1)[-1]),
+                           is_file=entry.get("type") == "file", size=int(entry.get("size") or 0))
+               for entry in listed]
+    return sorted((entry for entry in entries if entry.name), key=lambda entry: entry.name)
+
+
 def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | None = None,
                     max_parts: int = 10_000) -> list[str] | None:
     """The files ending in ``suffix`` anywhere under ``uri`` if it is a folder (sorted), else None.

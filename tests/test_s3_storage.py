@@ -85,3 +85,31 @@ def test_manifest_caps_on_a_bucket(s3_endpoint, s3, tmp_path: Path):
     assert table.column("prompt").to_pylist() == [None]
     with pytest.raises(ManifestError, match="over the limit of 10 bytes"):
         read_manifest(f"s3://{bucket}/manifests/m.parquet", options, limits=ManifestLimits(max_bytes=10))
+
+
+def test_manifest_build_from_bucket_folders_with_storage_options(s3_endpoint, s3, tmp_path, caplog):
+    """A project kept in a bucket behind its own endpoint: `manifest build` lists the folders there and writes
+    the manifest there with the job's --storage-option flags (it took none, so it could not reach the endpoint)."""
+    from jobs.cli import build_parser
+
+    bucket = s3_endpoint.bucket
+    for key, data in [("faces/b.jpg", b"jpg"), ("faces/a.png", b"png"), ("faces/._a.png", b"apple"),
+                      ("faces/notes.txt", b"text"), ("faces/empty.jpg", b""), ("faces/old/c.jpg", b"jpg"),
+                      ("clips/x.mp4", b"mp4"), ("clips/y.mov", b"mov")]:
+        s3.pipe_file(f"{bucket}/project/{key}", data)
+    out = f"s3://{bucket}/project/manifest.parquet"
+
+    def build(*argv: str) -> int:
+        args = build_parser().parse_args(["manifest", "build", *argv, "-o", out, *s3_endpoint.cli_options()])
+        return args.run(args)
+
+    assert build("--portraits", f"s3://{bucket}/project/faces", "--drivers", f"s3://{bucket}/project/clips/") == 0
+    rows = read_manifest(out, s3_endpoint.storage_options).to_pylist()
+    assert [(r["reference_uri"], r["driving_uri"]) for r in rows] == [
+        (f"s3://{bucket}/project/faces/a.png", f"s3://{bucket}/project/clips/x.mp4"),
+        (f"s3://{bucket}/project/faces/b.jpg", f"s3://{bucket}/project/clips/y.mov")]
+    assert "._a.png (hidden)" in caplog.text and "empty.jpg (empty)" in caplog.text
+    # A prefix with nothing under it is named; nothing is written.
+    s3.rm_file(f"{bucket}/project/manifest.parquet")
+    assert build("--portraits", f"s3://{bucket}/project/nothing", "--drivers", f"s3://{bucket}/project/clips") == 1
+    assert "no folder s3://memes/project/nothing" in caplog.text and not s3.exists(f"{bucket}/project/manifest.parquet")
