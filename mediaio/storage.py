@@ -25,9 +25,12 @@ import functools
 import io
 import os
 import stat
+import queue
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 import fsspec
@@ -561,6 +564,59 @@ def folder_entries(uri: str, storage_options: Mapping[str, Any] | None = None) -
                            is_file=entry.get("type") == "file", size=int(entry.get("size") or 0))
                for entry in listed]
     return sorted((entry for entry in entries if entry.name), key=lambda entry: entry.name)
+
+
+def parent_of(uri: str) -> str:
+    """The folder or prefix holding ``uri`` (the bucket for a key at its top; "" for a bucket itself)."""
+    normalized = normalize(uri).rstrip("/")
+    _, sep, rest = normalized.partition("://")
+    if sep and "/" not in rest:
+        return ""
+    return normalized.rsplit("/", 1)[0]
+
+
+def prefixes_holding_nothing(uris: Iterable[str], storage_options: Mapping[str, Any] | None = None,
+                             budget_s: float = 20.0, most: int = 1000, lookups_at_once: int = 8) -> set[str]:
+    """The parent prefixes of the bucket URIs among ``uris`` that certainly hold nothing (a mistyped bucket or
+    prefix), one lookup per distinct prefix, within ``budget_s`` seconds and ``most`` prefixes.
+
+    Only a definite "not found" counts: a prefix that cannot be asked (no permission, no network, a
+    lookup still waiting when the budget ends) is left to the rows, which read their inputs anyway.
+    The lookups run on daemon threads, so one that hangs (a store that does not answer) holds
+    nothing up.  Local paths are left out: the driver may not see the disks the workers read.
+    """
+    prefixes = sorted({parent_of(uri) for uri in uris if not is_local_uri(uri) and "://" in normalize(uri)} - {""})
+    waiting = queue.SimpleQueue()
+    for prefix in prefixes[:most]:
+        waiting.put(prefix)
+    empty: set[str] = set()
+    lock = threading.Lock()
+
+    def look_up() -> None:
+        while True:
+            try:
+                prefix = waiting.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fs, path = filesystem_for(prefix, storage_options)
+                fs.invalidate_cache(path)
+                fs.info(path)
+            except FileNotFoundError:
+                with lock:
+                    empty.add(prefix)
+            except Exception:  # noqa: BLE001 - anything else says nothing certain
+                continue
+
+    threads = [threading.Thread(target=look_up, name="prefix-lookup", daemon=True)
+               for _ in range(min(lookups_at_once, len(prefixes)))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + budget_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        return set(empty)
 
 
 def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | None = None,

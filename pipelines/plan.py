@@ -218,10 +218,22 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                     for column, resolved in (("reference_uri", reference_uri), ("driving_uri", driving_uri))]
         parsed.append((index, spec, reference_uri, driving_uri, settings, identity))
     ignored.warn()
+    # A mistyped bucket or prefix fails its rows here, not one at a time in the prepare stage.
+    empty = storage.prefixes_holding_nothing(
+        (uri for _, _, reference_uri, driving_uri, _, _ in parsed for uri in (reference_uri, driving_uri)),
+        config.storage_options)
     requests = [OutputRequest(index, spec.id, spec.output_uri) for index, spec, *_ in parsed]
     plans = plan_outputs(prefix, requests, config.policy, local_job=False, storage_options=config.storage_options)
     pending = []
     for (index, spec, reference_uri, driving_uri, settings, identity), output in zip(parsed, plans):
+        absent = [(column, uri) for column, uri in (("reference_uri", reference_uri), ("driving_uri", driving_uri))
+                  if storage.parent_of(uri) in empty]
+        if absent:
+            column, uri = absent[0]
+            settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): {column} {printable(uri)} "
+                                    f"not found: nothing is under {printable(storage.parent_of(uri))}/ (a mistyped "
+                                    "bucket or prefix?)", engine=engine.name))
+            continue
         if not output.ok:
             settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: {output.error}",
                                     engine=engine.name))

@@ -113,3 +113,33 @@ def test_manifest_build_from_bucket_folders_with_storage_options(s3_endpoint, s3
     s3.rm_file(f"{bucket}/project/manifest.parquet")
     assert build("--portraits", f"s3://{bucket}/project/nothing", "--drivers", f"s3://{bucket}/project/clips") == 1
     assert "no folder s3://memes/project/nothing" in caplog.text and not s3.exists(f"{bucket}/project/manifest.parquet")
+
+
+def test_rows_under_a_mistyped_prefix_or_bucket_fail_at_planning(s3_endpoint, s3, tmp_path):
+    """A mistyped prefix over a big manifest failed one row at a time in the prepare stage; now the rows whose
+    input prefix holds nothing fail at planning, one lookup per prefix.  A missing file in a prefix that
+    holds others is still the row's own business (it may be written before its row runs)."""
+    from engines.registry import engine_spec
+    from jobs.manifest_builder import manifest_table
+    from pipelines.plan import JobConfig, plan_rows
+
+    bucket = s3_endpoint.bucket
+    s3.pipe_file(f"{bucket}/plan/faces/a.jpg", b"jpg")
+    s3.pipe_file(f"{bucket}/plan/clips/x.mp4", b"mp4")
+
+    def row(meme_id, reference, driving):
+        return {"id": meme_id, "reference_uri": f"s3://{reference}", "driving_uri": f"s3://{driving}"}
+
+    rows = [row("good", f"{bucket}/plan/faces/a.jpg", f"{bucket}/plan/clips/x.mp4"),
+            row("gone-file", f"{bucket}/plan/faces/b.jpg", f"{bucket}/plan/clips/x.mp4"),
+            row("typo", f"{bucket}/plan/faces/a.jpg", f"{bucket}/plan/clip/x.mp4"),
+            row("no-bucket", f"no-such-bucket/faces/a.jpg", f"{bucket}/plan/clips/x.mp4")]
+    config = JobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), engine=engine_spec("warp"),
+                       storage_options=s3_endpoint.storage_options)
+    plan = plan_rows(manifest_table(rows), config)
+    by_id = {r["id"]: r for r in plan.pending + plan.settled}
+    assert [by_id[i]["status"] for i in ("good", "gone-file", "typo", "no-bucket")] == [
+        "pending", "pending", "failed", "failed"]
+    assert (f"driving_uri s3://{bucket}/plan/clip/x.mp4 not found: nothing is under s3://{bucket}/plan/clip/"
+            in by_id["typo"]["error"])
+    assert "reference_uri s3://no-such-bucket/faces/a.jpg not found" in by_id["no-bucket"]["error"]
