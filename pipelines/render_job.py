@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import ray
 
@@ -133,6 +133,37 @@ def _write_results_so_far(results: list[dict[str, Any]], waiting: list[dict[str,
                        storage.redact(f"{type(exc).__name__}: {exc}"))
 
 
+class DiskFullWatch:
+    """Notices rows failing one after another on a full disk, so the job stops instead of rendering the rest.
+
+    Every row after the disk fills would spend its render and then fail at the write: the job stops
+    once ``ROWS_TO_STOP`` results in a row say so, leaving the others ``not_run`` for a rerun once
+    there is space.  Consecutive results, so one node's full temp disk on a cluster, whose other
+    nodes still write, does not stop the job.
+    """
+
+    ROWS_TO_STOP = 3
+    _SAID = re.compile(r"No space left on device|\[Errno 28\]|ENOSPC|Disk quota exceeded|\[Errno 122\]")
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+        self.cause = ""
+
+    def full_after(self, row: Mapping[str, Any]) -> bool:
+        """Count one finished row; True once the job should stop."""
+        said = self._SAID.search(str(row.get("error") or "")) if row.get("status") == "failed" else None
+        self.in_a_row = self.in_a_row + 1 if said else 0
+        if said:
+            self.cause = "disk quota exceeded" if "uota" in said.group(0) or "122" in said.group(0) else \
+                "no space left on device"
+        return self.in_a_row >= self.ROWS_TO_STOP
+
+    @property
+    def reason(self) -> str:
+        return (f"not run: the job stopped after {self.in_a_row} rows in a row failed for a full disk "
+                f"({self.cause}); free space and run the job again, which renders this row")
+
+
 PIPELINE_ATTEMPTS = 3  # runs of the pipeline for rows without a result, when it stops on an error Ray cannot retry
 
 
@@ -229,6 +260,7 @@ def run_render_job(
     if plan.pending:
         waiting.update((int(row["row_index"]), row) for row in plan.pending)
         ledger = None
+        disk = DiskFullWatch()
         try:
             connect(address)
             for attempt in range(1, PIPELINE_ATTEMPTS + 1):
@@ -240,6 +272,8 @@ def run_render_job(
                         if first_video_at is None and row["status"] == "ok":
                             first_video_at = time.perf_counter() - started
                         record(row, from_pipeline=True, running=True)
+                        if disk.full_after(row):
+                            break
                     break
                 except Exception as exc:  # the pipeline itself stopped: rows still out there run again, or fail
                     for row in _settle_after_stop(waiting, exc, config, ledger, last_try=attempt == PIPELINE_ATTEMPTS):
@@ -247,6 +281,12 @@ def run_render_job(
                     if waiting:
                         logger.warning("running the pipeline again for the %d rows without a result (attempt %d "
                                        "of %d)", len(waiting), attempt + 1, PIPELINE_ATTEMPTS)
+            if waiting and disk.in_a_row >= DiskFullWatch.ROWS_TO_STOP:
+                logger.error("stopping the job: %d rows in a row failed for a full disk (%s); the %d rows left are "
+                             "not_run, for a rerun once there is space", disk.in_a_row, disk.cause, len(waiting))
+                for row in _unfinished(list(waiting.values()), NOT_RUN, disk.reason, config, ledger):
+                    record(row, from_pipeline=True)
+                waiting.clear()
         except JobInterrupted as stop:
             interrupted = stop
             logger.warning("job stopped by signal %d: writing the results of the rows finished so far",

@@ -163,3 +163,38 @@ def test_printed_ids_and_errors_are_escaped(hostile_run, capsys):
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\nforged line" not in printed
     assert "bad\\x1b[31mid\\nforged line" in printed
+
+
+def test_a_full_disk_stops_the_job_and_leaves_the_rest_for_a_rerun(ray_local, synthetic_media, tmp_path):
+    """Once rows fail one after another on a full disk, every row after them would spend its render and fail
+    at the write: the job stops, and the rows left are not_run, saying why, for a rerun once there is space."""
+    from pipelines.render_job import DiskFullWatch
+
+    good = {"reference_uri": str(synthetic_media / "reference_images" / "astronaut.png"),
+            "driving_uri": str(synthetic_media / "drive_videos" / "grace_hopper.mp4"), "max_seconds": 0.5}
+    rows = [{**good, "id": f"row-{index:02d}", "prompt": "disk-full"} for index in range(16)]
+    manifest = tmp_path / "manifest.parquet"
+    write_raw_manifest(rows, manifest)
+    config = JobConfig(manifest_uri=str(manifest), output_uri=str(tmp_path / "out"), engine=HOSTILE_ENGINE,
+                       policy=StoragePolicy(allowed_roots=(str(synthetic_media), str(tmp_path))), report=False)
+    report = run_render_job(config)
+    statuses = [row["status"] for row in report.results]
+    assert len(statuses) == 16 and set(statuses) <= {"failed", "not_run"}
+    failed = [row for row in report.results if row["status"] == "failed"]
+    assert len(failed) >= DiskFullWatch.ROWS_TO_STOP
+    assert all("No space left on device" in row["error"] for row in failed)
+    not_run = [row for row in report.results if row["status"] == "not_run"]
+    assert not_run, "every row ran: the job did not stop"
+    assert all("rows in a row failed for a full disk" in row["error"] and "run the job again" in row["error"]
+               for row in not_run)
+
+
+def test_rows_failing_for_a_full_disk_only_stop_the_job_one_after_another():
+    from pipelines.render_job import DiskFullWatch
+
+    full = {"status": "failed", "error": "row 3 (a): write: OSError: [Errno 28] No space left on device"}
+    ok, other = {"status": "ok", "error": None}, {"status": "failed", "error": "no face found"}
+    watch = DiskFullWatch()
+    assert [watch.full_after(row) for row in (full, full, ok, full, other, full, full)] == [False] * 7
+    assert watch.full_after({**full, "error": "encode: ffmpeg: av_interleaved_write_frame(): No space left on device"})
+    assert "No space left on device" in watch.reason and "3 rows in a row" in watch.reason
