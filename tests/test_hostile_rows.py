@@ -197,4 +197,4 @@ def test_rows_failing_for_a_full_disk_only_stop_the_job_one_after_another():
     watch = DiskFullWatch()
     assert [watch.full_after(row) for row in (full, full, ok, full, other, full, full)] == [False] * 7
     assert watch.full_after({**full, "error": "encode: ffmpeg: av_interleaved_write_frame(): No space left on device"})
-    assert "No space left on device" in watch.reason and "3 rows in a row" in watch.reason
+    assert "no space left on device" in watch.reason and "3 rows in a row" in watch.reason
