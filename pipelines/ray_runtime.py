@@ -103,6 +103,55 @@ def _signals_noted(main: bool) -> Iterator[Callable[[], set[int]]]:
         reader.close()
         writer.close()
 
+SCRATCH_PREFIX = "hellomeme-job-"
+SCRATCH_OWNER = "owner.pid"  # the driver's pid, so a later job can tell a killed driver's folder from a live one's
+
+
+def _owner_line(pid: int | None = None) -> str:
+    """``host pid``: the host too, as a temp folder shared between containers holds other hosts' pids."""
+    return f"{socket.gethostname()} {os.getpid() if pid is None else pid}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_scratch(temp_root: str) -> list[str]:
+    """Remove the scratch folders of local jobs whose driver is gone (killed: SIGKILL, out of memory),
+    which no clean-up of their own could remove; returns what was removed.
+
+    Only folders whose owner file names a process of this host that no longer exists: a live job's
+    folder, another host's, or one whose owner cannot be read is left alone.
+    """
+    removed = []
+    try:
+        names = os.listdir(temp_root)
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(temp_root, name)
+        if not name.startswith(SCRATCH_PREFIX) or os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        try:
+            with open(os.path.join(folder, SCRATCH_OWNER), encoding="ascii") as owner:
+                host, pid_text = owner.read().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if host == socket.gethostname() and pid != os.getpid() and not _process_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        logger.info("removed %d temp folders of earlier local jobs whose driver was killed", len(removed))
+    return removed
+
+
 def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
@@ -119,7 +168,10 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     global _local_scratch
     # The workers' temp files (fetched clips, audio for the encode) live in one folder of this job's,
     # removed when the job ends however it ends: a stopped job leaves nothing in the system's temp folder.
-    _local_scratch = tempfile.mkdtemp(prefix="hellomeme-job-")
+    remove_stale_scratch(tempfile.gettempdir())
+    _local_scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    with open(os.path.join(_local_scratch, SCRATCH_OWNER), "w", encoding="ascii") as owner:
+        owner.write(_owner_line())
     _set_scratch(_local_scratch)
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:

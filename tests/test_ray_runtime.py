@@ -94,3 +94,36 @@ def test_an_address_that_answers_as_a_web_server_is_named_as_the_dashboards(tmp_
             ray_runtime._check_answers(address)
     finally:
         server.shutdown()
+
+
+def test_a_killed_drivers_temp_folder_is_removed_by_the_next_local_job(tmp_path):
+    """A driver killed outright (SIGKILL, the memory killer) cannot remove its temp folder of fetched clips;
+    the next local job removes it.  Live jobs' folders, other hosts' (a temp folder shared between
+    containers) and folders it cannot tell the owner of stay."""
+    import socket
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_pid = int(finished.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    try:
+        folders = {"killed": f"{host} {dead_pid}", "live": f"{host} {live.pid}", "other-host": f"elsewhere {dead_pid}",
+                   "unreadable": "not a pid", "no-owner": None}
+        for name, owner in folders.items():
+            folder = tmp_path / f"{ray_runtime.SCRATCH_PREFIX}{name}"
+            folder.mkdir()
+            (folder / "clip.mp4").write_bytes(b"fetched")
+            if owner is not None:
+                (folder / ray_runtime.SCRATCH_OWNER).write_text(owner)
+        (tmp_path / "someone-elses").mkdir()
+        removed = ray_runtime.remove_stale_scratch(str(tmp_path))
+    finally:
+        live.kill()
+        live.wait()
+    assert removed == [str(tmp_path / f"{ray_runtime.SCRATCH_PREFIX}killed")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{ray_runtime.SCRATCH_PREFIX}{name}" for name in ("live", "other-host", "unreadable", "no-owner")]
+        + ["someone-elses"])
