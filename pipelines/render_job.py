@@ -143,7 +143,9 @@ class DiskFullWatch:
     """
 
     ROWS_TO_STOP = 3
-    _SAID = re.compile(r"No space left on device|\[Errno 28\]|ENOSPC|Disk quota exceeded|\[Errno 122\]")
+    # How a full disk reads in a row's error (Python's OSError, ffmpeg's stderr), and what it is.
+    _CAUSES = ((re.compile(r"No space left on device|\[Errno 28\]|ENOSPC"), "no space left on device"),
+               (re.compile(r"Disk quota exceeded|\[Errno 122\]|EDQUOT"), "disk quota exceeded"))
 
     def __init__(self) -> None:
         self.in_a_row = 0
@@ -151,11 +153,10 @@ class DiskFullWatch:
 
     def full_after(self, row: Mapping[str, Any]) -> bool:
         """Count one finished row; True once the job should stop."""
-        said = self._SAID.search(str(row.get("error") or "")) if row.get("status") == "failed" else None
-        self.in_a_row = self.in_a_row + 1 if said else 0
-        if said:
-            self.cause = "disk quota exceeded" if "uota" in said.group(0) or "122" in said.group(0) else \
-                "no space left on device"
+        error = str(row.get("error") or "") if row.get("status") == "failed" else ""
+        cause = next((cause for pattern, cause in self._CAUSES if pattern.search(error)), None)
+        self.in_a_row = self.in_a_row + 1 if cause else 0
+        self.cause = cause or self.cause
         return self.in_a_row >= self.ROWS_TO_STOP
 
     @property
