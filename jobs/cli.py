@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from jobs import demo, manifest_cmd, render, submit
@@ -62,17 +63,36 @@ def quiet_third_party_noise() -> None:
     context.print_on_execution_start = False
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _route_cluster_errors_to_debug_log()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_safety()  # no secret and no control character reaches a log line, at any verbosity
-    if not args.verbose:
-        quiet_third_party_noise()
-    return args.run(args)
+# The cluster's notices of a worker this job stopped (a row past its time limit) or lost (the row's own
+# result names it: "its worker process died ... killed for memory"), and of the retry that follows.
+_WORKER_LOSS_NOTICES = re.compile(r"^(A worker died or was killed while executing|Task \S+ failed\. There are "
+                                  r"(infinite|\d+) retries remaining)")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _route_cluster_errors_to_debug_log() -> None:
+    """Send the cluster's worker-loss notices ("A worker died or was killed ...", a screen each) to the debug log.
+
+    Ray's driver prints them straight to the terminal whatever its logging says, one per worker a
+    stopped row took with it.  Its other notices (a request no node can hold, say) still print.
+    ``-v`` leaves them all as Ray prints them.
+    """
+    from ray._private import worker as ray_worker
+
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "routed_to_log", False):
+        return  # another Ray version: its notices stay as they are
+    cluster_log = logging.getLogger("hellomeme_batch.cluster_errors")
+
+    def print_or_log(data: dict, ignore_prefix: bool) -> None:
+        lines = data.get("lines", [])
+        if data.get("pid") == "raylet" and lines and all(_WORKER_LOSS_NOTICES.match(line) for line in lines):
+            for line in lines:
+                cluster_log.debug("%s", line)
+        else:
+            printer(data, ignore_prefix)
+
+    print_or_log.routed_to_log = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_or_log

@@ -148,7 +148,7 @@ def remove_stale_scratch(temp_root: str) -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     if removed:
-        logger.info("removed %d temp folders of earlier local jobs whose driver was killed", len(removed))
+        logger.info("removed %d temp folder(s) of earlier local jobs whose driver was killed", len(removed))
     return removed
 
 

@@ -124,3 +124,33 @@ def test_no_secret_in_any_log_line_under_debug_with_s3(log_safety, captured, s3_
     assert "Authorization" in text or "authorization" in text.lower()  # the headers were logged, redacted
     for canary in (CANARY_SECRET, CANARY_TOKEN, s3_endpoint.key):
         assert canary not in text, canary
+
+
+def test_the_clusters_worker_died_notices_go_to_the_debug_log_not_the_terminal(monkeypatch, capsys, caplog):
+    """Ray's driver printed a screen per stopped worker ("A worker died or was killed ... OOM killer ...")
+    straight to the terminal, for rows whose own result already says what happened."""
+    import logging
+
+    from ray._private import worker as ray_worker
+
+    from jobs import cli
+
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", ray_worker.print_to_stdstream)  # restored afterwards
+    cli._route_cluster_errors_to_debug_log()
+    cli._route_cluster_errors_to_debug_log()  # once is enough: not wrapped twice
+    caplog.set_level(logging.DEBUG, logger="hellomeme_batch.cluster_errors")
+    ray_worker.print_to_stdstream({"lines": ["A worker died or was killed while executing a task"], "pid": "raylet",
+                                   "is_err": False}, ignore_prefix=False)
+    ray_worker.print_to_stdstream({"lines": ["a worker's own print"], "pid": 1234, "ip": "127.0.0.1",
+                                   "is_err": False, "task_name": "t", "actor_name": "", "job": "01"},
+                                  ignore_prefix=True)
+    ray_worker.print_to_stdstream({"lines": ["Warning: The following resource request cannot be scheduled right "
+                                             "now: {'GPU': 1.0}"], "pid": "raylet", "is_err": False},
+                                  ignore_prefix=False)
+    printed = capsys.readouterr()
+    assert "cannot be scheduled" in printed.out + printed.err  # other notices still print
+    lines = (printed.out + printed.err).splitlines()
+    assert not [line for line in lines if "(raylet)" in line and "A worker died" in line]  # Ray's own print
+    assert "a worker's own print" in printed.out + printed.err
+    assert [r.getMessage() for r in caplog.records if r.name == "hellomeme_batch.cluster_errors"] == [
+        "A worker died or was killed while executing a task"]
