@@ -96,3 +96,17 @@ def _route_cluster_errors_to_debug_log() -> None:
 
     print_or_log.routed_to_log = True  # type: ignore[attr-defined]
     ray_worker.print_to_stdstream = print_or_log
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_safety()  # no secret and no control character reaches a log line, at any verbosity
+    if not args.verbose:
+        quiet_third_party_noise()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
