@@ -257,8 +257,10 @@ class PrepareActor:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         with decode.timing():
             audio, audio_note = self._audio(row, path, span, facts)
+        tag_hint = "the clip's rotation tag turns it otherwise: is the tag wrong?" if facts.rotation or facts.mirrored \
+            else "has the clip lost its rotation tag?"
         turned_note = f"the driving face lay {TURNED[turns]} in every frame and was followed turned upright " \
-            "(has the clip lost its rotation tag?)" if turns else ""
+            f"({tag_hint})" if turns else ""
         notes = "; ".join(note for note in (reader.damage_note(), audio_note, turned_note) if note)
         return {
             **({"error": notes} if notes else {}),

@@ -68,7 +68,7 @@ class ClipFacts:
     codec: str
     width: int  # as displayed (rotation applied)
     height: int
-    rotation: int  # degrees the frames are turned for display
+    rotation: int  # degrees the frames are turned (anticlockwise) for display
     source_fps: float  # from the packets' timestamps
     duration: float  # seconds from the first to the end of the last frame
     frame_count: int
@@ -76,6 +76,9 @@ class ClipFacts:
     # Seconds the audio stream used starts after the first frame (negative: before it).  A clip
     # whose audio starts late keeps its gap in the output, so the sound stays on the picture.
     audio_delay: float = 0.0
+    # The frames are mirrored left-right before that turn (a display matrix that flips: a front
+    # camera's mirror selfie); see :func:`display_transform`.
+    mirrored: bool = False
     # The container's index of the audio stream used (:func:`_audio_stream`: the one marked default,
     # else the first), which the audio is extracted from; None without audio.
     audio_index: int | None = None
@@ -234,7 +237,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if not times:
         raise MediaError("video has no frames")
     times = np.sort(np.asarray(times, dtype=np.float64))
-    rotation, first_shown = _first_frame(path)
+    (rotation, mirrored), first_shown = _first_frame(path)
     if first_shown is not None and np.any(times >= first_shown):
         # A recording cut mid-stream (a TS capture) starts with frames that need a picture it does not
         # hold: the decoder never shows them, so the clip (and the audio's offset) starts at its first
@@ -250,6 +253,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if audio_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
         sound_until = audio_end - start
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
+                     mirrored=mirrored,
                      source_fps=fps, duration=_measured_duration(times, fps, sound_until), frame_count=len(times),
                      has_audio=audio_index is not None, audio_delay=audio_delay, audio_index=audio_index)
 
@@ -362,18 +366,56 @@ def _measured_duration(times: np.ndarray, fps: float, sound_until: float | None 
     return one_frame
 
 
-def _first_frame(path: str) -> tuple[int, float | None]:
-    """The degrees the first shown frame is turned for display, and its time (None: no timestamp)."""
+def _first_frame(path: str) -> tuple[tuple[int, bool], float | None]:
+    """How the first shown frame is turned for display (:func:`display_transform`), and its time (None: none)."""
     import av
 
     with _open(path) as container:
         stream = _video_stream(container)
         try:
             for frame in container.decode(stream):
-                return int(round(getattr(frame, "rotation", 0) or 0)) % 360, frame.time
+                return display_transform(frame), frame.time
         except av.error.FFmpegError:
             pass  # nothing decodes: the frame reader says so, with the cause
-    return 0, None
+    return (0, False), None
+
+
+def _display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (9 int32, 16.16 fixed point for the 2x2 part), or None."""
+    try:
+        side_data = frame.side_data.get("DISPLAYMATRIX")
+        return None if side_data is None else np.frombuffer(bytes(side_data), dtype=np.int32)[:9]
+    except Exception:  # noqa: BLE001 - another PyAV: its rotation angle alone
+        return None
+
+
+def display_transform(frame) -> tuple[int, bool]:
+    """(degrees turned anticlockwise, mirrored left-right before the turn) that show a decoded frame as players do.
+
+    A display matrix may flip as well as turn: a front camera tags its mirror selfie so.  PyAV's
+    ``frame.rotation`` alone reads a left-right flip as a half turn (the face upside down) and a
+    turn with a flip as the plain turn (the face mirrored: head turns go the wrong way).  This
+    reads the matrix as ffmpeg's autorotate does (fftools: a transpose for quarter turns, hflip
+    and vflip for half turns and flips); angles between quarter turns are left unturned.
+    """
+    matrix = _display_matrix(frame)
+    if matrix is None or len(matrix) < 5:
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360 // 90 * 90, False
+    a, b, c, d = (float(matrix[index]) for index in (0, 1, 3, 4))
+    if math.hypot(a, c) == 0.0 or math.hypot(b, d) == 0.0:
+        return 0, False
+    clockwise = round(math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))) % 360
+    if abs(clockwise - 90) < 1:
+        return (90, True) if c > 0 else (270, False)  # transpose "cclock_flip", else "clock"
+    if abs(clockwise - 270) < 1:
+        return (270, True) if c < 0 else (90, False)  # transpose "clock_flip", else "cclock"
+    if abs(clockwise - 180) < 1:
+        # hflip where a < 0, vflip where d < 0; a vflip is a half turn of a mirror image.
+        return {(True, True): (180, False), (True, False): (0, True), (False, True): (180, True),
+                (False, False): (0, False)}[(a < 0, d < 0)]
+    if abs(clockwise) < 1 or abs(clockwise - 360) < 1:
+        return (180, True) if d < 0 else (0, False)
+    return 0, False
 
 
 def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimits) -> float:
@@ -533,7 +575,9 @@ class ClipReader:
             image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
         else:
             image = frame.to_ndarray(format="rgb24")
-        if rotation:
+        if self.facts.mirrored:
+            image = image[:, ::-1]
+        if rotation or self.facts.mirrored:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))  # counter-clockwise, as ffmpeg displays it
         return image
 

@@ -582,3 +582,28 @@ def test_an_encodes_time_limit_grows_with_its_work():
     # A 60 s clip at 30 fps and 1024x1024, interpolated, takes ~8 minutes of one core: more than 300 s.
     assert LIMITS.encode_timeout_s(60 * 30, 1024, 1024) > 8 * 60 * 2  # twice what it takes, at least
     assert LIMITS.encode_timeout_s(16, 512, 512) == LIMITS.ffmpeg_timeout_s  # never less than any call's
+
+
+@pytest.mark.parametrize("tag", [
+    [], ["-display_hflip"], ["-display_vflip"], ["-display_hflip", "-display_vflip"],
+    ["-display_rotation", "90"], ["-display_rotation", "90", "-display_hflip"],
+    ["-display_rotation", "-90", "-display_hflip"], ["-display_rotation", "180", "-display_vflip"],
+    ["-display_rotation", "270", "-display_vflip"],
+])
+def test_frames_are_shown_as_ffmpeg_shows_them_whatever_the_display_matrix(tmp_path, ffmpeg, tag):
+    """A front camera tags its mirror selfie with a flip: read as a half turn the face was upside down (its
+    mouth and nods lost), a turn with a flip read as the plain turn mirrored every head turn; rows were ok."""
+    from PIL import Image
+
+    plain = make_test_clip(tmp_path / "plain.mp4", ffmpeg, seconds=0.5, size="320x240", audio=False,
+                           extra=["-crf", "10"])
+    tagged = tmp_path / "tagged.mp4"
+    subprocess.run([ffmpeg, "-v", "error", *tag, "-i", str(plain), "-c", "copy", str(tagged)], check=True)
+    shown = tmp_path / "shown.png"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(tagged), "-frames:v", "1", str(shown)], check=True)
+    expected = np.asarray(Image.open(shown).convert("RGB"), dtype=np.int16)
+    facts = clips.probe(str(tagged), LIMITS)
+    assert (facts.height, facts.width) == expected.shape[:2]
+    frame = clips.decode_clip(str(tagged), None, LIMITS).frames[0].astype(np.int16)
+    assert frame.shape == expected.shape
+    assert np.abs(frame - expected).mean() < 4.0  # the same picture (colour conversion aside), not a flip of it
