@@ -169,8 +169,16 @@ def _settled(index: int, meme_id: str, status: str, error: str = "", output_uri:
     return result_row(row)
 
 
-def pixel_settings(settings: RowSettings, config: JobConfig) -> dict[str, Any]:
-    """Everything besides the inputs that decides a row's pixels: its fingerprint's settings."""
+def pixel_settings(settings: RowSettings, config: JobConfig, as_set: bool = False) -> dict[str, Any]:
+    """Everything besides the inputs that decides a row's pixels: its fingerprint's settings.
+
+    A setting the engine does not read (a prompt under the warp engine) enters at its default, so
+    adding it to a manifest does not make the finished videos "not this row's".  ``as_set``: as
+    given, the way videos made before that rule carry them.
+    """
+    if not as_set:
+        unused = [name for name in ENGINE_SETTINGS if name not in config.engine.engine_class().settings_used]
+        settings = replace(settings, **{name: getattr(RowSettings(), name) for name in unused})
     return {**dataclasses.asdict(settings), **config.engine.describe(), "interpolate": config.interpolate}
 
 
@@ -249,11 +257,14 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
         fingerprint = output_fingerprint(spec.id, identity, pixels, engine.name)
         replace_output = False
         if output.exists:
-            # Before relative inputs entered it as written (5eb1ff1), every input entered resolved: a
-            # video made then is still this row's own.
-            resolved = output_fingerprint(spec.id, [reference_uri, driving_uri], pixels, engine.name)
+            # Videos made by earlier versions are still this row's own: before relative inputs entered
+            # the fingerprint as written (5eb1ff1) every input entered resolved, and before settings the
+            # engine ignores entered at their defaults they entered as set.
+            as_set = pixel_settings(settings, config, as_set=True)
+            earlier = {output_fingerprint(spec.id, inputs, chosen, engine.name)
+                       for inputs in (identity, [reference_uri, driving_uri]) for chosen in (pixels, as_set)}
             verdict = inspect_existing_output(output.uri, fingerprint, config.storage_options,
-                                              also=() if resolved == fingerprint else (resolved,))
+                                              also=tuple(sorted(earlier - {fingerprint})))
             # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
             # an earlier video of this tool's from other inputs or settings.  Anything else at the target
             # fails the row now, before any work is spent on it.

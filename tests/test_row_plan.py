@@ -86,9 +86,41 @@ def test_an_existing_output_is_skipped_only_if_it_is_this_rows_own_video(tmp_pat
     (tmp_path / "out" / "done.mp4").write_bytes(own)
     (again,) = _plan(tmp_path, [row("done")])
     assert again["status"] == "skipped"
-    (changed,) = _plan(tmp_path, [row("done", seed=9)])  # other settings make another video: not this one
+    (changed,) = _plan(tmp_path, [row("done", fps=10.0)])  # other settings make another video: not this one
     assert changed["status"] == "failed"
     assert "from other inputs or settings; rerun with --no-skip-existing" in changed["error"]
+
+
+def test_settings_the_engine_does_not_read_leave_a_finished_video_its_rows_own(tmp_path):
+    """A prompt or seed column added to a manifest rendered with the warp engine changes no pixel: the
+    rerun skips the finished videos (it failed every one as 'not this row's video'), also those made by
+    earlier versions, whose fingerprint took such settings as set."""
+    from mediaio import media
+    from pipelines.outputs import FINGERPRINT_TAG, output_fingerprint
+    from pipelines.plan import pixel_settings
+
+    def video(fingerprint):
+        return media.encode_mp4(np.zeros((4, 64, 64, 3), np.uint8), 4.0, 4.0, 1.0, None, media.MediaLimits(),
+                                metadata={"comment": FINGERPRINT_TAG + fingerprint})
+
+    (first,) = _plan(tmp_path, [row("a")])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.mp4").write_bytes(video(first["fingerprint"]))
+    (again,) = _plan(tmp_path, [row("a", prompt="smile", seed=3, steps=30, guidance=2.0, lora_scale=0.5)])
+    assert again["status"] == "skipped"
+    assert _plan(tmp_path, [row("a", max_seconds=2.0)])[0]["status"] == "failed"  # a setting it reads
+    # Made by an earlier version with a prompt set: its fingerprint took the prompt as set.
+    config = JobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), engine=engine_spec("warp"))
+    as_set = pixel_settings(RowSettings(prompt="smile"), config, as_set=True)
+    assert as_set != pixel_settings(RowSettings(prompt="smile"), config)
+    earlier = output_fingerprint("b", ["/in/r.jpg", "/in/d.mp4"], as_set, "warp")
+    (tmp_path / "out" / "b.mp4").write_bytes(video(earlier))
+    assert _plan(tmp_path, [row("b", prompt="smile")])[0]["status"] == "skipped"
+    # The diffusion engine reads them all: a prompt is part of its video.
+    spec = engine_spec("hellomeme", size=128, components_factory="unused")
+    hellomeme = JobConfig(manifest_uri="unused", output_uri=str(tmp_path / "out"), engine=spec)
+    assert pixel_settings(RowSettings(prompt="smile"), hellomeme) == pixel_settings(
+        RowSettings(prompt="smile"), hellomeme, as_set=True)
 
 
 def test_pending_rows_are_typed_columns_with_every_default_applied(tmp_path):
