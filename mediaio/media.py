@@ -294,18 +294,39 @@ _IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (
                      (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
 
 
+MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for its main picture
+
+
+def _main_page(image: Image.Image) -> Image.Image:
+    """A multi-page TIFF at its largest page: DNG and scanner TIFFs put a small preview first, which
+    would drive the meme from a thumbnail.  Other formats' first frame is their picture."""
+    if image.format != "TIFF" or getattr(image, "n_frames", 1) <= 1:
+        return image
+    areas = []
+    for index in range(min(image.n_frames, MAX_TIFF_PAGES)):
+        image.seek(index)
+        areas.append(image.size[0] * image.size[1])
+    image.seek(int(np.argmax(areas)))
+    return image
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
+    # Pillow's own guard refuses past twice its limit (179 MP) before our caps (up to 268 MP for a
+    # JPEG, read reduced) can say anything: its limit is ours.
+    Image.MAX_IMAGE_PIXELS = max(limits.max_jpeg_pixels, limits.max_other_image_pixels)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = _main_page(Image.open(io.BytesIO(data)))
     except UnidentifiedImageError as exc:
         kind = next((name for signature, name in _IMAGE_SIGNATURES if data.startswith(signature)), None)
         if kind:  # Pillow says "cannot identify" for a file of a format it knows but cannot parse
             raise MediaError(f"is a {kind} image that cannot be decoded (damaged, or a variant the reader does not "
                              "support)") from exc
         raise MediaError("is not an image (unrecognised format)") from exc
-    except Image.DecompressionBombError as exc:
-        raise MediaError(f"image is too large to decode safely: {exc}") from exc
+    except Image.DecompressionBombError:
+        raise MediaError(f"image has over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, over the cap of "
+                         f"{limits.max_jpeg_pixels / 1e6:.0f} (JPEG) and {limits.max_other_image_pixels / 1e6:.0f} "
+                         "(other formats)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # a header cut short ("Truncated File Read")
         raise MediaError(f"image cannot be decoded: {exc}") from exc
     width, height = image.size

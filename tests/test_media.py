@@ -607,3 +607,36 @@ def test_frames_are_shown_as_ffmpeg_shows_them_whatever_the_display_matrix(tmp_p
     frame = clips.decode_clip(str(tagged), None, LIMITS).frames[0].astype(np.int16)
     assert frame.shape == expected.shape
     assert np.abs(frame - expected).mean() < 4.0  # the same picture (colour conversion aside), not a flip of it
+
+
+def test_a_multi_page_tiff_is_read_at_its_main_page_not_its_preview():
+    """DNG and scanner TIFFs put a small preview first: the meme was animated from a 96 px thumbnail."""
+    preview = Image.new("RGB", (96, 64), (0, 0, 250))
+    main = Image.new("RGB", (400, 300), (250, 0, 0))
+    buffer = io.BytesIO()
+    preview.save(buffer, format="TIFF", save_all=True, append_images=[main])
+    shown = media.load_image(buffer.getvalue(), LIMITS)
+    assert shown.shape == (300, 400, 3) and shown[150, 200, 0] > 200
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header claims ``width`` x ``height`` (nothing that large is ever decoded)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5:frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_very_large_jpegs_meet_the_tools_cap_not_the_image_librarys():
+    # 256 MP is under the 268 MP JPEG cap: Pillow's own guard (179 MP) called it a "decompression bomb DOS
+    # attack".  Here it gets as far as decoding, reduced (the file holds a 16x16 picture).
+    try:
+        media.load_image(_jpeg_claiming(16000, 16000), LIMITS)  # 256 MP
+    except media.MediaError as exc:
+        assert "decompression" not in str(exc).lower() and "cap" not in str(exc)
+    with pytest.raises(media.MediaError, match="over the cap of 268 megapixels"):
+        media.load_image(_jpeg_claiming(20000, 15000), LIMITS)  # 300 MP
+    with pytest.raises(media.MediaError, match="over the cap of 268 .JPEG."):
+        media.load_image(_jpeg_claiming(65000, 65000), LIMITS)  # past twice the cap: Pillow refuses to open it
