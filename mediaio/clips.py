@@ -445,7 +445,10 @@ def clip_span(facts: ClipFacts, limits: MediaLimits, max_seconds: float | None) 
     """Seconds of the clip to render; MediaError if the clip is over the cap (beyond CAP_GRACE_SECONDS)
     and the row did not ask for its start."""
     if facts.duration > limits.max_seconds + CAP_GRACE_SECONDS and max_seconds is None:
-        raise MediaError(f"clip lasts {facts.duration:.2f} s, over the cap of {limits.max_seconds:g} s "
+        picture = facts.frame_count / facts.source_fps if facts.source_fps > 0 else facts.duration
+        sound = f"; its picture ends at {picture:.2f} s, and its sound goes on to the end, over the held last " \
+            "picture, as a player plays it" if facts.duration > picture + AUDIO_TAIL_SECONDS else ""
+        raise MediaError(f"clip lasts {facts.duration:.2f} s{sound}, over the cap of {limits.max_seconds:g} s "
                          "(set the row's max_seconds to render its start, or raise --max-seconds)")
     return min(x for x in (facts.duration, max_seconds, limits.max_seconds) if x)
 

@@ -131,6 +131,10 @@ def test_a_clip_whose_sound_outlasts_its_picture_plays_to_the_end_of_the_sound(t
     audio = media.extract_audio(str(voiced), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
     samples, _ = _decoded_audio(ffmpeg, audio, tmp_path)
     assert len(samples) / 8000 == pytest.approx(5.0, abs=0.05)  # all of the sound, not the picture's 2 s
+    # Over the cap, the message says that the sound is what makes it long (a 2 s clip "lasting 5 s" puzzled).
+    with pytest.raises(media.MediaError, match=r"clip lasts 5.0\d s; its picture ends at 2.00 s, and its sound goes "
+                                               r"on to the end"):
+        clips.clip_span(facts, media.MediaLimits(max_seconds=3.0), None)
     silent = tmp_path / "silent.gif"
     run("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=2", "-final_delay", "1000", str(silent))
     assert clips.probe(str(silent), LIMITS).duration == pytest.approx(2.0, abs=0.11)
