@@ -302,7 +302,34 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
     except storage.StorageError as exc:
         raise ManifestError(str(exc)) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"manifest {shown} is not readable Parquet: {printable(exc)}") from exc
+        raise ManifestError(f"manifest {shown} is not readable Parquet: {printable(exc)}"
+                            f"{_other_kind_hint(uri, storage_options)}") from exc
+
+
+_BUILD_HINT = "hellomeme-batch manifest build --csv FILE -o manifest.parquet"
+
+
+def _other_kind_hint(uri: str, storage_options: Mapping[str, Any] | None) -> str:
+    """What a manifest that is not Parquet looks like instead, with the way to a manifest ("" if unknown).
+
+    The manifest's own CSV, or a spreadsheet, given to ``render`` read as Parquet's "magic bytes" error.
+    """
+    try:
+        with storage.open_input(uri, storage_options, what="manifest") as reader:
+            head = reader.read(4096)
+    except Exception:  # noqa: BLE001 - the error already says what is wrong
+        return ""
+    if head.startswith(b"PK\x03\x04"):
+        return f" (it looks like a spreadsheet or a zip: save the sheet as CSV and run `{_BUILD_HINT}`)"
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return ""
+    first_line = text.splitlines()[0] if text.splitlines() else ""
+    if "reference_uri" in first_line or "driving_uri" in first_line:
+        return f" (it looks like a CSV: make the Parquet manifest with `{_BUILD_HINT}`)"
+    return ""
+
 
 def _check_footer(metadata: pq.FileMetaData, shown: str, limits: ManifestLimits, budget: _Budget) -> None:
     """Refuse a manifest whose footers say it has too many rows or would decode too large."""

@@ -34,6 +34,23 @@ def test_not_parquet_is_a_job_error(tmp_path):
         read_manifest(str(path))
 
 
+def test_a_csv_or_a_spreadsheet_given_as_the_manifest_says_how_to_make_one(tmp_path):
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id;reference_uri;driving_uri\na;faces/a.jpg;clips/x.mp4\n")
+    with pytest.raises(ManifestError, match=r"looks like a CSV: make the Parquet manifest with `hellomeme-batch "
+                                            r"manifest build --csv FILE -o manifest.parquet`"):
+        read_manifest(str(csv))
+    sheet = tmp_path / "rows.xlsx"
+    sheet.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ManifestError, match="looks like a spreadsheet"):
+        read_manifest(str(sheet))
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    with pytest.raises(ManifestError) as plain:
+        read_manifest(str(other))
+    assert "looks like" not in str(plain.value)
+
+
 def test_missing_manifest_is_a_job_error(tmp_path):
     with pytest.raises(ManifestError, match="not found"):
         read_manifest(str(tmp_path / "nope.parquet"))
