@@ -37,6 +37,7 @@ import posixpath
 import re
 import struct
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
@@ -214,7 +215,8 @@ def _collision_key(uri: str) -> str:
 
 
 def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPlan]) -> None:
-    """Log the rows whose outputs differ only in letter case (``Cat.mp4``, ``cat.mp4``).
+    """Log the rows whose outputs differ only in letter case (``Cat.mp4``, ``cat.mp4``) or in how their
+    accents are encoded (``café`` as one character or as ``e`` and a combining accent).
 
     Both are written: they are two files here and two keys in a bucket.  But copied or synced to
     a Mac's or Windows' disk one overwrites the other, silently, so the job says so up front.
@@ -222,12 +224,14 @@ def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPla
     by_folded: dict[str, list[int]] = {}
     for index, plan in enumerate(plans):
         if plan.ok:
-            by_folded.setdefault(_collision_key(plan.uri).casefold(), []).append(index)
+            folded = unicodedata.normalize("NFC", _collision_key(plan.uri)).casefold()
+            by_folded.setdefault(folded, []).append(index)
     for indices in by_folded.values():
         if len(indices) > 1:
-            logger.warning("outputs that differ only in letter case, which a Mac's or Windows' disk holds as "
-                           "one file: %s", ", ".join(f"{printable(plans[i].uri)} ({_name_rows([rows[i]])})"
-                                                    for i in indices[:MAX_NAMED_ROWS + 1]))
+            logger.warning("outputs that differ only in letter case or accent encoding, which a Mac's or Windows' "
+                           "disk holds as one file: %s",
+                           ", ".join(f"{printable(plans[i].uri)} ({_name_rows([rows[i]])})"
+                                     for i in indices[:MAX_NAMED_ROWS + 1]))
 
 
 # File names Windows reserves for devices, whatever their extension (CON.mp4 is the console there).

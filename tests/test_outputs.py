@@ -127,6 +127,16 @@ def test_outputs_differing_only_in_case_are_written_and_named_in_a_warning(out, 
     assert "row 0 (Cat)" in warning and "row 1 (cat)" in warning and "dog" not in warning
 
 
+def test_outputs_differing_only_in_accent_encoding_are_named_in_the_warning(out, caplog):
+    # 'café' typed on a Mac (e + combining accent) and elsewhere (one character): one name on a Mac's disk.
+    caplog.set_level(logging.WARNING, logger="pipelines.outputs")
+    plans = plan_outputs(out, [OutputRequest(0, "a", "caf\u00e9.mp4"), OutputRequest(1, "b", "cafe\u0301.mp4"),
+                               OutputRequest(2, "c", "cafe.mp4")], ANYWHERE, local_job=False)
+    assert all(plan.ok for plan in plans)
+    (warning,) = [record.getMessage() for record in caplog.records if "accent encoding" in record.getMessage()]
+    assert "row 0 (a)" in warning and "row 1 (b)" in warning and "row 2" not in warning
+
+
 
 def test_outputs_windows_cannot_hold_or_that_are_hidden_are_written_and_named_in_a_warning(out, caplog):
     caplog.set_level(logging.WARNING, logger="pipelines.outputs")
