@@ -38,7 +38,12 @@ WATCHDOG_EXIT_CODE = 75  # the worker process ends itself: a row past its deadli
 
 
 class Watchdog:
-    """Ends this worker process if a stage is still working when its deadline passes (one per process)."""
+    """Ends this worker process if a stage is still working when its deadline passes (one per process).
+
+    Deadlines are on the monotonic clock, which stands still while the machine sleeps: a laptop
+    shut overnight mid-job must not find every row in flight past its limit on waking (nor an
+    NTP step of the wall clock).
+    """
 
     _instance: "Watchdog | None" = None
     _instance_lock = threading.Lock()
@@ -69,8 +74,8 @@ class Watchdog:
     def _watch(self) -> None:
         while True:
             with self._lock:
-                while self._deadline is None or time.time() < self._deadline:
-                    timeout = None if self._deadline is None else max(0.05, self._deadline - time.time())
+                while self._deadline is None or time.monotonic() < self._deadline:
+                    timeout = None if self._deadline is None else max(0.05, self._deadline - time.monotonic())
                     self._lock.wait(timeout)
                 on_expire = self._on_expire
             try:
@@ -167,4 +172,4 @@ def stage_deadline(rows: Sequence[dict]) -> tuple[float | None, float]:
     if not rows:
         return None, 0.0
     limit = min(float(row["time_limit_s"]) for row in rows)
-    return time.time() + limit * len(rows), limit
+    return time.monotonic() + limit * len(rows), limit

@@ -218,3 +218,22 @@ def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_
                                skip_existing=False))
     assert not refused.pending and refused.settled[0]["status"] == "failed"
     assert "move it away" in refused.settled[0]["error"] and foreign.read_bytes() == b"not ours"
+
+
+def test_a_rows_deadline_counts_time_awake_not_the_wall_clock(monkeypatch):
+    """A laptop shut overnight mid-job: on waking the wall clock is hours on, and every row in flight was
+    stopped as past its limit.  Deadlines are on the monotonic clock, which stands still in sleep."""
+    import threading
+    import time
+
+    from pipelines import row_guard
+
+    deadline, limit = row_guard.stage_deadline([{"time_limit_s": 2.0}])
+    assert limit == 2.0 and deadline == pytest.approx(time.monotonic() + 2.0, abs=0.5)
+    expired = threading.Event()
+    real_time = time.time
+    monkeypatch.setattr(row_guard.time, "time", lambda: real_time() + 8 * 3600)  # the night the lid was shut
+    watchdog = row_guard.Watchdog()
+    watchdog.arm(time.monotonic() + 60.0, expired.set)  # on the wall clock the deadline passed hours ago
+    assert not expired.wait(0.5)
+    watchdog.disarm()  # (past its deadline the watchdog would end this process, as it ends a stage's worker)
