@@ -304,7 +304,8 @@ class PrepareActor:
     def _preview(self, row: Mapping[str, Any], kind: str, make: Callable[[], bytes]) -> str | None:
         if self.previews_uri is None:
             return None
-        return previews.try_publish(str(row["id"]), kind, make, self.previews_uri, self.storage_options)
+        return previews.try_publish(str(row["id"]), kind, make, self.previews_uri, self.storage_options,
+                                    str(row.get("fingerprint") or ""))
 
 
 def _turned_size(size: tuple[int, int], turns: int) -> tuple[int, int]:

@@ -54,7 +54,7 @@ def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -
         if config.report:
             columns["preview_meme"] = previews.try_publish(
                 str(row["id"]), "meme", lambda: previews.animated_webp(frames, float(row["generation_fps"])),
-                config.output_uri, config.storage_options)
+                config.output_uri, config.storage_options, str(row["fingerprint"]))
         return columns
 
     def write(row: Row) -> dict[str, Any]:

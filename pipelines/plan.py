@@ -50,6 +50,7 @@ from pipelines.outputs import (
     probe_output_writable,
 )
 from pipelines.rows import FAILED, SKIPPED, STAGES, Row, planned_row
+from reporting.previews import KINDS as PREVIEW_KINDS, preview_path
 from reporting.results import result_row
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,10 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             # an earlier video of this tool's from other inputs or settings.  Anything else at the target
             # fails the row now, before any work is spent on it.
             if config.skip_existing and verdict.owned:
-                settled.append(_settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name))
+                skipped = _settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name)
+                # Where the run that made the video left its previews, for the report.
+                settled.append({**skipped, **{f"preview_{kind}": preview_path(spec.id, kind, fingerprint)
+                                              for kind in PREVIEW_KINDS}})
                 continue
             if config.skip_existing or not verdict.ours:
                 settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: "

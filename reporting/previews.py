@@ -33,15 +33,22 @@ QUALITY = 70
 ANIMATION_EFFORT = 2
 
 
-def preview_path(meme_id: str, kind: str) -> str:
+FINGERPRINT_CHARS = 16  # of the video's fingerprint, in a preview's name
+
+
+def preview_path(meme_id: str, kind: str, fingerprint: str = "") -> str:
     """A preview's path relative to the job's output prefix.
 
-    Ids of rows that reach the workers are ``[A-Za-z0-9._-]``, and no kind's suffix ends
-    another's, so every (id, kind) pair has its own name.
+    Named by the row's id and its video's fingerprint: another job's row with the same id (its
+    own ``output_uri``, or the loser of a race for one output) never replaces this video's
+    previews.  Without a fingerprint, the name earlier versions used (``{id}.{kind}.webp``).  Ids
+    of rows that reach the workers are ``[A-Za-z0-9._-]``, fingerprints hex, and no kind's
+    suffix ends another's, so every (id, fingerprint, kind) has its own name.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown preview kind {kind!r} (known: {', '.join(KINDS)})")
-    return f"{PREVIEW_DIR}/{meme_id}.{kind}.webp"
+    video = f".{fingerprint[:FINGERPRINT_CHARS]}" if fingerprint else ""
+    return f"{PREVIEW_DIR}/{meme_id}{video}.{kind}.webp"
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
@@ -73,18 +80,18 @@ def animated_webp(frames: np.ndarray, fps: float, side: int = SIDE, preview_fps:
 
 
 def publish(meme_id: str, kind: str, data: bytes, output_uri: str,
-            storage_options: Mapping[str, Any] | None = None) -> str:
+            storage_options: Mapping[str, Any] | None = None, fingerprint: str = "") -> str:
     """Write one preview under the job's output; returns its path relative to the output prefix."""
-    path = preview_path(meme_id, kind)
+    path = preview_path(meme_id, kind, fingerprint)
     storage.write_replace(storage.join(output_uri, path), data, storage_options)
     return path
 
 
 def try_publish(meme_id: str, kind: str, make: Callable[[], bytes], output_uri: str,
-                storage_options: Mapping[str, Any] | None = None) -> str | None:
+                storage_options: Mapping[str, Any] | None = None, fingerprint: str = "") -> str | None:
     """Make and publish a preview, best-effort: a preview is a nicety, a failure only logs and gives None."""
     try:
-        return publish(meme_id, kind, make(), output_uri, storage_options)
+        return publish(meme_id, kind, make(), output_uri, storage_options, fingerprint)
     except Exception as exc:  # a preview never fails its row
         logger.warning("%s: %s preview not written: %s", meme_id, kind, storage.redact(f"{type(exc).__name__}: {exc}"))
         return None

@@ -75,13 +75,14 @@ def relative_output(output_uri: str | None, job_output_uri: str) -> str | None:
 
 def _preview(row: Mapping[str, Any], kind: str, existing: set[str]) -> str | None:
     path = row.get(f"preview_{kind}")
-    if isinstance(path, str) and path:
-        return path
-    if row.get("status") == "skipped":  # rendered by an earlier run, whose previews may still be there
-        candidate = preview_path(str(row["id"]), kind)
-        if candidate.rsplit("/", 1)[-1] in existing:
-            return candidate
-    return None
+    if row.get("status") == "skipped":
+        # Rendered by an earlier run, whose previews may still be there: under the video's own name
+        # (the plan gives it), else under the id alone, as versions before that named them.
+        for candidate in (path, preview_path(str(row["id"]), kind)):
+            if isinstance(candidate, str) and candidate and candidate.rsplit("/", 1)[-1] in existing:
+                return candidate
+        return None
+    return path if isinstance(path, str) and path else None
 
 
 _STYLE = """

@@ -191,3 +191,33 @@ def test_no_report_says_an_earlier_report_is_not_this_jobs(tmp_path, caplog):
     assert main(args + ["--no-report"]) == 2  # every row failed
     assert (out / "index.html").read_text() == earlier
     assert f"{out / 'index.html'} is an earlier job's report, left as it was (--no-report)" in caplog.text
+
+
+def test_a_skipped_rows_card_shows_its_own_videos_previews_not_another_jobs_with_the_same_id(tmp_path):
+    """Previews were named by id alone: a later job whose row had the same id (its own output_uri, or the
+    loser of a race for one output) replaced them, and the rerun's report paired each video with another
+    person's face.  They are named by the video's fingerprint too, and a rerun's skipped row finds its own."""
+    from engines.registry import engine_spec
+    from jobs.manifest_builder import manifest_table
+    from mediaio import media
+    from pipelines.outputs import FINGERPRINT_TAG
+    from pipelines.plan import JobConfig, plan_rows
+    from reporting.previews import preview_path
+
+    assert preview_path("g0", "meme", "a" * 32) != preview_path("g0", "meme", "b" * 32) != preview_path("g0", "meme")
+    out = tmp_path / "out"
+    config = JobConfig(manifest_uri="unused", output_uri=str(out), engine=engine_spec("warp"))
+    rows = [{"id": "g0", "reference_uri": "/in/majicmix1.jpg", "driving_uri": "/in/d.mp4"}]
+    (planned,) = plan_rows(manifest_table(rows), config).pending
+    out.mkdir()
+    (out / "g0.mp4").write_bytes(media.encode_mp4(np.zeros((4, 64, 64, 3), np.uint8), 4.0, 4.0, 1.0, None,
+                                                  media.MediaLimits(),
+                                                  metadata={"comment": FINGERPRINT_TAG + planned["fingerprint"]}))
+    own = preview_path("g0", "meme", planned["fingerprint"])
+    storage.write_replace(str(out / own), b"RIFF")
+    storage.write_replace(str(out / preview_path("g0", "meme", "f" * 32)), b"RIFF")  # another job's g0
+    storage.write_replace(str(out / preview_path("g0", "meme")), b"RIFF")  # under the id alone, as before
+    (skipped,) = plan_rows(manifest_table(rows), config).settled
+    assert skipped["status"] == "skipped" and skipped["preview_meme"] == own
+    page = parse(storage.read_bytes(write_report([skipped], str(out))).decode("utf-8"))
+    assert [image["src"] for image in page.cards["row-0"]["images"]] == [own]
