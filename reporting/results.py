@@ -135,25 +135,40 @@ def _keep_another_jobs_table(output_uri: str, outputs: set[str | None],
     """
     try:
         data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=RESULTS_MAX_BYTES)
-        earlier = pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as exc:  # nothing there, or nothing we can read: nothing to keep
         logger.debug("no earlier results table to keep: %s", type(exc).__name__)
         return
-    others = set(_made_outputs(earlier)) - outputs
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - not Parquet: a file of the user's under our name
+        table = None
+    if table is None or not {"status", "output_uri"} <= set(table.schema.names):
+        # Not a table this tool wrote (the user's own file under its name): kept, never lost.
+        kept = _keep(data, output_uri, "foreign-{stamp}-results.parquet", storage_options)
+        logger.warning("%s was not a results table of this tool's: it is kept as %s",
+                       storage.redact(results_uri(output_uri)), storage.redact(kept))
+        return
+    others = set(_made_outputs(table.to_pylist())) - outputs
     if not others:
         return
+    kept = _keep(data, output_uri, "results-{stamp}.parquet", storage_options)
+    logger.warning("the results table under %s records videos that this job's manifest does not make "
+                   "(%d, another job's): it is kept as %s", storage.redact(output_uri), len(others),
+                   storage.redact(kept))
+
+
+def _keep(data: bytes, output_uri: str, pattern: str, storage_options: Mapping[str, Any] | None) -> str:
+    """Write ``data`` under ``_results/earlier/`` by ``pattern`` ({stamp}: now, UTC), never over a file; its URI."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for attempt in range(1, 100):
-        name = f"results-{stamp}{'' if attempt == 1 else f'-{attempt}'}.parquet"
+        name = pattern.format(stamp=stamp if attempt == 1 else f"{stamp}-{attempt}")
         kept = storage.join(output_uri, RESULTS_DIR, EARLIER_DIR, name)
         try:
             storage.write_create_only(kept, data, storage_options)
         except FileExistsError:
             continue
-        logger.warning("the results table under %s records videos that this job's manifest does not make "
-                       "(%d, another job's): it is kept as %s", storage.redact(output_uri), len(others),
-                       storage.redact(kept))
-        return
+        return kept
+    raise FileExistsError(f"no free name under {storage.redact(output_uri)}/{RESULTS_DIR}/{EARLIER_DIR}")
 
 
 def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,

@@ -221,3 +221,25 @@ def test_a_skipped_rows_card_shows_its_own_videos_previews_not_another_jobs_with
     assert skipped["status"] == "skipped" and skipped["preview_meme"] == own
     page = parse(storage.read_bytes(write_report([skipped], str(out))).decode("utf-8"))
     assert [image["src"] for image in page.cards["row-0"]["images"]] == [own]
+
+
+def test_a_results_file_the_tool_did_not_write_is_kept_not_replaced(tmp_path, caplog):
+    import logging
+
+    import pyarrow as pa
+
+    from reporting.results import kept_tables, write_results
+
+    out = tmp_path / "out"
+    (out / "_results").mkdir(parents=True)
+    pq.write_table(pa.table({"experiment": ["a"], "score": [0.9]}), out / "_results" / "results.parquet")
+    caplog.set_level(logging.WARNING, logger="reporting.results")
+    write_results([row(0, "cat", "ok", output_uri=str(out / "cat.mp4"), frames=3)], str(out))
+    (kept,) = (out / "_results" / "earlier").iterdir()
+    assert kept.name.startswith("foreign-") and pq.read_table(kept).column("experiment").to_pylist() == ["a"]
+    assert "was not a results table of this tool's" in caplog.text
+    assert kept_tables(str(out)) == []  # not linked from the report as another job's table
+    (out / "_results" / "results.parquet").unlink()
+    (out / "_results" / "results.parquet").write_text("my notes")  # not even Parquet
+    write_results([row(0, "cat", "ok", output_uri=str(out / "cat.mp4"), frames=3)], str(out))
+    assert sorted(p.read_bytes()[:8] for p in (out / "_results" / "earlier").iterdir())[-1] == b"my notes"
