@@ -34,6 +34,7 @@ from pipelines.manifest import (
     ManifestError,
     check_schema,
 )
+from reporting.results import videos_made_in
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +157,29 @@ def _same_folder(first: str, second: str) -> bool:
     return storage.normalize(first).rstrip("/") == storage.normalize(second).rstrip("/")
 
 
+def _without_our_videos(clips: list[str], folder: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    """``clips`` less the memes this tool rendered into ``folder`` (its results tables record them).
+
+    A folder that is also a job's ``--output`` holds the job's videos beside the clips: built again
+    (a nightly "build, then render into the same folder"), they would drive new memes of memes.
+    """
+    made = {storage.normalize(uri) for uri in videos_made_in(folder, storage_options)}
+    if not made:
+        return clips
+    kept = [clip for clip in clips if storage.normalize(clip) not in made]
+    if len(kept) < len(clips):
+        logger.warning("%d video(s) in %s are memes this tool rendered there (its results table records them): left "
+                       "out as driving clips", len(clips) - len(kept), folder)
+    if not kept:
+        raise ManifestError(f"no driving clips in {folder} apart from the memes rendered there")
+    return kept
+
+
 def pair_folders(portraits: str, drivers: str, pairing: str = "zip",
                  storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows pairing portraits with driving clips: ``zip`` (in name order, cycling the shorter) or ``all``."""
     images = _files(portraits, IMAGE_SUFFIXES, storage_options)
-    clips = _files(drivers, VIDEO_SUFFIXES, storage_options)
+    clips = _without_our_videos(_files(drivers, VIDEO_SUFFIXES, storage_options), drivers, storage_options)
     if _same_folder(portraits, drivers):
         # One mixed folder: a file both readers open (a GIF) is a clip there, never its own portrait.
         images = [image for image in images if image not in set(clips)]

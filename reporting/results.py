@@ -219,6 +219,11 @@ def _earlier_tables(output_uri: str, storage_options: Mapping[str, Any] | None) 
     return tables
 
 
+def videos_made_in(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> set[str]:
+    """The videos the results tables under ``output_uri`` (this job's and the kept ones) say this tool made."""
+    return {uri for table in _earlier_tables(output_uri, storage_options) for uri in _made_outputs(table)}
+
+
 def read_results(output_uri: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """The results table under ``output_uri`` (a bounded read: a huge file there is not one of ours)."""
     data = storage.read_bytes(results_uri(output_uri), storage_options, max_bytes=RESULTS_MAX_BYTES)

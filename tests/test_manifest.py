@@ -549,3 +549,23 @@ def test_padded_cells_are_empty_and_an_output_name_with_a_control_character_fail
     assert spec.output_uri is None and spec.engine == "warp"
     with pytest.raises(RowError, match=r"output_uri 'ctl\\nname.mp4' holds a control character"):
         parse_row(0, {**GOOD, "output_uri": "ctl\nname.mp4"})
+
+
+def test_building_again_over_a_jobs_output_leaves_its_memes_out(tmp_path, caplog):
+    """A nightly 'build, then render into the same folder': the rebuild took the night's memes as new driving
+    clips (memes of memes, more each night).  The videos the folder's results table records are left out."""
+    from reporting.results import write_results
+
+    project = tmp_path / "project"
+    project.mkdir()
+    Image.new("RGB", (64, 64)).save(project / "harris.jpg")
+    (project / "clip.mp4").write_bytes(b"clip")
+    assert _build("--portraits", str(project), "--drivers", str(project), "-o", str(project / "m.parquet")) == 0
+    (project / "clip-harris.mp4").write_bytes(b"meme")  # what the render left, with its results table
+    write_results([{"row_index": 0, "id": "clip-harris", "status": "ok", "output_uri": str(project / "clip-harris.mp4"),
+                    "frames": 12}], str(project))
+    assert _build("--portraits", str(project), "--drivers", str(project), "-o", str(project / "m.parquet")) == 0
+    rows = read_manifest(str(project / "m.parquet")).to_pylist()
+    assert [(os.path.basename(r["reference_uri"]), os.path.basename(r["driving_uri"])) for r in rows] == [
+        ("harris.jpg", "clip.mp4")]
+    assert "1 video(s) in" in caplog.text and "memes this tool rendered there" in caplog.text
