@@ -391,7 +391,12 @@ def cap_cells(table: pa.Table) -> pa.Table:
         for row in pc.indices_nonzero(over).to_pylist():
             length = lengths[row].as_py()
             errors[row] = errors[row] or f"{column_name} is {length} {unit} long, over the limit of {limit}"
-        table = table.set_column(index, table.field(index), pc.if_else(over, pa.scalar(None, column.type), column))
+        emptied = pa.scalar(None, column.type)
+        if column_name == "id" and _is_text(column.type):
+            # The id is cut rather than emptied, so the row's line still names it; the ellipsis is no id
+            # character, so a cut id can never equal a real one.
+            emptied = pc.binary_join_element_wise(pc.utf8_slice_codeunits(column, 0, MAX_DESCRIBED_CHARS), "\u2026", "")
+        table = table.set_column(index, table.field(index), pc.if_else(over, emptied, column))
     if errors is not None:
         table = table.append_column(pa.field(ROW_ERROR_COLUMN, pa.string()), pa.array(errors, pa.string()))
     return table
@@ -494,7 +499,7 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
         raise RowError("id is missing (null or empty)")
     if not isinstance(raw_id, str) or not ID_PATTERN.fullmatch(raw_id) or raw_id in (".", ".."):
         raise RowError(
-            f"id '{describe_id(raw_id)}' is invalid: use 1 to {CELL_LIMITS['id']} letters, digits, '.', '_' or '-'"
+            f"id '{describe_id(raw_id)}' is invalid: use 1 to {CELL_LIMITS['id']} ASCII letters (a-z, A-Z), digits, '.', '_' or '-'"
         )
     for column in ("reference_uri", "driving_uri"):
         value = row.get(column)

@@ -136,8 +136,12 @@ def test_over_long_ids_and_uris_fail_their_rows(tmp_path):
     columns["id"][1] = "i" * 129
     columns["driving_uri"][0] = "/x/" + "d" * 5000
     pq.write_table(pa.table(columns), path)
-    errors = read_manifest(str(path)).column(ROW_ERROR_COLUMN).to_pylist()
+    table = read_manifest(str(path))
+    errors = table.column(ROW_ERROR_COLUMN).to_pylist()
     assert errors[0].startswith("driving_uri is 5003 characters long") and errors[1].startswith("id is 129 characters")
+    # The row's line still names its id (it said "no id"), cut, never equal to a real id.
+    assert table.column("id").to_pylist()[1] == "i" * 129 + "\u2026"
+    assert table.column("driving_uri").to_pylist()[0] is None
     with pytest.raises(RowError, match="reference_uri is 4097 characters long"):
         parse_row(0, {**GOOD, "reference_uri": "r" * 4097})  # rows that did not come through read_manifest
 
