@@ -431,8 +431,9 @@ def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimi
 
 
 def output_rate(facts: ClipFacts, limits: MediaLimits) -> float:
-    """Outputs keep the driving clip's rate, up to ``limits.max_output_fps`` (a 1000 fps clip gives 60)."""
-    return min(facts.source_fps, limits.max_output_fps)
+    """Outputs keep the driving clip's rate, from ``limits.min_output_fps`` up to ``limits.max_output_fps`` (a
+    1000 fps clip gives 60, a 0.5 fps slideshow 1)."""
+    return max(min(facts.source_fps, limits.max_output_fps), limits.min_output_fps)
 
 
 # A clip over the length cap by no more than this is rendered up to the cap, not refused: a phone's

@@ -63,6 +63,9 @@ class MediaLimits:
     landmark_side: int = 1024  # frames and portraits are scaled down to this longest side for the face mesh
     max_fps: float = 30.0  # generation frame rate cap
     max_output_fps: float = 60.0  # outputs keep the clip's rate up to this (a 1000 fps clip comes out at 60)
+    # ... and at least this: a slideshow at 0.5 fps cut to 3 s came out 4 s long (two 2 s frames) over
+    # 3 s of sound; at 1 fps its frames end within a second's step of the span.
+    min_output_fps: float = 1.0
     ffmpeg_timeout_s: float = 300.0  # every ffmpeg call's time limit, at the least (see encode_timeout_s)
     # An encode's limit grows with its work: ffmpeg's motion interpolation makes ~4 output megapixels
     # a second on one core (21 frames/s at 512x512, 3.8 at 1024x1024), so a 60 s clip at 30 fps and

@@ -644,3 +644,18 @@ def test_very_large_jpegs_meet_the_tools_cap_not_the_image_librarys():
         media.load_image(_jpeg_claiming(20000, 15000), LIMITS)  # 300 MP
     with pytest.raises(media.MediaError, match="over the cap of 268 .JPEG."):
         media.load_image(_jpeg_claiming(65000, 65000), LIMITS)  # past twice the cap: Pillow refuses to open it
+
+
+def test_a_slideshow_clip_cut_short_gives_a_video_as_long_as_its_sound(tmp_path, ffmpeg):
+    """A 0.5 fps slideshow with max_seconds 3 came out 4 s long (two 2 s frames) over 3 s of sound."""
+    slides = tmp_path / "slides.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=0.5:duration=4",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(slides)], check=True, capture_output=True)
+    facts = clips.probe(str(slides), LIMITS)
+    assert facts.source_fps == pytest.approx(0.5, rel=0.05)
+    output_fps = clips.output_rate(facts, LIMITS)
+    assert output_fps == LIMITS.min_output_fps
+    video = media.encode_mp4(np.zeros((2, 64, 64, 3), np.uint8), fps=0.5, output_fps=output_fps, duration=3.0,
+                             audio=None, limits=LIMITS)
+    (tmp_path / "out.mp4").write_bytes(video)
+    assert clips.probe(str(tmp_path / "out.mp4"), LIMITS).duration == pytest.approx(3.0, abs=0.05)
