@@ -34,7 +34,8 @@ from pipelines.manifest import (
     ManifestError,
     check_schema,
 )
-from reporting.results import videos_made_in
+from pipelines.outputs import inspect_existing_output
+from reporting.results import path_tails, relative_to, videos_made_in
 
 logger = logging.getLogger(__name__)
 
@@ -162,14 +163,19 @@ def _without_our_videos(clips: list[str], folder: str, storage_options: Mapping[
 
     A folder that is also a job's ``--output`` holds the job's videos beside the clips: built again
     (a nightly "build, then render into the same folder"), they would drive new memes of memes.
+    A folder moved or copied since keeps its tables, which name the videos where they were first
+    written: a clip whose path in the folder ends one of those (``path_tails``) and that carries
+    this tool's fingerprint is one of them.
     """
-    made = {storage.normalize(uri) for uri in videos_made_in(folder, storage_options)}
+    made = set().union(*(path_tails(uri) for uri in videos_made_in(folder, storage_options)))
     if not made:
         return clips
-    kept = [clip for clip in clips if storage.normalize(clip) not in made]
-    if len(kept) < len(clips):
+    ours = [clip for clip in clips if relative_to(clip, folder) in made
+            and inspect_existing_output(clip, "0" * 32, storage_options).ours]
+    if ours:
         logger.warning("%d video(s) in %s are memes this tool rendered there (its results table records them): left "
-                       "out as driving clips", len(clips) - len(kept), folder)
+                       "out as driving clips", len(ours), folder)
+    kept = [clip for clip in clips if clip not in set(ours)]
     if not kept:
         raise ManifestError(f"no driving clips in {folder} apart from the memes rendered there")
     return kept

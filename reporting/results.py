@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
@@ -124,6 +125,24 @@ def _made_outputs(table: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, 
             if row.get("status") in ("ok", "skipped") and row.get("output_uri")}
 
 
+KEPT_DIGEST_CHARS = 12  # of a kept table's SHA-256, in its name: an identical table is kept once
+TAIL_DEPTH = 4  # folders above a video that still name it wherever its output folder moved
+
+
+def path_tails(uri: str) -> set[str]:
+    """A video's path tails (``a.mp4``, ``night2/a.mp4``, ...), by which a table recording it still knows it
+    once its output folder is moved, copied, or reached another way (a symlink, a trailing slash)."""
+    parts = storage.normalize(uri).rstrip("/").split("/")
+    return {"/".join(parts[-count:]) for count in range(1, min(TAIL_DEPTH, len(parts)) + 1)}
+
+
+def relative_to(uri: str, folder: str) -> str:
+    """``uri``'s path under ``folder`` (the whole URI if it lies elsewhere)."""
+    prefix = storage.normalize(folder).rstrip("/") + "/"
+    uri = storage.normalize(uri)
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
 def _keep_another_jobs_table(output_uri: str, outputs: set[str | None],
                              storage_options: Mapping[str, Any] | None) -> None:
     """Before this job's table replaces the one under ``output_uri``: keep that one under
@@ -148,13 +167,20 @@ def _keep_another_jobs_table(output_uri: str, outputs: set[str | None],
         logger.warning("%s was not a results table of this tool's: it is kept as %s",
                        storage.redact(results_uri(output_uri)), storage.redact(kept))
         return
-    others = set(_made_outputs(table.to_pylist())) - outputs
+    # The same video wherever the folder was reached from: compared by its path under the output folder.
+    ours = {relative_to(uri, output_uri) for uri in outputs if uri}
+    others = [uri for uri in _made_outputs(table.to_pylist()) if not path_tails(uri) & ours]
     if not others:
         return
-    kept = _keep(data, output_uri, "results-{stamp}.parquet", storage_options)
-    logger.warning("the results table under %s records videos that this job's manifest does not make "
-                   "(%d, another job's): it is kept as %s", storage.redact(output_uri), len(others),
-                   storage.redact(kept))
+    # One copy of a table however often it is set aside (two manifests alternating into one folder).
+    digest = hashlib.sha256(data).hexdigest()[:KEPT_DIGEST_CHARS]
+    earlier_dir = storage.join(output_uri, RESULTS_DIR, EARLIER_DIR)
+    if any(digest in name for name in storage.list_names(earlier_dir, storage_options)):
+        return
+    kept = _keep(data, output_uri, "results-{stamp}-" + digest + ".parquet", storage_options)
+    logger.warning("the results table under %s records %d videos that this job's manifest does not make (another "
+                   "job's, or rows no longer in this manifest): it is kept as %s", storage.redact(output_uri),
+                   len(others), storage.redact(kept))
 
 
 def _keep(data: bytes, output_uri: str, pattern: str, storage_options: Mapping[str, Any] | None) -> str:

@@ -558,6 +558,10 @@ def test_padded_cells_are_empty_and_an_output_name_with_a_control_character_fail
 def test_building_again_over_a_jobs_output_leaves_its_memes_out(tmp_path, caplog):
     """A nightly 'build, then render into the same folder': the rebuild took the night's memes as new driving
     clips (memes of memes, more each night).  The videos the folder's results table records are left out."""
+    import numpy as np
+
+    from mediaio import media
+    from pipelines.outputs import FINGERPRINT_TAG
     from reporting.results import write_results
 
     project = tmp_path / "project"
@@ -565,9 +569,12 @@ def test_building_again_over_a_jobs_output_leaves_its_memes_out(tmp_path, caplog
     Image.new("RGB", (64, 64)).save(project / "harris.jpg")
     (project / "clip.mp4").write_bytes(b"clip")
     assert _build("--portraits", str(project), "--drivers", str(project), "-o", str(project / "m.parquet")) == 0
-    (project / "clip-harris.mp4").write_bytes(b"meme")  # what the render left, with its results table
+    meme = media.encode_mp4(np.zeros((4, 64, 64, 3), np.uint8), 4.0, 4.0, 1.0, None, media.MediaLimits(),
+                            metadata={"comment": FINGERPRINT_TAG + "a" * 32})
+    (project / "clip-harris.mp4").write_bytes(meme)  # what the render left, with its results table
     write_results([{"row_index": 0, "id": "clip-harris", "status": "ok", "output_uri": str(project / "clip-harris.mp4"),
                     "frames": 12}], str(project))
+    project = project.rename(tmp_path / "moved")  # the table names the meme where it was first written
     assert _build("--portraits", str(project), "--drivers", str(project), "-o", str(project / "m.parquet")) == 0
     rows = read_manifest(str(project / "m.parquet")).to_pylist()
     assert [(os.path.basename(r["reference_uri"]), os.path.basename(r["driving_uri"])) for r in rows] == [

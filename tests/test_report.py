@@ -152,7 +152,8 @@ def test_another_manifests_job_into_the_same_folder_keeps_the_earlier_table(tmp_
     assert kept.name.startswith("results-") and kept.suffix == ".parquet"
     assert [r["id"] for r in pq.read_table(kept).to_pylist()] == ["cat", "dog"]
     assert [r["id"] for r in read_results(out).to_pylist()] == ["bird"]
-    assert any("(1, another job's)" in record.getMessage() and str(kept) in record.getMessage() for record in caplog.records)
+    assert any("records 1 videos" in record.getMessage() and str(kept) in record.getMessage()
+               for record in caplog.records)
     rerun_a = with_earlier_records([row(0, "cat", "skipped", output_uri=f"{out}/cat.mp4")], out)
     assert rerun_a[0]["frames"] == 30 and rerun_a[0]["seconds_render"] == 2.5
     write_results(rerun_a, out)  # batch A again: bird's table is kept in turn, beside A's
@@ -243,3 +244,29 @@ def test_a_results_file_the_tool_did_not_write_is_kept_not_replaced(tmp_path, ca
     (out / "_results" / "results.parquet").write_text("my notes")  # not even Parquet
     write_results([row(0, "cat", "ok", output_uri=str(out / "cat.mp4"), frames=3)], str(out))
     assert sorted(p.read_bytes()[:8] for p in (out / "_results" / "earlier").iterdir())[-1] == b"my notes"
+
+
+def test_a_jobs_own_table_is_not_kept_as_another_jobs_once_its_folder_moved_and_a_table_is_kept_once(tmp_path):
+    """The folder moved, or reached through a symlink or with a trailing slash: the job's own table was kept
+    as 'another job's' with every run.  And two manifests alternating into one folder kept an identical
+    copy of each table on every run (the report's header linked them all)."""
+    import shutil
+
+    from reporting.results import write_results
+
+    first = tmp_path / "first"
+    write_results([row(0, "cat", "ok", output_uri=f"{first}/cat.mp4", frames=30),
+                   row(1, "dog", "ok", output_uri=f"{first}/night2/dog.mp4", frames=30)], str(first))
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    for spelling in (str(moved), str(moved) + "/"):
+        write_results([row(0, "cat", "skipped", output_uri=f"{moved}/cat.mp4"),
+                       row(1, "dog", "skipped", output_uri=f"{moved}/night2/dog.mp4")], spelling)
+    assert not (moved / "_results" / "earlier").exists()
+
+    out = str(tmp_path / "out")
+    batch_a = [row(0, "cat", "ok", output_uri=f"{out}/cat.mp4", frames=30)]
+    batch_b = [row(0, "bird", "ok", output_uri=f"{out}/bird.mp4", frames=12)]
+    for batch in (batch_a, batch_b, batch_a, batch_b, batch_a):
+        write_results(batch, out)
+    assert len(list((tmp_path / "out" / "_results" / "earlier").iterdir())) == 2  # one of each, not four
