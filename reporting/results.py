@@ -169,7 +169,7 @@ def _keep_another_jobs_table(output_uri: str, outputs: set[str | None],
         return
     # The same video wherever the folder was reached from: compared by its path under the output folder.
     ours = {relative_to(uri, output_uri) for uri in outputs if uri}
-    others = [uri for uri in _made_outputs(table.to_pylist()) if not path_tails(uri) & ours]
+    others = [uri for uri in _made_outputs(table.to_pylist()) if uri not in outputs and not path_tails(uri) & ours]
     if not others:
         return
     # One copy of a table however often it is set aside (two manifests alternating into one folder).
