@@ -235,6 +235,34 @@ def csv_delimiter(text: str) -> str:
                         + (f"; {'; '.join(hints)}" if hints else ""))
 
 
+def _whole_number(text: str) -> int:
+    """An integer cell: ``3``, or ``3.0`` as pandas writes an integer column with gaps (float64); ValueError else."""
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+def csv_text(data: bytes, uri: str) -> str:
+    """A CSV file's text: UTF-8 (with or without a BOM) or UTF-16 with its BOM (Excel's "Unicode Text").
+
+    Anything else is refused naming where it stops being UTF-8 and how to save it, rather than
+    guessing a legacy code page, which would spell names wrong without a word.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ManifestError(f"CSV {storage.printable(uri)} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line "
+                            f"{line}): save it as 'CSV UTF-8' (Excel) or convert it, e.g. `iconv -f cp1252 -t utf-8`") \
+            from None
+
+
 def rows_from_csv(text: str) -> list[dict[str, Any]]:
     """Rows from CSV text with a header naming manifest columns; numbers are converted by column.
 
@@ -246,6 +274,8 @@ def rows_from_csv(text: str) -> list[dict[str, Any]]:
         logger.info("CSV is %s-separated", _DELIMITER_NAMES[delimiter])
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [name.strip() for name in next(reader)]
+    while header and not header[-1]:
+        header.pop()  # Excel's trailing empty columns ("a,b,c,,,"): no column at all
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ManifestError(f"CSV header names {', '.join(map(repr, repeated))} more than once")
@@ -255,6 +285,8 @@ def rows_from_csv(text: str) -> list[dict[str, Any]]:
         line = reader.line_num
         if not any(field.strip() for field in record):
             continue  # a blank line
+        while len(record) > len(header) and not record[-1].strip():
+            record.pop()  # the trailing empty cells of those columns
         if len(record) > len(header):
             raise ManifestError(f"CSV line {line} has more fields than the header")
         row: dict[str, Any] = {}
@@ -264,7 +296,7 @@ def rows_from_csv(text: str) -> list[dict[str, Any]]:
             if kind == "number" and delimiter != "," and re.fullmatch(r"[-+]?\d+,\d+", value):
                 value = value.replace(",", ".")  # a decimal comma, as European spreadsheets write "1,5"
             try:
-                row[column] = None if value == "" else int(value) if kind == "integer" else (
+                row[column] = None if value == "" else _whole_number(value) if kind == "integer" else (
                     float(value) if kind == "number" else value)
             except ValueError:
                 article = "an" if kind[0] in "aeiou" else "a"
@@ -310,7 +342,7 @@ def rebase_relative_paths(rows: Iterable[Mapping[str, Any]], source_uri: str,
 def rows_from_csv_file(csv_uri: str, manifest_uri: str,
                        storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The rows of the CSV at ``csv_uri``, for a manifest to be written at ``manifest_uri``."""
-    text = storage.read_bytes(csv_uri, storage_options).decode("utf-8-sig")
+    text = csv_text(storage.read_bytes(csv_uri, storage_options), csv_uri)
     return rebase_relative_paths(rows_from_csv(text), csv_uri, manifest_uri)
 
 

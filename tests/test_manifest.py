@@ -580,3 +580,21 @@ def test_building_again_over_a_jobs_output_leaves_its_memes_out(tmp_path, caplog
     assert [(os.path.basename(r["reference_uri"]), os.path.basename(r["driving_uri"])) for r in rows] == [
         ("harris.jpg", "clip.mp4")]
     assert "1 video(s) in" in caplog.text and "memes this tool rendered there" in caplog.text
+
+
+def test_csvs_as_spreadsheets_and_pandas_write_them(tmp_path):
+    from jobs.manifest_builder import rows_from_csv, rows_from_csv_file
+
+    # Excel's trailing empty columns; pandas' 1.0 for an integer column with gaps.
+    rows = rows_from_csv("id,reference_uri,driving_uri,seed,,,\na,/x/a.jpg,/x/d.mp4,1.0,,,\nb,/x/b.jpg,/x/d.mp4,,,,\n")
+    assert [(row["id"], row["seed"]) for row in rows] == [("a", 1), ("b", None)] and isinstance(rows[0]["seed"], int)
+    with pytest.raises(ManifestError, match="column 'seed' expects an integer, got '1.5'"):
+        rows_from_csv("id,reference_uri,driving_uri,seed\na,/x/a.jpg,/x/d.mp4,1.5\n")
+    # Excel's "Unicode Text" (UTF-16 with its BOM) reads; a legacy code page is named, with the way out.
+    text = "id\treference_uri\tdriving_uri\ncafe\t/x/caf\u00e9.jpg\t/x/d.mp4\n"
+    (tmp_path / "unicode.csv").write_bytes(text.encode("utf-16"))
+    assert rows_from_csv_file(str(tmp_path / "unicode.csv"), str(tmp_path / "m.parquet"))[0]["reference_uri"] \
+        == "/x/caf\u00e9.jpg"
+    (tmp_path / "cp1252.csv").write_bytes(text.replace("\t", ",").encode("cp1252"))
+    with pytest.raises(ManifestError, match=r"is not UTF-8 text \(byte 0xe9 on line 2\): save it as 'CSV UTF-8'"):
+        rows_from_csv_file(str(tmp_path / "cp1252.csv"), str(tmp_path / "m.parquet"))
