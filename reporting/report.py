@@ -175,7 +175,8 @@ def _card(row: Mapping[str, Any], facts: JobFacts, existing: set[str]) -> str:
 
 def _totals(rows: list[Mapping[str, Any]], facts: JobFacts) -> tuple[str, dict[str, int]]:
     counts = {status: sum(1 for row in rows if row.get("status") == status) for status in STATUSES}
-    frames = sum(int(row.get("frames") or 0) for row in rows)
+    # This job's work: a skipped row's frames (carried from the run that made its video) were rendered then.
+    frames = sum(int(row.get("frames") or 0) for row in rows if row.get("status") == "ok")
     items = [("rows", str(len(rows))), *((status, str(count)) for status, count in counts.items()),
              ("frames rendered", str(frames))]
     if facts.seconds is not None:
@@ -194,6 +195,8 @@ def _totals(rows: list[Mapping[str, Any]], facts: JobFacts) -> tuple[str, dict[s
              + "</dl>"]
     stage_totals: dict[str, list[float]] = {}
     for row in rows:
+        if row.get("status") == "skipped":
+            continue  # timed by the run that made its video, not this job
         for stage, seconds in _stage_seconds(row).items():
             stage_totals.setdefault(stage, []).append(seconds)
     if stage_totals:

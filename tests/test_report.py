@@ -270,3 +270,13 @@ def test_a_jobs_own_table_is_not_kept_as_another_jobs_once_its_folder_moved_and_
     for batch in (batch_a, batch_b, batch_a, batch_b, batch_a):
         write_results(batch, out)
     assert len(list((tmp_path / "out" / "_results" / "earlier").iterdir())) == 2  # one of each, not four
+
+
+def test_the_totals_count_this_jobs_frames_not_the_skipped_rows_earlier_ones():
+    """A rerun that rendered nothing said '2086 frames rendered': the skipped rows' frames, carried over
+    from the run that made their videos, and their stage seconds in the mean per row."""
+    rows = [row(0, "done", "skipped", frames=2000, seconds_render=9.0), row(1, "new", "ok", frames=86,
+                                                                          seconds_render=1.0)]
+    page = render_report(rows, JobFacts())
+    assert "<dt>frames rendered</dt><dd>86</dd>" in page
+    assert "render 1.0 s" in page.split('class="stages"')[1].split("</p>")[0]
