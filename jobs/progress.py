@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from mediaio.redaction import printable
+from pipelines.rows import STAGES
 
 logger = logging.getLogger("hellomeme_batch.progress")
 
@@ -32,6 +33,8 @@ class Progress:
         self.period_s = period_s
         self.started = time.monotonic()
         self.done = self.total = self.frames = self.ran = 0
+        self.first_ran_at: float | None = None  # when the first row came out of the pipeline
+        self.frames_at_first = 0
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,9 +60,11 @@ class Progress:
         with self._lock:
             self.done, self.total = done, total
             self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-            if row["status"] in ("ok", "failed"):
+            self.frames += int(row.get("frames") or 0) if row["status"] == "ok" else 0
+            if row["status"] in ("ok", "failed") and _went_through_the_pipeline(row):
                 self.ran += 1
-            self.frames += int(row.get("frames") or 0)
+                if self.first_ran_at is None:  # the rates count what came after this row
+                    self.first_ran_at, self.frames_at_first = time.monotonic(), self.frames
         if row["status"] == "failed":
             logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
         else:
@@ -67,16 +72,28 @@ class Progress:
                         printable(row["output_uri"]))
 
     def line(self) -> str:
-        """The whole job in one line."""
+        """The whole job in one line.
+
+        Rates run from the first row out of the pipeline: counted from the start, Ray's start-up and
+        the rows settled at planning made the first minutes' estimate hours off.
+        """
         with self._lock:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            rate = self.ran / elapsed * 60.0
             left = self.total - self.done
-            eta = _duration(left / (self.ran / elapsed)) if self.ran and left else ("-" if left else "0m00s")
             counts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts.items()))
-            return (f"progress: {self.done}/{self.total} rows ({counts or 'none yet'}), {rate:.1f} rows/min, "
-                    f"{self.frames / elapsed:.1f} frames/s, ETA {eta}")
+            since = None if self.first_ran_at is None else time.monotonic() - self.first_ran_at
+            if since is None or self.ran < 2 or since <= 0:
+                rates, eta = "rates after the first rows", "-" if left else "0m00s"
+            else:
+                per_second = (self.ran - 1) / since
+                rates = f"{per_second * 60.0:.1f} rows/min, {(self.frames - self.frames_at_first) / since:.1f} frames/s"
+                eta = _duration(left / per_second) if left else "0m00s"
+            return f"progress: {self.done}/{self.total} rows ({counts or 'none yet'}), {rates}, ETA {eta}"
 
     def _every_period(self) -> None:
         while not self._stop.wait(self.period_s):
             logger.info("%s", self.line())
+
+
+def _went_through_the_pipeline(row: dict[str, Any]) -> bool:
+    """Whether a finished row was worked on (a row failed or skipped at planning has no stage time)."""
+    return any(float(row.get(f"seconds_{stage}") or 0.0) > 0.0 for stage in STAGES)
