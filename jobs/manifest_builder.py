@@ -67,6 +67,9 @@ def _files(folder: str, suffixes: Iterable[str], storage_options: Mapping[str, A
     try:
         entries = storage.folder_entries(folder, storage_options)
     except storage.NotFoundError:
+        if storage.is_local_uri(folder) and os.path.isfile(storage.normalize(folder)):
+            raise ManifestError(f"{storage.printable(folder)} is a file, not a folder: give the folder that holds "
+                                "the files (or list rows in a CSV with --csv)") from None
         raise ManifestError(f"no folder {storage.printable(folder)}") from None
     found, skipped = [], []
     for entry in entries:

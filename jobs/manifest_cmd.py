@@ -7,7 +7,8 @@ import logging
 from typing import Any, Mapping
 
 from mediaio import storage
-from pipelines.manifest import ManifestError
+from mediaio.redaction import printable
+from pipelines.manifest import ID_PATTERN, ManifestError
 from jobs.manifest_builder import pair_folders, rows_from_csv_file, write_manifest
 from jobs.options import add_storage_option_argument, parse_storage_options
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
         _check_target(args.out, options)
+        _warn_of_failing_ids(rows)
         count = write_manifest(rows, args.out, options)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
@@ -40,9 +42,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_of_failing_ids(rows: list[dict[str, Any]]) -> None:
+    """Name the rows whose ids the render would fail (invalid, or a repeat), now rather than at render time."""
+    seen: set[str] = set()
+    invalid, repeated = [], []
+    for row in rows:
+        meme_id = str(row.get("id") or "")
+        if not ID_PATTERN.fullmatch(meme_id):
+            invalid.append(meme_id)
+        elif meme_id in seen:
+            repeated.append(meme_id)
+        seen.add(meme_id)
+    for problem, ids in (("invalid ids (use ASCII letters, digits, '.', '_' or '-')", invalid),
+                         ("ids used more than once (the render fails every row after the first)", repeated)):
+        if ids:
+            shown = ", ".join(printable(meme_id)[:64] for meme_id in ids[:5]) + (
+                f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            logger.warning("%d rows have %s: %s; their rows will fail", len(ids), problem, shown)
+
+
+NOT_A_MANIFEST_NAME = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".json")
+
+
 def _check_target(out: str, storage_options: Mapping[str, Any]) -> None:
     """Refuse a manifest target that holds anything but a Parquet file: the build's own CSV, a portrait, a
     clip or any other file of the user's would be lost.  An earlier manifest is rebuilt in place."""
+    if out.lower().endswith(NOT_A_MANIFEST_NAME):
+        raise ManifestError(f"-o {out}: the manifest is a Parquet file, and a name ending "
+                            f"{out[out.rfind('.'):]!r} would say otherwise: name it e.g. manifest.parquet")
     try:
         with storage.open_input(out, storage_options, what="manifest") as reader:
             head = reader.read(len(PARQUET_MAGIC))

@@ -598,3 +598,17 @@ def test_csvs_as_spreadsheets_and_pandas_write_them(tmp_path):
     (tmp_path / "cp1252.csv").write_bytes(text.replace("\t", ",").encode("cp1252"))
     with pytest.raises(ManifestError, match=r"is not UTF-8 text \(byte 0xe9 on line 2\): save it as 'CSV UTF-8'"):
         rows_from_csv_file(str(tmp_path / "cp1252.csv"), str(tmp_path / "m.parquet"))
+
+
+def test_manifest_build_names_what_the_render_would_fail_and_refuses_a_misleading_name(tmp_path, caplog):
+    csv = tmp_path / "rows.csv"
+    csv.write_text("id,reference_uri,driving_uri\na,/x/a.jpg,/x/d.mp4\na,/x/b.jpg,/x/d.mp4\ncaf\u00e9,/x/c.jpg,/x/d.mp4\n")
+    assert _build("--csv", str(csv), "-o", str(tmp_path / "m.parquet")) == 0
+    assert "1 rows have invalid ids" in caplog.text and "caf\u00e9" in caplog.text
+    assert "1 rows have ids used more than once" in caplog.text
+    assert _build("--csv", str(csv), "-o", str(tmp_path / "m.csv")) == 1  # Parquet under a CSV's name
+    assert "the manifest is a Parquet file" in caplog.text and not (tmp_path / "m.csv").exists()
+    image = tmp_path / "face.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    assert _build("--portraits", str(image), "--drivers", str(tmp_path), "-o", str(tmp_path / "n.parquet")) == 1
+    assert "face.jpg is a file, not a folder" in caplog.text
