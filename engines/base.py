@@ -75,6 +75,11 @@ class EngineSpec:
         """One option by field name (``default`` when this engine has no such option)."""
         return getattr(self.options, name, default)
 
+    def unused_settings(self) -> tuple[str, ...]:
+        """The per-row settings of :data:`ENGINE_SETTINGS` this engine does not read (the warp engine: all)."""
+        used = self.engine_class().settings_used
+        return tuple(name for name in ENGINE_SETTINGS if name not in used)
+
     def describe(self) -> dict[str, Any]:
         """The spec as plain values, for logs and the report."""
         options = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from engines.base import ENGINE_SETTINGS, EngineOptionError, EngineSpec, RowSettings
+from engines.base import EngineOptionError, EngineSpec, RowSettings
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
@@ -146,9 +146,8 @@ class IgnoredSettings:
     """
 
     def __init__(self, engine: EngineSpec) -> None:
-        used = engine.engine_class().settings_used
         self.engine_name = engine.name
-        self.unused = [name for name in ENGINE_SETTINGS if name not in used]
+        self.unused = engine.unused_settings()
         self.rows = {name: 0 for name in self.unused}
 
     def note(self, spec: MemeSpec) -> None:
@@ -178,8 +177,7 @@ def pixel_settings(settings: RowSettings, config: JobConfig, as_set: bool = Fals
     given, the way videos made before that rule carry them.
     """
     if not as_set:
-        unused = [name for name in ENGINE_SETTINGS if name not in config.engine.engine_class().settings_used]
-        settings = replace(settings, **{name: getattr(RowSettings(), name) for name in unused})
+        settings = replace(settings, **{name: getattr(RowSettings(), name) for name in config.engine.unused_settings()})
     return {**dataclasses.asdict(settings), **config.engine.describe(), "interpolate": config.interpolate}
 
 
