@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from mediaio import media, storage
+from mediaio.native_notices import notices_to_debug_log
 from jobs.manifest_builder import write_manifest
 from engines.registry import engine_spec
 from pipelines.plan import JobConfig
@@ -53,7 +54,8 @@ def build_demo_inputs(folder: str) -> str:
     for name, image in portraits.items():
         portrait_paths[name] = os.path.join(folder, f"{name}.png")
         Image.fromarray(image).save(portrait_paths[name])
-        frames, fps = demo_media.synthesize_driving_clip(image)
+        with notices_to_debug_log(logger):  # mediapipe's and TensorFlow Lite's start-up notices
+            frames, fps = demo_media.synthesize_driving_clip(image)
         duration = len(frames) / fps
         video = media.encode_mp4(frames, fps=fps, output_fps=fps, duration=duration,
                                  audio=jingle_wav(duration), limits=limits)
@@ -61,7 +63,7 @@ def build_demo_inputs(folder: str) -> str:
         storage.write_replace(clip_paths[name], video)
     rows = [
         {"id": f"{portrait}_driven_by_{driver}", "reference_uri": portrait_paths[portrait],
-         "driving_uri": clip_paths[driver], "seed": 0}
+         "driving_uri": clip_paths[driver]}
         for portrait in portraits for driver in portraits
     ]
     manifest_path = os.path.join(folder, "manifest.parquet")

@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 
 import ray
 
+from mediaio.native_notices import notices_to_debug_log
+
 logger = logging.getLogger(__name__)
 
 # Ray gives a starting node 30 s (fixed in ray/_private/node.py) to register with its GCS.  On a
@@ -161,7 +163,8 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
         # The workers' own output (TensorFlow Lite's and mediapipe's notices, a screen of them per
         # prepare actor) reaches the driver's terminal only when Ray's logging is not quietened (-v);
         # it stays in the cluster's logs and dashboard either way.
-        ray.init(address=address, logging_level=level, log_to_driver=level <= logging.INFO)
+        with notices_to_debug_log(logger):
+            ray.init(address=address, logging_level=level, log_to_driver=level <= logging.INFO)
         return
     logger.info("starting a local Ray instance")
     keep_on_loopback()
@@ -175,15 +178,16 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     _set_scratch(_local_scratch)
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
-            ray.init(
-                address="local",  # a new private instance, never a cluster some other process started here
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
-                dashboard_host="127.0.0.1",
-                include_dashboard=False,
-                logging_level=logging.getLogger("ray").getEffectiveLevel(),
-                log_to_driver=False,
-            )
+            with notices_to_debug_log(logger):  # the C++ core's "Set ray log level ..." line
+                ray.init(
+                    address="local",  # a new private instance, never a cluster some other process started here
+                    num_cpus=num_cpus,
+                    num_gpus=num_gpus,
+                    dashboard_host="127.0.0.1",
+                    include_dashboard=False,
+                    logging_level=logging.getLogger("ray").getEffectiveLevel(),
+                    log_to_driver=False,
+                )
             return
         except Exception as exc:  # Ray raises a bare Exception when its node misses the start-up deadline
             if LOCAL_START_TIMEOUT_MESSAGE not in str(exc) or attempt == LOCAL_START_ATTEMPTS:

@@ -154,3 +154,64 @@ def test_the_clusters_worker_died_notices_go_to_the_debug_log_not_the_terminal(m
     assert "a worker's own print" in printed.out + printed.err
     assert [r.getMessage() for r in caplog.records if r.name == "hellomeme_batch.cluster_errors"] == [
         "A worker died or was killed while executing a task"]
+
+
+NATIVE_NOTICES = (
+    "[2026-12-03 03:49:38,456 I 24824 24824] logging.cc:303: Set ray log level from environment variable "
+    "RAY_BACKEND_LOG_LEVEL to 3",
+    "W0000 00:00:1796269770.271251   24898 inference_feedback_manager.cc:114] Feedback manager requires a model "
+    "with a single signature inference. Disabling support for feedback tensors.",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+)
+
+
+def test_native_start_up_notices_go_to_the_debug_log_and_everything_else_passes_on(capfd, caplog):
+    """Native libraries write their notices to descriptor 2 from C++, past Python's logging: `make demo`
+    opened with a screen of them.  Within the block they reach the debug log; a warning, an error line
+    of theirs or a traceback written meanwhile still reaches standard error, whole and in order."""
+    import os
+
+    from mediaio.native_notices import notices_to_debug_log
+
+    logger = logging.getLogger("test.native")
+    caplog.set_level(logging.DEBUG, logger="test.native")
+    others = ["E0000 00:00:1796269770.3 24898 graph.cc:7] a native error line", "Traceback (most recent call last):",
+              "  a line of the user's own"]
+    with notices_to_debug_log(logger):
+        for line in NATIVE_NOTICES[:2] + (others[0],) + NATIVE_NOTICES[2:] + tuple(others[1:]):
+            os.write(2, (line + "\n").encode())
+    os.write(2, b"after the block\n")
+    err = capfd.readouterr().err
+    assert err.splitlines() == others + ["after the block"]
+    assert [r.getMessage() for r in caplog.records if r.name == "test.native"] == list(NATIVE_NOTICES)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "test.native")
+
+
+@pytest.mark.ray
+def test_starting_local_ray_and_the_demos_face_tracker_print_no_native_notices(tmp_path):
+    """As the CLI runs them (its environment set to quieten Ray's C++ core, which then announces the
+    level it was set to): starting a local Ray instance and synthesising the demo's driving clips."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import logging, sys\n"
+        "from jobs.cli import quiet_third_party_noise\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "quiet_third_party_noise()\n"
+        "from jobs.demo import build_demo_inputs\n"
+        "from pipelines import ray_runtime\n"
+        f"build_demo_inputs({str(tmp_path / 'inputs')!r})\n"
+        "ray_runtime._init(None, 1, 0)\n"
+        "ray_runtime.shutdown_local_ray()\n"
+        "logging.getLogger('test').info('done')\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=300)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    assert "starting a local Ray instance" in printed and "INFO:test:done" in printed
+    for shape in ("logging.cc", "inference_feedback_manager", "TensorFlow Lite", "absl::InitializeLog"):
+        assert shape not in printed, printed
