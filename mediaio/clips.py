@@ -463,9 +463,15 @@ class ClipPlan:
 
     @classmethod
     def for_span(cls, fps: float, span: float) -> "ClipPlan":
-        # A span measured from rounded timestamps is short by up to TIMESTAMP_ROUNDING: a 2 s
-        # Matroska clip at 15 fps ends at 1.933 s + 1/15 = 1.9997 s, which is still 30 frames.
-        return cls(fps=fps, count=max(1, int(math.floor((span + TIMESTAMP_ROUNDING) * fps + 1e-6))))
+        """Every frame time k / fps that falls inside the span, so the last one is within 1 / fps of its end.
+
+        Counted down (whole intervals only), a 2.53 s clip at 1 fps had frames at 0 and 1 s, and the
+        video held the picture of 1 s to its end: the last 1.5 s of the clip's motion never shown.
+        A span measured from rounded timestamps is short by up to TIMESTAMP_ROUNDING (a 2 s Matroska
+        clip at 15 fps ends at 1.933 s + 1/15 = 1.9997 s), and a span just past a whole interval
+        by as much: both are still 30 frames.
+        """
+        return cls(fps=fps, count=max(1, int(math.ceil((span - TIMESTAMP_ROUNDING) * fps - 1e-6))))
 
 
 class ClipReader:

@@ -17,6 +17,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -169,6 +170,21 @@ def extract_audio(path: str, seconds: float, limits: MediaLimits, delay: float =
     return result.stdout
 
 
+HELD_INTERVALS = 3  # generated frame intervals the last frame is held for before the cut to the duration
+# What the output's pixels are, said in the stream (its YUV is made by this matrix, from sRGB-like RGB).
+OUTPUT_COLOUR = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+
+
+def frame_rate(fps: float) -> str:
+    """A rate as ffmpeg's exact fraction: an NTSC clip's 29.97002997 fps is 30000/1001, not the 29.969999
+    that six decimals make (979001/32666 in the output's header)."""
+    rate = Fraction(fps).limit_denominator(1001)
+    if not rate or abs(float(rate) - fps) > 1e-6 * fps:  # not a broadcast rate: as exact as ffmpeg takes it
+        rate = Fraction(fps).limit_denominator(1_000_000)
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+
 def encode_mp4(
     frames: np.ndarray,
     fps: float,
@@ -192,16 +208,23 @@ def encode_mp4(
     import ffmpeg
 
     count, height, width, _ = frames.shape
-    video = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=f"{fps:.6f}",
+    video = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=frame_rate(fps),
                          **_OWN_INPUT).video
-    # Hold the last frame first, so the interpolation has a frame to move towards at the end.
-    video = video.filter("tpad", stop_mode="clone", stop_duration=2)
+    # Into YUV here, by the BT.709 matrix the output is tagged with: left to ffmpeg, RGB became BT.601
+    # YUV with no tag, which players that take untagged video for BT.709 (browsers) show redder.
+    video = (video.filter("scale", out_color_matrix="bt709", out_range="tv").filter("format", "yuv444p")
+             .filter("setparams", colorspace="bt709", color_primaries="bt709", color_trc="bt709", range="tv"))
+    # Hold the last frame first, so the interpolation has a frame to move towards at the end: for a few
+    # generated intervals, since minterpolate ends one input interval before its input does (at 1 fps
+    # a 2 s hold cut a 2.53 s video to 2.07 s).
+    hold = min(max(2.0, HELD_INTERVALS / fps), duration + 2.0)  # never more than the video can show
+    video = video.filter("tpad", stop_mode="clone", stop_duration=f"{hold:.6f}")
     if interpolate and output_fps > fps * 1.01:
         # scd=none: a scene-change guess would repeat frames instead of interpolating them.
-        video = video.filter("minterpolate", fps=f"{output_fps:.6f}", mi_mode="mci", mc_mode="aobmc",
+        video = video.filter("minterpolate", fps=frame_rate(output_fps), mi_mode="mci", mc_mode="aobmc",
                              me_mode="bidir", vsbmc=1, scd="none")
     else:
-        video = video.filter("fps", fps=f"{output_fps:.6f}")
+        video = video.filter("fps", fps=frame_rate(output_fps))
     if width % 2 or height % 2:
         video = video.filter("scale", _even(width), _even(height))
     with tempfile.TemporaryDirectory(prefix="hm-encode-") as scratch:
@@ -216,7 +239,8 @@ def encode_mp4(
             codecs = {"acodec": "aac", "audio_bitrate": "160k"}
         tags = [f"{key}={value}" for key, value in (metadata or {}).items()]  # e.g. the row's fingerprint
         stream = ffmpeg.output(*streams, output_path, t=f"{duration:.6f}", vcodec="libx264", preset="veryfast",
-                               crf=18, pix_fmt="yuv420p", r=f"{output_fps:.6f}", movflags="+faststart",
+                               crf=18, pix_fmt="yuv420p", r=frame_rate(output_fps), movflags="+faststart",
+                               **OUTPUT_COLOUR,
                                **codecs, **({"metadata": tags[0]} if len(tags) == 1 else {}),
                                **({"threads": threads} if threads != AUTO else {}))
         if len(tags) > 1:
@@ -313,6 +337,25 @@ def _main_page(image: Image.Image) -> Image.Image:
     return image
 
 
+def _in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """An image's colours as sRGB, when it embeds a colour profile (Display P3 from iPhones, Adobe RGB from
+    cameras), as colour-managed viewers show it; its numbers read as sRGB were duller (P3: about a sixth
+    less saturated).  A profile that cannot be read, or is of another colour space than the pixels
+    (a CMYK print file), leaves the numbers as they are."""
+    if not profile or image.mode not in ("RGB", "RGBA", "L"):
+        return image
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if "srgb" in ImageCms.getProfileDescription(source).lower():
+            return image  # already what the pixels are taken for
+        return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                         outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     # Pillow's own guard refuses past twice its limit (179 MP) before our caps (up to 268 MP for a
@@ -339,9 +382,10 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         kind = "" if jpeg else f" for {image.format or 'this format'} (JPEG: {limits.max_jpeg_pixels / 1e6:.0f})"
         raise MediaError(f"image is {width}x{height}, over the cap of {most / 1e6:.0f} megapixels{kind}")
     check_sides(width, height, limits, "image")
+    profile = image.info.get("icc_profile")
     try:
         image = _within_pixels(image, limits.max_image_pixels, jpeg)
-        image = _eight_bit(ImageOps.exif_transpose(image))
+        image = _in_srgb(_eight_bit(ImageOps.exif_transpose(image)), profile)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -193,6 +193,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
     prefix = check_output_prefix(config.output_uri, config.policy, local_job=False)
     settled, inputs = [], {}
     ignored = IgnoredSettings(engine)
+    over_cap = 0  # rows whose max_seconds asks for more than the job's cap
     parsed: list[tuple[int, MemeSpec, str, str, RowSettings]] = []
     for index, row in enumerate(rows):
         shown_id = describe_id(row.get("id"))
@@ -213,6 +214,8 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             driving_uri = config.policy.check(spec.driving_uri, "driving_uri")
             settings = row_settings(spec, engine)
             ignored.note(spec)
+            if settings.max_seconds is not None and settings.max_seconds > config.limits.max_seconds:
+                over_cap += 1
             if settings.lora:
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
         except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
@@ -225,6 +228,10 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                     for column, resolved in (("reference_uri", reference_uri), ("driving_uri", driving_uri))]
         parsed.append((index, spec, reference_uri, driving_uri, settings, identity))
     ignored.warn()
+    if over_cap:
+        logger.warning("%d row%s set max_seconds above this job's cap (--max-seconds %g): they render at most %g s "
+                       "of their clips; raise --max-seconds to render more", over_cap, "s" if over_cap > 1 else "",
+                       config.limits.max_seconds, config.limits.max_seconds)
     # A mistyped bucket or prefix fails its rows here, not one at a time in the prepare stage.
     empty = storage.prefixes_holding_nothing(
         (uri for _, _, reference_uri, driving_uri, _, _ in parsed for uri in (reference_uri, driving_uri)),

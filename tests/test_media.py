@@ -5,6 +5,7 @@ import io
 import subprocess
 import sys
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -659,3 +660,94 @@ def test_a_slideshow_clip_cut_short_gives_a_video_as_long_as_its_sound(tmp_path,
                              audio=None, limits=LIMITS)
     (tmp_path / "out.mp4").write_bytes(video)
     assert clips.probe(str(tmp_path / "out.mp4"), LIMITS).duration == pytest.approx(3.0, abs=0.05)
+
+
+@pytest.mark.parametrize("span, fps, count", [(2.533, 1.0, 3), (2.0, 8.0, 16), (1.9997, 15.0, 30), (2.0005, 15.0, 30),
+                                              (2.06, 15.0, 31), (6.0, 0.5, 3), (0.05, 8.0, 1)])
+def test_a_plan_takes_every_frame_time_inside_the_span(span, fps, count):
+    """Counted in whole intervals, a 2.53 s clip at 1 fps had frames at 0 and 1 s: its last 1.5 s never shown."""
+    assert clips.ClipPlan.for_span(fps, span).count == count
+
+
+@pytest.mark.parametrize("fps, duration", [(1.0, 2.533), (0.5, 6.0), (1.3, 2.533)])
+def test_a_slow_generation_rate_still_fills_the_whole_duration(tmp_path, fps, duration):
+    """At 1 fps the held last frame (2 s) ended before minterpolate's tail: a 2.53 s clip came out 2.07 s."""
+    count = clips.ClipPlan.for_span(fps, duration).count
+    frames = np.stack([np.full((64, 64, 3), 40 * i, np.uint8) for i in range(count)])
+    for interpolate in (True, False):
+        path = tmp_path / f"slow-{interpolate}.mp4"
+        path.write_bytes(media.encode_mp4(frames, fps, 30.0, duration, None, LIMITS, interpolate=interpolate))
+        assert abs(clips.count_frames(str(path)) - round(duration * 30.0)) <= 1
+        last = clips.decode_clip(str(path), None, LIMITS).frames[-1].mean()  # the last generated frame is shown
+        assert last == pytest.approx(40 * (count - 1), abs=3)
+
+
+def test_the_output_says_its_colours_and_keeps_an_ntsc_rate_exact(tmp_path, ffmpeg):
+    """Untagged BT.601 YUV is shown redder by players that take untagged video for BT.709 (browsers); an
+    NTSC rate written with six decimals came out 979001/32666 fps."""
+    import av
+
+    colours = [(200, 100, 50), (30, 160, 220), (235, 200, 180), (20, 20, 20)]
+    frames = np.stack([np.tile(np.array(colour, np.uint8), (64, 64, 1)) for colour in colours for _ in range(8)])
+    ntsc = 30000 / 1001
+    path = tmp_path / "ntsc.mp4"
+    path.write_bytes(media.encode_mp4(frames, ntsc, ntsc, len(frames) / ntsc, None, LIMITS))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        assert stream.average_rate == Fraction(30000, 1001)
+        assert (context.colorspace, context.color_primaries, context.color_trc, context.color_range) == (1, 1, 1, 1)
+    # As a colour-managed player shows it: the ffmpeg binary turning it back into RGB by its tags.
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    shown = np.frombuffer(raw, np.uint8).reshape(-1, 64, 64, 3)
+    for index, colour in enumerate(colours):
+        np.testing.assert_allclose(shown[index * 8 + 4].reshape(-1, 3).mean(axis=0), colour, atol=3)
+
+
+def _matrix_profile(description: str, colorants: tuple[tuple[float, float, float], ...], gamma: float) -> bytes:
+    """A minimal ICC v2 RGB profile (D50 colorants and one gamma), as cameras and phones embed them."""
+    import struct
+
+    def s15(x: float) -> bytes:
+        return struct.pack(">i", round(x * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    text = description.encode() + b"\0"
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + bytes(3) + bytes(67)),
+            (b"cprt", b"text" + bytes(4) + b"none\0"), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            *((name, xyz(*colorant)) for name, colorant in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants)),
+            *((name, b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))) for name in (b"rTRC", b"gTRC", b"bTRC"))]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for name, body in tags:
+        body += bytes(-len(body) % 4)
+        table, data = table + name + struct.pack(">II", offset + len(data), len(body)), data + body
+    body = struct.pack(">I", len(tags)) + table + data
+    header = (struct.pack(">I", 128 + len(body)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + b"APPL" + bytes(24) + s15(0.9642) + s15(1.0)
+              + s15(0.8249) + b"lcms" + bytes(44))
+    return header + body
+
+
+def test_a_portrait_with_a_colour_profile_is_read_as_viewers_show_it(portraits):
+    """An iPhone photo's pixels are Display P3 numbers: read as sRGB, its colours came out duller."""
+    from PIL import ImageCms
+
+    p3 = _matrix_profile("Display P3 (test)", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
+                                               (0.1571, 0.0666, 0.7841)), 2.2)
+    shown = Image.fromarray(portraits["astronaut"])
+    numbers = ImageCms.profileToProfile(shown, ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(p3)),
+                                        outputMode="RGB")
+    expected = np.asarray(shown, dtype=float)
+    assert np.abs(np.asarray(numbers, dtype=float) - expected).mean() > 4  # the profile matters
+    for fmt in ("PNG", "JPEG"):
+        data = io.BytesIO()
+        numbers.save(data, fmt, icc_profile=p3, **({"quality": 95} if fmt == "JPEG" else {}))
+        read = media.load_image(data.getvalue(), LIMITS).astype(float)
+        assert np.abs(read - expected).mean() < 2.5, fmt
+    # A profile that cannot be read leaves the numbers as they are.
+    data = io.BytesIO()
+    numbers.save(data, "PNG", icc_profile=b"not a profile")
+    assert np.array_equal(media.load_image(data.getvalue(), LIMITS), np.asarray(numbers))

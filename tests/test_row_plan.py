@@ -362,3 +362,21 @@ def test_settings_the_engine_does_not_read_are_named_once_at_planning(tmp_path, 
     spec = engine_spec("hellomeme", size=128, components_factory="unused")
     _plan(tmp_path, [row("a", prompt="smile", steps=30)], engine=spec)
     assert not [r for r in caplog.records if "does not use" in r.getMessage()]
+
+
+def test_rows_asking_for_more_than_the_jobs_length_cap_are_named_at_planning(tmp_path, caplog):
+    """--max-seconds 2 with a row's max_seconds 3: the row rendered 2 s without a word, while the cap's own
+    error message tells users to set max_seconds to render a clip's start."""
+    from dataclasses import replace
+
+    from mediaio.media import MediaLimits
+
+    limits = replace(MediaLimits(), max_seconds=2.0)
+    rows = _plan(tmp_path, [row("a", max_seconds=3.0), row("b", max_seconds=1.5), row("c", max_seconds=9.0),
+                            row("d")], limits=limits)
+    assert [r["status"] for r in rows] == ["pending"] * 4
+    (warning,) = [r.getMessage() for r in caplog.records if "max_seconds" in r.getMessage()]
+    assert warning.startswith("2 rows set max_seconds above this job's cap (--max-seconds 2)")
+    caplog.clear()
+    _plan(tmp_path, [row("a", max_seconds=1.0)], limits=limits)
+    assert not [r for r in caplog.records if "max_seconds" in r.getMessage()]
