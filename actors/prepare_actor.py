@@ -136,10 +136,14 @@ class PrepareActor:
         made: dict[str, Any] = {}  # previews published so far: a row that fails later still shows its inputs
         try:
             columns = self._reference(row, decode, made)
+            reference_note = columns.pop("error", "")
             with tempfile.TemporaryDirectory(prefix="hm-prepare-") as scratch:
                 with decode.timing():
                     path = self._fetch_to(scratch, row["driving_uri"])
                 columns.update(self._driving(row, path, decode, made))
+            notes = "; ".join(note for note in (reference_note, columns.pop("error", "")) if note)
+            if notes:
+                columns["error"] = notes
         except InputError as exc:
             exc.partial_columns = made  # kept on the failed row by the error boundary (pipelines/rows.py)
             raise
@@ -196,10 +200,20 @@ class PrepareActor:
             track = self.tracker.find(image, self.limits.landmark_side)
         except FaceError as exc:
             raise InputError(f"reference {printable(uri)}: {exc}") from None
+        turns = upright_turns(track)
+        note = ""
+        if turns:  # a photo whose EXIF orientation was lost: animated upright, as the driving clip's face is
+            upright = np.ascontiguousarray(np.rot90(image, turns))
+            try:
+                image, track = upright, self.tracker.find(upright, self.limits.landmark_side)
+                note = f"the portrait's face lay {TURNED[turns]} and was animated turned upright (has the photo " \
+                    "lost its orientation tag?)"
+            except FaceError:
+                pass  # only seen lying down: animated as it lies
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
-        return {"reference_crop": crop, **track_columns("reference", track.cropped(box, self.size)),
-                "preview_reference": made["preview_reference"]}
+        return {**({"error": note} if note else {}), "reference_crop": crop,
+                **track_columns("reference", track.cropped(box, self.size)), "preview_reference": made["preview_reference"]}
 
     # -- driving clip -----------------------------------------------------------------------------
 

@@ -176,6 +176,24 @@ def test_a_clip_filmed_sideways_without_its_rotation_tag_is_followed_turned_upri
     assert row["driving_crops"].shape[0] == int(row["frames"])
 
 
+@pytest.mark.parametrize("turns", [1, 3])
+def test_a_portrait_lying_on_its_side_without_an_orientation_tag_is_animated_upright(job, prepared, tmp_path, turns):
+    """A photo whose EXIF orientation was lost: the mesh warp animated the lying face with its
+    expressions distorted, and nothing said why; the driving clip's face in that state was already
+    turned upright.  The crop is the upright portrait's, and the row says what was done."""
+    from PIL import Image
+
+    config, pending, _ = job
+    lying = tmp_path / f"lying-{turns}.png"
+    Image.fromarray(np.rot90(np.asarray(Image.open(pending[0]["reference_uri"]).convert("RGB")), turns)).save(lying)
+    row = _prepare_stage(config)({**pending[0], "reference_uri": str(lying)})
+    assert row["status"] == "pending" and "portrait's face lay on its side" in row["error"]
+    assert "animated turned upright" in row["error"]
+    assert abs(np.degrees(row["reference_rotation"][0, 2])) < 30
+    difference = np.abs(row["reference_crop"].astype(int) - prepared[0]["reference_crop"].astype(int)).mean()
+    assert difference < 12  # the upright portrait's own crop, not a turned one
+
+
 def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_file(job, prepared, tmp_path):
     """Rendered again with other settings, a row replaces its earlier video (and the results row owns what is
     on disk); a foreign file at a target fails its row at planning, before any work is spent on it."""
