@@ -619,15 +619,25 @@ def prefixes_holding_nothing(uris: Iterable[str], storage_options: Mapping[str, 
         return set(empty)
 
 
+def holds_folder(uri: str, name: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether the folder ``uri`` has a sub-folder ``name`` (False where it cannot be listed)."""
+    fs, path = filesystem_for(uri, storage_options)
+    try:
+        return bool(fs.isdir(path.rstrip("/") + "/" + name))
+    except OSError:
+        return False
+
+
 def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | None = None,
-                    max_parts: int = 10_000) -> list[str] | None:
+                    max_parts: int = 10_000, any_folder: bool = False) -> list[str] | None:
     """The files ending in ``suffix`` anywhere under ``uri`` if it is a folder (sorted), else None.
 
     What Spark, Dask, DuckDB and Ray Data write for one table: ``part-00000.parquet`` files, in
     ``key=value`` sub-folders when partitioned, beside bookkeeping that is not data (``_SUCCESS``,
     ``_delta_log/``, ``.crc`` and other names starting with ``_`` or ``.``, left out at any depth).
     Other sub-folders are not the table's (a ``backup/`` of an older copy would double every row),
-    as Spark's and Hive's readers see it.  More than ``max_parts`` files raise :class:`StorageError`.
+    as Spark's and Hive's readers see it (``any_folder``: theirs too, to say where the files are).
+    More than ``max_parts`` files raise :class:`StorageError`.
     """
     fs, path = filesystem_for(uri, storage_options)
     try:
@@ -638,14 +648,14 @@ def parts_of_folder(uri: str, suffix: str, storage_options: Mapping[str, Any] | 
         return None
     root = path.rstrip("/") + "/"
     parts = sorted(entry for entry in found if entry.startswith(root) and entry.endswith(suffix)
-                   and _table_part(entry[len(root):].split("/")))
+                   and _table_part(entry[len(root):].split("/"), any_folder))
     if len(parts) > max_parts:
         raise StorageError(f"{printable(uri)} holds {len(parts)} {suffix} files, over the limit of {max_parts}")
     return [join(uri, entry[len(root):]) for entry in parts]
 
 
-def _table_part(names: list[str]) -> bool:
+def _table_part(names: list[str], any_folder: bool = False) -> bool:
     """Whether a file at these path names below a table's folder is one of its parts."""
     *folders, file_name = names
     return (not any(name.startswith(("_", ".")) for name in names)
-            and all("=" in folder for folder in folders))
+            and (any_folder or all("=" in folder for folder in folders)))

@@ -30,6 +30,7 @@ import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,10 +257,22 @@ def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None,
         parts = None
     if parts is None:
         return cap_cells(as_plain_types(_read_part(uri, shown, storage_options, limits, _Budget())))
+    if storage.holds_folder(uri, DELTA_LOG, storage_options):
+        raise ManifestError(f"manifest {shown} is a Delta table: its folder can hold .parquet files the table no "
+                            f"longer has (replaced, deleted), which only its {DELTA_LOG}/ tells apart; export the "
+                            "table to one Parquet file (deltalake: DeltaTable(uri).to_pyarrow_table(), then "
+                            "pyarrow.parquet.write_table) and give that")
     if not parts:
+        stray = storage.parts_of_folder(uri, ".parquet", storage_options, any_folder=True)
+        if stray:
+            raise ManifestError(f"manifest {shown} has its .parquet files only in sub-folders that are not "
+                                f"key=value partitions (such as {printable(storage.parent_of(stray[0]))}/), which "
+                                "are not read as the table's (a backup/ would double every row): give the folder "
+                                "that holds the table's files")
         raise ManifestError(f"manifest {shown} is a folder without .parquet files")
     budget = _Budget()
-    tables = [as_plain_types(_read_part(part, f"{shown} (part {printable(part)})", storage_options, limits, budget))
+    tables = [as_plain_types(_read_part(part, f"{shown} (part {printable(part)})", storage_options, limits, budget,
+                                        partition_values(part, uri)))
               for part in parts]
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
@@ -279,8 +292,10 @@ class _Budget:
 
 
 def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, limits: ManifestLimits,
-               budget: _Budget) -> pa.Table:
-    """One Parquet file of a manifest, checked, its known columns read."""
+               budget: _Budget, partitions: Mapping[str, str] | None = None) -> pa.Table:
+    """One Parquet file of a manifest, checked, its known columns read; ``partitions`` are the
+    ``key=value`` folders it lies in, columns of every row (:func:`partition_values`)."""
+    partitions = dict(partitions or {})
     try:
         with storage.open_seekable(uri, storage_options, what="manifest") as (handle, size):
             budget.bytes += size
@@ -289,14 +304,31 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
                                     f"{limits.max_bytes} bytes")
             parquet = pq.ParquetFile(handle)
             schema = parquet.schema_arrow
-            check_schema(schema)
-            unknown = unknown_columns(schema)
+            both = [name for name in partitions if name in schema.names]
+            if both:
+                raise ManifestError(f"manifest column {_shown(both[0])!r} is both a column of the file and the "
+                                    f"name of the folder it lies in ({_shown(both[0])}={printable(partitions[both[0]])})")
+            folder_columns = {name: _partition_column(name, value, shown) for name, value in partitions.items()}
+            try:
+                check_schema(pa.schema(list(schema) + [pa.field(name, column.type)
+                                                       for name, column in folder_columns.items()]))
+            except ManifestError as exc:
+                raise ManifestError(f"{exc} (in {shown})" if shown != printable(uri) or partitions else str(exc)) \
+                    from None
+            unknown = unknown_columns(schema) + [name for name in partitions if name not in KNOWN_COLUMNS]
             if unknown and not budget.warned:
                 budget.warned = True
                 logger.warning("manifest %s: ignoring %d unknown column(s): %s (known: %s)", shown, len(unknown),
-                               unknown_columns_note(schema), ", ".join(KNOWN_COLUMNS))
+                               unknown_columns_note(pa.schema(list(schema) + [pa.field(name, pa.string())
+                                                                               for name in partitions])),
+                               ", ".join(KNOWN_COLUMNS))
             _check_footer(parquet.metadata, shown, limits, budget)
-            return parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
+            table = parquet.read(columns=[name for name in schema.names if name in KNOWN_COLUMNS])
+            for name, column in folder_columns.items():
+                if name in KNOWN_COLUMNS:
+                    table = table.append_column(name, pa.repeat(column[0], table.num_rows).cast(column.type)
+                                                if table.num_rows else pa.array([], column.type))
+            return table
     except storage.NotFoundError as exc:
         raise ManifestError(f"manifest not found: {shown}") from exc
     except storage.StorageError as exc:
@@ -304,6 +336,40 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"manifest {shown} is not readable Parquet: {printable(exc)}"
                             f"{_other_kind_hint(uri, storage_options)}") from exc
+
+
+DELTA_LOG = "_delta_log"
+# What Hive (and so Spark, pyarrow and DuckDB) write for a null partition value.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def partition_values(part: str, folder: str) -> dict[str, str]:
+    """The ``key=value`` folders between a manifest folder and one of its parts, as the writers put them.
+
+    pandas' and pyarrow's ``partition_cols``, Spark's ``partitionBy`` and DuckDB's ``PARTITION_BY``
+    keep a partition column's value only in the folder's name: read without it, every row of
+    ``max_seconds=0.5/`` rendered its whole clip.  Values are percent-decoded, as Hive escapes them.
+    """
+    relative = part[len(folder.rstrip("/")) + 1:] if part.startswith(folder.rstrip("/") + "/") else ""
+    values = {}
+    for name in relative.split("/")[:-1]:
+        key, _, value = name.partition("=")
+        values[unquote(key)] = unquote(value)
+    return values
+
+
+def _partition_column(name: str, value: str, shown: str) -> pa.Array:
+    """A partition value as a one-row column of its setting's type (a string for a column this tool does not read)."""
+    kind = KNOWN_COLUMNS.get(name, "string")
+    if value == HIVE_NULL:
+        return pa.array([None], pa.string() if kind == "string" else pa.float64())
+    if kind == "string":
+        return pa.array([value], pa.string())
+    try:
+        return pa.array([float(value)], pa.float64())
+    except ValueError:
+        raise ManifestError(f"manifest {shown}: its folder {_shown(name)}={printable(value)} gives {name!r} a value "
+                            f"that is not a number") from None
 
 
 _BUILD_HINT = "hellomeme-batch manifest build --csv FILE -o manifest.parquet"

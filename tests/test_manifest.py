@@ -528,8 +528,6 @@ def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_pat
     pq.write_table(pa.table({**later, "seed": [7, 8]}), folder / "part-00001.parquet")
     (folder / "_SUCCESS").write_bytes(b"")
     (folder / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
-    (folder / "_delta_log").mkdir()
-    (folder / "_delta_log" / "0.parquet").write_bytes(b"not a part")
     (folder / "backup").mkdir()  # not a key=value partition: not the table's
     pq.write_table(pa.table(_rows(2)), folder / "backup" / "manifest-old.parquet")
     table = read_manifest(str(folder))
@@ -545,6 +543,63 @@ def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_pat
         read_manifest(str(empty))
     with pytest.raises(ManifestError, match="rows, over the limit"):  # the limits hold for the whole folder
         read_manifest(str(folder), limits=ManifestLimits(max_rows=3))
+
+
+def test_partition_folders_give_their_rows_the_value_in_their_name(tmp_path, caplog):
+    """pandas' and pyarrow's partition_cols, Spark's partitionBy and DuckDB's PARTITION_BY keep a partition
+    column's value only in its folder's name: read without it, every row of max_seconds=0.5/ rendered
+    its whole clip, marked ok."""
+    folder = tmp_path / "partitioned"
+    rows = {**_rows(4), "max_seconds": [0.5, 0.5, 2.0, 2.0], "engine": ["warp"] * 4, "team": ["a", "b", "a", "b"],
+            "prompt": ["x y", "x y", None, None]}
+    pq.write_to_dataset(pa.table(rows), folder, partition_cols=["max_seconds", "engine", "team", "prompt"])
+    table = read_manifest(str(folder))
+    by_id = {row["id"]: row for row in table.to_pylist()}
+    assert {meme_id: (row["max_seconds"], row["engine"], row["prompt"]) for meme_id, row in by_id.items()} == {
+        meme_id: (seconds, "warp", prompt) for meme_id, seconds, prompt in zip(rows["id"], rows["max_seconds"],
+                                                                               rows["prompt"])}
+    assert "team" not in table.column_names  # a column of the user's own, named with the unknown ones
+    assert any("team" in record.getMessage() and "unknown column" in record.getMessage() for record in caplog.records)
+    [spec] = [parse_row(0, row) for row in table.to_pylist() if row["id"] == rows["id"][0]]
+    assert spec.max_seconds == 0.5
+    # A folder that names a setting with a value that is not one, or a column the file also has, is refused.
+    bad = tmp_path / "bad"
+    pq.write_to_dataset(pa.table({**_rows(2), "fps": ["fast", "fast"]}), bad, partition_cols=["fps"])
+    with pytest.raises(ManifestError, match=r"fps=fast gives 'fps' a value that is not a number"):
+        read_manifest(str(bad))
+    twice = tmp_path / "twice" / "seed=3"
+    twice.mkdir(parents=True)
+    pq.write_table(pa.table({**_rows(2), "seed": [1, 2]}), twice / "part-0.parquet")
+    with pytest.raises(ManifestError, match=r"'seed' is both a column of the file and the name of the folder"):
+        read_manifest(str(twice.parent))
+
+
+def test_a_delta_table_and_files_in_plain_sub_folders_are_refused_saying_why(tmp_path):
+    """A Delta table's folder keeps the files an overwrite replaced until it is vacuumed: read as plain
+    Parquet, the old rows rendered and the current ones failed as duplicates.  Files in dated
+    sub-folders were "a folder without .parquet files"."""
+    delta = tmp_path / "delta"
+    (delta / "_delta_log").mkdir(parents=True)
+    (delta / "_delta_log" / "00000000000000000001.json").write_text("{}")
+    pq.write_table(pa.table(_rows(2)), delta / "part-00000-old.parquet")
+    pq.write_table(pa.table(_rows(2)), delta / "part-00000-new.parquet")
+    with pytest.raises(ManifestError, match=r"is a Delta table.*_delta_log/ tells apart"):
+        read_manifest(str(delta))
+    dated = tmp_path / "dated" / "2026-12-01"
+    dated.mkdir(parents=True)
+    pq.write_table(pa.table(_rows(2)), dated / "part-0.parquet")
+    with pytest.raises(ManifestError, match=r"only in sub-folders that are not key=value partitions \(such as "
+                                            r".*2026-12-01/\)"):
+        read_manifest(str(dated.parent))
+
+
+def test_a_bad_part_of_a_manifest_folder_is_named(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(pa.table(_rows(2)), folder / "part-0.parquet")
+    pq.write_table(pa.table({**_rows(2), "seed": ["x", "y"]}), folder / "part-1.parquet")
+    with pytest.raises(ManifestError, match=r"'seed' has type string.*\(in .*part-1\.parquet"):
+        read_manifest(str(folder))
 
 
 def test_padded_cells_are_empty_and_an_output_name_with_a_control_character_fails_its_row():
