@@ -26,6 +26,10 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+QUIET_STATUSES = ("skipped", "not_run")
+QUIET_LISTED = 10  # rows of each quiet status listed one by one
+
+
 class Progress:
     """Counts finished rows and frames; logs each row, and a summary line every ``period_s`` seconds."""
 
@@ -67,9 +71,16 @@ class Progress:
                     self.first_ran_at, self.frames_at_first = time.monotonic(), self.frames
         if row["status"] == "failed":
             logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
-        else:
-            logger.info("[%d/%d] %-7s %s -> %s", done, total, row["status"], printable(row["id"]),
-                        printable(row["output_uri"]))
+            return
+        # Rows with nothing new to say (a rerun's thousands of skipped rows, a stopped job's not_run ones)
+        # are listed up to a few each, so the lines that matter do not scroll away; -v lists them all.
+        count = self.counts[row["status"]]
+        quiet = row["status"] in QUIET_STATUSES and count > QUIET_LISTED
+        logger.log(logging.DEBUG if quiet else logging.INFO, "[%d/%d] %-7s %s -> %s", done, total, row["status"],
+                   printable(row["id"]), printable(row["output_uri"]))
+        if row["status"] in QUIET_STATUSES and count == QUIET_LISTED + 1:
+            logger.info("[%d/%d] ... further %s rows are not listed one by one (-v lists them)", done, total,
+                        row["status"])
 
     def line(self) -> str:
         """The whole job in one line.

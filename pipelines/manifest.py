@@ -220,9 +220,14 @@ def check_schema(schema: pa.Schema) -> None:
             )
 
 
+# The column pandas' to_parquet adds for a DataFrame's index (a filtered or re-indexed frame's row numbers):
+# not the user's, so not named among the unknown columns.
+PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
+
+
 def unknown_columns(schema: pa.Schema) -> list[str]:
-    """The manifest's columns this job does not know (they are not read)."""
-    return [name for name in schema.names if name not in KNOWN_COLUMNS]
+    """The manifest's columns this job does not know (they are not read), pandas' index left out."""
+    return [name for name in schema.names if name not in KNOWN_COLUMNS and not PANDAS_INDEX.match(name)]
 
 
 def unknown_columns_note(schema: pa.Schema) -> str:

@@ -32,6 +32,7 @@ from mediaio.redaction import printable
 from pipelines.manifest import (
     BESIDE_MANIFEST_COLUMNS,
     MIN_SECONDS,
+    ManifestError,
     MemeSpec,
     RowError,
     describe_id,
@@ -302,6 +303,9 @@ def plan_job(config: JobConfig) -> JobPlan:
     check_engine(config.engine, config.storage_options)
     check_output_prefix(config.output_uri, config.policy, local_job=False)
     manifest = read_manifest(config.manifest_uri, config.storage_options)  # before the probe makes --output
+    if manifest.num_rows == 0:  # a nightly query that returned nothing: say so, and leave last night's report
+        raise ManifestError(f"manifest {printable(config.manifest_uri)} has no rows: nothing to render (the output "
+                            "folder is left as it was)")
     probe_output_writable(config.output_uri, config.storage_options)
     plan = plan_rows(manifest, config)
     folders = sorted({row["output_uri"].rsplit("/", 1)[0] for row in plan.pending})

@@ -155,9 +155,9 @@ def _card(row: Mapping[str, Any], facts: JobFacts, existing: set[str]) -> str:
     output = row.get("output_uri")
     if output:
         relative = relative_output(output, facts.output_uri)
-        shown = (f'<a href="{_href(relative)}">{_text(relative)}</a>' if relative and status != "failed"
-                 else _text(output))
-        facts_rows.append(("output" if status != "failed" else "planned output", shown))
+        made = status in ("ok", "skipped")  # a failed or not_run row's video does not exist: no link to nothing
+        shown = f'<a href="{_href(relative)}">{_text(relative)}</a>' if relative and made else _text(output)
+        facts_rows.append(("output" if made else "planned output", shown))
     if index in facts.inputs:
         reference, driving = facts.inputs[index]
         facts_rows += [("reference", _text(reference)), ("driving", _text(driving))]

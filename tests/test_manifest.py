@@ -593,6 +593,16 @@ def test_a_delta_table_and_files_in_plain_sub_folders_are_refused_saying_why(tmp
         read_manifest(str(dated.parent))
 
 
+def test_pandas_index_column_is_not_named_among_the_unknown_columns(tmp_path, caplog):
+    import pandas as pd
+
+    frame = pd.DataFrame(_rows(4)).iloc[[3, 0, 1]]  # filtered: pandas writes its index as __index_level_0__
+    frame.to_parquet(tmp_path / "m.parquet")
+    assert "__index_level_0__" in pq.read_schema(tmp_path / "m.parquet").names
+    assert read_manifest(str(tmp_path / "m.parquet")).column("id").to_pylist() == list(frame["id"])
+    assert not [record for record in caplog.records if "unknown column" in record.getMessage()]
+
+
 def test_a_bad_part_of_a_manifest_folder_is_named(tmp_path):
     folder = tmp_path / "parts"
     folder.mkdir()

@@ -28,3 +28,28 @@ def test_rows_settled_at_planning_and_the_start_up_do_not_skew_the_estimate(monk
     said = line.line()
     assert "30.0 rows/min" in said and "15.0 frames/s" in said  # 3 rows and 90 frames in 6 s since the first
     assert "ETA 0m10s" in said  # 5 rows left at a row every 2 s
+
+
+def test_a_reruns_skipped_rows_and_a_stopped_jobs_not_run_rows_are_listed_up_to_a_few(caplog):
+    """A 2000-row job stopped early printed 1991 not_run lines, and a rerun a line per skipped row: the
+    summary scrolled away.  Failed and ok rows are all listed; -v (debug) lists the rest too."""
+    import logging
+
+    from jobs.progress import QUIET_LISTED, Progress
+
+    caplog.set_level(logging.DEBUG, logger="hellomeme_batch.progress")
+    progress = Progress(period_s=0)
+    rows = ([{"id": f"s{i}", "status": "skipped", "output_uri": f"/o/s{i}.mp4"} for i in range(30)]
+            + [{"id": f"k{i}", "status": "ok", "output_uri": f"/o/k{i}.mp4", "frames": 3} for i in range(15)]
+            + [{"id": f"f{i}", "status": "failed", "output_uri": None, "error": "boom"} for i in range(12)]
+            + [{"id": f"n{i}", "status": "not_run", "output_uri": f"/o/n{i}.mp4"} for i in range(40)])
+    for done, row in enumerate(rows, 1):
+        progress.on_result(row, done, len(rows))
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("] skipped " in line for line in shown) == QUIET_LISTED
+    assert sum("] not_run " in line for line in shown) == QUIET_LISTED
+    assert sum("] ok " in line for line in shown) == 15 and sum("failed  f" in line for line in shown) == 12
+    assert sum("further skipped rows are not listed" in line for line in shown) == 1
+    assert sum("further not_run rows are not listed" in line for line in shown) == 1
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 30 + 40 - 2 * QUIET_LISTED
+    assert "30 skipped" in progress.line() and "40 not_run" in progress.line()

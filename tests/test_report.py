@@ -56,6 +56,17 @@ def test_outputs_under_the_output_prefix_are_relative_links(tmp_path):
     assert "render 2.0 s" in page.cards["row-0"]["text"]
 
 
+def test_only_rows_whose_video_exists_link_to_it(tmp_path):
+    """A stopped job's not_run cards linked to videos that were never made (as failed cards did not)."""
+    out = tmp_path / "out"
+    rows = [row(index, meme_id, status, output_uri=str(out / f"{meme_id}.mp4"))
+            for index, (meme_id, status) in enumerate([("a", "ok"), ("b", "skipped"), ("c", "failed"), ("d", "not_run")])]
+    page = parse(render_report(rows, JobFacts(output_uri=str(out))))
+    links = [attributes["href"] for tag, attributes in page.elements if tag == "a" and "href" in attributes]
+    assert [link for link in links if link.endswith(".mp4")] == ["a.mp4", "b.mp4"]
+    assert "planned output" in page.cards["row-2"]["text"] and "planned output" in page.cards["row-3"]["text"]
+
+
 def test_report_written_through_fsspec_shows_previews_an_earlier_run_left():
     output = "memory://report-test/out"
     storage.write_replace(f"{output}/_report/done.meme.webp", b"RIFF")

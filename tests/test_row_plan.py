@@ -262,6 +262,22 @@ def test_a_missing_manifest_stops_the_job_before_it_makes_the_output_folder(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_manifest_with_no_rows_stops_the_job_and_leaves_the_output_as_it_was(tmp_path, caplog):
+    """A nightly job whose upstream query returned nothing exited 0 and replaced last night's report with
+    an empty one."""
+    from jobs.cli import main as cli_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("last night's report")
+    manifest = tmp_path / "empty.parquet"
+    manifest_table([row("a")]).slice(0, 0).to_pandas().to_parquet(manifest)
+    assert cli_main(["render", str(manifest), "--output", str(out)]) == 1
+    assert "has no rows: nothing to render" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+    assert (out / "index.html").read_text() == "last night's report"
+
+
 def test_the_demo_refuses_a_file_as_its_output_folder(tmp_path):
     from jobs.cli import build_parser
 
