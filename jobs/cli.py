@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     build_parser_ = manifest_commands.add_parser("build", help="write a manifest from folders or a CSV")
     manifest_cmd.add_arguments(build_parser_)
     build_parser_.set_defaults(run=manifest_cmd.run)
+    # -v after the command too (`render -v ...`), as users write it; SUPPRESS keeps the one before it.
+    for command in (render_parser, submit_parser, demo_parser, build_parser_):
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from typing import Any, NoReturn
@@ -50,8 +51,9 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--storage-option takes KEY=VALUE pairs, got {pair.split('=')[0]!r} "
-                                             "without '='")
+            # (said as OPTION=VALUE: the log's redaction takes "KEY=..." for a secret and masks it)
+            raise argparse.ArgumentTypeError(f"--storage-option takes OPTION=VALUE pairs (such as anon=true), got "
+                                             f"{pair.split('=')[0]!r} without '='")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -65,6 +67,17 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
                                                  "not a group of options")
         target[leaf] = value
     return options
+
+
+def seconds_or_off(text: str) -> float:
+    """A period in seconds, 0 for off: a negative or non-finite one is refused, not taken as off."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (0: off), got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more (0: off), got {text!r}")
+    return value
 
 
 def add_storage_option_argument(parser: argparse.ArgumentParser) -> None:

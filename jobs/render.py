@@ -31,10 +31,12 @@ from jobs.options import (
     EXIT_OK,
     EXIT_ROWS_FAILED,
     EXIT_SIGNAL_BASE,
+    STORAGE_OPTIONS_ENV,
     CommandLineParser,
     add_metrics_arguments,
     add_render_arguments,
     job_config,
+    seconds_or_off,
 )
 from jobs.progress import DEFAULT_PERIOD_S, Progress
 from pipelines.ray_runtime import ClusterUnreachableError, shutdown_local_ray
@@ -125,6 +127,19 @@ def stopped_by_signals() -> Iterator[None]:
             signal.signal(number, handler)
 
 
+def _storage_option_hint(exc: Exception) -> str:
+    """What a file system's TypeError about a keyword means to the user: a storage option it does not take.
+
+    s3fs hands the options to botocore when it first connects, deep inside the job, so a mistyped
+    key (client_kwargs.endpoint-url) surfaced as "AioSession._create_client() got an unexpected
+    keyword argument 'endpoint-url'".
+    """
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+        return (" (a storage option the file system does not take: check --storage-option and "
+                f"${STORAGE_OPTIONS_ENV}; dotted keys nest, as in client_kwargs.endpoint_url=...)")
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
     try:
@@ -149,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("job not started: %s", redact(str(exc)))
         return EXIT_JOB_ERROR
     except Exception as exc:  # a job-level failure the user must see in one line, details in the log
-        logger.error("job failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+        logger.error("job failed: %s%s", redact(f"{type(exc).__name__}: {exc}"), _storage_option_hint(exc))
         logger.debug("job failure details", exc_info=True)
         return EXIT_JOB_ERROR
     finally:
@@ -163,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_metrics_arguments(parser)
     parser.add_argument("--address", default=None,
                         help="Ray cluster: auto, HOST:PORT or ray://...; default: $RAY_ADDRESS, else a local instance")
-    parser.add_argument("--progress-seconds", type=float, default=DEFAULT_PERIOD_S, metavar="S",
+    parser.add_argument("--progress-seconds", type=seconds_or_off, default=DEFAULT_PERIOD_S, metavar="S",
                         help="log a line with rows done, rows/min, frames/s and an ETA every S seconds (0: off; "
                              "default: %(default)s)")
 

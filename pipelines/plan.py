@@ -95,7 +95,7 @@ class JobOptionError(ValueError):
 def check_job_settings(config: JobConfig) -> None:
     """Raise JobOptionError naming the first job option that no row could run with."""
     if not (math.isfinite(config.limits.max_seconds) and config.limits.max_seconds >= MIN_SECONDS):
-        raise JobOptionError("--max-seconds", f"must be at least {MIN_SECONDS:g} seconds, "
+        raise JobOptionError("--max-seconds", f"must be a number of seconds, at least {MIN_SECONDS:g}, "
                                               f"got {config.limits.max_seconds:g}")
     if not (math.isfinite(config.row_time_limit_s) and config.row_time_limit_s > 0):
         raise JobOptionError("--row-time-limit", f"must be a positive number of seconds, "

@@ -301,6 +301,8 @@ def test_a_windows_style_output_path_fails_its_row_instead_of_naming_a_file_with
     ["render", "m.parquet", "--output", "out", "--engine", "foo"],  # no such engine
     ["manifest", "build", "--pairing", "some"],
     ["no-such-command"],
+    ["render", "m.parquet", "--output", "out", "--progress-seconds", "-5"],  # was taken as "off"
+    ["render", "m.parquet", "--output", "out", "--progress-seconds", "nan"],
 ])
 def test_a_mistyped_command_line_exits_1_not_2_which_means_some_row_failed(argv, capsys):
     from jobs.cli import build_parser
@@ -349,15 +351,18 @@ def test_a_results_table_the_output_refuses_still_gives_the_summary_and_exit_1(t
 @pytest.mark.parametrize("environment, argv, said", [
     ("{bad", [], "$HELLOMEME_STORAGE_OPTIONS is not JSON"),
     ("[1, 2]", [], "$HELLOMEME_STORAGE_OPTIONS must be a JSON object"),
-    ("", ["foo"], "takes KEY=VALUE pairs, got 'foo' without '='"),
+    ("", ["foo"], "takes OPTION=VALUE pairs (such as anon=true), got 'foo' without '='"),
     ("", ["a=1", "a.b=2"], "'a' is already a value"),
 ])
 def test_storage_options_that_cannot_be_used_name_where_they_came_from(monkeypatch, environment, argv, said):
     from jobs.options import STORAGE_OPTIONS_ENV, parse_storage_options
 
     monkeypatch.setenv(STORAGE_OPTIONS_ENV, environment)
-    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(said)):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(said)) as raised:
         parse_storage_options(argv)
+    from mediaio.redaction import redact
+
+    assert redact(str(raised.value)) == str(raised.value)  # the log's redaction leaves the message readable
     monkeypatch.setenv(STORAGE_OPTIONS_ENV, '{"anon": true}')
     assert parse_storage_options(["client_kwargs.region_name=eu-west-1"]) == {
         "anon": True, "client_kwargs": {"region_name": "eu-west-1"}}
@@ -396,3 +401,16 @@ def test_rows_asking_for_more_than_the_jobs_length_cap_are_named_at_planning(tmp
     caplog.clear()
     _plan(tmp_path, [row("a", max_seconds=1.0)], limits=limits)
     assert not [r for r in caplog.records if "max_seconds" in r.getMessage()]
+
+
+@pytest.mark.parametrize("argv, verbose", [
+    (["-v", "render", "m.parquet", "--output", "out"], True),
+    (["render", "-v", "m.parquet", "--output", "out"], True),  # was "unrecognized arguments: -v"
+    (["manifest", "build", "--csv", "x.csv", "-o", "m.parquet", "--verbose"], True),
+    (["demo", "-v"], True),
+    (["render", "m.parquet", "--output", "out"], False),
+])
+def test_verbose_may_come_before_or_after_the_command(argv, verbose):
+    from jobs.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose

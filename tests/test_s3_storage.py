@@ -143,3 +143,17 @@ def test_rows_under_a_mistyped_prefix_or_bucket_fail_at_planning(s3_endpoint, s3
     assert (f"driving_uri s3://{bucket}/plan/clip/x.mp4 not found: nothing is under s3://{bucket}/plan/clip/"
             in by_id["typo"]["error"])
     assert "reference_uri s3://no-such-bucket/faces/a.jpg not found" in by_id["no-bucket"]["error"]
+
+
+def test_a_mistyped_storage_option_is_named_as_one(s3_endpoint, s3, caplog):
+    """client_kwargs.endpoint-url (a dash for the underscore) surfaced as botocore's "AioSession._create_client()
+    got an unexpected keyword argument", with no word of which option."""
+    from jobs.cli import main as cli_main
+
+    options = [option.replace("endpoint_url", "endpoint-url") for option in s3_endpoint.cli_options()]
+    code = cli_main(["render", f"s3://{s3_endpoint.bucket}/manifests/none.parquet", "--output",
+                     f"s3://{s3_endpoint.bucket}/typo-out", *options])
+    assert code == 1
+    assert "unexpected keyword argument 'endpoint-url'" in caplog.text
+    assert "a storage option the file system does not take" in caplog.text
+    assert s3_endpoint.secret not in caplog.text
