@@ -193,6 +193,10 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default=DEFAULT_DRIVER_HOST,
                         help=f"address the metrics endpoint binds (default: {DEFAULT_DRIVER_HOST}, this machine only; "
                              "0.0.0.0 lets a Prometheus elsewhere scrape it)")
+    parser.add_argument("--metrics-linger", type=seconds_or_off, default=0.0, metavar="S",
+                        help="keep serving the metrics S seconds after the job ends, so Prometheus scrapes the "
+                             "finished job (set it to your scrape interval or more; default: 0, the endpoint "
+                             "closes with the job)")
 
 
 def job_config(args: argparse.Namespace) -> JobConfig:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from typing import Iterator
 
 from engines.base import EngineOptionError
@@ -81,8 +82,9 @@ def exit_code(report: JobReport) -> int:
 
 
 @contextlib.contextmanager
-def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
-    """The job's driver metrics, served at host:port for the job's life (port 0: not served).
+def served_metrics(host: str, port: int, linger_s: float = 0.0) -> Iterator[DriverMetrics]:
+    """The job's driver metrics, served at host:port for the job's life (port 0: not served), and ``linger_s``
+    seconds after a job that ended by itself, so a scrape can see it finished.
 
     A port that cannot be bound (another job holds it) is a warning, not a reason to not render.
     """
@@ -95,10 +97,15 @@ def served_metrics(host: str, port: int) -> Iterator[DriverMetrics]:
             logger.warning("metrics endpoint not started on %s:%d: %s; rendering without it", host, port, exc)
         else:
             logger.info("serving the job's metrics at %s", endpoint.url)
+    ended = False
     try:
         yield metrics
+        ended = True
     finally:
         if endpoint is not None:
+            if ended and linger_s > 0:
+                logger.info("the job's metrics stay at %s for %g s (--metrics-linger)", endpoint.url, linger_s)
+                time.sleep(linger_s)
             endpoint.close()
 
 
@@ -145,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stopped_by_signals():
             config = job_config(args)
-            with served_metrics(args.metrics_host, args.metrics_port) as metrics, \
+            with served_metrics(args.metrics_host, args.metrics_port, args.metrics_linger) as metrics, \
                     Progress(args.progress_seconds) as progress:
                 report = run_render_job(config, address=args.address, on_result=progress.on_result, metrics=metrics,
                                         on_planned=progress.on_planned)

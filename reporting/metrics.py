@@ -238,24 +238,28 @@ class DriverMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.rows = Gauge("hellomeme_job_rows", "Rows in the manifest", registry=r)
-        self.rows_started = Counter("hellomeme_job_rows_started", "Rows handed to the pipeline to render",
-                                    registry=r)
+        self.rows_started = Counter("hellomeme_job_rows_started", "Rows handed to the pipeline to render (all "
+                                    "pending rows at the start; the workers' ray_hellomeme_rows_started counts "
+                                    "the rows a stage has begun)", registry=r)
         self.rows_finished = Counter("hellomeme_job_rows_finished", "Rows finished, by status", ["status"],
                                      registry=r)
         self.rows_in_flight = Gauge("hellomeme_job_rows_in_flight",
-                                    "Rows handed to the pipeline and not finished yet", registry=r)
+                                    "Rows handed to the pipeline and not finished yet, queued or in a stage", registry=r)
         self.frames_rendered = Counter("hellomeme_job_frames_rendered", "Frames rendered by finished rows",
                                        registry=r)
         self.stage_seconds = Histogram("hellomeme_job_stage_seconds", "Seconds one stage took for one finished row",
                                        ["stage"], buckets=STAGE_SECONDS_BUCKETS, registry=r)
         self.running = Gauge("hellomeme_job_running", "1 while the job runs, 0 once it has finished", registry=r)
-        self.seconds = Gauge("hellomeme_job_seconds", "Wall-clock seconds of the finished job", registry=r)
+        self.seconds = Gauge("hellomeme_job_seconds", "Wall-clock seconds the job has run since its rows were "
+                             "planned (its whole run once it has finished)", registry=r)
         for status in STATUSES:  # every status is a series from the start, so rates and sums see zeros
             self.rows_finished.labels(status=status)
 
     def job_planned(self, total: int, pending: int) -> None:
         """The manifest is planned: ``total`` rows, of which ``pending`` go to the pipeline."""
         self.running.set(1)
+        started = time.monotonic()
+        self.seconds.set_function(lambda: time.monotonic() - started)  # a scrape mid-job sees it grow
         self.rows.set(total)
         self.rows_started.inc(pending)
         self.rows_in_flight.set(pending)
@@ -276,7 +280,7 @@ class DriverMetrics:
     def job_finished(self, seconds: float) -> None:
         self.running.set(0)
         self.rows_in_flight.set(0)
-        self.seconds.set(seconds)
+        self.seconds.set_function(lambda: seconds)
 
 
 class MetricsEndpoint:
