@@ -84,6 +84,49 @@ def test_small_quick_nods_keep_their_timing_and_size(astronaut_face):
     assert size > 0.8 * config.pose_gains[0], f"smoothing shrank a quick nod to {size:.2f} of its size"
 
 
+def _framed(landmarks: np.ndarray, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    """The same face in another framing: scaled about its centre and moved (pixels)."""
+    centre = landmarks[..., list(FaceIndex.RIGID), :].mean(axis=-2, keepdims=True)
+    return (landmarks - centre) * scale + centre + np.array([shift[0], shift[1], 0.0])
+
+
+def _head_size_and_place(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rigid = targets[:, list(FaceIndex.RIGID), :2]
+    centre = rigid.mean(axis=1)
+    return np.linalg.norm(rigid - centre[:, None], axis=-1).mean(axis=1), centre
+
+
+def test_a_cut_in_the_driving_clip_starts_the_head_motion_afresh_and_a_glitch_does_not(astronaut_face):
+    """An edited clip cuts to another framing (a smaller face, elsewhere): the portrait shrank to 75%, jumped
+    and turned at every cut.  After the cut the head moves on from where it was; a one-frame tracking
+    glitch (a face found half the size for one frame) does not restart anything."""
+    _, face = astronaut_face
+    landmarks = face.landmarks[0].astype(np.float64)
+    own = face.rotation[0].astype(np.float64)
+    frames = np.arange(40)
+    driving = _nodding_driver(landmarks, own, np.radians(4.0) * np.sin(2 * np.pi * frames / 20))
+    cut = driving.copy()
+    cut[20:] = _framed(driving[20:], 0.7, (60.0, -25.0))
+    kwargs = dict(reference_pose=own, image_size=(512, 512))
+
+    def pose(track: np.ndarray) -> np.ndarray:
+        return tracking.head_pose(track.astype(np.float32), (512, 512))[0]
+
+    steady = retarget(landmarks, driving, RetargetConfig(), driving_pose=pose(driving), **kwargs)
+    across = retarget(landmarks, cut, RetargetConfig(), driving_pose=pose(cut), **kwargs)
+    naive = retarget(landmarks, cut, RetargetConfig(cut_scale_ratio=None), driving_pose=pose(cut), **kwargs)
+    sizes, centres = _head_size_and_place(across)
+    naive_sizes, _ = _head_size_and_place(naive)
+    assert naive_sizes[25] / naive_sizes[15] < 0.8  # taken from the first frame, the portrait shrank
+    assert abs(sizes[21] / sizes[19] - 1) < 0.03 and np.linalg.norm(centres[21] - centres[19]) < 6
+    np.testing.assert_allclose(across[:18], steady[:18], atol=1e-3)  # nothing changes before the cut
+    # A glitch: one frame of a face half the size somewhere else, then back.
+    glitch = driving.copy()
+    glitch[12] = _framed(driving[12], 0.5, (80.0, 90.0))
+    glitched = retarget(landmarks, glitch, RetargetConfig(), driving_pose=pose(glitch), **kwargs)
+    np.testing.assert_allclose(glitched[16:], steady[16:], atol=1e-3)
+
+
 def _dark_fraction(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> float:
     luminance = image[mask].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     return float(np.mean(luminance < 0.6 * (skin @ np.array([0.299, 0.587, 0.114]))))

@@ -104,6 +104,14 @@ class RetargetConfig:
     # eye-corner distances), and mediapipe read a box-shaped laugh as less open the wider the
     # mouth (jgz-show1 mouth r 0.83, jgz-chillout 0.88; with the lens 0.85 and 0.92).
     mouth_lens: float = 1.0
+    # A cut in the driving clip (an edited clip: another shot, another person, another framing) starts
+    # the head motion afresh from the new shot's first frame: taken from the clip's first frame, the
+    # portrait shrank to the next shot's face size, jumped and turned at every cut.  A cut is a frame
+    # whose face differs from the frame before by more than this scale ratio or this shift (in face
+    # sizes), and stays so: real head motion in the shared clips moves at most 1.07x and 0.65 face
+    # sizes a frame (at 10 fps), and a one-frame tracking glitch comes back.  None: no cuts.
+    cut_scale_ratio: float | None = 1.2
+    cut_shift: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -216,8 +224,9 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
         raise RetargetError(f"expected reference (478, 3) and driving (T, 478, 3), got {reference.shape}, {driving.shape}")
     rigid = list(FaceIndex.RIGID)
 
-    # Head motion of the driving face relative to its first frame.
+    # Head motion of the driving face relative to its first frame (and, past a cut, to its shot's).
     motion = fit_similarity(driving[0, rigid], driving[:, rigid])
+    anchors = shot_anchors(driving, motion.scale, config) if config.cut_scale_ratio else np.zeros(len(driving), int)
     # Expression: each frame with its head motion undone, as offsets from the clip's most
     # neutral face (frame 0 unless configured otherwise).
     aligned = smooth_in_time(motion.invert(driving), config.smoothing_sigma)
@@ -232,21 +241,52 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     # The driving face's centre shift, in reference pixels; the rotation and scale act about the
     # reference's face centre.
     centres = driving[:, rigid].mean(axis=1)
-    shift = (centres - centres[0]) * to_reference.scale[0] * config.translation_gain
+    shift = (centres - centres[anchors]) * to_reference.scale[0] * config.translation_gain
     shift[:, 2] = 0.0
     sigma = config.motion_smoothing_sigma
     use_pose = config.pose_rotation and reference_pose is not None and driving_pose is not None
     if use_pose:
-        wanted = wanted_poses(reference_pose, driving_pose, config.rotation_gain * np.asarray(config.pose_gains), sigma)
+        driving_pose = np.asarray(driving_pose, dtype=np.float64)
+        in_shot = driving_pose - driving_pose[anchors] + driving_pose[0]  # each shot's change from its start
+        wanted = wanted_poses(reference_pose, in_shot, config.rotation_gain * np.asarray(config.pose_gains), sigma)
         rotation = pose_rotations(reference_pose, wanted)
     else:
-        rotation = _rotation_power(_smooth_rotations(motion.rotation, sigma), config.rotation_gain)
-    head = Similarity3D(scale=smooth_in_time(motion.scale, sigma) ** config.scale_gain, rotation=rotation,
+        in_shot = motion.rotation @ motion.rotation[anchors].transpose(0, 2, 1)
+        rotation = _rotation_power(_smooth_rotations(in_shot, sigma), config.rotation_gain)
+    scale = motion.scale / motion.scale[anchors]
+    head = Similarity3D(scale=smooth_in_time(scale, sigma) ** config.scale_gain, rotation=rotation,
                         translation=smooth_in_time(shift, sigma))
     targets = compose_targets(reference, offsets, head)
     if use_pose and image_size is not None and config.pose_corrections > 0:
         targets = correct_poses(targets, wanted, image_size, config.pose_corrections)
     return targets
+
+
+def shot_anchors(driving: np.ndarray, scale: np.ndarray, config: RetargetConfig, settle: int = 3) -> np.ndarray:
+    """(T,) the first frame of each frame's shot: a new shot starts at a cut (:attr:`RetargetConfig.cut_scale_ratio`).
+
+    A candidate frame jumps from the frame before it in size or place; it is a cut only if the
+    ``settle`` frames after it stay near it and it is not the way back from a one-frame glitch (it
+    is also far from the frame two before), so a tracking glitch never restarts the motion.
+    """
+    rigid = list(FaceIndex.RIGID)
+    centres = driving[:, rigid, :2].mean(axis=1)
+    sizes = np.maximum(np.linalg.norm(driving[:, rigid, :2] - centres[:, None], axis=-1).mean(axis=1), 1e-6)
+    log_ratio = np.log(config.cut_scale_ratio)
+
+    def apart(a: int, b: int) -> bool:
+        return bool(abs(np.log(scale[a] / scale[b])) > log_ratio
+                    or np.linalg.norm(centres[a] - centres[b]) > config.cut_shift * sizes[b])
+
+    anchors = np.zeros(len(driving), dtype=int)
+    start = 0
+    for t in range(1, len(driving)):
+        after = range(t + 1, min(t + 1 + settle, len(driving)))
+        if apart(t, t - 1) and (t < 2 or apart(t, t - 2)) and len(after) == settle \
+                and not any(apart(k, t) for k in after):
+            start = t
+        anchors[t] = start
+    return anchors
 
 
 def neutral_face(aligned: np.ndarray, percentile: float = 10.0) -> np.ndarray:
