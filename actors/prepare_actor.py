@@ -46,6 +46,9 @@ SMALL_FACE_SAMPLES = 5  # frames searched at full size for a face the scaled-dow
 # How a face that ``np.rot90(frame, turns)`` stands upright lay, for the note of an ok row.
 TURNED = {1: "on its side (turned a quarter clockwise)", 2: "upside down",
           3: "on its side (turned a quarter anticlockwise)"}
+# A portrait's face region enlarged more than this to the render size is noted on its row (a 64 px
+# thumbnail blown up 8x rendered a blurry video without a word).
+BLURRY_ENLARGEMENT = 4.0
 # The start of the note an ok row's ``error`` carries when its clip's audio could not be extracted.
 AUDIO_DROPPED_NOTE = "ok without sound (the driving clip's audio could not be extracted)"
 
@@ -212,6 +215,11 @@ class PrepareActor:
                 pass  # only seen lying down: animated as it lies
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
+        visible = min(box.side, max(image.shape[:2]))  # what of the crop the photo has pixels for
+        if self.size / visible > BLURRY_ENLARGEMENT:
+            small = f"the portrait's face region is only {visible:.0f} px across, enlarged {self.size / visible:.0f}x " \
+                f"to {self.size} px, so the video looks blurry (a larger photo of the face renders sharper)"
+            note = "; ".join(part for part in (note, small) if part)
         return {**({"error": note} if note else {}), "reference_crop": crop,
                 **track_columns("reference", track.cropped(box, self.size)), "preview_reference": made["preview_reference"]}
 

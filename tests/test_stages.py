@@ -194,6 +194,18 @@ def test_a_portrait_lying_on_its_side_without_an_orientation_tag_is_animated_upr
     assert difference < 12  # the upright portrait's own crop, not a turned one
 
 
+def test_a_tiny_portrait_renders_with_a_note_that_it_was_enlarged(job, prepared, tmp_path):
+    """A 64 px thumbnail was blown up 8x to a blurry video, row ok, without a word."""
+    from PIL import Image
+
+    config, pending, _ = job
+    tiny = tmp_path / "tiny.png"
+    Image.open(pending[0]["reference_uri"]).convert("RGB").resize((56, 56), Image.LANCZOS).save(tiny)
+    row = _prepare_stage(config)({**pending[0], "reference_uri": str(tiny)})
+    assert row["status"] == "pending" and "enlarged" in row["error"] and "looks blurry" in row["error"]
+    assert "error" not in prepared[0] or "enlarged" not in (prepared[0]["error"] or "")
+
+
 def test_no_skip_existing_replaces_this_tools_earlier_video_and_never_a_foreign_file(job, prepared, tmp_path):
     """Rendered again with other settings, a row replaces its earlier video (and the results row owns what is
     on disk); a foreign file at a target fails its row at planning, before any work is spent on it."""
