@@ -206,12 +206,17 @@ def with_earlier_records(rows: Iterable[Mapping[str, Any]], output_uri: str,
     if not any(row.get("status") == "skipped" for row in rows):
         return rows
     made: dict[str, Mapping[str, Any]] = {}
+    by_tail: dict[str, Mapping[str, Any]] = {}  # the same, by path tail: the folder may have moved since
     for table in _earlier_tables(output_uri, storage_options):  # oldest first: the newest record wins
-        made.update({uri: row for uri, row in _made_outputs(table).items() if (row.get("frames") or 0) > 0})
+        for uri, record in _made_outputs(table).items():
+            if (record.get("frames") or 0) > 0:
+                made[uri] = record
+                by_tail.update({tail: record for tail in path_tails(uri)})
     for row in rows:
         if row.get("status") != "skipped":
             continue
-        before = made.get(row.get("output_uri"))
+        uri = row.get("output_uri")
+        before = made.get(uri) or (by_tail.get(relative_to(uri, output_uri)) if uri else None)
         if before is not None:
             row.update({name: before.get(name) for name in CARRIED_COLUMNS if before.get(name) is not None})
         elif row.get("output_uri"):  # written by a driver killed before its result was recorded

@@ -127,6 +127,11 @@ def test_a_reruns_skipped_rows_keep_the_record_of_the_run_that_made_their_videos
     assert carried[0]["status"] == "skipped" and carried[0]["frames"] == 30 and carried[0]["seconds_render"] == 2.5
     assert carried[1]["frames"] == 0 and carried[2]["frames"] == 0  # c.mp4 is not there to read
     assert with_earlier_records(rerun, str(tmp_path / "nothing-there"))[0]["frames"] == 0
+    # The output folder moved (or reached another way): the table still knows its videos by their path in it.
+    (tmp_path / "out").rename(tmp_path / "moved")
+    moved = str(tmp_path / "moved")
+    carried = with_earlier_records([row(0, "a", "skipped", output_uri=f"{moved}/a.mp4")], moved)
+    assert carried[0]["frames"] == 30 and carried[0]["seconds_render"] == 2.5
 
 
 def test_a_skipped_video_no_table_records_says_its_frames_from_its_container(tmp_path, synthetic_media):
