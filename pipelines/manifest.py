@@ -355,11 +355,18 @@ def partition_values(part: str, folder: str) -> dict[str, str]:
     keep a partition column's value only in the folder's name: read without it, every row of
     ``max_seconds=0.5/`` rendered its whole clip.  Values are percent-decoded, as Hive escapes them.
     """
-    relative = part[len(folder.rstrip("/")) + 1:] if part.startswith(folder.rstrip("/") + "/") else ""
-    values = {}
-    for name in relative.split("/")[:-1]:
-        key, _, value = name.partition("=")
-        values[unquote(key)] = unquote(value)
+    root = storage.normalize(folder).rstrip("/") + "/"  # as storage.join made the part's URI
+    if not part.startswith(root):
+        raise ManifestError(f"manifest part {printable(part)} is not under its folder {printable(folder)}")
+    values: dict[str, str] = {}
+    for name in part[len(root):].split("/")[:-1]:
+        key, _, value = (unquote(text) for text in name.partition("="))
+        if not key:
+            raise ManifestError(f"manifest {printable(folder)}: its folder {printable(name)} names no column")
+        if key in values:
+            raise ManifestError(f"manifest {printable(folder)}: {_shown(key)} is named by two folders of one path "
+                                f"({_shown(key)}={printable(values[key])} and {_shown(key)}={printable(value)})")
+        values[key] = value
     return values
 
 
@@ -370,6 +377,10 @@ def _partition_column(name: str, value: str, shown: str) -> pa.Array:
         return pa.array([None], pa.string() if kind == "string" else pa.float64())
     if kind == "string":
         return pa.array([value], pa.string())
+    if kind == "integer" and re.fullmatch(r"[+-]?\d+", value.strip()):
+        number = int(value)  # exactly: a seed of 9007199254740993 is not a float's 9007199254740992
+        if -2**63 <= number < 2**63:
+            return pa.array([number], pa.int64())
     try:
         return pa.array([float(value)], pa.float64())
     except ValueError:

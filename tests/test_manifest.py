@@ -545,7 +545,7 @@ def test_a_folder_of_parquet_files_is_read_as_one_manifest_in_path_order(tmp_pat
         read_manifest(str(folder), limits=ManifestLimits(max_rows=3))
 
 
-def test_partition_folders_give_their_rows_the_value_in_their_name(tmp_path, caplog):
+def test_partition_folders_give_their_rows_the_value_in_their_name(tmp_path, caplog, monkeypatch):
     """pandas' and pyarrow's partition_cols, Spark's partitionBy and DuckDB's PARTITION_BY keep a partition
     column's value only in its folder's name: read without it, every row of max_seconds=0.5/ rendered
     its whole clip, marked ok."""
@@ -567,6 +567,21 @@ def test_partition_folders_give_their_rows_the_value_in_their_name(tmp_path, cap
     pq.write_to_dataset(pa.table({**_rows(2), "fps": ["fast", "fast"]}), bad, partition_cols=["fps"])
     with pytest.raises(ManifestError, match=r"fps=fast gives 'fps' a value that is not a number"):
         read_manifest(str(bad))
+    # However the folder is named: relative, file://, with a doubled slash (the values were dropped).
+    monkeypatch.chdir(tmp_path)
+    for name in ("partitioned", f"file://{folder}", f"{tmp_path}//partitioned"):
+        assert sorted(read_manifest(name).column("max_seconds").to_pylist()) == [0.5, 0.5, 2.0, 2.0], name
+    big = tmp_path / "big" / "seed=9007199254740993"
+    big.mkdir(parents=True)
+    pq.write_table(pa.table(_rows(1)), big / "part-0.parquet")
+    pq.write_table(pa.table({**_rows(1), "seed": pa.array([5], pa.int64())}), big.parent / "part-1.parquet")
+    assert read_manifest(str(big.parent)).column("seed").to_pylist() == [5, 9007199254740993] or \
+        sorted(read_manifest(str(big.parent)).column("seed").to_pylist()) == [5, 9007199254740993]
+    nested = tmp_path / "nested" / "fps=10" / "fps=12"
+    nested.mkdir(parents=True)
+    pq.write_table(pa.table(_rows(1)), nested / "part-0.parquet")
+    with pytest.raises(ManifestError, match=r"fps is named by two folders of one path \(fps=10 and fps=12\)"):
+        read_manifest(str(tmp_path / "nested"))
     twice = tmp_path / "twice" / "seed=3"
     twice.mkdir(parents=True)
     pq.write_table(pa.table({**_rows(2), "seed": [1, 2]}), twice / "part-0.parquet")
