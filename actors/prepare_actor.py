@@ -46,6 +46,9 @@ SMALL_FACE_SAMPLES = 5  # frames searched at full size for a face the scaled-dow
 # How a face that ``np.rot90(frame, turns)`` stands upright lay, for the note of an ok row.
 TURNED = {1: "on its side (turned a quarter clockwise)", 2: "upside down",
           3: "on its side (turned a quarter anticlockwise)"}
+# A face turned upright (a portrait or a clip lying on its side) is kept turned only if it then reads
+# within this of upright; otherwise it is used as it is (a face tilted 60 degrees on purpose).
+UPRIGHT_DEGREES = 20.0
 # A portrait's face region enlarged more than this to the render size is noted on its row (a 64 px
 # thumbnail blown up 8x rendered a blurry video without a word).
 BLURRY_ENLARGEMENT = 4.0
@@ -203,16 +206,13 @@ class PrepareActor:
             track = self.tracker.find(image, self.limits.landmark_side)
         except FaceError as exc:
             raise InputError(f"reference {printable(uri)}: {exc}") from None
-        turns = upright_turns(track)
         note = ""
-        if turns:  # a photo whose EXIF orientation was lost: animated upright, as the driving clip's face is
-            upright = np.ascontiguousarray(np.rot90(image, turns))
-            try:
-                image, track = upright, self.tracker.find(upright, self.limits.landmark_side)
-                note = f"the portrait's face lay {TURNED[turns]} and was animated turned upright (has the photo " \
-                    "lost its orientation tag?)"
-            except FaceError:
-                pass  # only seen lying down: animated as it lies
+        turned = self._stood_up(image, track)
+        if turned is not None:  # a photo whose EXIF orientation was lost: animated upright, as such a clip is
+            turns, image, track = turned
+            note = f"the portrait's face lay {TURNED[turns]} and was animated turned upright (has the photo " \
+                "lost its orientation tag?)"
+        
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
         visible = min(box.side, max(image.shape[:2]))  # what of the crop the photo has pixels for
@@ -222,6 +222,27 @@ class PrepareActor:
             note = "; ".join(part for part in (note, small) if part)
         return {**({"error": note} if note else {}), "reference_crop": crop,
                 **track_columns("reference", track.cropped(box, self.size)), "preview_reference": made["preview_reference"]}
+
+    def _stood_up(self, image: np.ndarray, track: FaceTrack) -> tuple[int, np.ndarray, FaceTrack] | None:
+        """(quarter turns, the turned image, its face) that stand a portrait's face lying on its side upright, or None.
+
+        Only a face read clearly on its side (:func:`~faces.tracking.upright_turns`: its roll within
+        30 degrees of a quarter turn) is turned, and the turn is kept only if the face then reads
+        upright (within :data:`UPRIGHT_DEGREES`): a face tilted 60 degrees on purpose stays as it is.
+        A rougher reading (-125 or -159 degrees for a quarter turn) is not acted on: the mesh reads an
+        upside-down face as upright too, so a turn chosen from it could stand the face on its head.
+        """
+        turns = upright_turns(track)
+        if turns not in (1, 3):
+            return None
+        upright = np.ascontiguousarray(np.rot90(image, turns))
+        try:
+            found = self.tracker.find(upright, self.limits.landmark_side)
+        except FaceError:
+            return None  # only seen lying down: animated as it lies
+        if abs(np.degrees(found.rotation[0, 2])) > UPRIGHT_DEGREES:
+            return None
+        return turns, upright, found
 
     # -- driving clip -----------------------------------------------------------------------------
 
@@ -256,8 +277,16 @@ class PrepareActor:
             turns = upright_turns(track)
             if turns:  # filmed sideways, its rotation tag lost: tracked again turned upright
                 seen = reader.frames(plan, max_side=self.limits.landmark_side)
-                track = self.tracker.track((np.rot90(frame, turns) for frame in decode.time(seen)),
-                                           image_size=_turned_size((facts.height, facts.width), turns))
+                try:
+                    turned = self.tracker.track((np.rot90(frame, turns) for frame in decode.time(seen)),
+                                                image_size=_turned_size((facts.height, facts.width), turns))
+                except FaceError:
+                    turned = None
+                rolls = np.degrees(turned.rotation[turned.detected, 2]) if turned is not None else np.array([])
+                if rolls.size and abs(float(np.median(rolls))) <= UPRIGHT_DEGREES:
+                    track = turned
+                else:  # turned, it does not read upright either: followed as it is
+                    turns = 0
         except media.MediaError as exc:
             raise InputError(f"driving video {printable(uri)} {exc}") from None
         except FaceError as exc:

@@ -194,6 +194,19 @@ def test_a_portrait_lying_on_its_side_without_an_orientation_tag_is_animated_upr
     assert difference < 12  # the upright portrait's own crop, not a turned one
 
 
+def test_a_portrait_tilted_on_purpose_is_not_turned(job, prepared, tmp_path):
+    """A face tilted 60 degrees is a pose, not a lost tag: turning it a quarter left it tilted 30 degrees the
+    other way, with grey corners and a note that it had lain on its side."""
+    from PIL import Image
+
+    config, pending, _ = job
+    tilted = tmp_path / "tilted.png"
+    Image.open(pending[0]["reference_uri"]).convert("RGB").rotate(60, expand=True, fillcolor=(128, 128, 128)).save(tilted)
+    row = _prepare_stage(config)({**pending[0], "reference_uri": str(tilted)})
+    assert row["status"] == "pending" and "lay on its side" not in (row.get("error") or "")
+    assert abs(abs(np.degrees(row["reference_rotation"][0, 2])) - 60) < 15
+
+
 def test_a_tiny_portrait_renders_with_a_note_that_it_was_enlarged(job, prepared, tmp_path):
     """A 64 px thumbnail was blown up 8x to a blurry video, row ok, without a word."""
     from PIL import Image
