@@ -69,14 +69,17 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+MAX_PERIOD_S = 7 * 24 * 3600.0  # a period or a wait longer than this is a typo (1e20 overflowed the timers)
+
+
 def seconds_or_off(text: str) -> float:
     """A period in seconds, 0 for off: a negative or non-finite one is refused, not taken as off."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds (0: off), got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds, 0 or more (0: off), got {text!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_PERIOD_S:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 (off) to {MAX_PERIOD_S:g} (a week), got {text!r}")
     return value
 
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
-import time
+import threading
 from typing import Iterator
 
 from engines.base import EngineOptionError
@@ -82,11 +82,12 @@ def exit_code(report: JobReport) -> int:
 
 
 @contextlib.contextmanager
-def served_metrics(host: str, port: int, linger_s: float = 0.0) -> Iterator[DriverMetrics]:
-    """The job's driver metrics, served at host:port for the job's life (port 0: not served), and ``linger_s``
-    seconds after a job that ended by itself, so a scrape can see it finished.
+def served_metrics(host: str, port: int, kept_open: list[MetricsEndpoint] | None = None) -> Iterator[DriverMetrics]:
+    """The job's driver metrics, served at host:port for the job's life (port 0: not served).
 
-    A port that cannot be bound (another job holds it) is a warning, not a reason to not render.
+    With ``kept_open``, the endpoint of a job that ended by itself is added to it instead of closed,
+    for :func:`linger_metrics` to close once the summary is out and the job's Ray is gone.  A port
+    that cannot be bound (another job holds it) is a warning, not a reason to not render.
     """
     metrics = DriverMetrics()
     endpoint = None
@@ -103,9 +104,30 @@ def served_metrics(host: str, port: int, linger_s: float = 0.0) -> Iterator[Driv
         ended = True
     finally:
         if endpoint is not None:
-            if ended and linger_s > 0:
-                logger.info("the job's metrics stay at %s for %g s (--metrics-linger)", endpoint.url, linger_s)
-                time.sleep(linger_s)
+            if ended and kept_open is not None:
+                kept_open.append(endpoint)
+            else:
+                endpoint.close()
+
+
+def linger_metrics(endpoints: list[MetricsEndpoint], seconds: float) -> None:
+    """Serve a finished job's metrics ``seconds`` longer, so Prometheus scrapes the job as finished.
+
+    The job is over (its results written, its summary printed, its Ray gone): a stop signal ends the
+    wait early and changes nothing of the job's exit status.
+    """
+    if not endpoints:
+        return
+    done = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = {number: signal.signal(number, lambda *_: done.set()) for number in STOP_SIGNALS} if in_main else {}
+    try:
+        logger.info("the job's metrics stay at %s for %g s (--metrics-linger)", endpoints[0].url, seconds)
+        done.wait(seconds)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for endpoint in endpoints:
             endpoint.close()
 
 
@@ -149,10 +171,12 @@ def _storage_option_hint(exc: Exception) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
+    lingering: list[MetricsEndpoint] = []
     try:
         with stopped_by_signals():
             config = job_config(args)
-            with served_metrics(args.metrics_host, args.metrics_port, args.metrics_linger) as metrics, \
+            with served_metrics(args.metrics_host, args.metrics_port,
+                                lingering if args.metrics_linger > 0 else None) as metrics, \
                     Progress(args.progress_seconds) as progress:
                 report = run_render_job(config, address=args.address, on_result=progress.on_result, metrics=metrics,
                                         on_planned=progress.on_planned)
@@ -177,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_local_ray()  # a local instance's workers and temp files go with the job
     print_summary(report, config.output_uri)
+    linger_metrics(lingering, args.metrics_linger)
     return exit_code(report)
 
 

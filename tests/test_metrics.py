@@ -134,33 +134,32 @@ def test_render_serves_metrics_on_loopback_by_default_and_survives_a_busy_port(c
 
 def test_a_scrape_sees_the_job_run_and_with_linger_sees_it_finished():
     """The endpoint closed the moment the job ended, and job_seconds stayed 0 until then: every scrape said
-    running, 0 s, and a dashboard never showed a job done."""
-    import threading
+    running, 0 s, and a dashboard never showed a job done.  The linger comes after the job (the CLI
+    prints its summary and ends its Ray first)."""
+    from jobs.render import linger_metrics
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    seen = {}
-
-    def job() -> None:
-        with served_metrics("127.0.0.1", port, linger_s=3.0) as metrics:
-            metrics.job_planned(total=2, pending=2)
-            time.sleep(1.2)
-            seen["running"] = scrape(url)
-            metrics.job_finished(1.5)
-
-    thread = threading.Thread(target=job)
-    thread.start()
-    while "running" not in seen:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    after = scrape(url)  # the job is over; the endpoint lingers
-    thread.join()
-    assert seen["running"]["hellomeme_job_running"] == 1 and seen["running"]["hellomeme_job_seconds"] >= 1.0
+    kept = []
+    with served_metrics("127.0.0.1", port, kept) as metrics:
+        metrics.job_planned(total=2, pending=2)
+        time.sleep(1.2)
+        running = scrape(url)
+        metrics.job_finished(1.5)
+    after = scrape(url)  # the job is over; the endpoint is kept open for the linger
+    started = time.monotonic()
+    linger_metrics(kept, 0.5)
+    assert time.monotonic() - started >= 0.45
+    assert running["hellomeme_job_running"] == 1 and running["hellomeme_job_seconds"] >= 1.0
     assert after["hellomeme_job_running"] == 0 and after["hellomeme_job_seconds"] == 1.5
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=5)
     args = build_parser().parse_args(["render", "m.parquet", "--output", "out", "--metrics-linger", "30"])
     assert args.metrics_linger == 30.0
+    with pytest.raises(SystemExit):  # 1e20 overflowed the timer after every row had rendered
+        build_parser().parse_args(["render", "m.parquet", "--output", "out", "--metrics-linger", "1e20"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["render", "m.parquet", "--output", "out", "--progress-seconds", "1e20"])
 
 
 def test_dashboard_queries_only_metrics_the_job_exports():
