@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from mediaio.threads import AUTO
 
@@ -342,18 +342,24 @@ def _in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
     cameras), as colour-managed viewers show it; its numbers read as sRGB were duller (P3: about a sixth
     less saturated).  A profile that cannot be read, or is of another colour space than the pixels
     (a CMYK print file), leaves the numbers as they are."""
-    if not profile or image.mode not in ("RGB", "RGBA", "L"):
+    if not profile:
         return image
     from PIL import ImageCms
 
+    if image.mode == "P":  # a palette's colours are the profile's too
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+    pixels = image.convert("L") if image.mode == "LA" else image.convert("RGB") if image.mode == "RGBA" else image
+    if pixels.mode not in ("RGB", "L"):
+        return image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        if "srgb" in ImageCms.getProfileDescription(source).lower():
-            return image  # already what the pixels are taken for
-        return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
-                                         outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+        converted = ImageCms.profileToProfile(pixels, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return image
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
 
 
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
@@ -361,6 +367,9 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     # Pillow's own guard refuses past twice its limit (179 MP) before our caps (up to 268 MP for a
     # JPEG, read reduced) can say anything: its limit is ours.
     Image.MAX_IMAGE_PIXELS = max(limits.max_jpeg_pixels, limits.max_other_image_pixels)
+    # A PNG's colour profile may be a few MB (a camera's lookup tables): Pillow's 1 MB text-chunk guard
+    # refused the whole image; 16 MB still bounds what one chunk can cost.
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 * 1024**2)
     try:
         image = _main_page(Image.open(io.BytesIO(data)))
     except UnidentifiedImageError as exc:

@@ -747,7 +747,16 @@ def test_a_portrait_with_a_colour_profile_is_read_as_viewers_show_it(portraits):
         numbers.save(data, fmt, icc_profile=p3, **({"quality": 95} if fmt == "JPEG" else {}))
         read = media.load_image(data.getvalue(), LIMITS).astype(float)
         assert np.abs(read - expected).mean() < 2.5, fmt
-    # A profile that cannot be read leaves the numbers as they are.
+    # A palette image's colours are the profile's too (its numbers were read as sRGB).
     data = io.BytesIO()
-    numbers.save(data, "PNG", icc_profile=b"not a profile")
-    assert np.array_equal(media.load_image(data.getvalue(), LIMITS), np.asarray(numbers))
+    palette = numbers.quantize(256)
+    palette.save(data, "PNG", icc_profile=p3)
+    as_numbers = np.asarray(palette.convert("RGB"), dtype=float)
+    read = media.load_image(data.getvalue(), LIMITS).astype(float)
+    assert np.abs(read - expected).mean() < np.abs(as_numbers - expected).mean() - 2
+    # A profile that cannot be read leaves the numbers as they are, however large (a 3 MB profile
+    # passed Pillow's 1 MB guard on PNG text chunks only by failing the whole image).
+    for junk in (b"not a profile", bytes(range(256)) * 12_000):
+        data = io.BytesIO()
+        numbers.save(data, "PNG", icc_profile=junk)
+        assert np.array_equal(media.load_image(data.getvalue(), LIMITS), np.asarray(numbers))
