@@ -112,6 +112,11 @@ class RetargetConfig:
     # sizes a frame (at 10 fps), and a one-frame tracking glitch comes back.  None: no cuts.
     cut_scale_ratio: float | None = 1.2
     cut_shift: float = 1.0
+    # A single frame whose face is away from both its neighbours (by this shift in face sizes, or a
+    # scale ratio past cut_scale_ratio's square root) while they agree with each other (within a fifth
+    # of that) is a tracking glitch or a one-frame flash of another face: it takes its neighbours'
+    # mean.  Followed, the portrait jumped, shrank or grinned for that frame.  None: kept as tracked.
+    spike_shift: float | None = 0.5
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,11 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     if reference.shape != (478, 3) or driving.ndim != 3 or driving.shape[1:] != (478, 3):
         raise RetargetError(f"expected reference (478, 3) and driving (T, 478, 3), got {reference.shape}, {driving.shape}")
     rigid = list(FaceIndex.RIGID)
+    if config.spike_shift is not None:
+        spikes = spike_frames(driving, config)
+        driving = _neighbours_mean(driving, spikes)
+        if driving_pose is not None:
+            driving_pose = _neighbours_mean(np.asarray(driving_pose, dtype=np.float64), spikes)
 
     # Head motion of the driving face relative to its first frame (and, past a cut, to its shot's).
     motion = fit_similarity(driving[0, rigid], driving[:, rigid])
@@ -260,6 +270,31 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     if use_pose and image_size is not None and config.pose_corrections > 0:
         targets = correct_poses(targets, wanted, image_size, config.pose_corrections)
     return targets
+
+
+def spike_frames(driving: np.ndarray, config: RetargetConfig) -> np.ndarray:
+    """(T,) bool: the one-frame spikes of ``driving`` (T, 478, 3) (:attr:`RetargetConfig.spike_shift`)."""
+    rigid = list(FaceIndex.RIGID)
+    centres = driving[:, rigid, :2].mean(axis=1)
+    sizes = np.maximum(np.linalg.norm(driving[:, rigid, :2] - centres[:, None], axis=-1).mean(axis=1), 1e-6)
+    jump_ratio = np.log(config.cut_scale_ratio or 1.2) / 2
+
+    def away(a: int, b: int, shift: float, ratio: float) -> bool:
+        return bool(abs(np.log(sizes[a] / sizes[b])) > ratio or np.linalg.norm(centres[a] - centres[b]) > shift * sizes[b])
+
+    spikes = np.zeros(len(driving), dtype=bool)
+    for t in range(1, len(driving) - 1):
+        spikes[t] = (away(t, t - 1, config.spike_shift, jump_ratio) and away(t, t + 1, config.spike_shift, jump_ratio)
+                     and not away(t + 1, t - 1, config.spike_shift / 5, jump_ratio / 5))
+    return spikes
+
+
+def _neighbours_mean(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """``values`` (T, ...) with each of ``frames`` replaced by the mean of the frames either side of it."""
+    fixed = values.copy()
+    for t in np.flatnonzero(frames):
+        fixed[t] = (values[t - 1] + values[t + 1]) / 2
+    return fixed
 
 
 def shot_anchors(driving: np.ndarray, scale: np.ndarray, config: RetargetConfig, settle: int = 3) -> np.ndarray:
