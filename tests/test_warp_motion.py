@@ -144,6 +144,29 @@ def test_a_cut_in_the_driving_clip_starts_the_head_motion_afresh_and_a_glitch_do
         assert jump < 4 and np.abs(followed[12] - steady[12]).max() > 4 * max(jump, 1.0)
 
 
+def test_after_a_cut_to_another_person_their_own_face_shape_is_not_an_expression(tracker, portraits, astronaut_face):
+    """Expressions are offsets from the shot's most neutral face: taken from the clip's, a cut to another
+    person made the second person's own face shape (a lower mouth, higher brows) a standing expression."""
+    _, face = astronaut_face
+    reference = face.landmarks[0].astype(np.float64)
+    other_image = portraits["grace_hopper"]
+    other_crop = crop_frames(other_image, stable_crop_box(tracker.detect(other_image)), 512)
+    other = _framed(tracker.detect(other_crop).landmarks[0].astype(np.float64), 0.7, (40.0, 30.0))
+    driving = np.stack([reference] * 20 + [other] * 20)
+    still = tracking.head_pose(driving.astype(np.float32), (512, 512))[0]
+    kwargs = dict(reference_pose=face.rotation[0].astype(np.float64), driving_pose=still, image_size=(512, 512))
+    per_shot = retarget(reference, driving, RetargetConfig(), **kwargs)
+    whole_clip = retarget(reference, driving, RetargetConfig(cut_scale_ratio=None), **kwargs)
+    brows = list(FaceIndex.EYEBROW_LEFT) + list(FaceIndex.EYEBROW_RIGHT)
+
+    def standing(targets: np.ndarray) -> float:  # how far the second shot's still face is from the portrait's own
+        moved = targets[30] - targets[30][list(FaceIndex.RIGID)].mean(axis=0)
+        own = reference - reference[list(FaceIndex.RIGID)].mean(axis=0)
+        return float(np.abs(moved[brows, :2] - own[brows, :2]).mean())
+
+    assert standing(per_shot) < 2.0 and standing(whole_clip) > 2 * max(standing(per_shot), 1.0)
+
+
 def _dark_fraction(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> float:
     luminance = image[mask].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     return float(np.mean(luminance < 0.6 * (skin @ np.array([0.299, 0.587, 0.114]))))

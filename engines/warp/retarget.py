@@ -237,10 +237,17 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     # Head motion of the driving face relative to its first frame (and, past a cut, to its shot's).
     motion = fit_similarity(driving[0, rigid], driving[:, rigid])
     anchors = shot_anchors(driving, motion.scale, config) if config.cut_scale_ratio else np.zeros(len(driving), int)
-    # Expression: each frame with its head motion undone, as offsets from the clip's most
-    # neutral face (frame 0 unless configured otherwise).
+    # Expression: each frame with its head motion undone, as offsets from its shot's most neutral
+    # face (frame 0 unless configured otherwise).  Per shot: across a cut to another person, the
+    # first person's neutral face made the second one's own face shape (a lower mouth, higher brows)
+    # a standing expression for the whole shot.
     aligned = smooth_in_time(motion.invert(driving), config.smoothing_sigma)
-    neutral = neutral_face(aligned, config.neutral_percentile) if config.neutral_percentile is not None else driving[0]
+    if config.neutral_percentile is None:
+        neutral = driving[0]
+    else:
+        neutral = np.empty_like(aligned)
+        for shot in _shots(anchors):
+            neutral[shot] = neutral_face(aligned[shot], config.neutral_percentile)
     offsets = aligned - neutral
     # Into the reference's face frame (size and orientation).
     to_reference = fit_similarity(driving[0, rigid], reference[rigid])
@@ -287,6 +294,12 @@ def spike_frames(driving: np.ndarray, config: RetargetConfig) -> np.ndarray:
         spikes[t] = (away(t, t - 1, config.spike_shift, jump_ratio) and away(t, t + 1, config.spike_shift, jump_ratio)
                      and not away(t + 1, t - 1, config.spike_shift / 5, jump_ratio / 5))
     return spikes
+
+
+def _shots(anchors: np.ndarray) -> list[slice]:
+    """The frames of each shot, from :func:`shot_anchors` (a shot starts where its anchor changes)."""
+    starts = [0, *np.flatnonzero(np.diff(anchors) != 0) + 1]
+    return [slice(start, end) for start, end in zip(starts, [*starts[1:], len(anchors)])]
 
 
 def _neighbours_mean(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -430,7 +443,7 @@ def _opening_corrections(reference: np.ndarray, expressive: np.ndarray, aligned:
     if config.mouth_size_range is not None and neutral is not None:
         # Open the mouth in proportion to its size: a small (drawn) mouth opens less.
         low, high = config.mouth_size_range
-        mouth_wanted = mouth_wanted * float(np.clip(mouth_width(reference) / mouth_width(neutral), low, high))
+        mouth_wanted = mouth_wanted * np.clip(mouth_width(reference) / mouth_width(neutral), low, high)
     correction = open_mouth(reference, mouth_wanted - mouth_gap(expressive), config.mouth_lens)
     driving_eyes = eye_gaps(aligned)
     openness = eye_openness(driving_eyes, config.eye_open_fraction, config.max_eye_openness)
