@@ -212,7 +212,6 @@ class PrepareActor:
             turns, image, track = turned
             note = f"the portrait's face lay {TURNED[turns]} and was animated turned upright (has the photo " \
                 "lost its orientation tag?)"
-        
         box = self.crop_box(track)
         crop = crop_frames(image, box, self.size)
         visible = min(box.side, max(image.shape[:2]))  # what of the crop the photo has pixels for

@@ -184,7 +184,6 @@ def frame_rate(fps: float) -> str:
     return f"{rate.numerator}/{rate.denominator}"
 
 
-
 def encode_mp4(
     frames: np.ndarray,
     fps: float,

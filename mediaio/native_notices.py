@@ -19,8 +19,8 @@ import sys
 import tempfile
 from typing import Iterator
 
-# The shapes of the libraries' own information and warning lines (their errors pass on): glog/absl ("W0000 00:00:1796269770.27 24898 file.cc:114] ..."),
-# Ray's C++ core ("[2026-12-03 03:49:38,456 I 24824 24824] logging.cc:303: ...") and TensorFlow Lite's
+# The shapes of the libraries' own information and warning lines (their errors pass on): glog/absl
+# ("W0000 00:00:1796269770.27 24898 file.cc:114] ..."), Ray's C++ core ("[2026-12-03 03:49:38,456 I 24824 24824] logging.cc:303: ...") and TensorFlow Lite's
 # and absl's start-up lines.
 NATIVE_NOTICE = re.compile(
     r"^(?:[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w./-]+:\d+\] "

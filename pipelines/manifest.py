@@ -30,7 +30,6 @@ import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -297,7 +296,7 @@ class _Budget:
 
 
 def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, limits: ManifestLimits,
-               budget: _Budget, partitions: Mapping[str, str] | None = None) -> pa.Table:
+               budget: _Budget, partitions: Mapping[str, str | None] | None = None) -> pa.Table:
     """One Parquet file of a manifest, checked, its known columns read; ``partitions`` are the
     ``key=value`` folders it lies in, columns of every row (:func:`partition_values`)."""
     partitions = dict(partitions or {})
@@ -312,7 +311,7 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
             both = [name for name in partitions if name in schema.names]
             if both:
                 raise ManifestError(f"manifest column {_shown(both[0])!r} is both a column of the file and the "
-                                    f"name of the folder it lies in ({_shown(both[0])}={printable(partitions[both[0]])})")
+                                    f"name of the folder it lies in ({_shown(both[0])}={printable(str(partitions[both[0]]))})")
             folder_columns = {name: _partition_column(name, value, shown) for name, value in partitions.items()}
             try:
                 check_schema(pa.schema(list(schema) + [pa.field(name, column.type)
@@ -344,36 +343,40 @@ def _read_part(uri: str, shown: str, storage_options: Mapping[str, Any] | None, 
 
 
 DELTA_LOG = "_delta_log"
-# What Hive (and so Spark, pyarrow and DuckDB) write for a null partition value.
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
-def partition_values(part: str, folder: str) -> dict[str, str]:
+def partition_values(part: str, folder: str) -> dict[str, str | None]:
     """The ``key=value`` folders between a manifest folder and one of its parts, as the writers put them.
 
     pandas' and pyarrow's ``partition_cols``, Spark's ``partitionBy`` and DuckDB's ``PARTITION_BY``
     keep a partition column's value only in the folder's name: read without it, every row of
-    ``max_seconds=0.5/`` rendered its whole clip.  Values are percent-decoded, as Hive escapes them.
+    ``max_seconds=0.5/`` rendered its whole clip.  pyarrow's Hive partitioning reads the values
+    (percent-decoded; ``__HIVE_DEFAULT_PARTITION__`` is None).
     """
+    import pyarrow.dataset as ds
+
     root = storage.normalize(folder).rstrip("/") + "/"  # as storage.join made the part's URI
     if not part.startswith(root):
         raise ManifestError(f"manifest part {printable(part)} is not under its folder {printable(folder)}")
-    values: dict[str, str] = {}
-    for name in part[len(root):].split("/")[:-1]:
-        key, _, value = (unquote(text) for text in name.partition("="))
+    folders = part[len(root):].split("/")[:-1]
+    keys = [name.partition("=")[0] for name in folders]
+    for name, key in zip(folders, keys):
         if not key:
             raise ManifestError(f"manifest {printable(folder)}: its folder {printable(name)} names no column")
-        if key in values:
+        if keys.count(key) > 1:
+            named = " and ".join(printable(other) for other in folders if other.partition("=")[0] == key)
             raise ManifestError(f"manifest {printable(folder)}: {_shown(key)} is named by two folders of one path "
-                                f"({_shown(key)}={printable(values[key])} and {_shown(key)}={printable(value)})")
-        values[key] = value
-    return values
+                                f"({named})")
+    if not folders:
+        return {}
+    partitioning = ds.HivePartitioning(pa.schema([(key, pa.string()) for key in keys]), segment_encoding="uri")
+    return ds.get_partition_keys(partitioning.parse("/" + "/".join(folders) + "/"))
 
 
-def _partition_column(name: str, value: str, shown: str) -> pa.Array:
+def _partition_column(name: str, value: str | None, shown: str) -> pa.Array:
     """A partition value as a one-row column of its setting's type (a string for a column this tool does not read)."""
     kind = KNOWN_COLUMNS.get(name, "string")
-    if value == HIVE_NULL:
+    if value is None:
         return pa.array([None], pa.string() if kind == "string" else pa.float64())
     if kind == "string":
         return pa.array([value], pa.string())

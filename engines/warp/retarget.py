@@ -279,11 +279,16 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
     return targets
 
 
+def _face_places(driving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 2) centres and (T,) sizes (mean distance from the centre) of each frame's rigid landmarks, in pixels."""
+    rigid = driving[:, list(FaceIndex.RIGID), :2]
+    centres = rigid.mean(axis=1)
+    return centres, np.maximum(np.linalg.norm(rigid - centres[:, None], axis=-1).mean(axis=1), 1e-6)
+
+
 def spike_frames(driving: np.ndarray, config: RetargetConfig) -> np.ndarray:
     """(T,) bool: the one-frame spikes of ``driving`` (T, 478, 3) (:attr:`RetargetConfig.spike_shift`)."""
-    rigid = list(FaceIndex.RIGID)
-    centres = driving[:, rigid, :2].mean(axis=1)
-    sizes = np.maximum(np.linalg.norm(driving[:, rigid, :2] - centres[:, None], axis=-1).mean(axis=1), 1e-6)
+    centres, sizes = _face_places(driving)
     jump_ratio = np.log(config.cut_scale_ratio or 1.2) / 2
 
     def away(a: int, b: int, shift: float, ratio: float) -> bool:
@@ -318,9 +323,7 @@ def shot_anchors(driving: np.ndarray, scale: np.ndarray, config: RetargetConfig,
     ``settle`` frames after it stay near it and it is not the way back from a one-frame glitch (it
     is also far from the frame two before), so a tracking glitch never restarts the motion.
     """
-    rigid = list(FaceIndex.RIGID)
-    centres = driving[:, rigid, :2].mean(axis=1)
-    sizes = np.maximum(np.linalg.norm(driving[:, rigid, :2] - centres[:, None], axis=-1).mean(axis=1), 1e-6)
+    centres, sizes = _face_places(driving)
     log_ratio = np.log(config.cut_scale_ratio)
 
     def apart(a: int, b: int) -> bool:
