@@ -98,6 +98,19 @@ def normalize(uri: str) -> str:
     return uri
 
 
+def explicit_form(uri: str) -> str:
+    """``uri`` as written, with RFC 8089's short ``file:/p`` spelt ``file:///p``; StorageError for a
+    known scheme without its ``//`` (``s3:/bucket/key``, ``gs:bucket/key``), which would otherwise
+    be taken as a relative path whose first folder is named ``s3:``."""
+    uri = _long_file_form(uri)
+    if "://" in uri or uri.startswith(("/", "~")):
+        return uri
+    scheme, colon, rest = uri.partition(":")
+    if colon and scheme.lower() in _known_protocols():
+        raise StorageError(f"{printable(uri)} is not a valid URI (did you mean {scheme}://{rest.lstrip('/')}?)")
+    return uri
+
+
 def relative_to_file(uri: str, file_uri: str) -> str:
     """A relative plain path taken from the folder of ``file_uri`` (a manifest's, local or remote); others unchanged.
 
@@ -106,12 +119,9 @@ def relative_to_file(uri: str, file_uri: str) -> str:
     """
     if not isinstance(uri, str) or not uri.strip():
         return uri
-    uri = _long_file_form(uri)
+    uri = explicit_form(uri)
     if "://" in uri or uri.startswith(("/", "~")):
         return uri
-    scheme, colon, rest = uri.partition(":")
-    if colon and scheme.lower() in _known_protocols():
-        raise StorageError(f"{printable(uri)} is not a valid URI (did you mean {scheme}://{rest.lstrip('/')}?)")
     folder = normalize(file_uri).rstrip("/").rsplit("/", 1)[0] or "/"  # a folder manifest may end in '/'
     if "://" not in folder:
         return f"{folder}/{uri}"  # normalize() collapses its '.' and '..' as the file system would

@@ -162,6 +162,10 @@ def resolve_output(output_prefix: str, row_id: str, requested: str | None, polic
                               "--output), an absolute path or a URI")
         if "::" in requested:
             raise OutputError(f"output_uri {shown} is a chained URL ('::'): chained URLs are not allowed")
+        try:
+            requested = storage.explicit_form(requested)  # as input URIs are read (storage.relative_to_file)
+        except StorageError as error:
+            raise OutputError(f"output_uri {error}") from None
         if "://" not in requested and not requested.startswith("/"):
             if requested.startswith("~"):
                 raise OutputError(f"output_uri {shown}: '~' is not expanded; give a path relative to --output, "

@@ -59,6 +59,18 @@ def test_refused_outputs_say_why(out, requested, reason):
         resolve(out, requested)
 
 
+def test_output_uris_take_the_forms_input_uris_take(out):
+    """``file:/p`` (Hadoop's and Java's short form) is ``file:///p``, and a known scheme missing its
+    '//' is refused, as for input URIs: both were taken as relative paths and written under --output
+    in folders named ``file:`` and ``s3:`` (a row meant for a bucket landed on the local disk, ok)."""
+    assert resolve(out, f"file:{out}/hadoop.mp4") == f"{out}/hadoop.mp4"
+    for requested, meant in [("s3:/bucket/x.mp4", "s3://bucket/x.mp4"), ("gs:bucket/x.mp4", "gs://bucket/x.mp4"),
+                             ("file:sub/f.mp4", "file://sub/f.mp4")]:
+        with pytest.raises(OutputError, match=f"output_uri .* is not a valid URI \\(did you mean {meant}"):
+            resolve(out, requested)
+    assert resolve(out, "take:2.mp4") == f"{out}/take:2.mp4"  # not a scheme: a file name with a colon
+
+
 def test_a_link_inside_output_cannot_lead_outside(out, tmp_path):
     os.makedirs(out)
     (tmp_path / "elsewhere").mkdir()
