@@ -23,7 +23,13 @@ from engines.base import null_as_none
 from mediaio import media, storage
 from mediaio.redaction import printable
 from mediaio.threads import AUTO
-from pipelines.outputs import FINGERPRINT_TAG, OutputError, inspect_existing_output, not_owned_message
+from pipelines.outputs import (
+    OutputError,
+    cut_by_cap,
+    fingerprint_comment,
+    inspect_existing_output,
+    not_owned_message,
+)
 from pipelines.plan import JobConfig
 from pipelines.row_guard import RowGuard
 from pipelines.rows import OK, PENDING, Row, fail, run_stage
@@ -35,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 # What the finish stage reads from a rendered row.
 INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "replace_output", "rendered", "generation_fps", "output_fps",
-                 "duration", "audio", "status")
+                 "duration", "max_seconds", "audio", "status")
 
 
 STAGE = "finish"  # its name in the row ledger (pipelines/row_ledger.py)
@@ -46,10 +52,12 @@ def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -
 
     def encode(row: Row) -> dict[str, Any]:
         frames = row["rendered"]
+        cap = config.limits.max_seconds
+        cut_at = cap if cut_by_cap(float(row["duration"]), null_as_none(row["max_seconds"]), cap) else None
         video = media.encode_mp4(frames, fps=float(row["generation_fps"]), output_fps=float(row["output_fps"]),
                                  duration=float(row["duration"]), audio=null_as_none(row["audio"]), limits=config.limits,
                                  interpolate=config.interpolate, threads=threads,
-                                 metadata={"comment": FINGERPRINT_TAG + row["fingerprint"]})
+                                 metadata={"comment": fingerprint_comment(str(row["fingerprint"]), cut_at)})
         columns: dict[str, Any] = {"video": video, "frames": int(len(frames))}
         if config.report:
             columns["preview_meme"] = previews.try_publish(

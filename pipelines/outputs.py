@@ -58,6 +58,7 @@ PARTIAL_NAME = re.compile(r"^\..+\.partial$")  # storage's temp files: .<name>.<
 PROBE_PREFIX = ".hellomeme-probe-"
 OUTPUT_SUFFIX = ".mp4"
 FINGERPRINT_TAG = "hellomeme-batch:"  # the MP4 comment is FINGERPRINT_TAG + fingerprint
+CUT_MARK = " cut by --max-seconds at "  # follows the fingerprint where the job's cap cut the clip
 FINGERPRINT_VERSION = 1
 DEFAULT_MIN_FREE_BYTES = 16 * 1024**2  # a local --output with less free space is refused up front
 DEFAULT_STALE_AGE_S = 600.0  # a temp file this old is no write in flight: storage writes take seconds
@@ -456,15 +457,27 @@ def output_fingerprint(row_id: str, input_uris: Sequence[str], settings: Mapping
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def cut_by_cap(span: float, row_max_seconds: float | None, cap: float) -> bool:
+    """Whether a row's rendered span was cut short by the job's ``--max-seconds`` ``cap``, not by the
+    row's own ``max_seconds`` (a clip exactly as long as the cap counts too: it cannot be told apart)."""
+    return span >= cap - 1e-6 and (row_max_seconds is None or row_max_seconds > cap + 1e-9)
+
+
+def fingerprint_comment(fingerprint: str, cut_at: float | None = None) -> str:
+    """The MP4 comment of a row's video: ``FINGERPRINT_TAG + fingerprint``, and where the job's cap cut
+    its clip, ``CUT_MARK`` and the cap, so a rerun under a higher cap renders the rest of the clip."""
+    if not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
+        raise ValueError(f"not an output fingerprint: {fingerprint!r}")
+    return FINGERPRINT_TAG + fingerprint + ("" if cut_at is None else f"{CUT_MARK}{cut_at:.6g} s")
+
+
 def fingerprint_metadata_args(fingerprint: str) -> list[str]:
     """The ffmpeg output arguments that embed ``fingerprint`` in the MP4 (``-metadata comment=...``).
 
     The MP4 muxer writes it into the ``moov`` box (``udta/meta/ilst/©cmt``), where
     :func:`inspect_existing_output` looks for it.
     """
-    if not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
-        raise ValueError(f"not an output fingerprint: {fingerprint!r}")
-    return ["-metadata", f"comment={FINGERPRINT_TAG}{fingerprint}"]
+    return ["-metadata", f"comment={fingerprint_comment(fingerprint)}"]
 
 
 @dataclass(frozen=True)
@@ -478,6 +491,7 @@ class ExistingOutput:
     owned: bool
     reason: str = ""
     ours: bool = False
+    cut_at: float | None = None  # an owned video whose clip the job's --max-seconds cut at this many seconds
 
 
 _ANY_FINGERPRINT = re.compile(re.escape(FINGERPRINT_TAG).encode("ascii") + rb"[0-9a-f]{32}")
@@ -509,8 +523,11 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
         return ExistingOutput(False, f"cannot be read: {printable(exc)}")
     if isinstance(moov, str):
         return ExistingOutput(False, f"is not a complete MP4 ({moov})")
-    if any((FINGERPRINT_TAG + known).encode("ascii") in moov for known in (fingerprint, *also)):
-        return ExistingOutput(True, ours=True)
+    for known in (fingerprint, *also):
+        tag = (FINGERPRINT_TAG + known).encode("ascii")
+        if tag in moov:
+            cut = re.match(re.escape(CUT_MARK.encode("ascii")) + rb"([0-9.e+-]{1,16}) s", moov[moov.index(tag) + len(tag):])
+            return ExistingOutput(True, ours=True, cut_at=float(cut.group(1)) if cut else None)
     if _ANY_FINGERPRINT.search(moov):
         return ExistingOutput(False, "was made by hellomeme-batch from other inputs or settings", ours=True)
     return ExistingOutput(False, "is another video (it does not carry this row's fingerprint)")

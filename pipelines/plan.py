@@ -240,6 +240,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
     requests = [OutputRequest(index, spec.id, spec.output_uri) for index, spec, *_ in parsed]
     plans = plan_outputs(prefix, requests, config.policy, local_job=False, storage_options=config.storage_options)
     pending = []
+    recut = 0  # rows whose earlier video the job's cap cut short, rendered again (a higher cap now)
     for (index, spec, reference_uri, driving_uri, settings, identity), output in zip(parsed, plans):
         absent = [(column, uri) for column, uri in (("reference_uri", reference_uri), ("driving_uri", driving_uri))
                   if storage.parent_of(uri) in empty]
@@ -274,20 +275,29 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
                                               also=tuple(sorted(earlier - {fingerprint})))
             # A rerun skips the row's own video; --no-skip-existing renders it again and replaces it, or
             # an earlier video of this tool's from other inputs or settings.  Anything else at the target
-            # fails the row now, before any work is spent on it.
-            if config.skip_existing and verdict.owned:
+            # fails the row now, before any work is spent on it.  The row's own video that the job's cap
+            # cut short, where this job's cap and the row's max_seconds allow more, is rendered again and
+            # replaced too: raising --max-seconds, as the warning above advises, asks for the rest.
+            longer = verdict.owned and verdict.cut_at is not None and \
+                min(settings.max_seconds or math.inf, config.limits.max_seconds) > verdict.cut_at + 1e-9
+            if longer:
+                recut += 1
+            if config.skip_existing and verdict.owned and not longer:
                 skipped = _settled(index, spec.id, SKIPPED, output_uri=output.uri, engine=engine.name)
                 # Where the run that made the video left its previews, for the report.
                 settled.append({**skipped, **{f"preview_{kind}": preview_path(spec.id, kind, fingerprint)
                                               for kind in PREVIEW_KINDS}})
                 continue
-            if config.skip_existing or not verdict.ours:
+            if not longer and (config.skip_existing or not verdict.ours):
                 settled.append(_settled(index, spec.id, FAILED, f"row {index} ({spec.id}): output: "
                                         f"{not_owned_message(output.uri, verdict)}", engine=engine.name))
                 continue
             replace_output = True
         pending.append(planned_row(index, spec.id, reference_uri, driving_uri, output.uri, settings,
                                    config.row_time_limit_s, fingerprint, replace_output))
+    if recut:
+        logger.info("%d row%s whose earlier video a lower --max-seconds cut short: rendered again, up to %g s",
+                    recut, "s" if recut > 1 else "", config.limits.max_seconds)
     # Rows that share a LoRA next to each other, so render batches mostly share one adapter.
     pending.sort(key=lambda row: (row["lora"] or "", row["lora_scale"], row["row_index"]))
     return JobPlan(pending=pending, settled=settled, inputs=inputs)

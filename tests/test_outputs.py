@@ -332,3 +332,16 @@ def test_anything_else_at_the_target_is_not_this_rows_video(videos, tmp_path):
     verdict = outputs.inspect_existing_output(str(tmp_path / "cut.mp4"), FINGERPRINT)
     message = outputs.not_owned_message(str(tmp_path / "cut.mp4"), verdict)
     assert message.startswith(f"output {tmp_path}/cut.mp4 exists and is not this row's video: it is not a complete")
+
+
+def test_a_video_the_jobs_cap_cut_says_where_and_is_still_its_rows_own(tmp_path, ffmpeg):
+    assert outputs.fingerprint_comment(FINGERPRINT) == f"hellomeme-batch:{FINGERPRINT}"
+    assert outputs.cut_by_cap(2.5, None, 2.5) and outputs.cut_by_cap(2.5, 4.0, 2.5)
+    assert not outputs.cut_by_cap(2.5, 2.5, 2.5) and not outputs.cut_by_cap(1.2, None, 2.5)  # the row's own choice
+    for cut_at in (None, 2.5, 90.0):
+        comment = outputs.fingerprint_comment(FINGERPRINT, cut_at)
+        path = _mp4(tmp_path / f"{cut_at}.mp4", ffmpeg, None, "-metadata", f"comment={comment}")
+        verdict = outputs.inspect_existing_output(str(path), FINGERPRINT)
+        assert verdict.owned and verdict.cut_at == cut_at
+    with pytest.raises(ValueError, match="not an output fingerprint"):
+        outputs.fingerprint_comment("x\n-y")

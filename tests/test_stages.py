@@ -280,3 +280,39 @@ def test_a_rows_deadline_counts_time_awake_not_the_wall_clock(monkeypatch):
     watchdog.arm(time.monotonic() + 60.0, expired.set)  # on the wall clock the deadline passed hours ago
     assert not expired.wait(0.5)
     watchdog.disarm()  # (past its deadline the watchdog would end this process, as it ends a stage's worker)
+
+
+def test_a_rerun_under_a_higher_max_seconds_renders_the_rest_of_a_clip_the_cap_cut(job, tmp_path):
+    """The job warns that rows asking more than --max-seconds render only that much and says to raise
+    it; the rerun under the higher cap skipped them, keeping the short videos (their fingerprint had
+    no cap in it).  Now a video the cap cut says so in its metadata, and a rerun whose cap (and the
+    row's max_seconds) allows more renders the row again and replaces it; an unchanged rerun skips it."""
+    from dataclasses import replace
+
+    from jobs.manifest_builder import write_manifest
+
+    config, pending, _ = job
+    write_manifest([{"id": "capped", "reference_uri": pending[0]["reference_uri"],
+                     "driving_uri": pending[0]["driving_uri"], "max_seconds": 30.0}], str(tmp_path / "m.parquet"))
+    clip = clips.probe(pending[0]["driving_uri"], MediaLimits()).duration
+    base = replace(config, manifest_uri=str(tmp_path / "m.parquet"), output_uri=str(tmp_path / "out"))
+
+    def run(cap: float) -> tuple[str, float]:
+        """Plan and, if the row is pending, render it under ``cap``: the row's status and its video's length."""
+        capped = replace(base, limits=replace(base.limits, max_seconds=cap))
+        plan = plan_job(capped)
+        if plan.settled:
+            (row,) = plan.settled
+        else:
+            stage = _prepare_stage(capped)
+            (rendered,) = batch_rows(RenderStage(capped.engine, {})(rows_batch([stage(plan.pending[0])])))
+            row = make_finish_fn(capped)(rendered)
+        return row["status"], clips.probe(str(tmp_path / "out" / "capped.mp4"), MediaLimits()).duration
+
+    status, short = run(1.0)
+    assert status == "ok" and short == pytest.approx(1.0, abs=0.15) and clip > 1.5
+    assert b"cut by --max-seconds at 1 s" in (tmp_path / "out" / "capped.mp4").read_bytes()
+    assert run(1.0)[0] == "skipped"  # the same cap: nothing more to render
+    status, whole = run(60.0)
+    assert status == "ok" and whole == pytest.approx(clip, abs=0.15)  # the rest of the clip
+    assert run(60.0)[0] == "skipped" and run(1.0)[0] == "skipped"  # not cut now; a lower cap keeps the longer video
