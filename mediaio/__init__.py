@@ -2,7 +2,8 @@
 and encoding with the real ffmpeg.
 
 Lives here: ``storage`` (which URIs a job may touch, bounded reads, all-or-nothing writes, redaction),
-``media`` (probing, decoding driving clips, encoding MP4s, loading portraits), ``threads`` (how many
+``media`` (probing, decoding driving clips, encoding MP4s, loading portraits), ``colour_tags`` (HDR
+and wide-gamut portraits told by colour code points, converted to sRGB), ``threads`` (how many
 threads a stage's native libraries may use) and ``native_notices`` (their start-up notices on standard
 error kept out of the terminal).  It imports no Ray and
 nothing else of this project, so every other layer may use it.

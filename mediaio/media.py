@@ -24,6 +24,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from mediaio import colour_tags
 from mediaio.threads import AUTO
 
 # Portraits in HEIC/HEIF, an iPhone's default photo format, open like any other image (libheif turns
@@ -391,9 +392,15 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         raise MediaError(f"image is {width}x{height}, over the cap of {most / 1e6:.0f} megapixels{kind}")
     check_sides(width, height, limits, "image")
     profile = image.info.get("icc_profile")
+    # Colour code points (HDR and wide-gamut AVIF, HEIF, PNG): a PNG's cICP chunk overrides its ICC
+    # profile (PNG, third edition); in AVIF and HEIF an ICC profile, where there is one, describes the colours.
+    tags = colour_tags.read_tags(data)
+    if tags is not None and profile and image.format != "PNG":
+        tags = None
     try:
         image = _within_pixels(image, limits.max_image_pixels, jpeg)
-        image = _in_srgb(_eight_bit(ImageOps.exif_transpose(image)), profile)
+        image = _eight_bit(ImageOps.exif_transpose(image))
+        image = colour_tags.to_srgb(image, tags) if tags is not None else _in_srgb(image, profile)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

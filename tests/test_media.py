@@ -760,3 +760,76 @@ def test_a_portrait_with_a_colour_profile_is_read_as_viewers_show_it(portraits):
         data = io.BytesIO()
         numbers.save(data, "PNG", icc_profile=junk)
         assert np.array_equal(media.load_image(data.getvalue(), LIMITS), np.asarray(numbers))
+
+
+def _png_with_chunk(image: Image.Image, kind: bytes, payload: bytes) -> bytes:
+    """``image`` as PNG with one more chunk just before its image data."""
+    import struct
+    import zlib
+
+    data = io.BytesIO()
+    image.save(data, "PNG")
+    png = data.getvalue()
+    at = png.index(b"IDAT") - 4
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return png[:at] + chunk + png[at:]
+
+
+@pytest.mark.parametrize("transfer, primaries, tagged", [
+    ("smpte2084", "bt2020", "bt2020nc"),  # an HDR export (PQ): read as sRGB it was grey and flat
+    ("arib-std-b67", "bt2020", "bt2020nc"),  # HLG, as phones and TVs make it
+    ("iec61966-2-1", "smpte432", "bt709"),  # Display P3 told by code points, not an ICC profile
+])
+def test_an_avif_portrait_tagged_hdr_or_wide_gamut_is_read_as_viewers_show_it(portraits, ffmpeg, tmp_path,
+                                                                              transfer, primaries, tagged):
+    """AVIF (and HEIF) say what their numbers mean by code points in an ``nclx`` box: HDR exports
+    carry BT.2020 primaries with the PQ or HLG transfer.  Pillow hands back the numbers: read as
+    sRGB, a PQ portrait had a third of its colour and the row was ok."""
+    source = tmp_path / "portrait.png"
+    Image.fromarray(portraits["astronaut"]).save(source)
+    matrix = "bt709" if tagged == "bt709" else "bt2020nc"
+    path = tmp_path / f"{transfer}.avif"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(source), "-vf",
+                    f"zscale=t={transfer}:p={primaries}:m={matrix}:tin=iec61966-2-1:pin=bt709:min=bt709:npl=203,"
+                    "format=yuv444p10le", "-c:v", "libaom-av1", "-crf", "4", "-still-picture", "1",
+                    "-color_primaries", primaries, "-color_trc", transfer, "-colorspace", tagged, str(path)],
+                   check=True, capture_output=True)
+    data = path.read_bytes()
+    expected = portraits["astronaut"].astype(float)
+    as_numbers = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=float)
+    read = media.load_image(data, LIMITS).astype(float)
+    # HLG within a little more: ffmpeg's zscale makes it without BT.2100's display gamma (1.2), which
+    # a viewer applies, so its mid-tones read a shade darker than they started.
+    assert np.abs(read - expected).mean() < (6.0 if transfer == "arib-std-b67" else 4.0)
+    assert np.abs(read - expected).mean() < np.abs(as_numbers - expected).mean() - 1.0
+
+
+def test_a_png_with_colour_code_points_is_converted_and_they_override_its_icc_profile(portraits):
+    """A PNG's cICP chunk (PNG, third edition) says what its numbers mean, before any ICC profile."""
+    from mediaio import colour_tags
+
+    shown = portraits["astronaut"].astype(float) / 255.0
+    linear = np.where(shown <= 0.04045, shown / 12.92, ((shown + 0.055) / 1.055) ** 2.4)
+    # BT.709 -> BT.2020 linear light (ITU-R BT.2087), then the PQ signal of it at 203 nits for white.
+    to_2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+    nits = (linear @ to_2020.T) * 203.0 / 10000.0
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    pq = ((c1 + c2 * nits ** m1) / (1 + c3 * nits ** m1)) ** m2
+    numbers = Image.fromarray(np.round(pq * 255).astype(np.uint8))
+    data = _png_with_chunk(numbers, b"cICP", bytes([9, 16, 0, 1]))
+    assert colour_tags.read_tags(data) == colour_tags.ColourTags(9, 16, 0)
+    read = media.load_image(data, LIMITS).astype(float)
+    assert np.abs(read - portraits["astronaut"]).mean() < 2.5
+    assert np.abs(np.asarray(numbers, dtype=float) - portraits["astronaut"]).mean() > 20  # the tags matter
+    # An ICC profile beside them does not: cICP comes first.
+    with_profile = io.BytesIO()
+    p3 = _matrix_profile("Display P3 (test)", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
+                                               (0.1571, 0.0666, 0.7841)), 2.2)
+    numbers.save(with_profile, "PNG", icc_profile=p3)
+    data = _png_with_chunk(Image.open(io.BytesIO(with_profile.getvalue())), b"cICP", bytes([9, 16, 0, 1]))
+    assert np.abs(media.load_image(data, LIMITS).astype(float) - portraits["astronaut"]).mean() < 2.5
+    # Tags already sRGB, or unknown, leave the numbers as they are; so does a damaged chunk list.
+    for payload in (bytes([1, 13, 0, 1]), bytes([22, 16, 0, 1]), bytes([9, 99, 0, 1])):
+        assert np.array_equal(media.load_image(_png_with_chunk(numbers, b"cICP", payload), LIMITS), np.asarray(numbers))
+    assert colour_tags.read_tags(b"\x89PNG\r\n\x1a\n" + b"\xff" * 20) is None
+    assert colour_tags.read_tags(b"\0\0\0\x20ftypavif" + b"\xff" * 40) is None
