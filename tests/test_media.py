@@ -833,3 +833,21 @@ def test_a_png_with_colour_code_points_is_converted_and_they_override_its_icc_pr
         assert np.array_equal(media.load_image(_png_with_chunk(numbers, b"cICP", payload), LIMITS), np.asarray(numbers))
     assert colour_tags.read_tags(b"\x89PNG\r\n\x1a\n" + b"\xff" * 20) is None
     assert colour_tags.read_tags(b"\0\0\0\x20ftypavif" + b"\xff" * 40) is None
+
+
+def test_hdr_highlights_roll_off_towards_white_and_the_rest_keeps_its_brightness():
+    """An HDR portrait's highlights (a window, a lamp: 4x SDR white and more) are compressed into the
+    top of the range, keeping their gradation, where clipping would flatten them into one white; light
+    up to three quarters of SDR white keeps its brightness."""
+    nits = np.linspace(0.0, 1000.0, 256)
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    y = (nits / 10000.0) ** m1
+    signal = ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+    ramp = Image.fromarray(np.repeat(np.round(signal * 255).astype(np.uint8)[None, :, None], 3, axis=2).repeat(64, 0))
+    read = media.load_image(_png_with_chunk(ramp, b"cICP", bytes([9, 16, 0, 1])), LIMITS)[0, :, 1].astype(float)
+    assert np.all(np.diff(read) >= 0) and read[-1] >= 250
+    bright = nits >= 1.2 * 203.0
+    assert len(np.unique(read[bright])) > 10  # graded, not clipped into one white
+    dim = nits <= 0.6 * 203.0
+    expected = 255.0 * np.where(nits / 203.0 <= 0.0031308, 12.92 * nits / 203.0, 1.055 * (nits / 203.0) ** (1 / 2.4) - 0.055)
+    assert np.abs(read[dim] - expected[dim]).max() <= 6  # (8-bit PQ steps)
