@@ -236,7 +236,8 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             times = list(np.arange(untimed) / rate)
     if not times:
         raise MediaError("video has no frames")
-    times = np.sort(np.asarray(times, dtype=np.float64))
+    delays = GifDelays(container.format.name)
+    times = np.array([delays.shown(float(time)) for time in np.sort(np.asarray(times, dtype=np.float64))])
     (rotation, mirrored), first_shown = _first_frame(path)
     if first_shown is not None and np.any(times >= first_shown):
         # A recording cut mid-stream (a TS capture) starts with frames that need a picture it does not
@@ -282,6 +283,37 @@ class TimestampJoiner:
             self.joins += 1
         self.last = time + self.shift
         return self.shift
+
+
+# Browsers (Chrome, Firefox, Safari) show a GIF frame whose delay is 10 ms or less (1/100 s is the
+# format's step) for 100 ms; ffmpeg plays 10 ms as given.  A GIF saved with 1/100-s delays, seen at
+# 10 fps wherever it came from, rendered ten times too fast (3 s of motion in a 0.3-s video).
+GIF_SHORTEST_SHOWN_DELAY = 0.011
+GIF_DELAY_INSTEAD = 0.1
+
+
+class GifDelays:
+    """A GIF's frame times as browsers show them: each delay of 10 ms or less lasts 100 ms.
+
+    Fed a stream's frame times in order, :meth:`shown` gives each one's time as shown; in other
+    containers, the time unchanged (ffmpeg already takes a GIF's 0 delays as 100 ms).
+    """
+
+    def __init__(self, container: str) -> None:
+        self.enabled = container.split(",")[0] == "gif"
+        self.last: float | None = None
+        self.last_shown = 0.0
+
+    def shown(self, time: float) -> float:
+        if not self.enabled:
+            return time
+        if self.last is None:
+            shown = time
+        else:
+            step = time - self.last
+            shown = self.last_shown + (step if step >= GIF_SHORTEST_SHOWN_DELAY else GIF_DELAY_INSTEAD)
+        self.last, self.last_shown = time, shown
+        return shown
 
 
 def _joined_times(container: str, packets: list[tuple[float | None, float]]) -> list[float]:
@@ -527,6 +559,7 @@ class ClipReader:
                 stream.thread_count = self.threads
             start = None
             joiner = TimestampJoiner(self.facts.container, 1.0 / self.facts.source_fps)
+            delays = GifDelays(self.facts.container)
             index = 0
             self.damaged_packets, self.stopped_early = 0, False
             try:
@@ -546,6 +579,7 @@ class ClipReader:
                             raise MediaError(f"a decoded frame is {frame.width}x{frame.height}, over the cap of "
                                              f"{self.limits.max_video_pixels / 1e6:.1f} megapixels")
                         time = frame.time if frame.time is not None else index / self.facts.source_fps
+                        time = delays.shown(time)
                         index += 1
                         time += joiner.offset(time)
                         start = time if start is None else start

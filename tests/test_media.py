@@ -851,3 +851,23 @@ def test_hdr_highlights_roll_off_towards_white_and_the_rest_keeps_its_brightness
     dim = nits <= 0.6 * 203.0
     expected = 255.0 * np.where(nits / 203.0 <= 0.0031308, 12.92 * nits / 203.0, 1.055 * (nits / 203.0) ** (1 / 2.4) - 0.055)
     assert np.abs(read[dim] - expected[dim]).max() <= 6  # (8-bit PQ steps)
+
+
+def test_a_gif_with_hundredth_of_a_second_delays_plays_as_browsers_show_it(tmp_path):
+    """Browsers show a GIF frame of 10 ms or less for 100 ms; read as ffmpeg reads it, a GIF saved
+    with 1/100-s delays rendered ten times too fast (3 s of motion in 0.3 s), ok.  Longer delays are
+    kept, as are mixed ones, frame by frame."""
+    frames = [Image.fromarray(np.full((64, 64, 3), 8 * i, np.uint8)) for i in range(30)]
+    fast = tmp_path / "fast.gif"
+    frames[0].save(fast, save_all=True, append_images=frames[1:], duration=10, loop=0)
+    facts = clips.probe(str(fast), LIMITS)
+    assert facts.source_fps == pytest.approx(10.0) and facts.duration == pytest.approx(3.0)
+    decoded = clips.decode_clip(str(fast), None, LIMITS)
+    assert len(decoded.frames) == 30
+    np.testing.assert_allclose(decoded.frames[:, 0, 0, 0], [8 * i for i in range(30)], atol=2)  # each frame once
+    kept = tmp_path / "kept.gif"
+    frames[0].save(kept, save_all=True, append_images=frames[1:], duration=20, loop=0)
+    assert clips.probe(str(kept), LIMITS).source_fps == pytest.approx(50.0)
+    mixed = tmp_path / "mixed.gif"  # 200 ms, then 10 ms frames: 100 ms each as shown
+    frames[0].save(mixed, save_all=True, append_images=frames[1:], duration=[200] + [10] * 29, loop=0)
+    assert clips.probe(str(mixed), LIMITS).duration == pytest.approx(0.2 + 28 * 0.1 + 0.1, abs=0.02)
