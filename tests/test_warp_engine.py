@@ -343,3 +343,25 @@ def test_skin_pressed_flat_samples_no_far_away_pixels(reference):
     dx, dy = rig.warper.displacement(moved, source, depth)
     most = float(np.linalg.norm(source[:468] - moved[:468], axis=1).max())
     assert float(np.hypot(dx, dy).max()) <= most + 1.5
+
+
+def test_a_nearly_shut_reference_eye_gets_no_painted_lid(reference):
+    """A portrait laughing or squinting, its eyes slits: a painted lid had nothing to cover, and its
+    closure (the target's gap over its own tiny one) swung with every small change of the target, so
+    a block of lid skin came and went over each eye.  Its slit is left to the mesh; an open eye
+    closing half way is still painted."""
+    from engines.warp.expressions import EYES, close_eyes
+    from engines.warp.portrait import RigConfig
+
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    squint = landmarks.copy()
+    for upper, lower in EYES:  # the same face with its lids pulled nearly together
+        lids = list(upper[1:-1]) + list(lower[1:-1])
+        middle = squint[lids].mean(axis=0)
+        squint[lids] = middle + 0.15 * (squint[lids] - middle)
+    for own, painted in ((squint, False), (landmarks, True)):
+        half = own + close_eyes(own, np.array([0.5, 0.5]))
+        with_lids = PortraitRig(crop, own).render(half)
+        without = PortraitRig(crop, own, RigConfig(eye_close=False)).render(half)
+        assert np.array_equal(with_lids, without) != painted

@@ -75,3 +75,26 @@ def test_a_photographs_eye_ending_at_its_lid_points_keeps_its_lid_edge():
     frame = image.copy()
     paint_lid(frame, image, eye, upper + 0.5 * (lower - upper), lower, 0.5)
     np.testing.assert_array_equal(frame[105:109, 110:150], image[105:109, 110:150])
+
+
+def test_a_squinting_photographs_eye_over_a_shadowed_cheek_is_not_taken_for_a_drawn_one():
+    """A laughing or squinting eye on a photograph: a slit, the cheek below it in shadow (redder and
+    darker than the lid skin) down to where the light skin resumes.  Taken for a drawn eye reaching
+    that far below its lid points, its lid was painted as a block of skin over the cheek, reaching
+    0.8 eye widths past the corners; its skin hues say it is no eye."""
+    image = np.empty((240, 260, 3), np.uint8)
+    image[:] = (200, 120, 100)
+    upper, lower, brow = _lid(100, 160, 100, -2), _lid(100, 160, 100, 2), _lid(98, 162, 70, 0)
+    for row in range(102, 150):  # the shadow under the eye, darkest near it
+        depth = 1.0 - (row - 102) / 48.0
+        image[row, 80:180] = np.round(np.array([200, 120, 100]) * (1.0 - 0.55 * depth) * [1.0, 0.8, 0.7])
+    cv2.fillPoly(image, [np.round(np.concatenate([upper, lower[::-1]])).astype(np.int32)], (60, 25, 20))
+    cv2.line(image, (96, 70), (164, 70), (60, 35, 30), 5)
+    eye = ReferenceEye.measure(image, upper, lower, brow, np.array((200, 120, 100), dtype=np.float64))
+    assert eye.drawn_below == 0.0
+    assert eye.opening < 0.1  # nearly shut: the rig paints no lid over it (LidStyle.least_opening)
+    frame = image.copy()
+    paint_lid(frame, image, eye, upper + 0.5 * (lower - upper), lower, 0.5)
+    changed = np.nonzero(np.abs(frame.astype(int) - image.astype(int)).sum(axis=-1) > 6)
+    assert changed[0].size and changed[0].max() <= 106  # nothing painted over the cheek
+    assert changed[1].min() >= 100 - 0.15 * 60 and changed[1].max() <= 160 + 0.15 * 60  # nor far past the corners

@@ -51,6 +51,18 @@ class LidStyle:
     # chromaticity (r, g, b over their sum): a drawn eye's pale whites and pink iris are as
     # bright as skin but not of its colour.
     skin_tolerance: float = 0.03
+    # A drawn eye shows colours skin never has below its lid points: whites, an iris of another hue,
+    # a black outline.  Where under this share of what the reach found is such (skin hues only, a
+    # photograph's cheek in the shadow of a laughing or squinting eye, redder and darker than the
+    # lid), the eye is not a drawn one: taken for one, its lid was painted 0.4-0.8 eye widths down
+    # over the cheek.
+    least_eye_colours: float = 0.2
+    # A reference eye opened less than this (lid gap over eye width, in its middle) is not given a
+    # painted lid: nearly shut already (a laugh, a squint), it has little to cover, its closure
+    # (target gap over its own) swings with every small change of the target, and a painted lid
+    # over it was a block of skin across the eye.  Open eyes measure 0.19-0.49 on photographs.
+    least_opening: float = 0.1
+    beyond_corners: float = 0.1  # how far a photograph's painted lid reaches past the eye's corners (eye widths)
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,12 @@ class ReferenceEye:
     # How far a drawn eye goes on below its lower-lid points (its iris, whites and outline; local
     # units): the lid sweeps over it too.  0 where the lid points are the eye's edges (photographs).
     drawn_below: float = 0.0
+
+    @property
+    def opening(self) -> float:
+        """The lid gap in the eye's middle (a 0.3-0.7), in eye widths."""
+        a = np.linspace(0.3, 0.7, 5)
+        return float(np.median(_line(self.lower_lid, a) - _line(self.open_lid, a)))
 
     @classmethod
     def measure(cls, image: np.ndarray, upper: np.ndarray, lower: np.ndarray, brow: np.ndarray,
@@ -190,7 +208,10 @@ class ReferenceEye:
         reach_down = reach(_line(lower_lid, a), 1.0)
         drawn_below = 0.0
         if reach_down >= min(most, steps[-1] + 0.01) - 1e-9:
-            reach_down = drawn_below = max(reach_down, reach_below(_line(lower_lid, a)))
+            below = reach_below(_line(lower_lid, a))
+            found = sample(_line(lower_lid, a), 1.0, np.linspace(0.0, below, 24))
+            if float(np.mean(_eye_coloured(found, skin))) >= style.least_eye_colours:
+                reach_down = drawn_below = max(reach_down, below)
         return cls(frame=frame, open_lid=open_lid, lower_lid=lower_lid, brow_height=brow_height,
                    reach_up=reach(_line(open_lid, a), -1.0), reach_down=reach_down,
                    colour=np.asarray(colour, dtype=np.float64), band=(near, near + width), drawn_below=drawn_below)
@@ -209,6 +230,19 @@ def _rounded(polyline: np.ndarray, passes: int = 2) -> np.ndarray:
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _eye_coloured(rgb: np.ndarray, skin_luminance: float) -> np.ndarray:
+    """Which pixels (..., 3) have colours no skin has, lit or in shadow: near-neutral and bright (an
+    eye's whites, a highlight), of a hue outside skin's reds, oranges and yellows (an iris, the
+    whites' blue tint), or near black (a drawn outline)."""
+    hsv = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).reshape(rgb.shape)
+    hue, saturation = hsv[..., 0].astype(np.float64) * 2.0, hsv[..., 1] / 255.0  # degrees, 0-1
+    luminance = _luminance(rgb.astype(np.float64))
+    skin_hue = (hue <= 60.0) | (hue >= 340.0)
+    whites = (saturation < 0.15) & (luminance >= 0.8 * skin_luminance)
+    outline = luminance < 0.25 * skin_luminance
+    return whites | outline | (~skin_hue & (saturation >= 0.1))
 
 
 def _chromaticity(rgb: np.ndarray) -> np.ndarray:
@@ -230,7 +264,12 @@ def paint_lid(frame: np.ndarray, reference: np.ndarray, eye: ReferenceEye, upper
     edge_local = target.local(upper)
     lower_local = target.local(lower)
     # Region of interest: the open eye, grown by its outline and the covered skin above it.
+    # Past the corners: as far as a drawn eye's outline reaches; a photograph's lid, a little (its
+    # lashes): reaching as far as the shadow around a deep-set or laughing eye, its skin was a
+    # block across the face.
     side = max(eye.reach_up, eye.reach_down)
+    if eye.drawn_below <= 0.0:
+        side = min(side, style.beyond_corners)
     top_b = (float(min(eye.open_lid[:, 1].min(), edge_local[:, 1].min()))
              - max(eye.reach_up, min(style.cover_above, eye.band[0]) * eye.brow_height))
     bottom_b = float(max(lower_local[:, 1].max(), edge_local[:, 1].max())) + eye.reach_down + 0.05

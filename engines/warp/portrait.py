@@ -288,7 +288,7 @@ class PortraitRig:
         if self.config.eye_close:
             closures = 1.0 - eye_gaps(target) / self._eye_openings
             for (upper, lower, _), closure, eye in zip(_EYES, closures, self._eyes):
-                if closure > 0:
+                if closure > 0 and eye.opening >= self.config.lid.least_opening:
                     paint_lid(frame, self.image, eye, target[list(upper), :2], target[list(lower), :2], closure,
                               self.config.lid)
         return frame
