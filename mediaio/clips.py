@@ -311,7 +311,9 @@ class GifDelays:
             shown = time
         else:
             step = time - self.last
-            shown = self.last_shown + (step if step >= GIF_SHORTEST_SHOWN_DELAY else GIF_DELAY_INSTEAD)
+            # Rounded to a microsecond: sums of 0.1 drift (0.30000000000000004), and a frame time
+            # that should fall exactly between two picks then picked the later frame.
+            shown = round(self.last_shown + (step if step >= GIF_SHORTEST_SHOWN_DELAY else GIF_DELAY_INSTEAD), 6)
         self.last, self.last_shown = time, shown
         return shown
 

@@ -38,6 +38,9 @@ HDR_WHITE_NITS = 203.0  # HDR reference white (ITU-R BT.2408): SDR white in a PQ
 KNEE = 0.75  # above this share of SDR white, HDR highlights are rolled off towards white, not clipped
 
 
+UNSPECIFIED = 2
+
+
 @dataclass(frozen=True)
 class ColourTags:
     """An image's code points: colour primaries, transfer characteristics, matrix coefficients."""
@@ -47,14 +50,22 @@ class ColourTags:
     matrix: int = 0
 
     @property
+    def gamut(self) -> int:
+        """The primaries, with PQ's and HLG's own (BT.2020) where they are left unspecified, as some
+        encoders write them (ffmpeg's AVIF muxer)."""
+        if self.primaries == UNSPECIFIED and self.transfer in (PQ, HLG):
+            return BT2020
+        return self.primaries
+
+    @property
     def convertible(self) -> bool:
         """Whether :func:`to_srgb` knows these primaries and this transfer."""
-        return self.primaries in _PRIMARIES and (self.transfer in _SDR_TRANSFERS or self.transfer in (LINEAR, PQ, HLG))
+        return self.gamut in _PRIMARIES and (self.transfer in _SDR_TRANSFERS or self.transfer in (LINEAR, PQ, HLG))
 
     @property
     def is_srgb(self) -> bool:
         """BT.709 primaries with an SDR transfer: the numbers already are what this project takes as sRGB."""
-        return self.primaries == BT709 and self.transfer in _SDR_TRANSFERS
+        return self.gamut == BT709 and self.transfer in _SDR_TRANSFERS
 
 
 def read_tags(data: bytes) -> ColourTags | None:
@@ -150,25 +161,26 @@ def _associations(data: bytes, start: int, end: int) -> dict[int, list[int]]:
 
 
 def to_srgb(image: Image.Image, tags: ColourTags) -> Image.Image:
-    """``image`` (RGB, RGBA or palette, 8 bits) with its tagged colours as sRGB; unchanged if already sRGB,
-    not convertible or grey."""
+    """``image`` (RGB, grey or palette, with or without alpha, 8 bits) with its tagged colours as sRGB (grey
+    comes back as RGB); unchanged if already sRGB or not convertible."""
     if tags.is_srgb or not tags.convertible:
         return image
-    if image.mode == "P":  # a palette's colours carry the tags too
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode not in ("RGB", "RGBA"):  # grey: its tint cannot change, and HDR grey is not seen in practice
+    if image.mode in ("P", "L", "LA"):  # a palette's colours and a grey's levels carry the tags too
+        has_alpha = image.mode == "LA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    if image.mode not in ("RGB", "RGBA"):
         return image
     alpha = image.getchannel("A") if image.mode == "RGBA" else None
     signal = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     if tags.transfer == PQ:
         linear = _pq_to_nits(signal) / HDR_WHITE_NITS
     elif tags.transfer == HLG:
-        linear = _hlg_to_nits(signal, _PRIMARIES[tags.primaries]) / HDR_WHITE_NITS
+        linear = _hlg_to_nits(signal, _PRIMARIES[tags.gamut]) / HDR_WHITE_NITS
     elif tags.transfer == LINEAR:
         linear = signal
     else:
         linear = _srgb_to_linear(signal)
-    linear = linear @ _to_bt709(_PRIMARIES[tags.primaries]).T
+    linear = linear @ _to_bt709(_PRIMARIES[tags.gamut]).T
     if tags.transfer in (PQ, HLG):
         linear = _roll_off(linear)
     out = Image.fromarray(np.round(_linear_to_srgb(np.clip(linear, 0.0, 1.0)) * 255.0).astype(np.uint8), "RGB")

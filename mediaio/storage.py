@@ -106,6 +106,9 @@ def explicit_form(uri: str) -> str:
     if "://" in uri or uri.startswith(("/", "~")):
         return uri
     scheme, colon, rest = uri.partition(":")
+    if colon and scheme.lower() == "file":  # file:x -- a file URI names an absolute path
+        raise StorageError(f"{printable(uri)} is not a valid URI (a file: URI names an absolute path, "
+                           "file:///folder/name; a relative path is written without 'file:')")
     if colon and scheme.lower() in _known_protocols():
         raise StorageError(f"{printable(uri)} is not a valid URI (did you mean {scheme}://{rest.lstrip('/')}?)")
     return uri

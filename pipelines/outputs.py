@@ -468,7 +468,7 @@ def fingerprint_comment(fingerprint: str, cut_at: float | None = None) -> str:
     its clip, ``CUT_MARK`` and the cap, so a rerun under a higher cap renders the rest of the clip."""
     if not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
         raise ValueError(f"not an output fingerprint: {fingerprint!r}")
-    return FINGERPRINT_TAG + fingerprint + ("" if cut_at is None else f"{CUT_MARK}{cut_at:.6g} s")
+    return FINGERPRINT_TAG + fingerprint + ("" if cut_at is None else f"{CUT_MARK}{cut_at!r} s")  # exact: re-read
 
 
 def fingerprint_metadata_args(fingerprint: str) -> list[str]:
@@ -526,7 +526,7 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
     for known in (fingerprint, *also):
         tag = (FINGERPRINT_TAG + known).encode("ascii")
         if tag in moov:
-            cut = re.match(re.escape(CUT_MARK.encode("ascii")) + rb"([0-9.e+-]{1,16}) s", moov[moov.index(tag) + len(tag):])
+            cut = re.match(re.escape(CUT_MARK.encode("ascii")) + rb"([0-9.e+-]{1,32}) s", moov[moov.index(tag) + len(tag):])
             return ExistingOutput(True, ours=True, cut_at=float(cut.group(1)) if cut else None)
     if _ANY_FINGERPRINT.search(moov):
         return ExistingOutput(False, "was made by hellomeme-batch from other inputs or settings", ours=True)

@@ -831,6 +831,17 @@ def test_a_png_with_colour_code_points_is_converted_and_they_override_its_icc_pr
     # Tags already sRGB, or unknown, leave the numbers as they are; so does a damaged chunk list.
     for payload in (bytes([1, 13, 0, 1]), bytes([22, 16, 0, 1]), bytes([9, 99, 0, 1])):
         assert np.array_equal(media.load_image(_png_with_chunk(numbers, b"cICP", payload), LIMITS), np.asarray(numbers))
+    # A grey PNG's levels carry the tags too (it came out flat and grey), and PQ with its primaries
+    # left unspecified (ffmpeg's AVIF muxer writes 2) is BT.2020.
+    shown_grey = np.asarray(Image.fromarray(portraits["astronaut"]).convert("L"), dtype=float)
+    grey_light = np.where(shown_grey / 255 <= 0.04045, shown_grey / 255 / 12.92, ((shown_grey / 255 + 0.055) / 1.055) ** 2.4)
+    grey_pq = ((c1 + c2 * (grey_light * 0.0203) ** m1) / (1 + c3 * (grey_light * 0.0203) ** m1)) ** m2
+    grey = Image.fromarray(np.round(grey_pq * 255).astype(np.uint8))
+    read_grey = media.load_image(_png_with_chunk(grey, b"cICP", bytes([9, 16, 0, 1])), LIMITS).astype(float)
+    assert np.abs(read_grey - shown_grey[..., None]).mean() < 2.5
+    assert np.abs(np.asarray(grey, dtype=float) - shown_grey).mean() > 10  # as it was read before
+    unspecified = media.load_image(_png_with_chunk(numbers, b"cICP", bytes([2, 16, 0, 1])), LIMITS).astype(float)
+    assert np.abs(unspecified - portraits["astronaut"]).mean() < 2.5
     assert colour_tags.read_tags(b"\x89PNG\r\n\x1a\n" + b"\xff" * 20) is None
     assert colour_tags.read_tags(b"\0\0\0\x20ftypavif" + b"\xff" * 40) is None
 
@@ -868,6 +879,16 @@ def test_a_gif_with_hundredth_of_a_second_delays_plays_as_browsers_show_it(tmp_p
     kept = tmp_path / "kept.gif"
     frames[0].save(kept, save_all=True, append_images=frames[1:], duration=20, loop=0)
     assert clips.probe(str(kept), LIMITS).source_fps == pytest.approx(50.0)
+    # Frame by frame as the same GIF saved with the delays a browser shows, mixed delays too: sums of
+    # 0.1 s drifted (0.30000000000000004), and a pick falling between two frames took the later one.
+    delays = [10, 100, 10, 50, 0, 200, 20, 10, 30, 10] * 3
+    shown = [100 if delay <= 10 else delay for delay in delays]
+    mixed_fast, as_shown = tmp_path / "mixed_fast.gif", tmp_path / "as_shown.gif"
+    frames[0].save(mixed_fast, save_all=True, append_images=frames[1:], duration=delays, loop=0)
+    frames[0].save(as_shown, save_all=True, append_images=frames[1:], duration=shown, loop=0)
+    for fps in (None, 15.0, 30.0):
+        np.testing.assert_array_equal(clips.decode_clip(str(mixed_fast), fps, LIMITS).frames,
+                                      clips.decode_clip(str(as_shown), fps, LIMITS).frames)
     mixed = tmp_path / "mixed.gif"  # 200 ms, then 10 ms frames: 100 ms each as shown
     frames[0].save(mixed, save_all=True, append_images=frames[1:], duration=[200] + [10] * 29, loop=0)
     assert clips.probe(str(mixed), LIMITS).duration == pytest.approx(0.2 + 28 * 0.1 + 0.1, abs=0.02)
