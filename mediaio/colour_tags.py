@@ -36,6 +36,7 @@ _D65 = (0.3127, 0.3290)
 _SDR_TRANSFERS = {1, 2, 4, 6, 13, 14, 15}
 HDR_WHITE_NITS = 203.0  # HDR reference white (ITU-R BT.2408): SDR white in a PQ or HLG picture
 KNEE = 0.75  # above this share of SDR white, HDR highlights are rolled off towards white, not clipped
+STRIP_ROWS = 256  # rows converted at a time: bounds the float copies of a large portrait
 
 
 UNSPECIFIED = 2
@@ -171,22 +172,44 @@ def to_srgb(image: Image.Image, tags: ColourTags) -> Image.Image:
     if image.mode not in ("RGB", "RGBA"):
         return image
     alpha = image.getchannel("A") if image.mode == "RGBA" else None
-    signal = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    rgb = np.asarray(image.convert("RGB"))
+    # The numbers are 8-bit: each transfer is a 256-entry table, and the rest runs a strip of rows at
+    # a time in float32 (a 16-MP portrait took 2.3 GB and 10 s whole in float64).
+    table = _to_linear_table(tags)
+    matrix = _to_bt709(_PRIMARIES[tags.gamut]).astype(np.float32).T
+    hdr = tags.transfer in (PQ, HLG)
+
+    def light(numbers: np.ndarray) -> np.ndarray:
+        linear = table[numbers]
+        if tags.transfer == HLG:
+            linear = _hlg_display(linear, _PRIMARIES[tags.gamut])
+        return linear @ matrix
+
+    peak = _peak(light(rgb[::4, ::4])) if hdr else 0.0
+    out = np.empty_like(rgb)
+    for top in range(0, rgb.shape[0], STRIP_ROWS):
+        linear = light(rgb[top:top + STRIP_ROWS])
+        if hdr:
+            linear = _roll_off(linear, peak)
+        out[top:top + STRIP_ROWS] = np.round(_linear_to_srgb(np.clip(linear, 0.0, 1.0)) * 255.0)
+    converted = Image.fromarray(out, "RGB")
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+def _to_linear_table(tags: ColourTags) -> np.ndarray:
+    """(256,) float32: an 8-bit number's light, 1 = SDR white (HLG: scene light, its display gamma applied later)."""
+    signal = np.arange(256, dtype=np.float64) / 255.0
     if tags.transfer == PQ:
         linear = _pq_to_nits(signal) / HDR_WHITE_NITS
     elif tags.transfer == HLG:
-        linear = _hlg_to_nits(signal, _PRIMARIES[tags.gamut]) / HDR_WHITE_NITS
+        linear = _hlg_to_scene(signal)
     elif tags.transfer == LINEAR:
         linear = signal
     else:
         linear = _srgb_to_linear(signal)
-    linear = linear @ _to_bt709(_PRIMARIES[tags.gamut]).T
-    if tags.transfer in (PQ, HLG):
-        linear = _roll_off(linear)
-    out = Image.fromarray(np.round(_linear_to_srgb(np.clip(linear, 0.0, 1.0)) * 255.0).astype(np.uint8), "RGB")
-    if alpha is not None:
-        out.putalpha(alpha)
-    return out
+    return linear.astype(np.float32)
 
 
 def _xyz_matrix(primaries: tuple[tuple[float, float], ...], white: tuple[float, float] = _D65) -> np.ndarray:
@@ -209,32 +232,42 @@ def _pq_to_nits(signal: np.ndarray) -> np.ndarray:
     return 10000.0 * np.power(np.maximum(powered - c1, 0.0) / (c2 - c3 * powered), 1.0 / m1)
 
 
-def _hlg_to_nits(signal: np.ndarray, primaries: tuple[tuple[float, float], ...], peak: float = 1000.0) -> np.ndarray:
-    """ARIB STD-B67 (HLG) signal in [0, 1] -> display light in nits on a ``peak``-nit display (BT.2100's OOTF)."""
+def _hlg_to_scene(signal: np.ndarray) -> np.ndarray:
+    """ARIB STD-B67 (HLG) signal in [0, 1] -> scene light in [0, 1] (BT.2100's inverse OETF)."""
     a = 0.17883277
     b, c = 1.0 - 4.0 * a, 0.5 - a * np.log(4.0 * a)
     signal = np.clip(signal, 0.0, 1.0)
-    scene = np.where(signal <= 0.5, signal ** 2 / 3.0, (np.exp((np.maximum(signal, 0.5) - c) / a) + b) / 12.0)
+    return np.where(signal <= 0.5, signal ** 2 / 3.0, (np.exp((np.maximum(signal, 0.5) - c) / a) + b) / 12.0)
+
+
+def _hlg_display(scene: np.ndarray, primaries: tuple[tuple[float, float], ...], peak: float = 1000.0) -> np.ndarray:
+    """HLG scene light (..., 3) -> display light on a ``peak``-nit display (BT.2100's OOTF), 1 = SDR white."""
     gamma = 1.2 + 0.42 * np.log10(peak / 1000.0)
-    luminance = scene @ _xyz_matrix(primaries)[1]
-    return peak * np.power(np.maximum(luminance, 1e-12), gamma - 1.0)[..., None] * scene
+    luminance = scene @ _xyz_matrix(primaries)[1].astype(np.float32)
+    scale = (peak / HDR_WHITE_NITS) * np.power(np.maximum(luminance, 1e-12), gamma - 1.0)
+    return scene * scale.astype(np.float32)[..., None]
 
 
-def _roll_off(linear: np.ndarray) -> np.ndarray:
-    """HDR light (1 = SDR white) with luminance above :data:`KNEE` compressed so the picture's peak lands on white.
+def _peak(linear: np.ndarray) -> float:
+    """The picture's highlight level: the 99.9th percentile of its luminance (1 = SDR white)."""
+    luminance = linear @ _xyz_matrix(_PRIMARIES[BT709])[1].astype(np.float32)
+    return float(np.percentile(luminance, 99.9)) if luminance.size else 0.0
+
+
+def _roll_off(linear: np.ndarray, peak: float) -> np.ndarray:
+    """HDR light (1 = SDR white) with luminance above :data:`KNEE` compressed so the picture's ``peak`` lands on white.
 
     Below the knee nothing changes (skin, mid-tones keep their brightness); above it an extended
-    Reinhard curve, continuous in value and slope, takes the peak (its 99.9th percentile) to 1.
-    Colours are scaled, not clipped channel by channel, so a bright highlight keeps its hue.
+    Reinhard curve, continuous in value and slope, takes the peak (:func:`_peak`) to 1.  Colours
+    are scaled, not clipped channel by channel, so a bright highlight keeps its hue.
     """
-    luminance = linear @ _xyz_matrix(_PRIMARIES[BT709])[1]
-    peak = float(np.percentile(luminance, 99.9)) if luminance.size else 0.0
     if peak <= 1.0:
         return linear
+    luminance = linear @ _xyz_matrix(_PRIMARIES[BT709])[1].astype(np.float32)
     top = (peak - KNEE) / (1.0 - KNEE)
     over = np.maximum(luminance - KNEE, 0.0) / (1.0 - KNEE)
     mapped = np.where(luminance > KNEE, KNEE + (1.0 - KNEE) * over * (1.0 + over / top ** 2) / (1.0 + over), luminance)
-    return linear * (mapped / np.maximum(luminance, 1e-12))[..., None]
+    return linear * (mapped / np.maximum(luminance, 1e-12)).astype(np.float32)[..., None]
 
 
 def _srgb_to_linear(signal: np.ndarray) -> np.ndarray:
