@@ -270,6 +270,8 @@ class DriverMetrics:
         self.rows_finished.labels(status=str(row["status"])).inc()
         if from_pipeline:
             self.rows_in_flight.dec()
+        if row["status"] == "skipped":  # its frames and timings are the run's that made its video, not this job's
+            return
         frames = row.get("frames") or 0
         if frames > 0:
             self.frames_rendered.inc(frames)

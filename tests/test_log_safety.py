@@ -133,11 +133,11 @@ def test_the_clusters_worker_died_notices_go_to_the_debug_log_not_the_terminal(m
 
     from ray._private import worker as ray_worker
 
-    from jobs import cli
+    from jobs import terminal_noise
 
     monkeypatch.setattr(ray_worker, "print_to_stdstream", ray_worker.print_to_stdstream)  # restored afterwards
-    cli._route_cluster_errors_to_debug_log()
-    cli._route_cluster_errors_to_debug_log()  # once is enough: not wrapped twice
+    terminal_noise._route_cluster_errors_to_debug_log()
+    terminal_noise._route_cluster_errors_to_debug_log()  # once is enough: not wrapped twice
     caplog.set_level(logging.DEBUG, logger="hellomeme_batch.cluster_errors")
     ray_worker.print_to_stdstream({"lines": ["A worker died or was killed while executing a task"], "pid": "raylet",
                                    "is_err": False}, ignore_prefix=False)
@@ -198,7 +198,7 @@ def test_starting_local_ray_and_the_demos_face_tracker_print_no_native_notices(t
 
     script = (
         "import logging, sys\n"
-        "from jobs.cli import quiet_third_party_noise\n"
+        "from jobs.terminal_noise import quiet_third_party_noise\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "quiet_third_party_noise()\n"
         "from jobs.demo import build_demo_inputs\n"

@@ -104,7 +104,9 @@ def test_gpu_readings_come_only_from_a_process_that_uses_cuda():
 def test_driver_counters_follow_the_rows():
     metrics = DriverMetrics()
     metrics.job_planned(total=4, pending=2)
-    metrics.row_finished({"status": "skipped", "frames": 0}, from_pipeline=False)
+    # A rerun's skipped row carries the frames and timings of the run that made its video: not this job's
+    # (a rerun that rendered nothing showed 16 frames rendered and two encodes).
+    metrics.row_finished({"status": "skipped", "frames": 16, "seconds_encode": 0.7}, from_pipeline=False)
     metrics.row_finished({"status": "ok", "frames": 30, "seconds_decode": 1.5, "seconds_render": 4.0,
                           "seconds_write": 0.0}, from_pipeline=True)
     value = metrics.registry.get_sample_value
@@ -114,6 +116,7 @@ def test_driver_counters_follow_the_rows():
     assert value("hellomeme_job_frames_rendered_total") == 30
     assert value("hellomeme_job_stage_seconds_sum", {"stage": "render"}) == 4.0
     assert value("hellomeme_job_stage_seconds_count", {"stage": "write"}) is None  # never reached
+    assert value("hellomeme_job_stage_seconds_count", {"stage": "encode"}) is None  # only the skipped row's
     metrics.job_finished(12.0)
     assert value("hellomeme_job_running") == 0 and value("hellomeme_job_seconds") == 12.0
 
@@ -248,7 +251,9 @@ def test_driver_endpoint_shows_the_render_progress_during_and_after(watched_rend
     assert after['hellomeme_job_rows_finished_total{status="skipped"}'] == 1
     assert after["hellomeme_job_rows_started_total"] == 3
     assert after["hellomeme_job_rows_in_flight"] == 0 and after["hellomeme_job_running"] == 0
-    assert after["hellomeme_job_frames_rendered_total"] == sum(row["frames"] for row in report.results) > 0
+    # The skipped row's frames were rendered by the run that made its video, not this one.
+    assert after["hellomeme_job_frames_rendered_total"] == sum(
+        row["frames"] for row in report.results if row["status"] != "skipped") > 0
     assert after['hellomeme_job_stage_seconds_count{stage="render"}'] == 2
     # The failed row failed inside the prepare stage (its clip is missing): only whole stages count.
     assert after['hellomeme_job_stage_seconds_count{stage="decode"}'] == 2
@@ -260,7 +265,6 @@ def test_workers_export_their_metrics_through_ray(watched_render):
 
     report, *_ = watched_render
     frames = sum(row["frames"] for row in report.results if row["status"] == "ok")  # a skipped row's were made before
-    print("DEBUG", [(row["id"], row["status"], row["frames"]) for row in report.results])
     (node,) = [node for node in ray.nodes() if node["Alive"]]
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
     job_id = ray.get_runtime_context().get_job_id()
