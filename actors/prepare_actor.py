@@ -114,6 +114,23 @@ def _named(what: str, exc: Exception) -> str:
     return message if message.startswith(what) else f"{what}: {message}"
 
 
+@contextlib.contextmanager
+def _input_errors(what: str, uri: str) -> Iterator[None]:
+    """Storage errors of reading an input as InputErrors that name it; access denied included (an S3
+    "Forbidden" failed its row as "prepare: PermissionError: Forbidden", the input unnamed)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise InputError(f"{what} {printable(uri)} not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {printable(uri)} is a directory") from None
+    except PermissionError as exc:
+        raise InputError(f"{what} {printable(uri)} cannot be read: access denied ({printable(exc)}): the storage "
+                         "credentials or the file's permissions") from None
+    except storage.StorageError as exc:
+        raise InputError(_named(what, exc)) from None
+
+
 class PrepareActor:
     """Turns a row's URIs into face crops, face tracks and audio (see the module docstring)."""
 
@@ -163,15 +180,9 @@ class PrepareActor:
 
     def _read(self, uri: str, what: str) -> bytes:
         """A whole input, bounded in bytes whatever size it reports; only regular files or objects."""
-        try:
+        with _input_errors(what, uri):
             data = storage.read_bytes(uri, self.storage_options, max_bytes=self.max_input_bytes, policy=self.policy,
                                       what=what)
-        except FileNotFoundError:
-            raise InputError(f"{what} {printable(uri)} not found") from None
-        except IsADirectoryError:
-            raise InputError(f"{what} {printable(uri)} is a directory") from None
-        except storage.StorageError as exc:
-            raise InputError(_named(what, exc)) from None
         if not data:
             raise InputError(f"{what} {printable(uri)} is empty")
         return data
@@ -179,15 +190,9 @@ class PrepareActor:
     def _fetch_to(self, folder: str, uri: str) -> str:
         """The driving clip as a local file: ffmpeg and PyAV only ever open local files, never URLs."""
         what = "driving video"
-        try:
+        with _input_errors(what, uri):
             path = storage.fetch_to_file(uri, folder, self.storage_options, max_bytes=self.max_input_bytes,
                                          policy=self.policy, what=what)
-        except FileNotFoundError:
-            raise InputError(f"{what} {printable(uri)} not found") from None
-        except IsADirectoryError:
-            raise InputError(f"{what} {printable(uri)} is a directory") from None
-        except storage.StorageError as exc:
-            raise InputError(_named(what, exc)) from None
         if os.path.getsize(path) == 0:
             raise InputError(f"{what} {printable(uri)} is empty")
         return path

@@ -5,8 +5,10 @@
 The cluster runs ``python -m jobs.render`` with the same render options.  The submission id is a
 hash of what the job renders (manifest, output, render options), so submitting the same job again
 does not render it twice: while the first submission runs, the command follows it; once it has
-finished, the command reports how it ended.  ``--retry`` submits a new attempt of a job whose last
-attempt failed or was stopped (rows already written are skipped).
+finished, the command reports how it ended.  The manifest's version (size and change time, or ETag)
+is part of the hash where the submitting machine can see it, so a manifest written again under the
+same name is a new job.  ``--retry`` submits a new attempt of a job whose last attempt has ended
+(rows already written are skipped).
 
 Credentials never travel in the clear.  Ray writes a job's runtime environment, environment
 variables included, to the cluster's logs (runtime_env_agent.log) and shows it to whoever lists
@@ -48,6 +50,7 @@ from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from mediaio import storage
+from pipelines.ray_runtime import ClusterUnreachableError, check_answers
 from mediaio.redaction import install_log_safety, is_secret_name, printable, redact
 from jobs import sealed_options
 from jobs.options import (
@@ -163,15 +166,19 @@ def split_storage_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], d
     return public, secret
 
 
-def submission_id(render_argv: list[str], storage_options: Mapping[str, Any]) -> str:
+def submission_id(render_argv: list[str], storage_options: Mapping[str, Any], manifest_version: str | None = None) -> str:
     """A stable id for what a job renders: the same manifest, output and options give the same id.
 
-    Credentials count by name only (``storage_options`` holds their keys, not their values):
-    rotating a key is not a new job, and no hash of a secret is published.
+    The manifest counts by its content's version too (``storage.version_of``: size and change time
+    or ETag), where this machine can see it: a nightly manifest written again under the same name
+    is a new job (it was taken for last night's, "submitted before (SUCCEEDED)", and nothing
+    rendered, exit 0).  Credentials count by name only (``storage_options`` holds their keys, not
+    their values): rotating a key is not a new job, and no hash of a secret is published.
     """
     public, secret = split_storage_options(storage_options)
     identity = json.dumps({"render": render_argv, "storage_options": public,
-                           "credentials": sorted(secret_option_keys(secret))}, sort_keys=True)
+                           "credentials": sorted(secret_option_keys(secret)),
+                           **({"manifest_version": manifest_version} if manifest_version else {})}, sort_keys=True)
     return SUBMISSION_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
@@ -202,8 +209,8 @@ def build_request(args: argparse.Namespace, token_source: Callable[[], str | Non
         if token is None:
             raise SubmitError(
                 f"storage options {', '.join(secret_option_keys(secret))} look like credentials; they are sent only "
-                "to a cluster with token authentication, sealed with its token (set RAY_AUTH_MODE=token and the "
-                "cluster's token). Better: give the cluster its own credentials (instance profile, IRSA, the "
+                "to a cluster with token authentication, sealed with its token (set RAY_AUTH_MODE to \"token\" and "
+                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN to the cluster's token). Better: give the cluster its own credentials (instance profile, IRSA, the "
                 "nodes' environment)")
         env_vars[sealed_options.SEALED_OPTIONS_ENV] = sealed_options.seal(secret, token)
         entry = SEALED_ENTRY_MODULE
@@ -216,7 +223,7 @@ def build_request(args: argparse.Namespace, token_source: Callable[[], str | Non
     if root is not None:
         runtime_env["working_dir"] = str(root)  # Ray leaves out .git, .venv and what .gitignore names
     return JobRequest(
-        base_id=submission_id(render_argv, storage_options),
+        base_id=submission_id(render_argv, storage_options, storage.version_of(args.manifest, storage_options)),
         entrypoint=shlex.join(["python", "-m", entry, *render_argv,
                                *command_line(args, add_metrics_arguments)]),
         runtime_env=runtime_env,
@@ -272,7 +279,7 @@ def submit_or_attach(client: JobSubmissionClient, request: JobRequest,
     """Submit the job unless it already exists; returns its submission id and, when it existed, its details."""
     attempt, job = latest_attempt(client, request)
     if job is not None:
-        if not (retry and job.status.is_terminal() and job.status != JobStatus.SUCCEEDED):
+        if not (retry and job.status.is_terminal()):
             logger.info("job %s was submitted before (status %s); not submitting it again%s", job.submission_id,
                         job.status, "" if job.status.is_terminal() else ": following it")
             return job.submission_id, job
@@ -319,10 +326,23 @@ def exit_status(job: JobDetails) -> int:
 
 
 def jobs_client(address: str) -> JobSubmissionClient:
-    """A Jobs API client for ``address``; SubmitError naming the address if it cannot be reached."""
+    """A Jobs API client for ``address``; SubmitError naming the address if it cannot be reached.
+
+    An address without a scheme is a cluster's GCS, from which Ray finds the Jobs API: it is
+    checked first, so nothing answering, or the dashboard's own address given without ``http://``,
+    is said at once (Ray waited 40 s for a GCS there, then raised a traceback).
+    """
+    if "://" not in address and address != "auto":
+        try:
+            check_answers(address)
+        except ClusterUnreachableError as exc:
+            hint = f" (give it as http://{address})" if "answers as a web server" in str(exc) else ""
+            raise SubmitError(f"cannot reach the Ray Jobs API at {address}{hint}: {exc}") from None
+    from ray.exceptions import RpcError
+
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, RpcError) as exc:
         raise SubmitError(f"cannot reach the Ray Jobs API at {address}: {exc}") from None
 
 
@@ -342,7 +362,8 @@ def run(args: argparse.Namespace, client_factory: Callable[[str], JobSubmissionC
         logger.error("%s", printable(exc))
         return EXIT_JOB_ERROR
     except AuthenticationError as exc:
-        logger.error("the cluster refused this client's token (set RAY_AUTH_MODE=token and the cluster's token): %s",
+        logger.error("the cluster refused this client's token (set RAY_AUTH_MODE to \"token\" and RAY_AUTH_TOKEN_PATH "
+                     "or RAY_AUTH_TOKEN to the cluster's token): %s",
                      printable(str(exc).splitlines()[0] if str(exc) else exc))
         return EXIT_JOB_ERROR
     except RuntimeError as exc:  # the Jobs API answered with an error
@@ -371,7 +392,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the cluster's Jobs API (dashboard) address (default: $RAY_API_SERVER_ADDRESS, "
                              f"$RAY_ADDRESS, else {DEFAULT_ADDRESS}, where `ray dashboard cluster.yaml` tunnels it)")
     parser.add_argument("--retry", action="store_true",
-                        help="if the job's last attempt failed or was stopped, submit a new attempt")
+                        help="if the job's last attempt has ended (failed, stopped, or succeeded and its outputs "
+                             "have since been removed or its inputs replaced), submit a new attempt; rows already "
+                             "written are skipped")
     parser.add_argument("--no-wait", action="store_true",
                         help="print the submission id and return instead of following the job")
     parser.add_argument("--no-upload", action="store_true",

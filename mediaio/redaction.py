@@ -37,6 +37,8 @@ SECRET_NAME_WORDS = frozenset({"key", "sas", "sig", "pass", "auth", "private"})
 # Headers whose whole value (to the end of the line) is secret, e.g. ``Authorization: Bearer x``.
 WHOLE_VALUE_NAMES = ("authorization", "cookie", "token", "credential", "secret", "password", "passphrase")
 
+# Exception class names (a secret-looking word inside: NoCredentialsError, AuthenticationError).
+_EXCEPTION_ENDINGS = ("Error", "Exception", "Warning")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -77,6 +79,8 @@ def redact(text: object) -> str:
     for match in _NAME_SEP.finditer(text):
         if match.start() < position or not is_secret_name(match.group("name")):
             continue
+        if match.group("name").endswith(_EXCEPTION_ENDINGS) and ":" in match.group("sep"):
+            continue  # "NoCredentialsError: Unable to locate credentials" is an exception's message, not a value
         start = match.end()
         quoted = text[start:start + 1] in ("'", '"')
         whole_line = (not quoted and ":" in match.group("sep")

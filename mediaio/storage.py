@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
+import json
 import os
 import stat
 import queue
@@ -442,6 +444,34 @@ def fetch_to_file(uri: str, dest_dir: str, storage_options: Mapping[str, Any] | 
 def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     fs, path = filesystem_for(uri, storage_options)
     return bool(fs.exists(path))
+
+
+# What says a file changed, among the fields fsspec's filesystems give (local, S3, GCS).
+_VERSION_FIELDS = ("size", "mtime", "ETag", "etag", "LastModified", "last_modified", "updated", "generation",
+                   "md5Hash")
+MAX_VERSIONED_FILES = 10_000
+
+
+def version_of(uri: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """A short hash of a file's (or a folder's files') size and change time or ETag, or None if unreadable.
+
+    Equal while the content is unchanged; a file written again under the same name gives another.
+    """
+    try:
+        fs, path = filesystem_for(uri, storage_options)
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            found = fs.find(path, detail=True, maxdepth=8)
+            if len(found) > MAX_VERSIONED_FILES:
+                return None
+            entries = sorted(found.items())
+        else:
+            entries = [(path, info)]
+        facts = [(name, {field: detail[field] for field in _VERSION_FIELDS if field in detail})
+                 for name, detail in entries]
+    except Exception:  # noqa: BLE001 - any reason it cannot be looked at: no version, not an error here
+        return None
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _is_local(fs) -> bool:

@@ -158,7 +158,7 @@ def _init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> No
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         logger.info("connecting to the Ray cluster at %s", address)
-        _check_answers(address)
+        check_answers(address)
         level = logging.getLogger("ray").getEffectiveLevel()
         # The workers' own output (TensorFlow Lite's and mediapipe's notices, a screen of them per
         # prepare actor) reaches the driver's terminal only when Ray's logging is not quietened (-v);
@@ -207,7 +207,7 @@ CLUSTER_ANSWER_TIMEOUT_S = 15.0
 DEFAULT_PORTS = {"ray://": 10001, "": 6379}  # Ray Client's port, the GCS's
 
 
-def _check_answers(address: str) -> None:
+def check_answers(address: str) -> None:
     """Raise :class:`ClusterUnreachableError` unless something accepts a connection at ``address``'s port.
 
     ``auto`` (the cluster this machine's ``ray start`` made) and addresses of other schemes are

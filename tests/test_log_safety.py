@@ -215,3 +215,14 @@ def test_starting_local_ray_and_the_demos_face_tracker_print_no_native_notices(t
     assert "starting a local Ray instance" in printed and "INFO:test:done" in printed
     for shape in ("logging.cc", "inference_feedback_manager", "TensorFlow Lite", "absl::InitializeLog"):
         assert shape not in printed, printed
+
+
+def test_an_exceptions_message_is_not_taken_for_a_secret_value():
+    """``NoCredentialsError: Unable to locate credentials`` printed as ``NoCredentialsError: ***``: the
+    user never learnt what was wrong.  A secret inside such a message is still masked."""
+    from mediaio.redaction import redact
+
+    assert redact("not writable: NoCredentialsError: Unable to locate credentials") == \
+        "not writable: NoCredentialsError: Unable to locate credentials"
+    assert redact("AuthError: token=abc123") == "AuthError: token=***"
+    assert redact("aws_secret_access_key: abc123") == "aws_secret_access_key: ***"

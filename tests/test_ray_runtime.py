@@ -70,7 +70,7 @@ def test_an_address_where_no_cluster_answers_stops_the_job_at_once_with_exit_1(s
         port = probe.getsockname()[1]
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         with pytest.raises(ray_runtime.ClusterUnreachableError, match=f"no Ray cluster answers at {address}"):
-            ray_runtime._check_answers(address)
+            ray_runtime.check_answers(address)
     manifest = tmp_path / "manifest.parquet"
     write_manifest(pair_folders(str(synthetic_media / "reference_images"), str(synthetic_media / "drive_videos"),
                                 "zip")[:1], str(manifest))
@@ -91,7 +91,7 @@ def test_an_address_that_answers_as_a_web_server_is_named_as_the_dashboards(tmp_
     try:
         address = f"127.0.0.1:{server.server_address[1]}"
         with pytest.raises(ray_runtime.ClusterUnreachableError, match="answers as a web server"):
-            ray_runtime._check_answers(address)
+            ray_runtime.check_answers(address)
     finally:
         server.shutdown()
 

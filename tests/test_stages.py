@@ -316,3 +316,25 @@ def test_a_rerun_under_a_higher_max_seconds_renders_the_rest_of_a_clip_the_cap_c
     status, whole = run(60.0)
     assert status == "ok" and whole == pytest.approx(clip, abs=0.15)  # the rest of the clip
     assert run(60.0)[0] == "skipped" and run(1.0)[0] == "skipped"  # not cut now; a lower cap keeps the longer video
+
+
+def test_an_input_the_storage_refuses_fails_its_row_naming_it(job, tmp_path):
+    """Access denied (an S3 "Forbidden", a file without read permission) failed its row as
+    "prepare: PermissionError: Forbidden", not saying which input."""
+    import os
+
+    config, pending, _ = job
+    if os.geteuid() == 0:  # root reads any file: refuse it the way an object store does
+        from unittest import mock
+
+        from mediaio import storage
+
+        with mock.patch.object(storage, "read_bytes", side_effect=PermissionError("Forbidden")):
+            row = _prepare_stage(config)(pending[0])
+    else:
+        locked = tmp_path / "locked.png"
+        locked.write_bytes(b"x")
+        locked.chmod(0)
+        row = _prepare_stage(config)({**pending[0], "reference_uri": str(locked)})
+    assert row["status"] == "failed"
+    assert "reference" in row["error"] and "cannot be read: access denied" in row["error"], row["error"]

@@ -251,14 +251,47 @@ def test_a_submitted_job_is_followed_or_reported_not_submitted_again(render_args
     assert failed.submitted == failed_early.submitted == []
 
 
-def test_retry_submits_a_new_attempt_only_after_a_failure(render_args) -> None:
+def test_retry_submits_a_new_attempt_once_the_last_has_ended(render_args) -> None:
+    """After a failure or a stop; and, asked for, after a success too (its videos deleted since, say):
+    the new attempt skips the rows already written.  Without --retry an ended job is only reported."""
     base = submit.build_request(render_args).base_id
     render_args.retry = True
     jobs = InMemoryJobs(job(base, JobStatus.FAILED, 2), job(f"{base}-2", JobStatus.STOPPED))
     assert submit.run(render_args, client_factory=lambda address: jobs) == 0
     assert jobs.submitted == [f"{base}-3"]
-    assert submit.run(render_args, client_factory=lambda address: jobs) == 0  # attempt 3 succeeded: no 4th
+    render_args.retry = False
+    assert submit.run(render_args, client_factory=lambda address: jobs) == 0  # attempt 3 succeeded: reported
     assert jobs.submitted == [f"{base}-3"]
+    render_args.retry = True
+    assert submit.run(render_args, client_factory=lambda address: jobs) == 0
+    assert jobs.submitted == [f"{base}-3", f"{base}-4"]
+
+
+def test_a_manifest_written_again_under_the_same_name_is_a_new_job(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tonight's manifest written over last night's: the same path gave the same id, and submit said
+    "submitted before (SUCCEEDED)", rendered nothing and exited 0."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORAGE_OPTIONS_ENV, raising=False)
+    manifest = tmp_path / "nightly.parquet"
+    manifest.write_bytes(b"last night's rows")
+
+    def submission() -> str:
+        return submit.build_request(parse_submit(str(manifest), "--output", "out")).base_id
+
+    last_night = submission()
+    assert submission() == last_night  # unchanged: the same job, followed or reported
+    manifest.write_bytes(b"tonight's rows, more of them")
+    os.utime(manifest, (1_900_000_000, 1_900_000_000))
+    assert submission() != last_night
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"a")
+    before = submit.build_request(parse_submit(str(folder), "--output", "out")).base_id
+    (folder / "part-1.parquet").write_bytes(b"b")
+    assert submit.build_request(parse_submit(str(folder), "--output", "out")).base_id != before
 
 
 def test_a_job_submitted_meanwhile_by_someone_else_is_followed(render_args) -> None:
@@ -465,3 +498,24 @@ def test_a_cluster_without_a_job_agent_yet_is_asked_again(monkeypatch):
     assert cluster.submitted == ["job-1"]
     with pytest.raises(RuntimeError, match="No available agent"):
         submit._submit_when_an_agent_is_up(StartingCluster(refusals=5), request, "job-2", wait_s=0.0)
+
+
+def test_an_address_without_its_scheme_is_said_at_once() -> None:
+    """The dashboard's address without http:// (or nothing there) made Ray wait 40 s for a GCS, then a traceback."""
+    import http.server
+    import socket
+    import threading
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.raises(submit.SubmitError, match=f"cannot reach the Ray Jobs API at 127.0.0.1:{closed}.*no Ray cluster answers"):
+        submit.jobs_client(f"127.0.0.1:{closed}")
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        with pytest.raises(submit.SubmitError, match=f"give it as http://127.0.0.1:{port}"):
+            submit.jobs_client(f"127.0.0.1:{port}")
+    finally:
+        server.shutdown()
