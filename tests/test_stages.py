@@ -311,7 +311,7 @@ def test_a_rerun_under_a_higher_max_seconds_renders_the_rest_of_a_clip_the_cap_c
 
     status, short = run(1.0)
     assert status == "ok" and short == pytest.approx(1.0, abs=0.15) and clip > 1.5
-    assert b"cut by --max-seconds at 1 s" in (tmp_path / "out" / "capped.mp4").read_bytes()
+    assert b"cut by --max-seconds at 1.0 s" in (tmp_path / "out" / "capped.mp4").read_bytes()
     assert run(1.0)[0] == "skipped"  # the same cap: nothing more to render
     status, whole = run(60.0)
     assert status == "ok" and whole == pytest.approx(clip, abs=0.15)  # the rest of the clip
