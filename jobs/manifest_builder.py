@@ -74,6 +74,8 @@ def _files(folder: str, suffixes: Iterable[str], storage_options: Mapping[str, A
     found, skipped = [], []
     for entry in entries:
         if not entry.name.lower().endswith(suffixes):
+            if not entry.is_file and not entry.name.startswith("."):  # a sub-folder: not searched, but said
+                skipped.append(f"{entry.name}/ (a sub-folder: not searched)")
             continue
         if entry.name.startswith("."):
             skipped.append(f"{entry.name} (hidden)")
@@ -86,7 +88,7 @@ def _files(folder: str, suffixes: Iterable[str], storage_options: Mapping[str, A
     if skipped:
         shown = ", ".join(skipped[:_NAMED_SKIPS]) + (f" and {len(skipped) - _NAMED_SKIPS} more"
                                                      if len(skipped) > _NAMED_SKIPS else "")
-        logger.warning("%d of the media names in %s were left out: %s", len(skipped), folder, shown)
+        logger.warning("%d names in %s were left out: %s", len(skipped), folder, shown)
     if not found:
         raise ManifestError(f"no {'/'.join(suffixes)} files in {folder}")
     return found

@@ -443,6 +443,8 @@ def test_folder_build_leaves_out_a_macs_metadata_files_hidden_names_folders_and_
     (copied / "p" / ".DS_Store").write_bytes(bytes(16))
     (copied / "p" / "empty.jpg").write_bytes(b"")
     (copied / "d" / "bundle.mov").mkdir()
+    (copied / "p" / "more").mkdir()  # a sub-folder of portraits: not searched, and said so (it went unsaid)
+    (copied / "p" / "more" / "kjl.jpg").write_bytes(b"x")
     caplog.set_level(logging.WARNING, logger="jobs.manifest_builder")
     for pairing in ("zip", "all"):
         rows = pair_folders(str(copied / "p"), str(copied / "d"), pairing)
@@ -452,6 +454,7 @@ def test_folder_build_leaves_out_a_macs_metadata_files_hidden_names_folders_and_
                                       os.path.basename(row["driving_uri"])) for row in expected]
     warned = " ".join(record.getMessage() for record in caplog.records)
     assert "._harris.jpg (hidden)" in warned and "empty.jpg (empty)" in warned and "bundle.mov (not a file)" in warned
+    assert "more/ (a sub-folder: not searched)" in warned
 
 
 def test_one_mixed_folder_takes_a_gif_as_a_clip_only(tmp_path):
