@@ -19,8 +19,9 @@ import numpy as np
 from PIL import Image
 
 # Code points (ITU-T H.273) this module converts.
+UNSPECIFIED = 2  # primaries or transfer left unsaid
 BT709, BT470BG, SMPTE170M, SMPTE240M, BT2020, P3_D65 = 1, 5, 6, 7, 9, 12
-LINEAR, SRGB, PQ, HLG = 8, 13, 16, 18
+LINEAR, PQ, HLG = 8, 16, 18
 # CIE xy of red, green, blue; all with the D65 white.
 _PRIMARIES = {
     BT709: ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
@@ -37,9 +38,6 @@ _SDR_TRANSFERS = {1, 2, 4, 6, 13, 14, 15}
 HDR_WHITE_NITS = 203.0  # HDR reference white (ITU-R BT.2408): SDR white in a PQ or HLG picture
 KNEE = 0.75  # above this share of SDR white, HDR highlights are rolled off towards white, not clipped
 STRIP_ROWS = 256  # rows converted at a time: bounds the float copies of a large portrait
-
-
-UNSPECIFIED = 2
 
 
 @dataclass(frozen=True)

@@ -495,6 +495,16 @@ class ExistingOutput:
 
 
 _ANY_FINGERPRINT = re.compile(re.escape(FINGERPRINT_TAG).encode("ascii") + rb"[0-9a-f]{32}")
+_CUT = re.compile(re.escape(CUT_MARK.encode("ascii")) + rb"([0-9.e+-]{1,32}) s")
+
+
+def _cut_at(after_fingerprint: bytes) -> float | None:
+    """The cap a video's comment says its clip was cut at (:func:`fingerprint_comment`); None if none, or unreadable."""
+    cut = _CUT.match(after_fingerprint)
+    try:
+        return float(cut.group(1)) if cut else None
+    except ValueError:  # a comment written by hand ("1.2.3"): no cut known, the video is still the row's
+        return None
 
 
 def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
@@ -526,8 +536,7 @@ def inspect_existing_output(uri: str, fingerprint: str, storage_options: Mapping
     for known in (fingerprint, *also):
         tag = (FINGERPRINT_TAG + known).encode("ascii")
         if tag in moov:
-            cut = re.match(re.escape(CUT_MARK.encode("ascii")) + rb"([0-9.e+-]{1,32}) s", moov[moov.index(tag) + len(tag):])
-            return ExistingOutput(True, ours=True, cut_at=float(cut.group(1)) if cut else None)
+            return ExistingOutput(True, ours=True, cut_at=_cut_at(moov[moov.index(tag) + len(tag):]))
     if _ANY_FINGERPRINT.search(moov):
         return ExistingOutput(False, "was made by hellomeme-batch from other inputs or settings", ours=True)
     return ExistingOutput(False, "is another video (it does not carry this row's fingerprint)")

@@ -344,5 +344,10 @@ def test_a_video_the_jobs_cap_cut_says_where_and_is_still_its_rows_own(tmp_path,
         path = _mp4(tmp_path / f"{cut_at}.mp4", ffmpeg, None, "-metadata", f"comment={comment}")
         verdict = outputs.inspect_existing_output(str(path), FINGERPRINT)
         assert verdict.owned and verdict.cut_at == cut_at
+    # A comment edited by hand: still the row's own video, no cut known (it stopped the planning with a ValueError).
+    garbled = _mp4(tmp_path / "garbled.mp4", ffmpeg, None, "-metadata",
+                   f"comment=hellomeme-batch:{FINGERPRINT} cut by --max-seconds at 1.2.3 s")
+    verdict = outputs.inspect_existing_output(str(garbled), FINGERPRINT)
+    assert verdict.owned and verdict.cut_at is None
     with pytest.raises(ValueError, match="not an output fingerprint"):
         outputs.fingerprint_comment("x\n-y")
