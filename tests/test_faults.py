@@ -161,12 +161,14 @@ def test_removed_worker_node_mid_job(synthetic_media, tmp_path):
     assert len(_outputs(out)) == 5
 
 
-def _stopping_the_pipeline(monkeypatch, victim: str, stops: int, marks: Path, lose_its_video: bool) -> list[int]:
+def _stopping_the_pipeline(monkeypatch, victim: str, stops: int, marks: Path, lose_its_video: bool,
+                           wait_for_another_video: bool = False) -> list[int]:
     """Make the pipeline stop, ``stops`` times, when the ``victim`` row comes out of it.
 
     The stop is an exception after the finish stage, where no stage's guard catches it: Ray Data
     stops the whole dataset, as it does on its own errors (a node lost mid-row).  With
     ``lose_its_video`` the victim's video is removed first, as if the node took its write with it.
+    With ``wait_for_another_video`` the stop waits until another row's video is written.
     Returns the number of rows each run of the pipeline was given.
     """
     from pipelines import render_job
@@ -178,6 +180,10 @@ def _stopping_the_pipeline(monkeypatch, victim: str, stops: int, marks: Path, lo
         if victim in batch["id"].to_pylist():
             done = len(list(marks.glob("stop-*")))
             if done < stops:
+                if wait_for_another_video:  # so some row is settled before the stop, whatever Ray's row order
+                    victim_video = Path(batch["output_uri"][0].as_py())
+                    _wait_for(lambda: any(p != victim_video for p in victim_video.parent.glob("*.mp4")), 120,
+                              "another row's video before the stop")
                 (marks / f"stop-{done}").touch()
                 if lose_its_video:
                     Path(batch["output_uri"][0].as_py()).unlink()
@@ -198,7 +204,7 @@ def test_a_stopped_pipeline_runs_again_for_the_rows_without_a_result(ray_local, 
     manifest = _manifest(synthetic_media, tmp_path, 4)
     out = tmp_path / "out"
     victim = pq.read_table(manifest).column("id").to_pylist()[1]
-    runs = _stopping_the_pipeline(monkeypatch, victim, 1, tmp_path, lose_its_video=True)
+    runs = _stopping_the_pipeline(monkeypatch, victim, 1, tmp_path, lose_its_video=True, wait_for_another_video=True)
     report = run_render_job(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
     _assert_exactly_once(report, out, 4)
     assert len(runs) == 2 and runs[0] == 4
