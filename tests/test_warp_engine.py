@@ -365,3 +365,35 @@ def test_a_nearly_shut_reference_eye_gets_no_painted_lid(reference):
         with_lids = PortraitRig(crop, own).render(half)
         without = PortraitRig(crop, own, RigConfig(eye_close=False)).render(half)
         assert np.array_equal(with_lids, without) != painted
+
+
+def test_a_portrait_whose_mouth_is_open_keeps_its_own_teeth_as_the_driver_opens_a_little_wider(reference, tracker):
+    """A laughing or shouting template shows its own teeth and tongue, which the warp stretches.
+    Its painted mouth grows with the stretch (opaque at twice its own gap), not with the few
+    pixels past its gap that fully paint a closed mouth: before, its real teeth were swapped
+    for painted ones as the driver opened a little wider, and back in one frame as it closed."""
+    from engines.warp.portrait import _MOUTH_PAIRS, _gap
+    from jobs.demo_media import demo_portraits
+
+    hopper = demo_portraits()["grace_hopper"]
+    hopper = crop_frames(hopper, stable_crop_box(tracker.detect(hopper)), 512)
+    astronaut, face = reference  # smiling, teeth showing
+    laughing = face.landmarks[0].astype(np.float64)
+    laughing = laughing + open_mouth(laughing, 0.15)
+    for image, landmarks, mouth_open in ((hopper, tracker.detect(hopper).landmarks[0], False),
+                                         (astronaut, laughing, True)):
+        rig = PortraitRig(image, landmarks)
+        own = float(_gap(landmarks, _MOUTH_PAIRS).max())
+        length = float(np.linalg.norm(landmarks[33] - landmarks[263]))
+        assert rig.mouth_paint_strength(own) < 1e-6
+        a_little_wider = rig.mouth_paint_strength(own + rig.config.overlay.mouth_full_at * length)
+        if mouth_open:
+            assert own / length > 0.2
+            assert 0.0 < a_little_wider <= 0.25  # its own teeth still show
+            assert rig.mouth_paint_strength(2 * own) == pytest.approx(1.0)
+            gaps = np.linspace(own, 2.2 * own, 200)
+            steps = np.abs(np.diff([rig.mouth_paint_strength(g) for g in gaps]))
+            assert steps.max() <= (gaps[1] - gaps[0]) / own + 1e-9  # it fades as the mouth moves, never jumps
+        else:
+            assert own / length < 0.05
+            assert a_little_wider == pytest.approx(1.0)

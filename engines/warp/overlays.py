@@ -75,7 +75,9 @@ class MouthPalette:
 class OverlayStyle:
     """Tuning of the painted mouth and eyelids."""
 
-    mouth_full_at: float = 0.05  # extra lip gap (over eye-corner distance) at which the cavity is opaque
+    # Extra lip gap (over eye-corner distance) at which the painted mouth is opaque; a portrait whose
+    # mouth is open already reaches it only at twice its own gap (see PortraitRig.mouth_paint_strength).
+    mouth_full_at: float = 0.05
     upper_teeth: float = 0.15  # upper-teeth band height over mouth width (at most 0.4 of the gap)
     lower_teeth: float = 0.06  # lower-teeth band (at most 0.2 of the gap)
 

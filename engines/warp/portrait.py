@@ -267,6 +267,20 @@ class PortraitRig:
         depth[self._copy_slice] = target[mesh.eyelid_copies, 2]
         return moved, source, depth
 
+    def mouth_paint_strength(self, gap: float) -> float:
+        """Opacity of the painted mouth for an inner-lip ``gap`` (portrait pixels, at its own scale).
+
+        The paint stands for what the warp cannot invent, so it grows with the opening past the
+        portrait's own.  A closed mouth is fully painted by ``mouth_full_at``; a mouth open already
+        (a laughing or shouting template) has its own teeth and tongue, which the warp stretches:
+        its paint grows with the stretch, opaque only at twice its own gap.  Before, its real teeth
+        were swapped for painted ones whenever the driver opened a little wider, and back in one
+        frame as it closed.
+        """
+        own = self._mouth_gap / self._face_length
+        extra = gap / self._face_length - own
+        return float(np.clip(extra / max(self.config.overlay.mouth_full_at, own), 0.0, 1.0))
+
     def render(self, target: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 frame of the portrait with its landmarks at ``target`` (478, 3)."""
         target = np.asarray(target, dtype=np.float64)
@@ -277,8 +291,7 @@ class PortraitRig:
         style = self.config.overlay
         scale = self._scale_of(target)
         if self.config.mouth_fill:
-            extra = (float(_gap(target, _MOUTH_PAIRS).max()) / scale - self._mouth_gap) / self._face_length
-            strength = float(np.clip(extra / style.mouth_full_at, 0.0, 1.0))
+            strength = self.mouth_paint_strength(float(_gap(target, _MOUTH_PAIRS).max()) / scale)
             if strength > 0:
                 down = FaceFrame.of(target).down
                 down2d = down[:2] / max(np.linalg.norm(down[:2]), 1e-9)
