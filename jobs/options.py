@@ -95,8 +95,10 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
     parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
                         help="warp (default, CPU, no weights) or hellomeme (GPU)")
-    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels (default: 512)")
-    parser.add_argument("--videos-per-batch", type=int, default=1, help="videos per render call (GPU engines)")
+    parser.add_argument("--size", type=int, default=EngineSpec.size,
+                        help="output width and height in pixels (default: %(default)s)")
+    parser.add_argument("--videos-per-batch", type=int, default=JobConfig.videos_per_batch,
+                        help="videos per render call (GPU engines)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
     parser.add_argument("--no-skip-existing", action="store_true",
