@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
 # The commands' exit statuses (README, "Exit status").
 EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
 EXIT_SIGNAL_BASE = 128  # stopped by signal N: exit 128 + N (130 for SIGINT, 143 for SIGTERM), as shells do
+EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + int(signal.SIGINT)  # 130: stopped by Ctrl-C
 
 
 class CommandLineParser(argparse.ArgumentParser):
