@@ -17,6 +17,7 @@ from mediaio.media import MediaLimits
 from mediaio.storage import DEFAULT_SCHEMES, StoragePolicy
 from pipelines.manifest import MIN_SECONDS
 from pipelines.plan import JobConfig
+from pipelines.render_pipeline import QUEUE_STORE_FRACTION
 from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 
 STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
@@ -119,7 +120,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
-                             "(default: 15%% of the cluster's object store, growing with the cluster)")
+                             f"(default: {QUEUE_STORE_FRACTION:.0%}% of the cluster's object store, growing with the "
+                             "cluster)")
     add_storage_option_argument(parser)
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",
                         help=f"URI schemes inputs and outputs may use (default: {', '.join(DEFAULT_SCHEMES)})")
