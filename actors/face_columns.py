@@ -13,8 +13,6 @@ import numpy as np
 
 from faces.tracking import NUM_LANDMARKS, FaceTrack
 
-TRACK_FIELDS = ("landmarks", "rotation", "translation", "detected")
-
 
 def track_columns(prefix: str, track: FaceTrack) -> dict[str, np.ndarray]:
     return {

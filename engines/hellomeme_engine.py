@@ -123,9 +123,11 @@ class HelloMemeEngine(Engine):
 
     @classmethod
     def check_ready(cls, spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
-        """On the driver, before any row: options, then weights from metadata only (nothing is downloaded)."""
+        """On the driver, before any row: weights from metadata only (nothing is downloaded).
+
+        The options are checked just before, by ``pipelines.plan.check_engine``.
+        """
         options: HelloMemeOptions = spec.options
-        options.check(spec.size)
         if not options.components_factory:
             check_hellomeme_weights(options, storage_options)
 

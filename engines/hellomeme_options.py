@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from engines.base import EngineOptionError
+from hellomeme.windows import WindowRule  # light (numpy only): the official window rule's defaults
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 RELEASES = ("v5", "v5b")  # hellomeme.weights.RELEASES, named here without importing torch
@@ -53,10 +54,11 @@ class HelloMemeOptions:
         choices=DTYPES))
     compile: bool = field(default=False, metadata=_flag("--compile", "torch.compile the denoiser"))
     device: str = field(default="auto", metadata=_flag("--device", "torch device (auto: cuda when the actor holds a GPU)"))
-    window: int = field(default=12, metadata=_flag(
-        "--window", f"frames per window (official 12, at most {MAX_WINDOW}; other values are a deviation)"))
-    overlap: int = field(default=1, metadata=_flag(
-        "--overlap", "frames shared by neighbouring windows (official 1; more is a deviation)"))
+    window: int = field(default=WindowRule.size, metadata=_flag(
+        "--window", f"frames per window (official {WindowRule.size}, at most {MAX_WINDOW}; other values are a "
+                    "deviation)"))
+    overlap: int = field(default=WindowRule.overlap, metadata=_flag(
+        "--overlap", f"frames shared by neighbouring windows (official {WindowRule.overlap}; more is a deviation)"))
     ramped_overlap: bool = field(default=False, metadata=_flag(
         "--ramped-overlap", "deviation: weight shared frames by distance from each window's edge instead of a plain "
                             "mean (matters with --overlap > 1)"))

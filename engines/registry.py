@@ -49,7 +49,7 @@ def engine_class(name: str) -> type[Engine]:
     return import_object(entry(name).engine)
 
 
-def engine_spec(name: str, size: int = 512, **options) -> EngineSpec:
+def engine_spec(name: str, size: int = EngineSpec.size, **options) -> EngineSpec:
     """A spec for a registered engine; ``options`` are its options class's fields."""
     return EngineSpec(name=name, engine_path=entry(name).engine, size=size, options=options_class(name)(**options))
 

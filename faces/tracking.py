@@ -580,7 +580,11 @@ def smooth_in_time(values: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CropConfig:
-    """HelloMeme's crop convention: one square per clip, ``scale`` x the face, shifted up."""
+    """The stable crop's convention: one square per clip, ``scale`` x the face, shifted up.
+
+    It is the default crop rule (``Engine.crop_rule``), the warp engine's; HelloMeme's own rule, the
+    official script's, is ``engines/hellomeme_crop.py``.
+    """
 
     scale: float = 3.0  # crop side / face size (mean over the clip)
     shift_up: float = 0.1  # fraction of the side the box moves up from the faces' centre

@@ -23,7 +23,6 @@ EXPRESSION_DIM = 548  # PD-FGC motion code: eyes 6 + emotion 30 + mouth 512
 ARKIT_DIM = 51
 # HelloMeme scales coefficients before their sinusoidal features (they are small numbers).
 EXPRESSION_SCALE = 20.0
-ARKIT_SCALE = 500.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,8 @@ class HM5ControlNetBase(ModelMixin, ConfigMixin):
     The expression code (v5: 548-d PD-FGC) becomes ``expression_tokens`` tokens of
     ``cross_attention_dim``: each coefficient gets sinusoidal features, a small MLP mixes the
     coefficients into tokens, a second MLP widens the tokens. The ``exp_*``/``face_*`` layers
-    serve the older ARKit-blendshape control path and are kept so the weights load strictly.
+    belong to the older ARKit-blendshape control path, which v5 does not run; they are kept so the
+    weights load strictly.
     """
 
     @register_to_config
@@ -174,15 +174,6 @@ class HM5ControlNetBase(ModelMixin, ConfigMixin):
         features = features.reshape(n, dim, -1).transpose(1, 2).to(self.dtype)  # N x E x dim
         tokens = self.emo_pre_proj(features).transpose(1, 2)  # N x tokens x E
         return self.emo_proj(tokens)
-
-    def arkit_tokens(self, blendshapes: torch.Tensor, face_parts: torch.Tensor) -> torch.Tensor:
-        """Older path: (N, 51) ARKit coefficients and (N, 3, E) face-part embeddings -> tokens."""
-        n, dim = blendshapes.shape
-        features = timestep_features((blendshapes * ARKIT_SCALE).reshape(-1), self.config.coefficient_embedding_dim)
-        features = features.reshape(n, dim, -1).transpose(1, 2).to(self.dtype)
-        exp_tokens = self.exp_pre_proj(features).transpose(1, 2)
-        face_tokens = self.face_pre_proj(face_parts.transpose(1, 2)).transpose(1, 2)
-        return self.exp_proj(exp_tokens) + self.face_proj(face_tokens)
 
     def forward(self, pose_images: torch.Tensor, expression: torch.Tensor) -> ControlFeatures:
         """``pose_images`` (N, 3, S, S) in [-1, 1]; ``expression`` (N, expression_dim) -> control maps."""

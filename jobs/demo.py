@@ -20,6 +20,7 @@ from PIL import Image
 from mediaio import media, storage
 from mediaio.native_notices import notices_to_debug_log
 from jobs.manifest_builder import write_manifest
+from jobs.options import EXIT_JOB_ERROR, EXIT_OK, EXIT_ROWS_FAILED
 from engines.registry import engine_spec
 from pipelines.plan import JobConfig
 from pipelines.render_job import run_render_job
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
     if os.path.exists(output) and not os.path.isdir(output):
         logger.error("--output %s is a file, not a folder: give the demo a folder for its memes", args.output)
-        return 1
+        return EXIT_JOB_ERROR
     inputs = os.path.join(output, "_demo_inputs")
     logger.info("building the demo manifest in %s", inputs)
     manifest = build_demo_inputs(inputs)
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if report.report_uri:
         lines.append(f"report: {report.report_uri}")
     print("\n".join(lines))  # the demo's answer to the user: where the videos are
-    return 2 if report.summary.failed else 0
+    return EXIT_ROWS_FAILED if report.summary.failed else EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

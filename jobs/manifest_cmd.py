@@ -10,7 +10,7 @@ from mediaio import storage
 from mediaio.redaction import printable
 from pipelines.manifest import ID_PATTERN, ManifestError
 from jobs.manifest_builder import pair_folders, rows_from_csv_file, write_manifest
-from jobs.options import add_storage_option_argument, parse_storage_options
+from jobs.options import EXIT_JOB_ERROR, EXIT_OK, add_storage_option_argument, parse_storage_options
 
 logger = logging.getLogger("pipelines.manifest")
 
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         options = parse_storage_options(args.storage_option)
     except argparse.ArgumentTypeError as exc:
         logger.error("manifest not written: %s", exc)
-        return 1
+        return EXIT_JOB_ERROR
     try:
         if args.csv and (args.portraits or args.drivers):
             raise ManifestError("give --csv FILE or --portraits DIR --drivers DIR, not both: which rows were meant?")
@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
         count = write_manifest(rows, args.out, options)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
-        return 1
+        return EXIT_JOB_ERROR
     logger.info("wrote %d rows to %s", count, args.out)
-    return 0
+    return EXIT_OK
 
 
 def _warn_of_failing_ids(rows: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 from typing import Any, NoReturn
 
@@ -16,6 +17,7 @@ from mediaio.media import MediaLimits
 from mediaio.storage import DEFAULT_SCHEMES, StoragePolicy
 from pipelines.manifest import MIN_SECONDS
 from pipelines.plan import JobConfig
+from pipelines.render_pipeline import QUEUE_STORE_FRACTION
 from reporting.metrics import DEFAULT_DRIVER_HOST, DEFAULT_DRIVER_PORT
 
 STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
@@ -23,6 +25,7 @@ STORAGE_OPTIONS_ENV = "HELLOMEME_STORAGE_OPTIONS"
 # The commands' exit statuses (README, "Exit status").
 EXIT_OK, EXIT_JOB_ERROR, EXIT_ROWS_FAILED = 0, 1, 2
 EXIT_SIGNAL_BASE = 128  # stopped by signal N: exit 128 + N (130 for SIGINT, 143 for SIGTERM), as shells do
+EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + int(signal.SIGINT)  # 130: stopped by Ctrl-C
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -95,8 +98,10 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
     parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
                         help="warp (default, CPU, no weights) or hellomeme (GPU)")
-    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels (default: 512)")
-    parser.add_argument("--videos-per-batch", type=int, default=1, help="videos per render call (GPU engines)")
+    parser.add_argument("--size", type=int, default=EngineSpec.size,
+                        help="output width and height in pixels (default: %(default)s)")
+    parser.add_argument("--videos-per-batch", type=int, default=JobConfig.videos_per_batch,
+                        help="videos per render call (GPU engines)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
     parser.add_argument("--no-skip-existing", action="store_true",
@@ -115,7 +120,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s)")
     parser.add_argument("--queue-memory", type=int, metavar="MIB",
                         help="object-store memory the rows waiting between stages may hold "
-                             "(default: 15%% of the cluster's object store, growing with the cluster)")
+                             f"(default: {QUEUE_STORE_FRACTION:.0%}% of the cluster's object store, growing with the "
+                             "cluster)")
     add_storage_option_argument(parser)
     parser.add_argument("--allow-scheme", action="append", metavar="SCHEME",
                         help=f"URI schemes inputs and outputs may use (default: {', '.join(DEFAULT_SCHEMES)})")

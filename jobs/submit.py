@@ -54,6 +54,7 @@ from pipelines.ray_runtime import ClusterUnreachableError, check_answers
 from mediaio.redaction import install_log_safety, is_secret_name, printable, redact
 from jobs import sealed_options
 from jobs.options import (
+    EXIT_INTERRUPTED,
     EXIT_JOB_ERROR,
     EXIT_OK,
     STORAGE_OPTIONS_ENV,
@@ -67,7 +68,6 @@ logger = logging.getLogger("hellomeme_batch.submit")
 
 SUBMISSION_PREFIX = "hellomeme-render-"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the local end of `ray dashboard cluster.yaml`
-EXIT_INTERRUPTED = 130
 STATUS_POLL_S = 1.0
 
 # Render arguments that are paths: made absolute, because the job runs in another directory.

@@ -39,11 +39,6 @@ from reporting.results import STAGES, result_row
 
 logger = logging.getLogger(__name__)
 
-# What the finish stage reads from a rendered row.
-INPUT_COLUMNS = ("id", "output_uri", "fingerprint", "replace_output", "rendered", "generation_fps", "output_fps",
-                 "duration", "max_seconds", "audio", "status")
-
-
 STAGE = "finish"  # its name in the row ledger (pipelines/row_ledger.py)
 
 def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -> Callable[[Row], dict[str, Any]]:

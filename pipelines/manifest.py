@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mediaio import storage
+from mediaio.media import MediaLimits
 from mediaio.redaction import printable
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,8 @@ ROW_ERROR_COLUMN = "_manifest_error"
 ID_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{CELL_LIMITS['id']}}}$")
 MAX_SEED = 2**63 - 1
 # A row's frame rate and length: below a frame a second, or under a tenth of a second, there is no
-# video to make (the encode would hold no frame).
-FPS_RANGE = (1.0, 60.0)
+# video to make (the encode would hold no frame).  The rate's range is the output's, decided in MediaLimits.
+FPS_RANGE = (MediaLimits.min_output_fps, MediaLimits.max_output_fps)
 MIN_SECONDS = 0.1
 _SHOWN_NAME_CHARS = 64  # column names come from the file: shown escaped and cut to this length
 

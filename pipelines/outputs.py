@@ -17,7 +17,7 @@ break that is decided here, once, over all the rows together, without Ray:
 - Ownership: "already exists" counts as done only when the existing file is this row's own
   earlier output: a complete MP4 (boxes consistent with its size, a ``moov`` box, media data)
   whose metadata carries this row's :func:`output_fingerprint`.  The encode stage writes that
-  fingerprint into the MP4 (:func:`fingerprint_metadata_args`); a 0-byte file, a truncated one or
+  fingerprint into the MP4's comment (:func:`fingerprint_comment`); a 0-byte file, a truncated one or
   someone else's video is not this row's, and the row fails saying so.
 - Writability is probed (:func:`probe_output_writable`) and the temp files of a crashed run are
   removed (:func:`clean_stale_partials`) before the first row runs.
@@ -448,8 +448,8 @@ def output_fingerprint(row_id: str, input_uris: Sequence[str], settings: Mapping
 
     ``settings`` are the resolved values that change pixels (size, fps, seed, steps, guidance,
     prompt, window, overlap, interpolation, engine options ...), JSON-serialisable, with the same
-    types from run to run.  Call in the encode stage, and embed the result with
-    :func:`fingerprint_metadata_args`; call again at planning to recognise the row's own video.
+    types from run to run.  Called once, at planning, to recognise the row's own earlier video; the
+    row carries it to the encode stage, which embeds it in the MP4's comment (:func:`fingerprint_comment`).
     """
     identity = {"version": FINGERPRINT_VERSION, "id": row_id, "inputs": list(input_uris), "engine": engine,
                 "settings": dict(settings)}
@@ -465,19 +465,14 @@ def cut_by_cap(span: float, row_max_seconds: float | None, cap: float) -> bool:
 
 def fingerprint_comment(fingerprint: str, cut_at: float | None = None) -> str:
     """The MP4 comment of a row's video: ``FINGERPRINT_TAG + fingerprint``, and where the job's cap cut
-    its clip, ``CUT_MARK`` and the cap, so a rerun under a higher cap renders the rest of the clip."""
+    its clip, ``CUT_MARK`` and the cap, so a rerun under a higher cap renders the rest of the clip.
+
+    The encode stage writes it as the ``comment`` metadata; the MP4 muxer puts that in the ``moov``
+    box (``udta/meta/ilst/©cmt``), where :func:`inspect_existing_output` looks for it.
+    """
     if not re.fullmatch(r"[0-9a-f]{32}", fingerprint):
         raise ValueError(f"not an output fingerprint: {fingerprint!r}")
     return FINGERPRINT_TAG + fingerprint + ("" if cut_at is None else f"{CUT_MARK}{cut_at!r} s")  # exact: re-read
-
-
-def fingerprint_metadata_args(fingerprint: str) -> list[str]:
-    """The ffmpeg output arguments that embed ``fingerprint`` in the MP4 (``-metadata comment=...``).
-
-    The MP4 muxer writes it into the ``moov`` box (``udta/meta/ilst/©cmt``), where
-    :func:`inspect_existing_output` looks for it.
-    """
-    return ["-metadata", f"comment={fingerprint_comment(fingerprint)}"]
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class JobConfig:
     skip_existing: bool = True  # a rerun skips rows whose output exists
     report: bool = True  # write {output}/index.html and the small previews it shows
     videos_per_batch: int = 1  # videos per render call (GPU engines batch their windows)
-    max_input_bytes: int = 2 * 1024**3
+    max_input_bytes: int = storage.DEFAULT_MAX_READ_BYTES  # an input's bytes, whatever size it reports
     row_time_limit_s: float = 1800.0  # a stage still working on one row after this long is stopped; the row fails
     # Object-store memory the rows waiting between stages may hold, in MiB.  None: a share of the
     # cluster's object store that grows with the cluster (see pipelines/render_pipeline.py).

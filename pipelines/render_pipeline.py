@@ -1,8 +1,9 @@
 """The render job's Ray Data pipeline: the wiring, each stage's columns, and why each resource choice was made.
 
     planned rows (pipelines/plan.py)   row_index, id, reference_uri, driving_uri, output_uri,
-                                       seed, steps, guidance, prompt, lora, lora_scale, fps, max_seconds,
-                                       fingerprint, status, error, time_limit_s, seconds_<stage>
+                                       fingerprint, replace_output, seed, steps, guidance, prompt, lora,
+                                       lora_scale, fps, max_seconds, status, error, time_limit_s,
+                                       seconds_<stage>
       -> prepare   actor pool (actors/prepare_actor.py): mediapipe loaded once per actor; fetches the
                    inputs, streams the clip through the face mesh and cuts face crops; full-resolution
                    frames never leave the actor.

@@ -25,12 +25,12 @@ import numpy as np
 
 from engines.base import RowSettings
 from mediaio.redaction import printable, redact
+from reporting.results import STAGES  # the stages timed in seconds_<stage>, as the results table records them
 
 logger = logging.getLogger(__name__)
 
 PENDING, OK, FAILED, SKIPPED = "pending", "ok", "failed", "skipped"
 NOT_RUN = "not_run"  # the job was stopped before the row finished; a rerun renders it
-STAGES = ("decode", "pose", "render", "encode", "write")
 
 # name -> Arrow type, of the row the driver plans (one row per manifest row that will run).
 PLANNED_COLUMNS: dict[str, str] = {

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 RESULTS_DIR = "_results"
 RESULTS_FILE = "results.parquet"
 # Where the table of an earlier job of another manifest is kept when a job replaces it (see
-# write_results), as results-<UTC time>.parquet; reruns read the newest few of them back.
+# write_results), as results-<UTC time>-<digest>.parquet; reruns read the newest few of them back.
 EARLIER_DIR = "earlier"
 EARLIER_TABLES_READ = 20
 

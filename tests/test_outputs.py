@@ -274,9 +274,7 @@ def test_fingerprint_changes_with_what_makes_the_video():
     for change in ({"row_id": "b"}, {"input_uris": ["/in/p.jpg", "/in/e.mp4"]}, {"settings": {"size": 256, "fps": 8.0}},
                    {"engine": "hellomeme"}):
         assert outputs.output_fingerprint(**{**base, **change}) != fingerprint
-    assert outputs.fingerprint_metadata_args(fingerprint) == ["-metadata", f"comment=hellomeme-batch:{fingerprint}"]
-    with pytest.raises(ValueError):
-        outputs.fingerprint_metadata_args("x\n-y")
+    assert outputs.fingerprint_comment(fingerprint) == f"hellomeme-batch:{fingerprint}"
 
 
 FINGERPRINT = "0123456789abcdef0123456789abcdef"
@@ -286,7 +284,7 @@ def _mp4(path: Path, ffmpeg: str, fingerprint: str | None, *flags: str) -> Path:
     command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8:duration=0.5",
                "-c:v", "libx264", "-pix_fmt", "yuv420p", *flags]
     if fingerprint:
-        command += outputs.fingerprint_metadata_args(fingerprint)
+        command += ["-metadata", f"comment={outputs.fingerprint_comment(fingerprint)}"]
     subprocess.run([*command, str(path)], check=True, capture_output=True)
     return path
 

@@ -66,7 +66,8 @@ def test_ownership_of_an_object(s3_endpoint, s3, ffmpeg, tmp_path: Path):
     bucket, options = s3_endpoint.bucket, s3_endpoint.storage_options
     video = tmp_path / "v.mp4"
     subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=8:duration=0.5",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", *outputs.fingerprint_metadata_args(FINGERPRINT),
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-metadata",
+                    f"comment={outputs.fingerprint_comment(FINGERPRINT)}",
                     str(video)], check=True, capture_output=True)
     s3.put_file(str(video), f"{bucket}/owned/v.mp4")
     s3.pipe_file(f"{bucket}/owned/empty.mp4", b"")

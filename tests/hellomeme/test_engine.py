@@ -14,6 +14,7 @@ from engines.base import Engine, EngineOptionError, RenderInput, RowSettings
 from engines.hellomeme_engine import HelloMemeEngine, pipeline_config, resolve_device, resolve_dtype
 from engines.hellomeme_options import HelloMemeOptions
 from engines.registry import engine_spec
+from pipelines.plan import check_engine
 from hellomeme.lora import LoraError
 from hellomeme.weights import MismatchedWeightsError, MissingWeightsError
 
@@ -119,12 +120,12 @@ def test_rows_with_loras_render_and_a_bad_lora_fails_only_its_rows(engine, tmp_p
         engine.render([pickled])
 
 
-def test_check_ready_checks_options_and_weights_before_any_row(tmp_path):
-    HelloMemeEngine.check_ready(tiny_spec())
+def test_the_driver_checks_options_and_weights_before_any_row(tmp_path):
+    check_engine(tiny_spec())
     with pytest.raises(EngineOptionError, match="--window"):
-        HelloMemeEngine.check_ready(tiny_spec(window=1))
+        check_engine(tiny_spec(window=1))
     with pytest.raises(MissingWeightsError, match="does not exist"):
-        HelloMemeEngine.check_ready(engine_spec("hellomeme", weights=str(tmp_path / "none")))
+        check_engine(engine_spec("hellomeme", weights=str(tmp_path / "none")))
     with pytest.raises(MissingWeightsError):
         HelloMemeEngine(engine_spec("hellomeme", size=TEST_SIZE, weights=str(tmp_path / "none"), device="cpu"))
 
