@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 
 from engines.base import EngineOptionError, EngineSpec, RowSettings
+from engines.hellomeme_options import check_lora_name
 from engines.registry import DEFAULT_ENGINE, ENGINES, UnknownEngineError, engine_spec
 from mediaio import storage
 from mediaio.media import MediaLimits
@@ -194,6 +195,7 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
     prefix = check_output_prefix(config.output_uri, config.policy, local_job=False)
     settled, inputs = [], {}
     ignored = IgnoredSettings(engine)
+    unused = engine.unused_settings()
     over_cap = 0  # rows whose max_seconds asks for more than the job's cap
     parsed: list[tuple[int, MemeSpec, str, str, RowSettings]] = []
     for index, row in enumerate(rows):
@@ -218,6 +220,8 @@ def plan_rows(table: pa.Table, config: JobConfig) -> JobPlan:
             if settings.max_seconds is not None and settings.max_seconds > config.limits.max_seconds:
                 over_cap += 1
             if settings.lora:
+                if "lora" not in unused:  # the engine loads it: a pickled file is refused here, not after prepare
+                    check_lora_name(settings.lora)
                 settings = replace(settings, lora=config.policy.check(settings.lora, "lora"))
         except (RowError, storage.StorageError, UnknownEngineError, TypeError, ValueError) as exc:
             settled.append(_settled(index, shown_id, FAILED, f"row {index} ({shown_id or 'no id'}): manifest: {exc}",

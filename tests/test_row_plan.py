@@ -414,3 +414,14 @@ def test_verbose_may_come_before_or_after_the_command(argv, verbose):
     from jobs.cli import build_parser
 
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_a_rows_lora_that_is_not_safetensors_fails_at_planning_where_the_engine_loads_it(tmp_path):
+    """A pickled LoRA (``.ckpt``, ``.pt``) would run code when loaded: its row fails before any row runs,
+    not on the render worker after its clip was decoded and tracked.  The warp engine reads no LoRA."""
+    spec = engine_spec("hellomeme", size=128, components_factory="unused")
+    ok, pickled = _plan(tmp_path, [row("a", lora="/in/style.safetensors"), row("b", lora="/in/style.ckpt")],
+                        engine=spec)
+    assert ok["status"] != "failed"
+    assert pickled["status"] == "failed" and "must be a .safetensors file" in pickled["error"]
+    assert _plan(tmp_path, [row("c", lora="/in/style.ckpt")])[0]["status"] != "failed"
