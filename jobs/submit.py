@@ -46,12 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ray.exceptions import AuthenticationError
+from ray.exceptions import AuthenticationError, RpcError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from mediaio import storage
-from pipelines.ray_runtime import ClusterUnreachableError, check_answers
 from mediaio.redaction import install_log_safety, is_secret_name, printable, redact
+from pipelines.ray_runtime import ClusterUnreachableError, check_answers
 from jobs import sealed_options
 from jobs.options import (
     EXIT_INTERRUPTED,
@@ -166,7 +166,8 @@ def split_storage_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], d
     return public, secret
 
 
-def submission_id(render_argv: list[str], storage_options: Mapping[str, Any], manifest_version: str | None = None) -> str:
+def submission_id(render_argv: list[str], storage_options: Mapping[str, Any],
+                  manifest_version: str | None = None) -> str:
     """A stable id for what a job renders: the same manifest, output and options give the same id.
 
     The manifest counts by its content's version too (``storage.version_of``: size and change time
@@ -210,8 +211,8 @@ def build_request(args: argparse.Namespace, token_source: Callable[[], str | Non
             raise SubmitError(
                 f"storage options {', '.join(secret_option_keys(secret))} look like credentials; they are sent only "
                 "to a cluster with token authentication, sealed with its token (set RAY_AUTH_MODE to \"token\" and "
-                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN to the cluster's token). Better: give the cluster its own credentials (instance profile, IRSA, the "
-                "nodes' environment)")
+                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN to the cluster's token). Better: give the cluster its own "
+                "credentials (instance profile, IRSA, the nodes' environment)")
         env_vars[sealed_options.SEALED_OPTIONS_ENV] = sealed_options.seal(secret, token)
         entry = SEALED_ENTRY_MODULE
     local = [arg for arg in (args.manifest, args.output) if storage.scheme_of(arg) == "file"]
@@ -338,8 +339,6 @@ def jobs_client(address: str) -> JobSubmissionClient:
         except ClusterUnreachableError as exc:
             hint = f" (give it as http://{address})" if "answers as a web server" in str(exc) else ""
             raise SubmitError(f"cannot reach the Ray Jobs API at {address}{hint}: {exc}") from None
-    from ray.exceptions import RpcError
-
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError, RpcError) as exc:
