@@ -134,7 +134,7 @@ def test_head_turn_stays_a_turn_whatever_the_starting_poses(reference):
     driving = np.stack([(landmarks - centre) @ (tracking.euler_to_rotation(*p) @ tracking.euler_to_rotation(*own).T).T
                         + centre for p in poses])
     driving_pose, _ = tracking.head_pose(driving.astype(np.float32), (512, 512))
-    still = RetargetConfig(motion_smoothing_sigma=0.0, pose_gains=(1.0, 1.0, 1.0))
+    still = RetargetConfig(motion_smoothing_sigma=0.0, pose_gains=(1.0, 1.0, 1.0), pose_limits=None)
     targets = retarget(landmarks, driving, still, reference_pose=face.rotation[0], driving_pose=driving_pose,
                        image_size=(512, 512))
     solved, _ = tracking.head_pose(targets.astype(np.float32), (512, 512))
@@ -145,6 +145,35 @@ def test_head_turn_stays_a_turn_whatever_the_starting_poses(reference):
     mixed = retarget(landmarks, driving, replace(still, pose_rotation=False))
     mixed_pose, _ = tracking.head_pose(mixed.astype(np.float32), (512, 512))
     assert np.abs(mixed_pose[:, [0, 2]] - mixed_pose[0, [0, 2]]).max() > np.radians(4)
+
+
+def test_a_far_turn_and_nod_saturate_where_a_warp_still_shows_them_and_a_tilt_does_not(reference):
+    """A driver who turns 57 degrees, nods 34 and tilts 29: the portrait turns and nods fully at first,
+    then ever less, never past ``pose_limits`` plus ``pose_knee`` (a warp turned further tore the far
+    cheek into a cut-out); it tilts all the way (a tilt is a turn in the picture's plane).
+    """
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    own = face.rotation[0].astype(np.float64)
+    steps = np.linspace(0.0, 1.0, 12)
+    poses = own + np.outer(steps, [0.6, -1.0, 0.5])
+    centre = landmarks[list(tracking.FaceIndex.RIGID)].mean(axis=0)
+    driving = np.stack([(landmarks - centre) @ (tracking.euler_to_rotation(*p) @ tracking.euler_to_rotation(*own).T).T
+                        + centre for p in poses])
+    driving_pose, _ = tracking.head_pose(driving.astype(np.float32), (512, 512))
+    config = RetargetConfig(motion_smoothing_sigma=0.0)
+    targets = retarget(landmarks, driving, config, reference_pose=own, driving_pose=driving_pose, image_size=(512, 512))
+    solved, _ = tracking.head_pose(targets.astype(np.float32), (512, 512))
+    got = solved - own
+    wanted = (driving_pose - driving_pose[0]) * np.asarray(config.pose_gains)
+    most = np.asarray(config.pose_limits) + config.pose_knee
+    for axis, name in ((0, "nod"), (1, "turn")):
+        assert np.abs(got[:, axis]).max() < most[axis] + np.radians(1), f"the {name} went past its limit"
+        assert np.all(np.diff(np.abs(got[:, axis])) > -np.radians(0.5)), f"the {name} turned back"
+        small = np.abs(wanted[:, axis]) < 0.5 * config.pose_limits[axis]
+        np.testing.assert_allclose(got[small, axis], wanted[small, axis], atol=np.radians(1))
+    assert np.abs(wanted[:, 1]).max() > np.radians(50)  # the driver did turn further
+    np.testing.assert_allclose(got[:, 2], wanted[:, 2], atol=np.radians(1))  # the tilt in full
 
 
 def test_expression_is_taken_from_the_clips_most_neutral_face(reference):

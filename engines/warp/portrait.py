@@ -20,7 +20,7 @@ from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
 from engines.warp.overlays import MouthPalette, OverlayStyle, eyelid_colour, paint_mouth_interior
-from engines.warp.retarget import fit_similarity
+from engines.warp.retarget import fit_similarity, soft_limit
 from faces.tracking import FaceIndex
 
 # How much of the face's motion each head loop takes (near loop, far loop).
@@ -51,16 +51,6 @@ class Framing:
     # most 0.8).  Real clips' faces move up to half a face width.
     mesh_shift: float = 0.6
     shift_knee: float = 0.2
-
-
-def _soft_limit(value: np.ndarray | float, low: float, high: float, knee: float) -> np.ndarray:
-    """``value`` itself within [low, high]; past an end, approaching that end plus ``knee`` (C1 at the ends)."""
-    value = np.asarray(value, dtype=np.float64)
-    if knee <= 0:
-        return np.clip(value, low, high)
-    above = high + knee * -np.expm1(-np.maximum(value - high, 0.0) / knee)
-    below = low - knee * -np.expm1(-np.maximum(low - value, 0.0) / knee)
-    return np.where(value > high, above, np.where(value < low, below, value))
 
 
 class PortraitError(ValueError):
@@ -173,10 +163,10 @@ class PortraitRig:
         scale = float(fit_similarity(self.landmarks[self._rigid], rigid).scale[0])
         low, high = framing.mesh_scale
         log_scale = np.log(max(scale, 1e-6))
-        camera_scale = float(np.exp(log_scale - _soft_limit(log_scale, np.log(low), np.log(high), framing.scale_knee)))
+        camera_scale = float(np.exp(log_scale - soft_limit(log_scale, np.log(low), np.log(high), framing.scale_knee)))
         shift = rigid[:, :2].mean(axis=0) - self._centre[:2]
         distance = float(np.linalg.norm(shift)) / (2.0 * self._face_half_width)
-        mesh_distance = float(_soft_limit(distance, 0.0, framing.mesh_shift, framing.shift_knee))
+        mesh_distance = float(soft_limit(distance, 0.0, framing.mesh_shift, framing.shift_knee))
         mesh_shift = shift * (mesh_distance / distance) if distance > 0 else shift
         # The face centre lands at centre + camera shift + camera scale * mesh shift.
         return camera_scale, shift - camera_scale * mesh_shift

@@ -72,6 +72,15 @@ class RetargetConfig:
     # angle) and its own jitter swamp small nods.  Pitch gets 1.6 so a nod reads at about the
     # driver's angle on most portraits, as turns do.
     pose_gains: tuple[float, float, float] = (1.6, 1.0, 1.0)
+    # How far (radians, after the gains) the head may nod and turn from the portrait's own pitch
+    # and yaw: within this it follows fully, past it the angle saturates smoothly
+    # (:func:`soft_limit`), to at most this plus ``pose_knee``.  A 2D warp of a photograph cannot
+    # show the far side of a head: turned ~40 degrees, the far cheek and temple became a
+    # hard-edged cut-out with a notch into the hair; nodded ~45 degrees, the face squashed under
+    # a stretched chin.  Roll is a turn in the picture's plane, which a warp shows exactly: never
+    # limited.  None: no limit.
+    pose_limits: tuple[float, float] | None = (0.38, 0.38)  # pitch, yaw: ~22 degrees
+    pose_knee: float = 0.17  # ~10 degrees: a head turns at most ~32 degrees from the portrait's pose
     # Set openings from the driving face rather than adding its changes from frame 0: the mouth
     # gap as is (in eye-corner distances), each eye's gap relative to that eye's typical open
     # gap in the clip (:func:`eye_openness`).  A clip that starts mid-laugh or mid-blink then
@@ -266,6 +275,8 @@ def retarget(reference: np.ndarray, driving: np.ndarray, config: RetargetConfig 
         driving_pose = np.asarray(driving_pose, dtype=np.float64)
         in_shot = driving_pose - driving_pose[anchors] + driving_pose[0]  # each shot's change from its start
         wanted = wanted_poses(reference_pose, in_shot, config.rotation_gain * np.asarray(config.pose_gains), sigma)
+        if config.pose_limits is not None:
+            wanted = limit_turns(reference_pose, wanted, config.pose_limits, config.pose_knee)
         rotation = pose_rotations(reference_pose, wanted)
     else:
         in_shot = motion.rotation @ motion.rotation[anchors].transpose(0, 2, 1)
@@ -362,6 +373,31 @@ def wanted_poses(reference_pose: np.ndarray, driving_pose: np.ndarray, gain: flo
     reference_pose = np.asarray(reference_pose, dtype=np.float64).reshape(3)
     driving_pose = np.asarray(driving_pose, dtype=np.float64)
     return reference_pose + smooth_in_time(driving_pose - driving_pose[0], sigma) * np.asarray(gain)
+
+
+def limit_turns(reference_pose: np.ndarray, wanted: np.ndarray, limits: tuple[float, float],
+                knee: float) -> np.ndarray:
+    """``wanted`` (T, 3) poses whose pitch and yaw changes from ``reference_pose`` saturate past ``limits``.
+
+    Each angle's change is kept within ``limits`` and eased towards the limit plus ``knee``
+    beyond (:func:`soft_limit`); roll is left as it is (:attr:`RetargetConfig.pose_limits`).
+    """
+    reference_pose = np.asarray(reference_pose, dtype=np.float64).reshape(3)
+    limited = np.asarray(wanted, dtype=np.float64).copy()
+    for axis, limit in enumerate(limits):  # pitch, yaw
+        change = limited[:, axis] - reference_pose[axis]
+        limited[:, axis] = reference_pose[axis] + soft_limit(change, -limit, limit, knee)
+    return limited
+
+
+def soft_limit(value: np.ndarray | float, low: float, high: float, knee: float) -> np.ndarray:
+    """``value`` itself within [low, high]; past an end, approaching that end plus ``knee`` (C1 at the ends)."""
+    value = np.asarray(value, dtype=np.float64)
+    if knee <= 0:
+        return np.clip(value, low, high)
+    above = high + knee * -np.expm1(-np.maximum(value - high, 0.0) / knee)
+    below = low - knee * -np.expm1(-np.maximum(low - value, 0.0) / knee)
+    return np.where(value > high, above, np.where(value < low, below, value))
 
 
 def correct_poses(targets: np.ndarray, wanted: np.ndarray, image_size: tuple[int, int],
