@@ -73,6 +73,10 @@ class MediaLimits:
     # a second on one core (21 frames/s at 512x512, 3.8 at 1024x1024), so a 60 s clip at 30 fps and
     # 1024x1024 takes ~8 minutes, which a fixed 300 s cut off after the whole render.  4x headroom.
     encode_seconds_per_megapixel: float = 1.0
+    # A progressive JPEG decodes every scan over the whole picture: libjpeg's own progressive files
+    # have about 10, tuned encoders a few more.  A 1.5 MB file of 20,000 empty scans took 44 s to
+    # decode (4 MB: minutes), a small file that held the prepare actor far longer than a clip does.
+    max_jpeg_scans: int = 100
 
     def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
         """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""
@@ -326,15 +330,61 @@ MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for its main picture
 
 def _main_page(image: Image.Image) -> Image.Image:
     """A multi-page TIFF at its largest page: DNG and scanner TIFFs put a small preview first, which
-    would drive the meme from a thumbnail.  Other formats' first frame is their picture."""
-    if image.format != "TIFF" or getattr(image, "n_frames", 1) <= 1:
+    would drive the meme from a thumbnail.  Other formats' first frame is their picture.
+
+    Pages are visited one by one up to :data:`MAX_TIFF_PAGES`, never counted: Pillow's page count
+    walks every page, with a check that grows with the pages walked (an 8 MB file of 80,000 empty
+    pages took 98 s to count)."""
+    if image.format != "TIFF":
         return image
     areas = []
-    for index in range(min(image.n_frames, MAX_TIFF_PAGES)):
-        image.seek(index)
+    for index in range(MAX_TIFF_PAGES):
+        try:
+            image.seek(index)
+        except EOFError:
+            break
         areas.append(image.size[0] * image.size[1])
     image.seek(int(np.argmax(areas)))
     return image
+
+
+def jpeg_scans(data: bytes, most: int) -> int:
+    """How many scans (SOS segments) a JPEG's bytes hold, counting no further than ``most`` + 1.
+
+    Walks the marker segments by their lengths and each scan's entropy-coded data to the next
+    marker (0xFF00 is a stuffed byte and 0xFFD0-D7 a restart there, not markers), so bytes that
+    merely look like a scan marker inside metadata (an EXIF thumbnail, a comment) are passed over.
+    Stops where the bytes stop making sense: the decoder then says what is wrong.
+    """
+    position, scans, size = 2, 0, len(data)
+    while position + 1 < size and scans <= most:
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        if marker == 0xD9 or position + 4 > size:  # end of image
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        while True:  # the scan's entropy-coded data, up to the next real marker
+            position = data.find(b"\xff", position)
+            if position < 0 or position + 1 >= size:
+                return scans
+            following = data[position + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                position += 2
+            elif following == 0xFF:
+                position += 1
+            else:
+                break
+    return scans
 
 
 def _in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
@@ -362,6 +412,15 @@ def _in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
     return converted
 
 
+def _image_format_of(data: bytes) -> str | None:
+    """The format Pillow takes ``data`` for among all it knows (its header read, nothing decoded), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format if image.format not in PORTRAIT_FORMATS else None
+    except Exception:  # noqa: BLE001 - only naming the format: any failure means "not known"
+        return None
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     # Pillow's own guard refuses past twice its limit (179 MP) before our caps (up to 268 MP for a
@@ -370,9 +429,18 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     # A PNG's colour profile may be a few MB (a camera's lookup tables): Pillow's 1 MB text-chunk guard
     # refused the whole image; 16 MB still bounds what one chunk can cost.
     PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 * 1024**2)
+    if data.startswith(b"\xff\xd8\xff") and jpeg_scans(data, limits.max_jpeg_scans) > limits.max_jpeg_scans:
+        raise MediaError(f"is a JPEG of over {limits.max_jpeg_scans} progressive scans (its decode would take "
+                         "minutes): save it again as a plain JPEG")
     try:
-        image = _main_page(Image.open(io.BytesIO(data)))
+        # Only the portrait formats: Pillow knows dozens more, and opens EPS by running Ghostscript
+        # (a PostScript interpreter) on the file where one is installed.
+        image = _main_page(Image.open(io.BytesIO(data), formats=PORTRAIT_FORMATS))
     except UnidentifiedImageError as exc:
+        other = _image_format_of(data)
+        if other is not None:
+            raise MediaError(f"is an image in {other} format, which is not read as a portrait (these are: "
+                             f"{', '.join(PORTRAIT_FORMATS)}): convert it to JPEG or PNG") from None
         kind = next((name for signature, name in _IMAGE_SIGNATURES if data.startswith(signature)), None)
         if kind:  # Pillow says "cannot identify" for a file of a format it knows but cannot parse
             raise MediaError(f"is a {kind} image that cannot be decoded (damaged, or a variant the reader does not "

@@ -624,6 +624,53 @@ def test_a_multi_page_tiff_is_read_at_its_main_page_not_its_preview():
     assert shown.shape == (300, 400, 3) and shown[150, 200, 0] > 200
 
 
+def _progressive_jpeg_with_extra_scans(extra: int) -> bytes:
+    """A progressive JPEG with ``extra`` copies of one of its refinement scans appended before its end."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(buffer, format="JPEG", progressive=True)
+    data = buffer.getvalue()
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last_scan:-2] * extra + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_its_decode():
+    """20,000 empty scans in 1.5 MB took 44 s to decode, holding the prepare actor: refused by count."""
+    plain = _progressive_jpeg_with_extra_scans(0)
+    assert media.jpeg_scans(plain, LIMITS.max_jpeg_scans) == 10  # libjpeg's own progressive script
+    assert media.load_image(_progressive_jpeg_with_extra_scans(20), LIMITS).shape == (64, 64, 3)
+    with pytest.raises(media.MediaError, match="over 100 progressive scans"):
+        media.load_image(_progressive_jpeg_with_extra_scans(5000), LIMITS)
+    # Bytes that look like scan markers inside a comment are not scans.
+    commented = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(commented, format="JPEG", comment=b"\xff\xda" * 5000)
+    assert media.jpeg_scans(commented.getvalue(), LIMITS.max_jpeg_scans) == 1
+    assert media.load_image(commented.getvalue(), LIMITS).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("image_format", ["EPS", "PSD", "TGA", "ICO"])
+def test_an_image_outside_the_portrait_formats_is_refused_naming_its_format(image_format):
+    """Pillow opens dozens of formats, EPS by running Ghostscript on the file: only portrait formats are read."""
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (48, 48), (200, 100, 50))
+    if image_format == "PSD":  # Pillow reads PSD but cannot write it: a minimal one by hand
+        buffer.write(b"8BPS" + (1).to_bytes(2, "big") + bytes(6) + (3).to_bytes(2, "big") + (48).to_bytes(4, "big") * 2
+                     + (8).to_bytes(2, "big") + (3).to_bytes(2, "big") + bytes(12) + bytes(2) + bytes(48 * 48 * 3))
+    else:
+        image.save(buffer, format=image_format)
+    with pytest.raises(media.MediaError, match=f"is an image in {image_format} format, which is not read as a portrait"):
+        media.load_image(buffer.getvalue(), LIMITS)
+
+
+def test_a_tiff_of_thousands_of_pages_is_read_from_its_first_pages():
+    """Pillow's page count walks every page (80,000 took 98 s): only the first MAX_TIFF_PAGES are looked at."""
+    pages = [Image.new("L", (4, 4))] * 3000
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), (0, 0, 250)).save(buffer, format="TIFF", save_all=True,
+                                                  append_images=[Image.new("RGB", (200, 150), (250, 0, 0)), *pages])
+    shown = media.load_image(buffer.getvalue(), LIMITS)
+    assert shown.shape == (150, 200, 3) and shown[75, 100, 0] > 200
+
+
 def _jpeg_claiming(width: int, height: int) -> bytes:
     """A small JPEG whose frame header claims ``width`` x ``height`` (nothing that large is ever decoded)."""
     buffer = io.BytesIO()
