@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio import storage
+from mediaio import sample_tables, storage
 from mediaio.media import MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
@@ -185,8 +185,14 @@ def _display_size(stream, width: int, height: int) -> tuple[int, int]:
 def probe(path: str, limits: MediaLimits) -> ClipFacts:
     """The clip's real facts, from its codec parameters and packet timestamps; nothing is decoded.
 
-    Refuses clips over the pixel cap here, before any frame is decoded.
+    Refuses clips over the pixel cap here, before any frame is decoded, and MP4s whose sample
+    tables claim more than the index cap, before the file is opened (its index alone would be GBs).
     """
+    if sample_tables.is_iso_media(path):
+        claimed = sample_tables.index_entries(path, limits.max_index_entries)
+        if claimed > limits.max_index_entries:
+            raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples, more than a clip this "
+                             "tool reads has (a damaged or hostile MP4, whose index alone would take GBs of memory)")
     with _open(path) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")

@@ -77,6 +77,10 @@ class MediaLimits:
     # have about 10, tuned encoders a few more.  A 1.5 MB file of 20,000 empty scans took 44 s to
     # decode (4 MB: minutes), a small file that held the prepare actor far longer than a clip does.
     max_jpeg_scans: int = 100
+    # Index entries an MP4 or MOV clip's sample tables may claim (mediaio/sample_tables.py): ffmpeg
+    # builds ~36 bytes of index for each as it opens the file.  An hour at 60 fps with its sound is
+    # under 0.5 million; a 121 KB clip claiming 80 million took 2.9 GB and 23 s on every open.
+    max_index_entries: int = 5_000_000
 
     def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
         """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""

@@ -939,3 +939,41 @@ def test_a_gif_with_hundredth_of_a_second_delays_plays_as_browsers_show_it(tmp_p
     mixed = tmp_path / "mixed.gif"  # 200 ms, then 10 ms frames: 100 ms each as shown
     frames[0].save(mixed, save_all=True, append_images=frames[1:], duration=[200] + [10] * 29, loop=0)
     assert clips.probe(str(mixed), LIMITS).duration == pytest.approx(0.2 + 28 * 0.1 + 0.1, abs=0.02)
+
+
+def _claiming_samples(clip: bytes, samples: int) -> bytes:
+    """The clip with its first track's sample-size table rewritten to claim ``samples`` of one byte each.
+
+    Same box size, so nothing else moves: what a damaged or hostile file's header says, and what
+    ffmpeg's MP4 reader builds an index entry for, each, as it opens the file.
+    """
+    table = clip.index(b"stsz")
+    return clip[:table + 8] + (1).to_bytes(4, "big") + samples.to_bytes(4, "big") + clip[table + 16:]
+
+
+def test_an_mp4_whose_tables_claim_millions_of_samples_is_refused_before_it_is_opened(tmp_path, ffmpeg):
+    """A 121 KB clip claiming 80 million samples took 2.9 GB and 23 s on every open: counted from its boxes first."""
+    from mediaio import sample_tables
+
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, extra=["-movflags", "+faststart"])
+    assert sample_tables.index_entries(str(clip), LIMITS.max_index_entries) < 200  # 30 frames and the AAC frames
+    hostile = tmp_path / "hostile.mp4"
+    hostile.write_bytes(_claiming_samples(clip.read_bytes(), LIMITS.max_index_entries + 1_000_000))
+    assert sample_tables.index_entries(str(hostile), LIMITS.max_index_entries) > LIMITS.max_index_entries
+    with pytest.raises(media.MediaError, match="claim over 5,000,000 samples"):
+        clips.probe(str(hostile), LIMITS)
+    clips.probe(str(clip), LIMITS)  # the clip as it was opens
+
+
+@pytest.mark.parametrize("extra, most", [
+    (["-c:a", "pcm_s16le"], 400),  # a MOV's PCM sound: one sample per sound frame, indexed by chunk
+    (["-movflags", "frag_keyframe+empty_moov"], 300),  # a fragmented MP4: samples claimed by its fragments' runs
+])
+def test_the_samples_a_real_clip_claims_are_counted_as_the_reader_indexes_them(tmp_path, ffmpeg, extra, most):
+    from mediaio import sample_tables
+
+    suffix = ".mov" if "pcm_s16le" in extra else ".mp4"
+    clip = make_test_clip(tmp_path / f"clip{suffix}", ffmpeg, seconds=4.0, extra=extra)
+    counted = sample_tables.index_entries(str(clip), LIMITS.max_index_entries)
+    assert 60 <= counted <= most  # 60 video frames and the sound's entries (not 176,400 for the PCM samples)
+    assert clips.probe(str(clip), LIMITS).frame_count == 60
