@@ -709,6 +709,24 @@ def test_a_slideshow_clip_cut_short_gives_a_video_as_long_as_its_sound(tmp_path,
     assert clips.probe(str(tmp_path / "out.mp4"), LIMITS).duration == pytest.approx(3.0, abs=0.05)
 
 
+@pytest.mark.parametrize("rate", ["1/5", "1/100"])
+def test_a_slideshow_slower_than_one_picture_a_second_still_gives_its_video(tmp_path, ffmpeg, rate):
+    """One picture every 5 or 100 s, cut to 3 s: generated at its own rate, the encode held no frame ("encoding
+    made no video frames" after the whole render); generated at the outputs' 1 fps floor, its picture repeats."""
+    slides = tmp_path / "slides.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={rate}", "-frames:v", "3",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(slides)], check=True, capture_output=True)
+    facts = clips.probe(str(slides), LIMITS)
+    fps = clips.generation_rate(None, facts, LIMITS)
+    assert fps == LIMITS.min_output_fps
+    span = clips.clip_span(facts, LIMITS, 3.0)
+    frames = np.stack(list(clips.ClipReader(str(slides), facts, LIMITS).frames(clips.ClipPlan.for_span(fps, span))))
+    video = media.encode_mp4(frames, fps=fps, output_fps=clips.output_rate(facts, LIMITS), duration=span,
+                             audio=None, limits=LIMITS)
+    (tmp_path / "out.mp4").write_bytes(video)
+    assert clips.probe(str(tmp_path / "out.mp4"), LIMITS).duration == pytest.approx(3.0, abs=0.05)
+
+
 @pytest.mark.parametrize("span, fps, count", [(2.533, 1.0, 3), (2.0, 8.0, 16), (1.9997, 15.0, 30), (2.0005, 15.0, 30),
                                               (2.06, 15.0, 31), (6.0, 0.5, 3), (0.05, 8.0, 1)])
 def test_a_plan_takes_every_frame_time_inside_the_span(span, fps, count):
