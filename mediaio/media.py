@@ -416,6 +416,50 @@ def _in_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
     return converted
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows_present(data: bytes) -> tuple[int, int] | None:
+    """(bytes of image data the PNG's IDAT chunks hold, bytes its header says it has), or None if unparsable.
+
+    Pillow decodes a PNG whose compressed data ends early but cleanly (a well-formed file with a
+    short IDAT) without a word, leaving the missing rows black: the portrait rendered with its
+    lower half black, ok.  Counted by inflating in pieces, never holding the whole image.
+    """
+    import struct
+    import zlib
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if colour not in _PNG_CHANNELS:
+        return None
+    bits = depth * _PNG_CHANNELS[colour]
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = max(0, (width - x0 + dx - 1) // dx), max(0, (height - y0 + dy - 1) // dy)
+        if columns and rows:
+            expected += rows * (1 + (columns * bits + 7) // 8)
+    inflater, present, position = zlib.decompressobj(), 0, 8
+    try:
+        while position + 12 <= len(data) and present <= expected:
+            length, kind = struct.unpack(">I4s", data[position:position + 8])
+            if kind == b"IDAT":
+                piece = inflater.decompress(data[position + 8:position + 8 + length], 1 << 20)
+                present += len(piece)
+                while inflater.unconsumed_tail and present <= expected:
+                    piece = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+                    present += len(piece)
+            elif kind == b"IEND":
+                break
+            position += 12 + length
+    except zlib.error:
+        return None  # damaged data: the decoder says so itself
+    return present, expected
+
+
 def _image_format_of(data: bytes) -> str | None:
     """The format Pillow takes ``data`` for among all it knows (its header read, nothing decoded), or None."""
     try:
@@ -463,6 +507,11 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         kind = "" if jpeg else f" for {image.format or 'this format'} (JPEG: {limits.max_jpeg_pixels / 1e6:.0f})"
         raise MediaError(f"image is {width}x{height}, over the cap of {most / 1e6:.0f} megapixels{kind}")
     check_sides(width, height, limits, "image")
+    if image.format == "PNG" and not getattr(image, "is_animated", False):
+        counted = png_rows_present(data)
+        if counted is not None and counted[0] < counted[1]:
+            raise MediaError(f"is a PNG whose image data stops {100 * counted[0] / counted[1]:.0f}% of the way "
+                             "through (the file was cut short or damaged): its missing rows would show black")
     profile = image.info.get("icc_profile")
     # Colour code points (HDR and wide-gamut AVIF, HEIF, PNG): a PNG's cICP chunk overrides its ICC
     # profile (PNG, third edition); in AVIF and HEIF an ICC profile, where there is one, describes the colours.

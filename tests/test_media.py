@@ -671,6 +671,24 @@ def test_a_tiff_of_thousands_of_pages_is_read_from_its_first_pages():
     assert shown.shape == (150, 200, 3) and shown[75, 100, 0] > 200
 
 
+def test_a_png_whose_image_data_stops_early_is_refused_not_rendered_half_black():
+    """A well-formed PNG whose compressed data ends cleanly after 60% of its rows decoded without a word,
+    the missing rows black: the portrait was animated with its lower part black, ok."""
+    import zlib
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    whole = io.BytesIO()
+    image.save(whole, format="PNG")
+    assert media.png_rows_present(whole.getvalue()) == (40 * (1 + 30 * 3),) * 2
+    rows = zlib.compress(bytes(24 * (1 + 30 * 3)))  # 24 of the 40 rows, a complete zlib stream
+    idat = len(rows).to_bytes(4, "big") + b"IDAT" + rows + zlib.crc32(b"IDAT" + rows).to_bytes(4, "big")
+    header_end = 8 + 25
+    cut = whole.getvalue()[:header_end] + idat + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    with pytest.raises(media.MediaError, match="image data stops 60% of the way through"):
+        media.load_image(cut, LIMITS)
+    assert media.load_image(whole.getvalue(), LIMITS).shape == (40, 30, 3)
+
+
 def _jpeg_claiming(width: int, height: int) -> bytes:
     """A small JPEG whose frame header claims ``width`` x ``height`` (nothing that large is ever decoded)."""
     buffer = io.BytesIO()
