@@ -28,6 +28,10 @@ def _duration(seconds: float) -> str:
 
 QUIET_STATUSES = ("skipped", "not_run")
 QUIET_LISTED = 10  # rows of each quiet status listed one by one
+# Rows failed at planning (before any stage ran: a bad engine name, a missing column value) listed
+# one by one; a manifest of 100,000 such rows printed 100,000 lines before its summary.  Rows that
+# fail in the pipeline are always listed: each is news.  The end-of-job summary names as many.
+PLANNING_FAILURES_LISTED = 50
 
 
 class Progress:
@@ -36,7 +40,7 @@ class Progress:
     def __init__(self, period_s: float = DEFAULT_PERIOD_S) -> None:
         self.period_s = period_s
         self.started = time.monotonic()
-        self.done = self.total = self.frames = self.ran = 0
+        self.done = self.total = self.frames = self.ran = self.failed_at_planning = 0
         self.first_ran_at: float | None = None  # when the first row came out of the pipeline
         self.frames_at_first = 0
         self.counts: dict[str, int] = {}
@@ -70,7 +74,16 @@ class Progress:
                 if self.first_ran_at is None:  # the rates count what came after this row
                     self.first_ran_at, self.frames_at_first = time.monotonic(), self.frames
         if row["status"] == "failed":
-            logger.warning("[%d/%d] failed  %s: %s", done, total, printable(row["id"]), printable(row["error"]))
+            with self._lock:
+                at_planning = not _went_through_the_pipeline(row)
+                if at_planning:
+                    self.failed_at_planning += 1
+                listed = not at_planning or self.failed_at_planning <= PLANNING_FAILURES_LISTED
+            logger.log(logging.WARNING if listed else logging.DEBUG, "[%d/%d] failed  %s: %s", done, total,
+                       printable(row["id"]), printable(row["error"]))
+            if at_planning and self.failed_at_planning == PLANNING_FAILURES_LISTED + 1:
+                logger.warning("[%d/%d] ... further rows failed at planning are not listed one by one (-v lists "
+                               "them; every row is in the results table)", done, total)
             return
         # Rows with nothing new to say (a rerun's thousands of skipped rows, a stopped job's not_run ones)
         # are listed up to a few each, so the lines that matter do not scroll away; -v lists them all.

@@ -39,7 +39,7 @@ from jobs.options import (
     job_config,
     seconds_or_off,
 )
-from jobs.progress import DEFAULT_PERIOD_S, Progress
+from jobs.progress import DEFAULT_PERIOD_S, PLANNING_FAILURES_LISTED, Progress
 from jobs.terminal_noise import quiet_third_party_noise
 from pipelines.ray_runtime import ClusterUnreachableError, shutdown_local_ray
 from pipelines.render_job import JobInterrupted, JobReport, remove_cut_writes, run_render_job
@@ -50,7 +50,7 @@ logger = logging.getLogger("hellomeme_batch.render")
 
 # Failed rows the end-of-job summary names; a manifest of thousands of broken rows would otherwise
 # bury the summary (each row's line was already logged as it finished, and all are in the results).
-SUMMARY_FAILED_ROWS = 50
+SUMMARY_FAILED_ROWS = PLANNING_FAILURES_LISTED
 
 
 def print_summary(report: JobReport, output: str) -> None:

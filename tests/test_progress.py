@@ -53,3 +53,24 @@ def test_a_reruns_skipped_rows_and_a_stopped_jobs_not_run_rows_are_listed_up_to_
     assert sum("further not_run rows are not listed" in line for line in shown) == 1
     assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 30 + 40 - 2 * QUIET_LISTED
     assert "30 skipped" in progress.line() and "40 not_run" in progress.line()
+
+
+def test_rows_failed_at_planning_are_listed_up_to_the_summarys_count_and_pipeline_failures_all(caplog):
+    """A manifest of 100,000 rows naming an unknown engine printed 100,000 warning lines before its summary."""
+    import logging
+
+    from jobs.progress import PLANNING_FAILURES_LISTED, Progress
+
+    caplog.set_level(logging.DEBUG, logger="hellomeme_batch.progress")
+    progress = Progress(period_s=0)
+    planning = [{"id": f"p{i}", "status": "failed", "output_uri": None, "error": "unknown engine"} for i in range(300)]
+    stages = [{"id": f"r{i}", "status": "failed", "output_uri": None, "error": "no face", "seconds_pose": 0.4}
+              for i in range(80)]
+    rows = planning + stages
+    for done, row in enumerate(rows, 1):
+        progress.on_result(row, done, len(rows))
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("failed  p" in line for line in shown) == PLANNING_FAILURES_LISTED
+    assert sum("failed  r" in line for line in shown) == 80
+    assert sum("further rows failed at planning are not listed" in line for line in shown) == 1
+    assert "380 failed" in progress.line()
