@@ -31,6 +31,7 @@ import queue
 import tempfile
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
@@ -269,12 +270,41 @@ def _opened_path(fd: int, fallback: str) -> str:
         return fallback
 
 
+MAX_TWIN_SEARCH = 100_000  # entries of a folder looked through for a name in another Unicode form
+
+
+def _unicode_twin(path: str) -> str | None:
+    """A name beside a missing ``path`` that is the same text in another Unicode form (NFC / NFD), or None.
+
+    "été" may be written as three characters or as five (each accent its own): macOS keeps names
+    decomposed, most other tools write them composed, and a manifest written from one finds nothing
+    under the other's name, though the two print the same.
+    """
+    folder, name = os.path.split(path)
+    composed = unicodedata.normalize("NFC", name)
+    if composed == unicodedata.normalize("NFD", name):  # nothing in it has two forms
+        return None
+    try:
+        with os.scandir(folder or ".") as entries:
+            for _, entry in zip(range(MAX_TWIN_SEARCH), entries):
+                if entry.name != name and unicodedata.normalize("NFC", entry.name) == composed:
+                    return entry.name
+    except OSError:
+        return None
+    return None
+
+
 def _open_local_regular(path: str, uri: str, policy: "StoragePolicy | None", what: str) -> BinaryIO:
     """Open a local regular file for reading without ever blocking on a pipe or following a swapped-in link."""
     real = os.path.realpath(path)
     try:
         status = os.stat(real)
     except FileNotFoundError:
+        twin = _unicode_twin(real)
+        if twin is not None:
+            form = "decomposed (NFD, as macOS writes)" if twin == unicodedata.normalize("NFD", twin) else "composed (NFC)"
+            raise NotFoundError(f"{what} {printable(uri)} not found, but its folder holds {printable(twin)!r}, the same "
+                                f"name with its accents written {form}: write the path as the disk has it") from None
         raise NotFoundError(f"{what} {printable(uri)} not found") from None
     except OSError as exc:
         raise StorageError(f"{what} {printable(uri)} cannot be read: {exc.strerror}") from None

@@ -226,6 +226,20 @@ def test_missing_input_is_not_found(tmp_path):
         storage.read_bytes("memory://bucket/nope.mp4")
 
 
+@pytest.mark.parametrize("on_disk, asked", [("NFD", "NFC"), ("NFC", "NFD")])
+def test_a_name_in_another_unicode_form_is_named_in_the_not_found_error(tmp_path, on_disk, asked):
+    """"portrait_été.jpg" saved on a Mac (accents apart, NFD) and typed elsewhere (NFC): both print the same."""
+    import unicodedata
+
+    (tmp_path / unicodedata.normalize(on_disk, "portrait_été.jpg")).write_bytes(b"x")
+    wanted = tmp_path / unicodedata.normalize(asked, "portrait_été.jpg")
+    with pytest.raises(storage.NotFoundError, match="the same name with its accents written") as info:
+        storage.read_bytes(str(wanted))
+    assert ("NFD" in str(info.value)) == (on_disk == "NFD")
+    with pytest.raises(storage.NotFoundError, match=r"not found$"):  # a plain missing name says only that
+        storage.read_bytes(str(tmp_path / "portrait_hiver.jpg"))
+
+
 def test_reads_are_bounded_by_what_arrives(tmp_path):
     path = tmp_path / "a.bin"
     path.write_bytes(b"x" * 10)
