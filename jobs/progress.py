@@ -79,9 +79,10 @@ class Progress:
                 if at_planning:
                     self.failed_at_planning += 1
                 listed = not at_planning or self.failed_at_planning <= PLANNING_FAILURES_LISTED
+                first_unlisted = at_planning and self.failed_at_planning == PLANNING_FAILURES_LISTED + 1
             logger.log(logging.WARNING if listed else logging.DEBUG, "[%d/%d] failed  %s: %s", done, total,
                        printable(row["id"]), printable(row["error"]))
-            if at_planning and self.failed_at_planning == PLANNING_FAILURES_LISTED + 1:
+            if first_unlisted:
                 logger.warning("[%d/%d] ... further rows failed at planning are not listed one by one (-v lists "
                                "them; every row is in the results table)", done, total)
             return

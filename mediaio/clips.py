@@ -459,11 +459,12 @@ def display_transform(frame) -> tuple[int, bool]:
 
 
 def generation_rate(requested: float | None, facts: ClipFacts, limits: MediaLimits) -> float:
-    """The rate frames are generated at: the request (None: the clip's own), never above the clip's or the cap.
+    """The rate frames are generated at: the request (None: the clip's own), never above the clip's or the cap,
+    and never below the outputs' floor.
 
-    Never below the outputs' floor either (``limits.min_output_fps``, as a row's own ``fps``): the
-    encoder holds a frame for a few of its intervals at most, and a slideshow slower than that (one
-    picture every 5 or 100 s, cut to 3 s) gave no video at all; its pictures are repeated instead.
+    The floor is ``limits.min_output_fps``, as for a row's own ``fps``: the encoder holds a frame for
+    a few of its intervals at most, and a slideshow slower than that (one picture every 5 or 100 s,
+    cut to 3 s) gave no video at all; its pictures are repeated instead.
     """
     if facts.frame_count == 1:
         raise MediaError("video has a single frame: a driving clip needs at least two")

@@ -14,8 +14,10 @@ import logging
 import math
 import os
 import re
+import struct
 import subprocess
 import tempfile
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -427,9 +429,6 @@ def png_rows_present(data: bytes) -> tuple[int, int] | None:
     short IDAT) without a word, leaving the missing rows black: the portrait rendered with its
     lower half black, ok.  Counted by inflating in pieces, never holding the whole image.
     """
-    import struct
-    import zlib
-
     if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
