@@ -1,9 +1,10 @@
 """Faults mid-job: a render actor killed, a worker node removed, the pipeline stopped by an error Ray
 cannot retry, the driver killed and rerun.
 
-Each job runs against its own Ray instance, and a fault is aimed only at that job: actors are
-found through Ray's state API by the job's id, never by process name (other jobs on the machine
-have render actors too).  The media are synthesised by the tests, so these run in a fresh clone.
+Each fault's job runs against a Ray instance of this file's own (the killed render actor and the
+removed node share one two-node cluster, one job after the other), and a fault is aimed only at that
+job: actors are found through Ray's state API by the job's id, never by process name (other jobs on
+the machine have render actors too).  The media are synthesised by the tests, so these run in a fresh clone.
 """
 
 from __future__ import annotations
@@ -95,70 +96,86 @@ def _running_render_pids(dashboard: str, job_id: str) -> list[int]:
     return sorted({task.worker_pid for task in tasks if "RenderStage" in (task.name or "") and task.worker_pid})
 
 
-def run_job_killing_a_render_actor(manifest: Path, out: Path) -> dict:
-    """In a child process: a private Ray with its dashboard; this job's render actor is SIGKILLed mid-row."""
-    dashboard_port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dashboard_port, log_to_driver=False)
-    try:
-        dashboard = f"http://127.0.0.1:{dashboard_port}"
-        job_id = ray.get_runtime_context().get_job_id()
-        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
-        renderers = _wait_for(lambda: _running_render_pids(dashboard, job_id), 300, "a render task of this job")
-        for pid in renderers:
-            os.kill(pid, signal.SIGKILL)
-        thread.join(600)
-        if "error" in box:
-            raise box["error"]
-        return {"killed": len(renderers), "results": box["report"].results}
-    finally:
-        ray.shutdown()
+def _kill_a_running_render_task(manifest: Path, out: Path, dashboard: str) -> dict:
+    """One job whose running render tasks' workers are SIGKILLed mid-row; its outcome."""
+    job_id = ray.get_runtime_context().get_job_id()
+    thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
+    renderers = _wait_for(lambda: _running_render_pids(dashboard, job_id), 300, "a render task of this job")
+    for pid in renderers:
+        os.kill(pid, signal.SIGKILL)
+    thread.join(600)
+    if "error" in box:
+        raise box["error"]
+    return {"killed": len(renderers), "results": box["report"].results}
 
 
-def test_killed_render_actor_is_replaced_and_every_row_ok_once(synthetic_media, tmp_path):
-    manifest = _manifest(synthetic_media, tmp_path, 4)
-    out = tmp_path / "out"
-    outcome = run_child_job(__file__, ["kill-actor", str(manifest), str(out)], tmp_path / "r.json", "hm-kill-")
-    assert outcome["killed"] >= 1
-    ids = [r["id"] for r in outcome["results"]]
-    assert len(ids) == len(set(ids)) == 4
-    assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
-    assert len(_outputs(out)) == 4
+def _lose_a_node_mid_job(cluster, worker, manifest: Path, out: Path) -> dict:
+    """One job during which the worker node is removed, once the first video exists; its outcome."""
+    thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
+    _wait_for(lambda: _outputs(out), 300, "the first output")
+    outputs_before = len(_outputs(out))
+    cluster.remove_node(worker)
+    thread.join(600)
+    if "error" in box:
+        raise box["error"]
+    return {"outputs_before_removal": outputs_before, "results": box["report"].results}
 
 
-def run_job_losing_a_node(manifest: Path, out: Path) -> dict:
-    """In a child process: a head plus a worker node; the worker node is removed once the first video exists."""
+def run_faults_on_two_nodes(kill_manifest: Path, kill_out: Path, node_manifest: Path, node_out: Path) -> dict:
+    """In a child process: a head (with its dashboard, for the state API) and a worker node, two jobs
+    one after the other: the first has its render actors killed mid-row, the second loses the worker
+    node mid-job.  One cluster for both: a Ray start and Ray Data's first run cost more than either fault.
+    """
     from ray.cluster_utils import Cluster
 
     # Room for the pools and the tasks on the head alone once the worker is gone; object stores of a
     # realistic size (Cluster's 150 MiB default backpressures a pipeline of 24 MiB rows to a halt).
     store = 1024**3
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": store})
+    dashboard_port = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": store, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": dashboard_port})
     worker = cluster.add_node(num_cpus=2, object_store_memory=store)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        thread, box = _run_in_thread(JobConfig(manifest_uri=str(manifest), output_uri=str(out), engine=SMALL))
-        _wait_for(lambda: _outputs(out), 300, "the first output")
-        outputs_before = len(_outputs(out))
-        cluster.remove_node(worker)
-        thread.join(600)
-        if "error" in box:
-            raise box["error"]
-        return {"outputs_before_removal": outputs_before, "results": box["report"].results}
+        killed = _kill_a_running_render_task(kill_manifest, kill_out, f"http://127.0.0.1:{dashboard_port}")
+        lost = _lose_a_node_mid_job(cluster, worker, node_manifest, node_out)
+        return {"kill-actor": killed, "lose-node": lost}
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
-def test_removed_worker_node_mid_job(synthetic_media, tmp_path):
-    manifest = _manifest(synthetic_media, tmp_path, 5)
-    out = tmp_path / "out"
-    outcome = run_child_job(__file__, ["lose-node", str(manifest), str(out)], tmp_path / "r.json", "hm-node-")
+@pytest.fixture(scope="module")
+def two_node_faults(synthetic_media, tmp_path_factory) -> dict:
+    """Both faults' jobs, run once in a child process against their own two-node cluster."""
+    folder = tmp_path_factory.mktemp("two-node-faults")
+    (folder / "kill").mkdir()
+    (folder / "node").mkdir()
+    kill_manifest, node_manifest = _manifest(synthetic_media, folder / "kill", 4), _manifest(synthetic_media,
+                                                                                           folder / "node", 5)
+    outs = {"kill-actor": folder / "kill" / "out", "lose-node": folder / "node" / "out"}
+    outcome = run_child_job(__file__, [str(kill_manifest), str(outs["kill-actor"]), str(node_manifest),
+                                       str(outs["lose-node"])], folder / "r.json", "hm-faults-")
+    return {name: {**outcome[name], "out": outs[name]} for name in outs}
+
+
+def test_killed_render_actor_is_replaced_and_every_row_ok_once(two_node_faults):
+    outcome = two_node_faults["kill-actor"]
+    assert outcome["killed"] >= 1
+    ids = [r["id"] for r in outcome["results"]]
+    assert len(ids) == len(set(ids)) == 4
+    assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
+    assert len(_outputs(outcome["out"])) == 4
+
+
+def test_removed_worker_node_mid_job(two_node_faults):
+    outcome = two_node_faults["lose-node"]
     assert outcome["outputs_before_removal"] < 5, "the node was meant to go mid-job"
     ids = [r["id"] for r in outcome["results"]]
     assert len(ids) == len(set(ids)) == 5
     assert all(r["status"] == "ok" for r in outcome["results"]), [r["error"] for r in outcome["results"]]
-    assert len(_outputs(out)) == 5
+    assert len(_outputs(outcome["out"])) == 5
 
 
 def _stopping_the_pipeline(monkeypatch, victim: str, stops: int, marks: Path, lose_its_video: bool,
@@ -276,7 +293,7 @@ def test_killed_driver_then_rerun_renders_only_unfinished_rows(ray_local, synthe
 
 
 if __name__ == "__main__":
-    fault, manifest_arg, out_arg, report_arg = sys.argv[1:5]
-    run = {"kill-actor": run_job_killing_a_render_actor, "lose-node": run_job_losing_a_node}[fault]
-    outcome = run(Path(manifest_arg), Path(out_arg))
+    kill_manifest_arg, kill_out_arg, node_manifest_arg, node_out_arg, report_arg = sys.argv[1:6]
+    outcome = run_faults_on_two_nodes(Path(kill_manifest_arg), Path(kill_out_arg), Path(node_manifest_arg),
+                                      Path(node_out_arg))
     Path(report_arg).write_text(json.dumps(outcome, default=str))
