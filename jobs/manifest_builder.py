@@ -33,6 +33,7 @@ from pipelines.manifest import (
     REQUIRED_COLUMNS,
     ManifestError,
     check_schema,
+    misspelling_of,
 )
 from pipelines.outputs import inspect_existing_output
 from reporting.results import path_tails, relative_to, videos_made_in
@@ -231,8 +232,10 @@ def csv_delimiter(text: str) -> str:
         hints.append(f"the header looks {_DELIMITER_NAMES[widest]}-separated")
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     for column in missing:
-        close = difflib.get_close_matches(column, header, n=1, cutoff=0.6) or [
-            name for name in header if name.lower() == column]
+        # The render's own rule first (case, spaces and punctuation aside: a spreadsheet's 'Driving URI'),
+        # so a header the render would call a misspelling gets the same hint here, for every column.
+        close = [name for name in header if misspelling_of(name, header) == column] or \
+            difflib.get_close_matches(column, header, n=1, cutoff=0.6)
         if close:
             hints.append(f"did you mean {column!r} for {close[0]!r}?")
     shown = [storage.printable(name)[:64] for name in header[:20]]

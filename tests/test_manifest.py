@@ -345,6 +345,10 @@ def test_csv_build_refuses_a_header_without_the_required_columns(tmp_path, caplo
     assert not (tmp_path / "m.parquet").exists()
     message = caplog.records[-1].getMessage()
     assert "reference_uri" in message and "driving_uri" in message and "driving_url" in message
+    # A spreadsheet's labels: every required column is hinted, as the render's misspelling rule reads them.
+    with pytest.raises(ManifestError, match="did you mean 'id' for 'ID'.*did you mean 'reference_uri' for "
+                       "'Reference URI'.*did you mean 'driving_uri' for 'Driving URI'"):
+        rows_from_csv("ID,Reference URI,Driving URI\na,r,d\n")
     with pytest.raises(ManifestError, match="looks tab-separated"):
         rows_from_csv("id\treference\tdriving\na\tr\td\n")
     with pytest.raises(ManifestError, match="looks ';'-separated"):
