@@ -331,13 +331,17 @@ def rebase_relative_paths(rows: Iterable[Mapping[str, Any]], source_uri: str,
     local = storage.is_local_uri(manifest_uri)
     manifest_folder = os.path.dirname(storage.normalize(manifest_uri)) if local else ""
     rebased = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         row = dict(row)
         for column in BESIDE_MANIFEST_COLUMNS:
             value = row.get(column)
             if not isinstance(value, str):
                 continue
-            resolved = storage.relative_to_file(value, source_uri)
+            try:
+                resolved = storage.relative_to_file(value, source_uri)
+            except storage.StorageError as exc:  # which of thousands of rows: its number, id and column
+                raise ManifestError(f"row {number} (id {storage.printable(str(row.get('id')))[:64]}), {column}: "
+                                    f"{exc}") from None
             if resolved == value:  # absolute, home-relative or a URI: the same from anywhere
                 continue
             if local and storage.is_local_uri(resolved):

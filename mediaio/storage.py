@@ -28,6 +28,7 @@ import json
 import os
 import stat
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -101,10 +102,19 @@ def normalize(uri: str) -> str:
     return uri
 
 
+# A drive letter or a UNC share (C:\faces\a.jpg, \\server\share\a.jpg): a manifest or CSV made on Windows.
+# Never a path here: taken beside the manifest it read "/data/C:\faces\a.jpg not found", the row
+# failing only once it reached the prepare stage.
+WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
 def explicit_form(uri: str) -> str:
     """``uri`` as written, with RFC 8089's short ``file:/p`` spelt ``file:///p``; StorageError for a
     known scheme without its ``//`` (``s3:/bucket/key``, ``gs:bucket/key``), which would otherwise
-    be taken as a relative path whose first folder is named ``s3:``."""
+    be taken as a relative path whose first folder is named ``s3:``, and for a Windows path."""
+    if WINDOWS_PATH.match(uri):
+        raise StorageError(f"{printable(uri)} looks like a Windows path: give the path as this machine sees it, "
+                           "with '/' (relative to the manifest, absolute, or a URI such as s3://bucket/key)")
     uri = _long_file_form(uri)
     if "://" in uri or uri.startswith(("/", "~")):
         return uri

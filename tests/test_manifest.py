@@ -378,6 +378,14 @@ def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
         rows_from_csv("id;reference_uri;driving_uri;seed\na;r;d;1,5\n")
 
 
+def test_csv_build_refuses_a_windows_path_naming_its_row(tmp_path):
+    from jobs.manifest_builder import rows_from_csv_file
+    made_on_windows = tmp_path / "rows.csv"
+    made_on_windows.write_text("id,reference_uri,driving_uri\na,faces/a.jpg,clips/d.mp4\nb,C:\\faces\\b.jpg,d.mp4\n")
+    with pytest.raises(ManifestError, match=r"row 2 \(id b\), reference_uri: C:\\faces\\b.jpg looks like a Windows path"):
+        rows_from_csv_file(str(made_on_windows), str(tmp_path / "m.parquet"))
+
+
 def test_csv_build_resolves_relative_paths_beside_the_csv(tmp_path):
     (tmp_path / "mb" / "faces").mkdir(parents=True)
     (tmp_path / "mb" / "faces" / "a.jpg").write_bytes(b"x")

@@ -425,3 +425,13 @@ def test_a_rows_lora_that_is_not_safetensors_fails_at_planning_where_the_engine_
     assert ok["status"] != "failed"
     assert pickled["status"] == "failed" and "must be a .safetensors file" in pickled["error"]
     assert _plan(tmp_path, [row("c", lora="/in/style.ckpt")])[0]["status"] != "failed"
+
+
+def test_a_windows_path_fails_its_row_at_planning_saying_so(tmp_path):
+    """A manifest made on Windows: the row fails before any row runs, not as '/data/C:\\a.jpg not found'
+    once it reaches the prepare stage."""
+    rows = _plan(tmp_path, [row("w", reference_uri="C:\\faces\\a.jpg"), row("u", driving_uri="\\\\srv\\share\\d.mp4"),
+                            row("ok", reference_uri="faces/a.jpg")], manifest_uri=str(tmp_path / "m.parquet"))
+    assert [r["status"] for r in rows] == ["failed", "failed", "pending"]
+    assert "manifest: C:\\faces\\a.jpg looks like a Windows path" in rows[0]["error"]
+    assert "\\\\srv\\share\\d.mp4 looks like a Windows path" in rows[1]["error"]
