@@ -33,6 +33,8 @@ from pipelines.manifest import (
     REQUIRED_COLUMNS,
     ManifestError,
     check_schema,
+    file_kind,
+    json_hint,
     misspelling_of,
 )
 from pipelines.outputs import inspect_existing_output
@@ -260,6 +262,15 @@ def csv_text(data: bytes, uri: str) -> str:
     Anything else is refused naming where it stops being UTF-8 and how to save it, rather than
     guessing a legacy code page, which would spell names wrong without a word.
     """
+    kind = file_kind(data[:4096])
+    if kind == "a Parquet file":
+        raise ManifestError(f"--csv {storage.printable(uri)} is a Parquet file, a manifest already: render it "
+                            f"(`hellomeme-batch render {storage.printable(uri)} --output DIR`)")
+    if "spreadsheet" in kind:
+        raise ManifestError(f"--csv {storage.printable(uri)} is {kind}, not a CSV: save the sheet as 'CSV UTF-8' "
+                            "(Excel: File > Save As) and give that file")
+    if kind == "JSON":
+        raise ManifestError(f"--csv {storage.printable(uri)} looks like JSON, not a CSV: {json_hint(uri)}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     try:

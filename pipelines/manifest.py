@@ -395,24 +395,50 @@ def _partition_column(name: str, value: str | None, shown: str) -> pa.Array:
 _BUILD_HINT = "hellomeme-batch manifest build --csv FILE -o manifest.parquet"
 
 
+# Files a manifest is often mistaken for, by their first bytes: (magic, what it is).
+_OTHER_KINDS = ((b"PAR1", "a Parquet file"),
+                (b"PK\x03\x04", "a spreadsheet (.xlsx, .ods) or a zip"),
+                (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 spreadsheet (.xls)"))
+def json_hint(uri: str) -> str:
+    """The way from a JSON file (an API's or a notebook's export) to a manifest."""
+    return (f"write it as Parquet, e.g. `python -c \"import pandas as pd; pd.read_json('{printable(uri)}')"
+            ".to_parquet('manifest.parquet')\"` (lines=True for JSON lines), or as a CSV for `manifest build --csv`")
+
+
+def file_kind(head: bytes) -> str:
+    """What a file's first bytes say it is ("a Parquet file", "JSON", "a CSV", a spreadsheet), or "".
+
+    Decided once for ``render`` (a manifest that is not Parquet) and ``manifest build --csv`` (a CSV
+    that is not one), so each names the kind the user has and the way to a manifest.
+    """
+    for magic, kind in _OTHER_KINDS:
+        if head.startswith(magic):
+            return kind
+    text = head.decode("utf-8-sig", errors="ignore").lstrip()
+    if text.startswith(("{", "[")):
+        return "JSON"
+    first_line = text.splitlines()[0] if text.splitlines() else ""
+    if "reference_uri" in first_line or "driving_uri" in first_line:
+        return "a CSV"
+    return ""
+
+
 def _other_kind_hint(uri: str, storage_options: Mapping[str, Any] | None) -> str:
     """What a manifest that is not Parquet looks like instead, with the way to a manifest ("" if unknown).
 
-    The manifest's own CSV, or a spreadsheet, given to ``render`` read as Parquet's "magic bytes" error.
+    The manifest's own CSV, JSON, or a spreadsheet, given to ``render`` read as Parquet's "magic bytes" error.
     """
     try:
         with storage.open_input(uri, storage_options, what="manifest") as reader:
             head = reader.read(4096)
     except Exception:  # noqa: BLE001 - the error already says what is wrong
         return ""
-    if head.startswith(b"PK\x03\x04"):
-        return f" (it looks like a spreadsheet or a zip: save the sheet as CSV and run `{_BUILD_HINT}`)"
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return ""
-    first_line = text.splitlines()[0] if text.splitlines() else ""
-    if "reference_uri" in first_line or "driving_uri" in first_line:
+    kind = file_kind(head)
+    if "spreadsheet" in kind:
+        return f" (it looks like {kind}: save the sheet as CSV and run `{_BUILD_HINT}`)"
+    if kind == "JSON":
+        return f" (it looks like JSON: {json_hint(uri)})"
+    if kind == "a CSV":
         return f" (it looks like a CSV: make the Parquet manifest with `{_BUILD_HINT}`)"
     return ""
 

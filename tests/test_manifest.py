@@ -44,6 +44,17 @@ def test_a_csv_or_a_spreadsheet_given_as_the_manifest_says_how_to_make_one(tmp_p
     sheet.write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(ManifestError, match="looks like a spreadsheet"):
         read_manifest(str(sheet))
+    old_sheet = tmp_path / "rows.xls"
+    old_sheet.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    with pytest.raises(ManifestError, match=r"looks like an Excel 97-2003 spreadsheet \(.xls\): save the sheet as CSV"):
+        read_manifest(str(old_sheet))
+    # JSON (pandas' to_json, JSON lines) names reference_uri on its first line too: it is not a CSV.
+    for name, text in (("rows.json", '[{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}]'),
+                       ("rows.jsonl", '{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}\n')):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ManifestError, match=r"looks like JSON: write it as Parquet, e.g. .*read_json") as json_error:
+            read_manifest(str(tmp_path / name))
+        assert "looks like a CSV" not in str(json_error.value)
     other = tmp_path / "notes.txt"
     other.write_text("hello\n")
     with pytest.raises(ManifestError) as plain:
@@ -376,6 +387,21 @@ def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
     assert european[0]["max_seconds"] == 1.5 and european[0]["seed"] == 3
     with pytest.raises(ManifestError, match="column 'seed' expects an integer, got '1,5'"):
         rows_from_csv("id;reference_uri;driving_uri;seed\na;r;d;1,5\n")
+
+
+def test_csv_build_names_a_parquet_json_or_spreadsheet_given_as_the_csv(tmp_path):
+    """Each said 'not UTF-8 text ... iconv -f cp1252' (or listed a JSON line as the header)."""
+    from jobs.manifest_builder import rows_from_csv_file
+    write_manifest([{"id": "a", "reference_uri": "r.jpg", "driving_uri": "d.mp4"}], str(tmp_path / "m.parquet"))
+    (tmp_path / "rows.json").write_text('[{"id": "a", "reference_uri": "r.jpg", "driving_uri": "d.mp4"}]')
+    (tmp_path / "rows.xlsx").write_bytes(b"PK\x03\x04" + bytes(100))
+    (tmp_path / "rows.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    for name, said in (("m.parquet", r"is a Parquet file, a manifest already: render it \(`hellomeme-batch render "),
+                       ("rows.json", r"looks like JSON, not a CSV: write it as Parquet"),
+                       ("rows.xlsx", r"is a spreadsheet \(.xlsx, .ods\) or a zip, not a CSV: save the sheet as 'CSV UTF-8'"),
+                       ("rows.xls", r"is an Excel 97-2003 spreadsheet \(.xls\), not a CSV")):
+        with pytest.raises(ManifestError, match=said):
+            rows_from_csv_file(str(tmp_path / name), str(tmp_path / "out.parquet"))
 
 
 def test_csv_build_refuses_a_windows_path_naming_its_row(tmp_path):
