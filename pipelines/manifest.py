@@ -132,6 +132,21 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
     raise ValueError(kind)
 
 
+def _type_fix(schema: pa.Schema, wrong: Mapping[str, str]) -> str:
+    """How to write the mistyped ``wrong`` columns (pandas' way, as most manifests are written)."""
+    as_text = [column for column, kind in wrong.items()
+               if kind != "string" and _is_text(_value_type(schema.field(column).type))]
+    as_numbers = [column for column, kind in wrong.items() if kind == "string"]
+    fixes = []
+    if as_text:  # "30", "2s": a CSV read without types, or units written into the cells
+        fixes.append(f"{', '.join(as_text)} {'hold' if len(as_text) > 1 else 'holds'} text: write numbers without "
+                     f"units (seconds, frames per second), e.g. df[{as_text[0]!r}] = pd.to_numeric(df[{as_text[0]!r}])")
+    if as_numbers:  # ids 1, 2, 3
+        fixes.append(f"write {', '.join(as_numbers)} as text, e.g. df[{as_numbers[0]!r}] = "
+                     f"df[{as_numbers[0]!r}].astype(str)")
+    return f" ({'; '.join(fixes)})" if fixes else ""
+
+
 def _shown(name: str) -> str:
     text = printable(name)
     return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."
@@ -213,11 +228,13 @@ def check_schema(schema: pa.Schema) -> None:
     for column in KNOWN_COLUMNS:
         if schema.names.count(column) > 1:
             raise ManifestError(f"manifest column {column!r} appears {schema.names.count(column)} times")
-    for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
-        if column in names and not _type_matches(schema.field(column).type, kind):
-            raise ManifestError(
-                f"manifest column {column!r} has type {schema.field(column).type}, expected {_KIND_NAMES[kind]}"
-            )
+    wrong = {column: kind for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items()
+             if column in names and not _type_matches(schema.field(column).type, kind)}
+    if wrong:  # every one at once: fixed one by one, a job would stop once for each
+        described = "; ".join(f"{column!r} has type {schema.field(column).type}, expected {_KIND_NAMES[kind]}"
+                              for column, kind in wrong.items())
+        lead = "manifest column " if len(wrong) == 1 else "manifest columns of the wrong type: "
+        raise ManifestError(f"{lead}{described}{_type_fix(schema, wrong)}")
 
 
 # The column pandas' to_parquet adds for a DataFrame's index (a filtered or re-indexed frame's row numbers):

@@ -337,6 +337,20 @@ def test_a_nan_in_a_float_integer_column_is_a_gap_and_strings_still_are_refused(
         check_schema(float_seed.append(pa.field("steps", pa.string())))
 
 
+def test_every_mistyped_column_is_named_at_once_with_the_way_to_write_it():
+    """Text where numbers go ("30", "2s") and numbers where text goes (ids 1, 2): one stop names them all."""
+    texts = pa.schema([("id", pa.string()), ("reference_uri", pa.string()), ("driving_uri", pa.string()),
+                       ("seed", pa.large_string()), ("fps", pa.string()), ("max_seconds", pa.string())])
+    with pytest.raises(ManifestError, match=r"columns of the wrong type: 'seed' has type large_string, expected "
+                       r"integer .*; 'fps' has type string, expected number; 'max_seconds' .*\(seed, fps, "
+                       r"max_seconds hold text: write numbers without units .*pd.to_numeric"):
+        check_schema(texts)
+    numbered = pa.schema([("id", pa.int64()), ("reference_uri", pa.string()), ("driving_uri", pa.string())])
+    with pytest.raises(ManifestError, match=r"column 'id' has type int64, expected string \(write id as text, "
+                                            r"e.g. df\['id'\] = df\['id'\].astype\(str\)\)"):
+        check_schema(numbered)
+
+
 def test_a_missing_id_says_missing_and_never_collides_with_the_id_none(tmp_path):
     for missing in (None, "", "  "):
         with pytest.raises(RowError, match="id is missing"):
