@@ -313,6 +313,27 @@ def test_a_mistyped_command_line_exits_1_not_2_which_means_some_row_failed(argv,
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["render", "m.parquet", "--output", "o", "--outptu", "x"],
+     "hellomeme-batch render: error: unrecognized arguments: --outptu x\n  --outptu is not an option of "
+     "hellomeme-batch render: did you mean --output?"),
+    (["render", "m.parquet", "--outptu", "x"], "required: --output\n  --outptu is not an option of "
+                                               "hellomeme-batch render: did you mean --output?"),
+    (["manifest", "build", "--portraits", "p", "--drivers", "d", "-o", "m.parquet", "--paring", "all"],
+     "hellomeme-batch manifest build: error: unrecognized arguments: --paring all\n  --paring is not an option "
+     "of hellomeme-batch manifest build: did you mean --pairing?"),
+])
+def test_a_misspelt_flag_is_refused_under_its_commands_usage_with_a_did_you_mean(argv, said, capsys):
+    """argparse named an unknown flag under the top command's usage, without the flag it resembles."""
+    from jobs.cli import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and said in err
+    assert err.startswith(f"usage: {said.split(': error')[0] if ': error' in said else 'hellomeme-batch render'} ")
+
+
 def test_the_summary_names_at_most_its_cap_of_failed_rows(capsys):
     from jobs.render import SUMMARY_FAILED_ROWS, print_summary
     from pipelines.render_job import JobReport
