@@ -1,6 +1,7 @@
 """Driver-side planning: one job plan before any row runs (engine checked, rows decided, settings applied)."""
 
 import argparse
+import logging
 import re
 
 import numpy as np
@@ -456,3 +457,15 @@ def test_a_windows_path_fails_its_row_at_planning_saying_so(tmp_path):
     assert [r["status"] for r in rows] == ["failed", "failed", "pending"]
     assert "manifest: C:\\faces\\a.jpg looks like a Windows path" in rows[0]["error"]
     assert "\\\\srv\\share\\d.mp4 looks like a Windows path" in rows[1]["error"]
+
+
+def test_a_job_error_of_several_lines_is_logged_a_record_per_line(caplog):
+    """Missing weights list a line per file: in one record the log's escaping showed a line strewn with '\\n'."""
+    from jobs.render import _log_error_lines
+    from mediaio.redaction import install_log_safety
+
+    install_log_safety()
+    caplog.set_level(logging.ERROR)
+    _log_error_lines("job failed: ", "MissingWeightsError: weights not found\nsearched:\n  /w/unet")
+    assert [record.getMessage() for record in caplog.records] == [
+        "job failed: MissingWeightsError: weights not found", "  searched:", "    /w/unet"]
