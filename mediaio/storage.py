@@ -181,6 +181,12 @@ class StoragePolicy:
     allowed_schemes: tuple[str, ...] = DEFAULT_SCHEMES
     allowed_roots: tuple[str, ...] = ()
 
+    def _roots_shown(self, most: int = 3) -> str:
+        """The roots, for a refusal: which --allow-root to add, or which the path was meant to be under."""
+        shown = ", ".join(printable(root) for root in self.allowed_roots[:most])
+        more = len(self.allowed_roots) - most
+        return f"--allow-root {shown}" + (f" and {more} more" if more > 0 else "")
+
     def check(self, uri: str, what: str = "uri") -> str:
         """Return the normalised URI, or raise StorageError saying why it is refused.
 
@@ -211,7 +217,7 @@ class StoragePolicy:
         if self.allowed_roots and not self.is_allowed(normalized):
             resolved = os.path.realpath(normalized) if "://" not in normalized else normalized
             via = f" (it resolves to {printable(resolved)})" if resolved != normalized else ""
-            raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via}")
+            raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via} ({self._roots_shown()})")
         return normalized
 
     def is_allowed(self, normalized: str) -> bool:
@@ -221,7 +227,8 @@ class StoragePolicy:
     def check_opened(self, opened_path: str, uri: str, what: str = "uri") -> None:
         """Raise StorageError if the local file actually opened for ``uri`` lies outside the roots."""
         if self.allowed_roots and not self.is_allowed(opened_path):
-            raise StorageError(f"{what} {printable(uri)} opened {printable(opened_path)}, outside the allowed roots")
+            raise StorageError(f"{what} {printable(uri)} opened {printable(opened_path)}, outside the allowed roots "
+                               f"({self._roots_shown()})")
 
 
 def _is_under(uri: str, root: str) -> bool:
