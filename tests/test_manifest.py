@@ -741,6 +741,14 @@ def test_manifest_build_names_what_the_render_would_fail_and_refuses_a_misleadin
     assert _build("--csv", str(csv), "-o", str(tmp_path / "m.parquet")) == 0
     assert "1 rows have invalid ids" in caplog.text and "caf\u00e9" in caplog.text
     assert "1 rows have ids used more than once" in caplog.text
+    # Settings by the render's own rule: each row named with the setting, its value and the range.
+    ranges = tmp_path / "ranges.csv"
+    ranges.write_text("id,reference_uri,driving_uri,seed,fps,max_seconds\nt1,/x/a.jpg,/x/d.mp4,-1,,\n"
+                      "t2,/x/a.jpg,/x/d.mp4,,0,\nt3,/x/a.jpg,/x/d.mp4,,,0.05\nok,/x/a.jpg,/x/d.mp4,3,12,1\n")
+    caplog.clear()
+    assert _build("--csv", str(ranges), "-o", str(tmp_path / "ranges.parquet")) == 0
+    assert "3 rows have settings the render refuses: t1 (seed must be between 0 and" in caplog.text
+    assert "t2 (fps must be in [1, 60], got 0), t3 (max_seconds must be at least 0.1, got 0.05)" in caplog.text
     assert _build("--csv", str(csv), "-o", str(tmp_path / "m.csv")) == 1  # Parquet under a CSV's name
     assert "the manifest is a Parquet file" in caplog.text and not (tmp_path / "m.csv").exists()
     image = tmp_path / "face.jpg"
