@@ -53,8 +53,9 @@ class CommandLineParser(argparse.ArgumentParser):
 
     def _chosen(self, namespace: argparse.Namespace) -> "CommandLineParser":
         for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction) and getattr(namespace, action.dest, None) in action.choices:
-                chosen = action.choices[getattr(namespace, action.dest)]
+            command = getattr(namespace, action.dest, None)
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                chosen = action.choices[command]
                 return chosen._chosen(namespace) if isinstance(chosen, CommandLineParser) else self
         return self
 

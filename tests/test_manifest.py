@@ -52,9 +52,9 @@ def test_a_csv_or_a_spreadsheet_given_as_the_manifest_says_how_to_make_one(tmp_p
     for name, text in (("rows.json", '[{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}]'),
                        ("rows.jsonl", '{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}\n')):
         (tmp_path / name).write_text(text)
-        with pytest.raises(ManifestError, match=r"looks like JSON: write it as Parquet, e.g. .*read_json") as json_error:
+        with pytest.raises(ManifestError, match=r"looks like JSON: write it as Parquet, e.g. .*read_json") as error:
             read_manifest(str(tmp_path / name))
-        assert "looks like a CSV" not in str(json_error.value)
+        assert "looks like a CSV" not in str(error.value)
     other = tmp_path / "notes.txt"
     other.write_text("hello\n")
     with pytest.raises(ManifestError) as plain:
@@ -412,7 +412,8 @@ def test_csv_build_names_a_parquet_json_or_spreadsheet_given_as_the_csv(tmp_path
     (tmp_path / "rows.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
     for name, said in (("m.parquet", r"is a Parquet file, a manifest already: render it \(`hellomeme-batch render "),
                        ("rows.json", r"looks like JSON, not a CSV: write it as Parquet"),
-                       ("rows.xlsx", r"is a spreadsheet \(.xlsx, .ods\) or a zip, not a CSV: save the sheet as 'CSV UTF-8'"),
+                       ("rows.xlsx", r"is a spreadsheet \(.xlsx, .ods\) or a zip, not a CSV: save the sheet as "
+                                     r"'CSV UTF-8'"),
                        ("rows.xls", r"is an Excel 97-2003 spreadsheet \(.xls\), not a CSV")):
         with pytest.raises(ManifestError, match=said):
             rows_from_csv_file(str(tmp_path / name), str(tmp_path / "out.parquet"))
@@ -422,7 +423,8 @@ def test_csv_build_refuses_a_windows_path_naming_its_row(tmp_path):
     from jobs.manifest_builder import rows_from_csv_file
     made_on_windows = tmp_path / "rows.csv"
     made_on_windows.write_text("id,reference_uri,driving_uri\na,faces/a.jpg,clips/d.mp4\nb,C:\\faces\\b.jpg,d.mp4\n")
-    with pytest.raises(ManifestError, match=r"row 2 \(id b\), reference_uri: C:\\faces\\b.jpg looks like a Windows path"):
+    with pytest.raises(ManifestError,
+                       match=r"row 2 \(id b\), reference_uri: C:\\faces\\b.jpg looks like a Windows path"):
         rows_from_csv_file(str(made_on_windows), str(tmp_path / "m.parquet"))
 
 
