@@ -33,6 +33,9 @@ from pipelines.manifest import (
     REQUIRED_COLUMNS,
     ManifestError,
     check_schema,
+    file_kind,
+    json_hint,
+    misspelling_of,
 )
 from pipelines.outputs import inspect_existing_output
 from reporting.results import path_tails, relative_to, videos_made_in
@@ -231,8 +234,10 @@ def csv_delimiter(text: str) -> str:
         hints.append(f"the header looks {_DELIMITER_NAMES[widest]}-separated")
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     for column in missing:
-        close = difflib.get_close_matches(column, header, n=1, cutoff=0.6) or [
-            name for name in header if name.lower() == column]
+        # The render's own rule first (case, spaces and punctuation aside: a spreadsheet's 'Driving URI'),
+        # so a header the render would call a misspelling gets the same hint here, for every column.
+        close = [name for name in header if misspelling_of(name, header) == column] or \
+            difflib.get_close_matches(column, header, n=1, cutoff=0.6)
         if close:
             hints.append(f"did you mean {column!r} for {close[0]!r}?")
     shown = [storage.printable(name)[:64] for name in header[:20]]
@@ -257,6 +262,15 @@ def csv_text(data: bytes, uri: str) -> str:
     Anything else is refused naming where it stops being UTF-8 and how to save it, rather than
     guessing a legacy code page, which would spell names wrong without a word.
     """
+    kind = file_kind(data[:4096])
+    if kind == "a Parquet file":
+        raise ManifestError(f"--csv {storage.printable(uri)} is a Parquet file, a manifest already: render it "
+                            f"(`hellomeme-batch render {storage.printable(uri)} --output DIR`)")
+    if "spreadsheet" in kind:
+        raise ManifestError(f"--csv {storage.printable(uri)} is {kind}, not a CSV: save the sheet as 'CSV UTF-8' "
+                            "(Excel: File > Save As) and give that file")
+    if kind == "JSON":
+        raise ManifestError(f"--csv {storage.printable(uri)} looks like JSON, not a CSV: {json_hint(uri)}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     try:
@@ -328,13 +342,17 @@ def rebase_relative_paths(rows: Iterable[Mapping[str, Any]], source_uri: str,
     local = storage.is_local_uri(manifest_uri)
     manifest_folder = os.path.dirname(storage.normalize(manifest_uri)) if local else ""
     rebased = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         row = dict(row)
         for column in BESIDE_MANIFEST_COLUMNS:
             value = row.get(column)
             if not isinstance(value, str):
                 continue
-            resolved = storage.relative_to_file(value, source_uri)
+            try:
+                resolved = storage.relative_to_file(value, source_uri)
+            except storage.StorageError as exc:  # which of thousands of rows: its number, id and column
+                raise ManifestError(f"row {number} (id {storage.printable(str(row.get('id')))[:64]}), {column}: "
+                                    f"{exc}") from None
             if resolved == value:  # absolute, home-relative or a URI: the same from anywhere
                 continue
             if local and storage.is_local_uri(resolved):

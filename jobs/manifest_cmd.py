@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from mediaio import storage
 from mediaio.redaction import printable
-from pipelines.manifest import ID_PATTERN, ManifestError
+from pipelines.manifest import ID_PATTERN, ManifestError, RowError, parse_row
 from jobs.manifest_builder import pair_folders, rows_from_csv_file, write_manifest
 from jobs.options import EXIT_JOB_ERROR, EXIT_OK, add_storage_option_argument, parse_storage_options
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ManifestError("give --csv FILE, or --portraits DIR and --drivers DIR")
         _check_target(args.out, options)
-        _warn_of_failing_ids(rows)
+        _warn_of_failing_rows(rows)
         count = write_manifest(rows, args.out, options)
     except (ManifestError, storage.StorageError, OSError, UnicodeDecodeError) as exc:
         logger.error("manifest not written: %s", exc)
@@ -42,21 +42,28 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _warn_of_failing_ids(rows: list[dict[str, Any]]) -> None:
-    """Name the rows whose ids the render would fail (invalid, or a repeat), now rather than at render time."""
+def _warn_of_failing_rows(rows: list[dict[str, Any]]) -> None:
+    """Name the rows whose ids or settings the render would fail (an invalid or repeated id; fps 0, a negative
+    seed), now rather than at render time; settings by the render's own rule (:func:`parse_row`)."""
     seen: set[str] = set()
-    invalid, repeated = [], []
-    for row in rows:
+    invalid, repeated, settings = [], [], []
+    for index, row in enumerate(rows):
         meme_id = str(row.get("id") or "")
         if not ID_PATTERN.fullmatch(meme_id):
             invalid.append(meme_id)
-        elif meme_id in seen:
+            continue
+        if meme_id in seen:
             repeated.append(meme_id)
         seen.add(meme_id)
-    for problem, ids in (("invalid ids (use ASCII letters, digits, '.', '_' or '-')", invalid),
-                         ("ids used more than once (the render fails every row after the first)", repeated)):
+        try:
+            parse_row(index, row)
+        except RowError as exc:
+            settings.append(f"{meme_id[:64]} ({printable(str(exc))[:120]})")
+    for problem, ids, cut in (("invalid ids (use ASCII letters, digits, '.', '_' or '-')", invalid, 64),
+                              ("ids used more than once (the render fails every row after the first)", repeated, 64),
+                              ("settings the render refuses", settings, 200)):
         if ids:
-            shown = ", ".join(printable(meme_id)[:64] for meme_id in ids[:5]) + (
+            shown = ", ".join(printable(meme_id)[:cut] for meme_id in ids[:5]) + (
                 f" and {len(ids) - 5} more" if len(ids) > 5 else "")
             logger.warning("%d rows have %s: %s; their rows will fail", len(ids), problem, shown)
 

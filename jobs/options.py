@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -36,9 +37,44 @@ class CommandLineParser(argparse.ArgumentParser):
     Sub-commands' parsers are of this class too (``add_subparsers`` makes its own class's).
     """
 
+    _argv: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error()'s "did you mean"
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        """argparse's, except that a flag no parser knows is refused by the sub-command it was given to,
+        with its usage and a "did you mean": argparse's top parser named it under its own usage."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._chosen(namespace).error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def _chosen(self, namespace: argparse.Namespace) -> "CommandLineParser":
+        for action in self._actions:
+            command = getattr(namespace, action.dest, None)
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                chosen = action.choices[command]
+                return chosen._chosen(namespace) if isinstance(chosen, CommandLineParser) else self
+        return self
+
+    def _misspelt_flags(self) -> list[str]:
+        """'--outptu: did you mean --output?' for each flag of the command line this parser does not know."""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        notes = []
+        for token in self._argv:
+            flag = token.split("=", 1)[0]
+            if not flag.startswith("--") or flag == "--" or any(option.startswith(flag) for option in known):
+                continue  # not a long flag, or one of this parser's (or an abbreviation of one)
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            notes.append(f"{flag} is not an option of {self.prog}" + (f": did you mean {close[0]}?" if close else ""))
+        return notes
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_JOB_ERROR, f"{self.prog}: error: {message}\n")
+        notes = "".join(f"\n  {note}" for note in self._misspelt_flags())
+        self.exit(EXIT_JOB_ERROR, f"{self.prog}: error: {message}{notes}\n")
 
 
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:

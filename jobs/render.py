@@ -170,6 +170,15 @@ def _storage_option_hint(exc: Exception) -> str:
     return ""
 
 
+def _log_error_lines(lead: str, message: str) -> None:
+    """Log a message of several lines (missing weights: one per file, where the job looked) as a record per
+    line: in one record the log's control-character escaping showed them as one line strewn with '\\n'."""
+    first, *rest = message.splitlines() or [""]
+    logger.error("%s%s", lead, first)
+    for line in rest:
+        logger.error("  %s", line)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; returns the exit status."""
     lingering: list[MetricsEndpoint] = []
@@ -193,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SIGNAL_BASE + stop.signal_number
     except (ManifestError, UnknownEngineError, EngineOptionError, JobOptionError, StorageError,
             ClusterUnreachableError, argparse.ArgumentTypeError) as exc:
-        logger.error("job not started: %s", redact(str(exc)))
+        _log_error_lines("job not started: ", redact(str(exc)))
         return EXIT_JOB_ERROR
     except Exception as exc:  # a job-level failure the user must see in one line, details in the log
-        logger.error("job failed: %s%s", redact(f"{type(exc).__name__}: {exc}"), _storage_option_hint(exc))
+        _log_error_lines("job failed: ", redact(f"{type(exc).__name__}: {exc}") + _storage_option_hint(exc))
         logger.debug("job failure details", exc_info=True)
         return EXIT_JOB_ERROR
     finally:

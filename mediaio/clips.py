@@ -119,7 +119,8 @@ def _not_a_video_reason(path: str, exc: BaseException) -> str:
     if head.startswith(b"RIFF") and head[8:16] == b"WEBPVP8X" and head[20] & _WEBP_ANIMATED:
         return "is an animated WebP, which cannot be read as a video: convert it to MP4 or GIF"
     if head.startswith(_IMAGE_MAGIC) and not head.startswith(b"GIF8") and not head[8:12] == b"AVI ":
-        return "is a still image, not a video"
+        return ("is a still image, not a video: the clip goes in driving_uri and the portrait in reference_uri "
+                "(are they swapped?)")
     cause = _av_message(exc)
     if "whitelist" in cause or (isinstance(exc, av.error.InvalidDataError) and "last error log" not in str(exc)):
         return f"is not a video in a supported container ({', '.join(ALLOWED_DEMUXERS[:10])}, ...)"

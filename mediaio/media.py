@@ -331,6 +331,23 @@ _IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (
                      (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
 
 
+# ISO base media brands of still images (HEIF, AVIF): an 'ftyp' file with another brand is a video.
+_STILL_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+
+
+def _video_container_of(data: bytes) -> str | None:
+    """The video container ``data`` starts as (MP4/MOV, Matroska/WebM, AVI, FLV), or None."""
+    if data[4:8] == b"ftyp" and data[8:12] not in _STILL_BRANDS:
+        return "MP4/MOV"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "Matroska/WebM"
+    if data.startswith(b"RIFF") and data[8:12] == b"AVI ":
+        return "AVI"
+    if data.startswith(b"FLV"):
+        return "FLV"
+    return None
+
+
 MAX_TIFF_PAGES = 64  # pages of a multi-page TIFF looked at for its main picture
 
 
@@ -492,6 +509,10 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         if kind:  # Pillow says "cannot identify" for a file of a format it knows but cannot parse
             raise MediaError(f"is a {kind} image that cannot be decoded (damaged, or a variant the reader does not "
                              "support)") from exc
+        video = _video_container_of(data)
+        if video:  # the commonest way a portrait is a video: the two URI columns swapped
+            raise MediaError(f"is a video ({video}), not an image: the portrait goes in reference_uri and the clip in "
+                             "driving_uri (are they swapped?)") from None
         raise MediaError("is not an image (unrecognised format)") from exc
     except Image.DecompressionBombError:
         raise MediaError(f"image has over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, over the cap of "

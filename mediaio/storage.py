@@ -28,6 +28,7 @@ import json
 import os
 import stat
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -101,10 +102,19 @@ def normalize(uri: str) -> str:
     return uri
 
 
+# A drive letter or a UNC share (C:\faces\a.jpg, \\server\share\a.jpg): a manifest or CSV made on Windows.
+# Never a path here: taken beside the manifest it read "/data/C:\faces\a.jpg not found", the row
+# failing only once it reached the prepare stage.
+WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
 def explicit_form(uri: str) -> str:
     """``uri`` as written, with RFC 8089's short ``file:/p`` spelt ``file:///p``; StorageError for a
     known scheme without its ``//`` (``s3:/bucket/key``, ``gs:bucket/key``), which would otherwise
-    be taken as a relative path whose first folder is named ``s3:``."""
+    be taken as a relative path whose first folder is named ``s3:``, and for a Windows path."""
+    if WINDOWS_PATH.match(uri):
+        raise StorageError(f"{printable(uri)} looks like a Windows path: give the path as this machine sees it, "
+                           "with '/' (relative to the manifest, absolute, or a URI such as s3://bucket/key)")
     uri = _long_file_form(uri)
     if "://" in uri or uri.startswith(("/", "~")):
         return uri
@@ -171,6 +181,12 @@ class StoragePolicy:
     allowed_schemes: tuple[str, ...] = DEFAULT_SCHEMES
     allowed_roots: tuple[str, ...] = ()
 
+    def _roots_shown(self, most: int = 3) -> str:
+        """The roots, for a refusal: which --allow-root to add, or which the path was meant to be under."""
+        shown = ", ".join(printable(root) for root in self.allowed_roots[:most])
+        more = len(self.allowed_roots) - most
+        return f"--allow-root {shown}" + (f" and {more} more" if more > 0 else "")
+
     def check(self, uri: str, what: str = "uri") -> str:
         """Return the normalised URI, or raise StorageError saying why it is refused.
 
@@ -201,7 +217,7 @@ class StoragePolicy:
         if self.allowed_roots and not self.is_allowed(normalized):
             resolved = os.path.realpath(normalized) if "://" not in normalized else normalized
             via = f" (it resolves to {printable(resolved)})" if resolved != normalized else ""
-            raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via}")
+            raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via} ({self._roots_shown()})")
         return normalized
 
     def is_allowed(self, normalized: str) -> bool:
@@ -211,7 +227,8 @@ class StoragePolicy:
     def check_opened(self, opened_path: str, uri: str, what: str = "uri") -> None:
         """Raise StorageError if the local file actually opened for ``uri`` lies outside the roots."""
         if self.allowed_roots and not self.is_allowed(opened_path):
-            raise StorageError(f"{what} {printable(uri)} opened {printable(opened_path)}, outside the allowed roots")
+            raise StorageError(f"{what} {printable(uri)} opened {printable(opened_path)}, outside the allowed roots "
+                               f"({self._roots_shown()})")
 
 
 def _is_under(uri: str, root: str) -> bool:

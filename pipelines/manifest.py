@@ -132,6 +132,21 @@ def _type_matches(arrow_type: pa.DataType, kind: str) -> bool:
     raise ValueError(kind)
 
 
+def _type_fix(schema: pa.Schema, wrong: Mapping[str, str]) -> str:
+    """How to write the mistyped ``wrong`` columns (pandas' way, as most manifests are written)."""
+    as_text = [column for column, kind in wrong.items()
+               if kind != "string" and _is_text(_value_type(schema.field(column).type))]
+    as_numbers = [column for column, kind in wrong.items() if kind == "string"]
+    fixes = []
+    if as_text:  # "30", "2s": a CSV read without types, or units written into the cells
+        fixes.append(f"{', '.join(as_text)} {'hold' if len(as_text) > 1 else 'holds'} text: write numbers without "
+                     f"units (seconds, frames per second), e.g. df[{as_text[0]!r}] = pd.to_numeric(df[{as_text[0]!r}])")
+    if as_numbers:  # ids 1, 2, 3
+        fixes.append(f"write {', '.join(as_numbers)} as text, e.g. df[{as_numbers[0]!r}] = "
+                     f"df[{as_numbers[0]!r}].astype(str)")
+    return f" ({'; '.join(fixes)})" if fixes else ""
+
+
 def _shown(name: str) -> str:
     text = printable(name)
     return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."
@@ -213,11 +228,13 @@ def check_schema(schema: pa.Schema) -> None:
     for column in KNOWN_COLUMNS:
         if schema.names.count(column) > 1:
             raise ManifestError(f"manifest column {column!r} appears {schema.names.count(column)} times")
-    for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items():
-        if column in names and not _type_matches(schema.field(column).type, kind):
-            raise ManifestError(
-                f"manifest column {column!r} has type {schema.field(column).type}, expected {_KIND_NAMES[kind]}"
-            )
+    wrong = {column: kind for column, kind in {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}.items()
+             if column in names and not _type_matches(schema.field(column).type, kind)}
+    if wrong:  # every one at once: fixed one by one, a job would stop once for each
+        described = "; ".join(f"{column!r} has type {schema.field(column).type}, expected {_KIND_NAMES[kind]}"
+                              for column, kind in wrong.items())
+        lead = "manifest column " if len(wrong) == 1 else "manifest columns of the wrong type: "
+        raise ManifestError(f"{lead}{described}{_type_fix(schema, wrong)}")
 
 
 # The column pandas' to_parquet adds for a DataFrame's index (a filtered or re-indexed frame's row numbers):
@@ -395,24 +412,50 @@ def _partition_column(name: str, value: str | None, shown: str) -> pa.Array:
 _BUILD_HINT = "hellomeme-batch manifest build --csv FILE -o manifest.parquet"
 
 
+# Files a manifest is often mistaken for, by their first bytes: (magic, what it is).
+_OTHER_KINDS = ((b"PAR1", "a Parquet file"),
+                (b"PK\x03\x04", "a spreadsheet (.xlsx, .ods) or a zip"),
+                (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 spreadsheet (.xls)"))
+def json_hint(uri: str) -> str:
+    """The way from a JSON file (an API's or a notebook's export) to a manifest."""
+    return (f"write it as Parquet, e.g. `python -c \"import pandas as pd; pd.read_json('{printable(uri)}')"
+            ".to_parquet('manifest.parquet')\"` (lines=True for JSON lines), or as a CSV for `manifest build --csv`")
+
+
+def file_kind(head: bytes) -> str:
+    """What a file's first bytes say it is ("a Parquet file", "JSON", "a CSV", a spreadsheet), or "".
+
+    Decided once for ``render`` (a manifest that is not Parquet) and ``manifest build --csv`` (a CSV
+    that is not one), so each names the kind the user has and the way to a manifest.
+    """
+    for magic, kind in _OTHER_KINDS:
+        if head.startswith(magic):
+            return kind
+    text = head.decode("utf-8-sig", errors="ignore").lstrip()
+    if text.startswith(("{", "[")):
+        return "JSON"
+    first_line = text.splitlines()[0] if text.splitlines() else ""
+    if "reference_uri" in first_line or "driving_uri" in first_line:
+        return "a CSV"
+    return ""
+
+
 def _other_kind_hint(uri: str, storage_options: Mapping[str, Any] | None) -> str:
     """What a manifest that is not Parquet looks like instead, with the way to a manifest ("" if unknown).
 
-    The manifest's own CSV, or a spreadsheet, given to ``render`` read as Parquet's "magic bytes" error.
+    The manifest's own CSV, JSON, or a spreadsheet, given to ``render`` read as Parquet's "magic bytes" error.
     """
     try:
         with storage.open_input(uri, storage_options, what="manifest") as reader:
             head = reader.read(4096)
     except Exception:  # noqa: BLE001 - the error already says what is wrong
         return ""
-    if head.startswith(b"PK\x03\x04"):
-        return f" (it looks like a spreadsheet or a zip: save the sheet as CSV and run `{_BUILD_HINT}`)"
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return ""
-    first_line = text.splitlines()[0] if text.splitlines() else ""
-    if "reference_uri" in first_line or "driving_uri" in first_line:
+    kind = file_kind(head)
+    if "spreadsheet" in kind:
+        return f" (it looks like {kind}: save the sheet as CSV and run `{_BUILD_HINT}`)"
+    if kind == "JSON":
+        return f" (it looks like JSON: {json_hint(uri)})"
+    if kind == "a CSV":
         return f" (it looks like a CSV: make the Parquet manifest with `{_BUILD_HINT}`)"
     return ""
 

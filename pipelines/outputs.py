@@ -65,7 +65,6 @@ DEFAULT_STALE_AGE_S = 600.0  # a temp file this old is no write in flight: stora
 MAX_MOOV_BYTES = 64 * 1024**2  # a moov box larger than this is not one of ours
 MAX_TOP_LEVEL_BOXES = 4096
 MAX_NAMED_ROWS = 3  # a collision message names at most this many other rows
-WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]")  # C:\x.mp4 from a manifest made on Windows: never a file name here
 MAX_FILE_NAME_BYTES = 255  # a file name's limit on Linux and macOS file systems (NAME_MAX)
 MAX_OBJECT_KEY_BYTES = 1024  # S3's and GCS's limit on an object's key
 _HEADER_BLOCK_BYTES = 256 * 1024  # object-store reads while walking an MP4's boxes: headers, then moov
@@ -158,7 +157,7 @@ def resolve_output(output_prefix: str, row_id: str, requested: str | None, polic
         if not isinstance(requested, str) or not requested.strip():
             raise OutputError("output_uri is empty")
         requested = requested.strip()
-        if WINDOWS_PATH.match(requested) or "\\" in requested:
+        if storage.WINDOWS_PATH.match(requested) or "\\" in requested:
             raise OutputError(f"output_uri {shown} looks like a Windows path; give a path with '/' (relative to "
                               "--output), an absolute path or a URI")
         if "::" in requested:

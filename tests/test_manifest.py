@@ -44,6 +44,17 @@ def test_a_csv_or_a_spreadsheet_given_as_the_manifest_says_how_to_make_one(tmp_p
     sheet.write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(ManifestError, match="looks like a spreadsheet"):
         read_manifest(str(sheet))
+    old_sheet = tmp_path / "rows.xls"
+    old_sheet.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    with pytest.raises(ManifestError, match=r"looks like an Excel 97-2003 spreadsheet \(.xls\): save the sheet as CSV"):
+        read_manifest(str(old_sheet))
+    # JSON (pandas' to_json, JSON lines) names reference_uri on its first line too: it is not a CSV.
+    for name, text in (("rows.json", '[{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}]'),
+                       ("rows.jsonl", '{"id":"a","reference_uri":"r.jpg","driving_uri":"d.mp4"}\n')):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ManifestError, match=r"looks like JSON: write it as Parquet, e.g. .*read_json") as error:
+            read_manifest(str(tmp_path / name))
+        assert "looks like a CSV" not in str(error.value)
     other = tmp_path / "notes.txt"
     other.write_text("hello\n")
     with pytest.raises(ManifestError) as plain:
@@ -326,6 +337,20 @@ def test_a_nan_in_a_float_integer_column_is_a_gap_and_strings_still_are_refused(
         check_schema(float_seed.append(pa.field("steps", pa.string())))
 
 
+def test_every_mistyped_column_is_named_at_once_with_the_way_to_write_it():
+    """Text where numbers go ("30", "2s") and numbers where text goes (ids 1, 2): one stop names them all."""
+    texts = pa.schema([("id", pa.string()), ("reference_uri", pa.string()), ("driving_uri", pa.string()),
+                       ("seed", pa.large_string()), ("fps", pa.string()), ("max_seconds", pa.string())])
+    with pytest.raises(ManifestError, match=r"columns of the wrong type: 'seed' has type large_string, expected "
+                       r"integer .*; 'fps' has type string, expected number; 'max_seconds' .*\(seed, fps, "
+                       r"max_seconds hold text: write numbers without units .*pd.to_numeric"):
+        check_schema(texts)
+    numbered = pa.schema([("id", pa.int64()), ("reference_uri", pa.string()), ("driving_uri", pa.string())])
+    with pytest.raises(ManifestError, match=r"column 'id' has type int64, expected string \(write id as text, "
+                                            r"e.g. df\['id'\] = df\['id'\].astype\(str\)\)"):
+        check_schema(numbered)
+
+
 def test_a_missing_id_says_missing_and_never_collides_with_the_id_none(tmp_path):
     for missing in (None, "", "  "):
         with pytest.raises(RowError, match="id is missing"):
@@ -345,6 +370,10 @@ def test_csv_build_refuses_a_header_without_the_required_columns(tmp_path, caplo
     assert not (tmp_path / "m.parquet").exists()
     message = caplog.records[-1].getMessage()
     assert "reference_uri" in message and "driving_uri" in message and "driving_url" in message
+    # A spreadsheet's labels: every required column is hinted, as the render's misspelling rule reads them.
+    with pytest.raises(ManifestError, match="did you mean 'id' for 'ID'.*did you mean 'reference_uri' for "
+                       "'Reference URI'.*did you mean 'driving_uri' for 'Driving URI'"):
+        rows_from_csv("ID,Reference URI,Driving URI\na,r,d\n")
     with pytest.raises(ManifestError, match="looks tab-separated"):
         rows_from_csv("id\treference\tdriving\na\tr\td\n")
     with pytest.raises(ManifestError, match="looks ';'-separated"):
@@ -372,6 +401,31 @@ def test_csv_build_reads_a_semicolon_or_tab_separated_csv(tmp_path):
     assert european[0]["max_seconds"] == 1.5 and european[0]["seed"] == 3
     with pytest.raises(ManifestError, match="column 'seed' expects an integer, got '1,5'"):
         rows_from_csv("id;reference_uri;driving_uri;seed\na;r;d;1,5\n")
+
+
+def test_csv_build_names_a_parquet_json_or_spreadsheet_given_as_the_csv(tmp_path):
+    """Each said 'not UTF-8 text ... iconv -f cp1252' (or listed a JSON line as the header)."""
+    from jobs.manifest_builder import rows_from_csv_file
+    write_manifest([{"id": "a", "reference_uri": "r.jpg", "driving_uri": "d.mp4"}], str(tmp_path / "m.parquet"))
+    (tmp_path / "rows.json").write_text('[{"id": "a", "reference_uri": "r.jpg", "driving_uri": "d.mp4"}]')
+    (tmp_path / "rows.xlsx").write_bytes(b"PK\x03\x04" + bytes(100))
+    (tmp_path / "rows.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    for name, said in (("m.parquet", r"is a Parquet file, a manifest already: render it \(`hellomeme-batch render "),
+                       ("rows.json", r"looks like JSON, not a CSV: write it as Parquet"),
+                       ("rows.xlsx", r"is a spreadsheet \(.xlsx, .ods\) or a zip, not a CSV: save the sheet as "
+                                     r"'CSV UTF-8'"),
+                       ("rows.xls", r"is an Excel 97-2003 spreadsheet \(.xls\), not a CSV")):
+        with pytest.raises(ManifestError, match=said):
+            rows_from_csv_file(str(tmp_path / name), str(tmp_path / "out.parquet"))
+
+
+def test_csv_build_refuses_a_windows_path_naming_its_row(tmp_path):
+    from jobs.manifest_builder import rows_from_csv_file
+    made_on_windows = tmp_path / "rows.csv"
+    made_on_windows.write_text("id,reference_uri,driving_uri\na,faces/a.jpg,clips/d.mp4\nb,C:\\faces\\b.jpg,d.mp4\n")
+    with pytest.raises(ManifestError,
+                       match=r"row 2 \(id b\), reference_uri: C:\\faces\\b.jpg looks like a Windows path"):
+        rows_from_csv_file(str(made_on_windows), str(tmp_path / "m.parquet"))
 
 
 def test_csv_build_resolves_relative_paths_beside_the_csv(tmp_path):
@@ -689,6 +743,14 @@ def test_manifest_build_names_what_the_render_would_fail_and_refuses_a_misleadin
     assert _build("--csv", str(csv), "-o", str(tmp_path / "m.parquet")) == 0
     assert "1 rows have invalid ids" in caplog.text and "caf\u00e9" in caplog.text
     assert "1 rows have ids used more than once" in caplog.text
+    # Settings by the render's own rule: each row named with the setting, its value and the range.
+    ranges = tmp_path / "ranges.csv"
+    ranges.write_text("id,reference_uri,driving_uri,seed,fps,max_seconds\nt1,/x/a.jpg,/x/d.mp4,-1,,\n"
+                      "t2,/x/a.jpg,/x/d.mp4,,0,\nt3,/x/a.jpg,/x/d.mp4,,,0.05\nok,/x/a.jpg,/x/d.mp4,3,12,1\n")
+    caplog.clear()
+    assert _build("--csv", str(ranges), "-o", str(tmp_path / "ranges.parquet")) == 0
+    assert "3 rows have settings the render refuses: t1 (seed must be between 0 and" in caplog.text
+    assert "t2 (fps must be in [1, 60], got 0), t3 (max_seconds must be at least 0.1, got 0.05)" in caplog.text
     assert _build("--csv", str(csv), "-o", str(tmp_path / "m.csv")) == 1  # Parquet under a CSV's name
     assert "the manifest is a Parquet file" in caplog.text and not (tmp_path / "m.csv").exists()
     image = tmp_path / "face.jpg"

@@ -417,7 +417,7 @@ def test_refusals(tmp_path, ffmpeg, test_clip):
         clips.decode_clip(str(audio_only), None, LIMITS)
     still = tmp_path / "s.jpg"
     Image.new("RGB", (64, 64)).save(still)
-    with pytest.raises(media.MediaError, match="still image"):
+    with pytest.raises(media.MediaError, match=r"still image, not a video: .*\(are they swapped\?\)"):
         clips.decode_clip(str(still), None, LIMITS)
     truncated = tmp_path / "t.mp4"
     truncated.write_bytes(test_clip.read_bytes()[:2000])
@@ -504,8 +504,13 @@ def test_phone_photo_formats_open_upright(image_format):
 
 
 def test_image_refusals(test_clip):
-    with pytest.raises(media.MediaError, match="not an image"):
+    # A clip as the portrait: the URI columns swapped, said so (it read "not an image (unrecognised format)").
+    with pytest.raises(media.MediaError, match=r"is a video \(MP4/MOV\), not an image: .*\(are they swapped\?\)"):
         media.load_image(test_clip.read_bytes(), LIMITS)
+    with pytest.raises(media.MediaError, match=r"is a video \(Matroska/WebM\)"):
+        media.load_image(b"\x1a\x45\xdf\xa3" + bytes(60), LIMITS)
+    with pytest.raises(media.MediaError, match=r"is not an image \(unrecognised format\)"):
+        media.load_image(b"plain text, no picture", LIMITS)
     buffer = io.BytesIO()
     Image.new("L", (9000, 8000)).save(buffer, format="PNG")  # 72 MP: over what a PNG may be
     with pytest.raises(media.MediaError, match="over the cap of 67 megapixels for PNG"):

@@ -1,6 +1,7 @@
 """Driver-side planning: one job plan before any row runs (engine checked, rows decided, settings applied)."""
 
 import argparse
+import logging
 import re
 
 import numpy as np
@@ -313,6 +314,27 @@ def test_a_mistyped_command_line_exits_1_not_2_which_means_some_row_failed(argv,
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["render", "m.parquet", "--output", "o", "--outptu", "x"],
+     "hellomeme-batch render: error: unrecognized arguments: --outptu x\n  --outptu is not an option of "
+     "hellomeme-batch render: did you mean --output?"),
+    (["render", "m.parquet", "--outptu", "x"], "required: --output\n  --outptu is not an option of "
+                                               "hellomeme-batch render: did you mean --output?"),
+    (["manifest", "build", "--portraits", "p", "--drivers", "d", "-o", "m.parquet", "--paring", "all"],
+     "hellomeme-batch manifest build: error: unrecognized arguments: --paring all\n  --paring is not an option "
+     "of hellomeme-batch manifest build: did you mean --pairing?"),
+])
+def test_a_misspelt_flag_is_refused_under_its_commands_usage_with_a_did_you_mean(argv, said, capsys):
+    """argparse named an unknown flag under the top command's usage, without the flag it resembles."""
+    from jobs.cli import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and said in err
+    assert err.startswith(f"usage: {said.split(': error')[0] if ': error' in said else 'hellomeme-batch render'} ")
+
+
 def test_the_summary_names_at_most_its_cap_of_failed_rows(capsys):
     from jobs.render import SUMMARY_FAILED_ROWS, print_summary
     from pipelines.render_job import JobReport
@@ -425,3 +447,25 @@ def test_a_rows_lora_that_is_not_safetensors_fails_at_planning_where_the_engine_
     assert ok["status"] != "failed"
     assert pickled["status"] == "failed" and "must be a .safetensors file" in pickled["error"]
     assert _plan(tmp_path, [row("c", lora="/in/style.ckpt")])[0]["status"] != "failed"
+
+
+def test_a_windows_path_fails_its_row_at_planning_saying_so(tmp_path):
+    """A manifest made on Windows: the row fails before any row runs, not as '/data/C:\\a.jpg not found'
+    once it reaches the prepare stage."""
+    rows = _plan(tmp_path, [row("w", reference_uri="C:\\faces\\a.jpg"), row("u", driving_uri="\\\\srv\\share\\d.mp4"),
+                            row("ok", reference_uri="faces/a.jpg")], manifest_uri=str(tmp_path / "m.parquet"))
+    assert [r["status"] for r in rows] == ["failed", "failed", "pending"]
+    assert "manifest: C:\\faces\\a.jpg looks like a Windows path" in rows[0]["error"]
+    assert "\\\\srv\\share\\d.mp4 looks like a Windows path" in rows[1]["error"]
+
+
+def test_a_job_error_of_several_lines_is_logged_a_record_per_line(caplog):
+    """Missing weights list a line per file: in one record the log's escaping showed a line strewn with '\\n'."""
+    from jobs.render import _log_error_lines
+    from mediaio.redaction import install_log_safety
+
+    install_log_safety()
+    caplog.set_level(logging.ERROR)
+    _log_error_lines("job failed: ", "MissingWeightsError: weights not found\nsearched:\n  /w/unet")
+    assert [record.getMessage() for record in caplog.records] == [
+        "job failed: MissingWeightsError: weights not found", "  searched:", "    /w/unet"]

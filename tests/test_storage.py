@@ -87,6 +87,11 @@ def test_policy_roots(tmp_path):
     with pytest.raises(StorageError, match="outside"):
         StoragePolicy(allowed_roots=("s3://bucket/in",)).check("s3://bucket/input-other/a.jpg")
     assert StoragePolicy(allowed_roots=("s3://bucket/in",)).check("s3://bucket/in/a.jpg")
+    # The refusal names the roots (up to 3), so the fix -- another --allow-root, or a path under one -- is plain.
+    many = StoragePolicy(allowed_roots=("s3://b/1", "s3://b/2", "s3://b/3", "s3://b/4", "s3://b/5"))
+    with pytest.raises(StorageError, match=r"outside the allowed roots \(--allow-root s3://b/1, s3://b/2, s3://b/3 "
+                                           r"and 2 more\)"):
+        many.check("s3://b/9/a.jpg", "driving_uri")
 
 
 def test_file_uris_are_percent_decoded_and_plain_paths_taken_literally(tmp_path):
