@@ -580,6 +580,12 @@ class ClipReader:
                 # Packet by packet, so a damaged packet (an interrupted download, a failing card) costs
                 # its own frame, as in ffmpeg and players, not every frame after it.
                 for packet in container.demux(stream):
+                    if packet.size == 0 and (packet.pts is not None or packet.dts is not None):
+                        # An empty packet with a time is "show the previous picture again" (Theora in
+                        # Ogg writes one for each repeated frame): sent to the decoder it reads as the
+                        # end of the stream, and every frame after it was lost.  Only the demuxer's
+                        # last packet, which has no time, flushes the decoder.
+                        continue
                     try:
                         decoded = packet.decode()
                     except av.error.InvalidDataError as exc:

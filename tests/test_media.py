@@ -167,6 +167,24 @@ def test_a_damaged_packet_costs_its_own_frame_not_the_rest_of_the_clip(tmp_path,
     assert clean.damage_note() == ""
 
 
+def test_an_ogg_theora_clip_with_repeated_frames_plays_to_its_end(tmp_path, ffmpeg):
+    # Theora writes an empty packet for each frame that repeats the one before.  Sent to the decoder
+    # an empty packet reads as the end of the stream: every picture after the first repeat was held,
+    # and a healthy clip was called damaged ("decoding stopped early").
+    frames = np.zeros((30, 48, 64, 3), np.uint8)
+    for index in range(30):
+        frames[index] = 8 * (index if index < 10 or index > 14 else 10)  # frames 10-14 the same picture
+    clip = tmp_path / "repeats.ogv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48", "-r", "10",
+                    "-i", "-", "-c:v", "libtheora", str(clip)], input=frames.tobytes(), check=True)
+    facts = clips.probe(str(clip), LIMITS)
+    reader = clips.ClipReader(str(clip), facts, LIMITS)
+    read = np.stack(list(reader.frames(clips.ClipPlan.for_span(facts.source_fps, facts.duration))))
+    assert len(read) == 30 and reader.damage_note() == ""
+    levels = read.reshape(30, -1).mean(axis=1)
+    assert all(levels[index + 1] > levels[index] + 4 for index in range(15, 29)), "the pictures after the repeat move on"
+
+
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
 def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
     # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
