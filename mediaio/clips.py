@@ -191,8 +191,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if sample_tables.is_iso_media(path):
         claimed = sample_tables.index_entries(path, limits.max_index_entries)
         if claimed > limits.max_index_entries:
-            raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples, more than a clip this "
-                             "tool reads has (a damaged or hostile MP4, whose index alone would take GBs of memory)")
+            raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples (each edit of an edit "
+                             "list counting the samples it plays), more than a clip this tool reads has (a damaged "
+                             "or hostile MP4, whose index alone would take GBs of memory)")
     with _open(path) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")

@@ -1019,6 +1019,46 @@ def test_an_mp4_whose_tables_claim_millions_of_samples_is_refused_before_it_is_o
     clips.probe(str(clip), LIMITS)  # the clip as it was opens
 
 
+def _with_edits(clip: bytes, edits: int) -> bytes:
+    """The clip (its ``moov`` after its ``mdat``, as ffmpeg writes it) with its first track's edit list
+    replaced by ``edits`` edits that each play the whole track: a 12 MB list plays a 2-s clip a
+    million times, and ffmpeg's MP4 reader builds an index entry for every sample of every edit."""
+    def boxes(data: bytes, start: int, end: int):
+        while start + 8 <= end:
+            size = int.from_bytes(data[start:start + 4], "big")
+            yield data[start + 4:start + 8], start, size
+            start += size
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return (8 + len(body)).to_bytes(4, "big") + kind + body
+
+    (_, moov, moov_size), = [found for found in boxes(clip, 0, len(clip)) if found[0] == b"moov"]
+    _, trak, trak_size = next(found for found in boxes(clip, moov + 8, moov + moov_size) if found[0] == b"trak")
+    parts = {kind: clip[at:at + size] for kind, at, size in boxes(clip, trak + 8, trak + trak_size)}
+    whole = parts[b"tkhd"][28:32]  # the track's length, in the movie's timescale (a version 0 tkhd)
+    edit = whole + (0).to_bytes(4, "big") + (1 << 16).to_bytes(4, "big")
+    parts[b"edts"] = box(b"edts", box(b"elst", bytes(4) + edits.to_bytes(4, "big") + edit * edits))
+    new_trak = box(b"trak", b"".join(parts[kind] for kind in (b"tkhd", b"edts", b"mdia") if kind in parts)
+                   + b"".join(body for kind, body in parts.items() if kind not in (b"tkhd", b"edts", b"mdia")))
+    new_moov = box(b"moov", clip[moov + 8:trak] + new_trak + clip[trak + trak_size:moov + moov_size])
+    return clip[:moov] + new_moov + clip[moov + moov_size:]
+
+
+def test_an_mp4_whose_edit_list_repeats_its_track_a_million_times_is_refused_before_it_is_opened(tmp_path, ffmpeg):
+    """12 MB of edits playing a 30-frame clip a million times: 1.2 GB and 9 s on every open of it."""
+    from mediaio import sample_tables
+
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, audio=False)
+    edited = tmp_path / "edited.mp4"
+    edited.write_bytes(_with_edits(clip.read_bytes(), 1))
+    assert 30 <= sample_tables.index_entries(str(edited), LIMITS.max_index_entries) <= 32  # one edit: the clip
+    assert clips.probe(str(edited), LIMITS).frame_count >= 28  # it opens (the edit starts at 0, not the B-frames' delay)
+    edited.write_bytes(_with_edits(clip.read_bytes(), 1_000_000))
+    assert sample_tables.index_entries(str(edited), LIMITS.max_index_entries) > LIMITS.max_index_entries
+    with pytest.raises(media.MediaError, match="claim over 5,000,000 samples .each edit of an edit list"):
+        clips.probe(str(edited), LIMITS)
+
+
 @pytest.mark.parametrize("extra, most", [
     (["-c:a", "pcm_s16le"], 400),  # a MOV's PCM sound: one sample per sound frame, indexed by chunk
     (["-movflags", "frag_keyframe+empty_moov"], 300),  # a fragmented MP4: samples claimed by its fragments' runs
