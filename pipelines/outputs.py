@@ -219,6 +219,27 @@ def _collision_key(uri: str) -> str:
     return os.path.realpath(uri) if storage.is_local_uri(uri) else uri
 
 
+def _fail_outputs_under_other_outputs(rows: Sequence[OutputRequest], plans: list[OutputPlan]) -> None:
+    """Fail each row whose output lies under another row's output (``a.mp4`` and ``a.mp4/b.mp4``): one
+    name cannot be both a video and a folder.  Whichever ran first won; the other rendered in full and
+    then failed at its write, as "exists and is not this row's video", over a file that did not exist."""
+    targets = {_collision_key(plan.uri): index for index, plan in enumerate(plans) if plan.ok}
+    for index, plan in enumerate(plans):
+        if not plan.ok or not storage.is_local_uri(plan.uri):  # a bucket holds keys a.mp4 and a.mp4/b.mp4 both
+            continue
+        folder = _collision_key(plan.uri)
+        while True:
+            folder, _, name = folder.rstrip("/").rpartition("/")
+            if not name or not folder:
+                break
+            if folder in targets and targets[folder] != index:
+                plans[index] = OutputPlan(None, f"output {printable(plan.uri)} lies in the folder "
+                                                f"{printable(plans[targets[folder]].uri)}, which is the output of "
+                                                f"{_name_rows([rows[targets[folder]]])}: a name cannot be both a "
+                                                "video and a folder; give one of the rows another output_uri")
+                break
+
+
 def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPlan]) -> None:
     """Log the rows whose outputs differ only in letter case (``Cat.mp4``, ``cat.mp4``) or in how their
     accents are encoded (``café`` as one character or as ``e`` and a combining accent).
@@ -297,6 +318,7 @@ def plan_outputs(output_prefix: str, rows: Sequence[OutputRequest], policy: Stor
                 others = [rows[other] for other in indices if other != index]
                 plans[index] = OutputPlan(None, f"output {printable(plans[index].uri)} is also the output of "
                                                 f"{_name_rows(others)}; each row needs its own output_uri")
+    _fail_outputs_under_other_outputs(rows, plans)
     _warn_of_case_twins(rows, plans)
     _warn_of_names_other_disks_refuse(rows, plans)
 
