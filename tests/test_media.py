@@ -539,6 +539,20 @@ def test_image_refusals(test_clip):
         media.load_image(b"\x89PNG\r\n\x1a\n" + b"x" * 100, LIMITS)
 
 
+def test_a_damaged_avif_says_it_cannot_be_decoded_not_a_bare_exception_name():
+    # Pillow's AVIF reader raises RuntimeError (its TIFF reader TypeError, "Missing dimensions"): the
+    # row failed as "prepare: RuntimeError: Failed to decode image: ...", naming neither the portrait nor
+    # that it was damaged.
+    avif = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(avif, format="AVIF")
+    data = bytearray(avif.getvalue())
+    primary = data.index(b"pitm") + 8  # the primary item's id: point it at an item that is not there
+    data[primary:primary + 2] = (77).to_bytes(2, "big")
+    with pytest.raises(media.MediaError, match=r"image cannot be decoded \(damaged, or a variant the reader does not "
+                                               r"support\): Failed to decode image: Missing or empty image item"):
+        media.load_image(bytes(data), LIMITS)
+
+
 @pytest.mark.parametrize("size, fmt", [((6000, 4000), "JPEG"), ((8160, 6120), "JPEG"), ((5000, 4000), "PNG")])
 def test_a_large_photo_is_read_reduced_not_refused(size, fmt):
     # A 24 MP camera's or a 50 MP phone's photo was refused as over the 16.8 MP cap.
