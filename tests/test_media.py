@@ -1009,6 +1009,26 @@ def test_a_gif_with_hundredth_of_a_second_delays_plays_as_browsers_show_it(tmp_p
     assert clips.probe(str(mixed), LIMITS).duration == pytest.approx(0.2 + 28 * 0.1 + 0.1, abs=0.02)
 
 
+def test_a_damaged_clip_the_demuxer_gives_up_on_says_so_in_words(tmp_path, ffmpeg):
+    # An AVI whose picture's codec tag is unknown (libav has no decoder context for it) failed the row as
+    # "prepare: AttributeError: 'NoneType' object has no attribute 'name'"; an Ogg file whose sound lost
+    # its setup header as "prepare: InvalidDataError: [Errno 1094995529] ... '/tmp/hm-prepare-.../input-...'".
+    source = tmp_path / "clip.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1",
+                    "-c:v", "mjpeg", str(source)], check=True)
+    unknown = tmp_path / "unknown.avi"
+    unknown.write_bytes(source.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    with pytest.raises(media.MediaError, match="has a video stream in a codec this reader does not know"):
+        clips.probe(str(unknown), LIMITS)
+    source = tmp_path / "clip.ogv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f", "lavfi",
+                    "-i", "sine=d=1", "-c:v", "libtheora", "-c:a", "libvorbis", "-shortest", str(source)], check=True)
+    damaged = tmp_path / "damaged.ogv"
+    damaged.write_bytes(source.read_bytes().replace(b"\x05vorbis", b"\x05vorbiz"))  # the sound's setup header
+    with pytest.raises(media.MediaError, match=r"^cannot be read as a video: Extradata missing\.$"):
+        clips.probe(str(damaged), LIMITS)
+
+
 def _claiming_samples(clip: bytes, samples: int) -> bytes:
     """The clip with its first track's sample-size table rewritten to claim ``samples`` of one byte each.
 
