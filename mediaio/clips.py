@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio import matroska_tags, sample_tables, storage
+from mediaio import metadata_tags, sample_tables, storage
 from mediaio.media import MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
@@ -196,11 +196,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples (each edit of an edit "
                              "list counting the samples it plays), more than a clip this tool reads has (a damaged "
                              "or hostile MP4, whose index alone would take GBs of memory)")
-    if matroska_tags.is_matroska(path):
-        tags = matroska_tags.tag_count(path, limits.max_metadata_tags)
-        if tags > limits.max_metadata_tags:
-            raise MediaError(f"holds over {limits.max_metadata_tags:,} metadata tags, more than a clip this tool "
-                             "reads has (a damaged or hostile Matroska file, which would take minutes to open)")
+    if metadata_tags.tag_count(path, limits.max_metadata_tags) > limits.max_metadata_tags:
+        raise MediaError(f"holds over {limits.max_metadata_tags:,} metadata tags, more than a clip this tool reads "
+                         "has (a damaged or hostile file, which would take minutes to open)")
     with _open(path) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")

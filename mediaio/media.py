@@ -83,8 +83,8 @@ class MediaLimits:
     # builds ~36 bytes of index for each as it opens the file.  An hour at 60 fps with its sound is
     # under 0.5 million; a 121 KB clip claiming 80 million took 2.9 GB and 23 s on every open.
     max_index_entries: int = 5_000_000
-    # Metadata tags a Matroska or WebM clip may hold (mediaio/matroska_tags.py): ffmpeg's demuxer takes
-    # time growing with their square as it opens the file (40,000 took 17 s, on each of a row's four
+    # Metadata tags a clip may hold (mediaio/metadata_tags.py): ffmpeg's demuxers take
+    # time growing with their square as they open the file (40,000 took 17 s, on each of a row's four
     # opens).  A real clip has tens.
     max_metadata_tags: int = 10_000
 
