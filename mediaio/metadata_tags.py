@@ -48,7 +48,11 @@ def tag_count(path: str, most: int) -> int:
 
 
 def _ogg_tags(path: str) -> int:
-    """The counts the Ogg streams' comment headers claim (each stream's in the first MB of the file)."""
+    """The counts the Ogg streams' comment headers claim (each stream's in the first MB of the file).
+
+    A count the rest of the file could not hold (each comment takes 4 bytes at the least) is a damaged
+    header's, which the demuxer passes over: not counted."""
+    size = os.path.getsize(path)
     with open(path, "rb") as handle:
         data = handle.read(_OGG_HEAD_BYTES)
     total = 0
@@ -59,7 +63,8 @@ def _ogg_tags(path: str) -> int:
             if vendor + 4 <= len(data):
                 count_at = vendor + 4 + struct.unpack("<I", data[vendor:vendor + 4])[0]
                 if count_at + 4 <= len(data):
-                    total += struct.unpack("<I", data[count_at:count_at + 4])[0]
+                    claimed = struct.unpack("<I", data[count_at:count_at + 4])[0]
+                    total += claimed if claimed <= (size - count_at - 4) // 4 else 0
             at = data.find(marker, at + 1)
     return total
 
