@@ -182,7 +182,7 @@ def test_an_ogg_theora_clip_with_repeated_frames_plays_to_its_end(tmp_path, ffmp
     read = np.stack(list(reader.frames(clips.ClipPlan.for_span(facts.source_fps, facts.duration))))
     assert len(read) == 30 and reader.damage_note() == ""
     levels = read.reshape(30, -1).mean(axis=1)
-    assert all(levels[index + 1] > levels[index] + 4 for index in range(15, 29)), "the pictures after the repeat move on"
+    assert all(levels[index + 1] > levels[index] + 4 for index in range(15, 29)), "the pictures after the repeat move"
 
 
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
@@ -1075,10 +1075,11 @@ def test_an_mp4_whose_tables_claim_millions_of_samples_is_refused_before_it_is_o
     clips.probe(str(clip), LIMITS)  # the clip as it was opens
 
 
-def _with_edits(clip: bytes, edits: int) -> bytes:
+def _with_edits(clip: bytes, edits: int, length: int | None = None) -> bytes:
     """The clip (its ``moov`` after its ``mdat``, as ffmpeg writes it) with its first track's edit list
-    replaced by ``edits`` edits that each play the whole track: a 12 MB list plays a 2-s clip a
-    million times, and ffmpeg's MP4 reader builds an index entry for every sample of every edit."""
+    replaced by ``edits`` edits that each play the whole track (or last ``length`` movie ticks): a 12 MB
+    list plays a 2-s clip a million times, and ffmpeg's MP4 reader builds an index entry for every
+    sample of every edit."""
     def boxes(data: bytes, start: int, end: int):
         while start + 8 <= end:
             size = int.from_bytes(data[start:start + 4], "big")
@@ -1092,7 +1093,8 @@ def _with_edits(clip: bytes, edits: int) -> bytes:
     _, trak, trak_size = next(found for found in boxes(clip, moov + 8, moov + moov_size) if found[0] == b"trak")
     parts = {kind: clip[at:at + size] for kind, at, size in boxes(clip, trak + 8, trak + trak_size)}
     whole = parts[b"tkhd"][28:32]  # the track's length, in the movie's timescale (a version 0 tkhd)
-    edit = whole + (0).to_bytes(4, "big") + (1 << 16).to_bytes(4, "big")
+    played = whole if length is None else length.to_bytes(4, "big")
+    edit = played + (0).to_bytes(4, "big") + (1 << 16).to_bytes(4, "big")
     parts[b"edts"] = box(b"edts", box(b"elst", bytes(4) + edits.to_bytes(4, "big") + edit * edits))
     new_trak = box(b"trak", b"".join(parts[kind] for kind in (b"tkhd", b"edts", b"mdia") if kind in parts)
                    + b"".join(body for kind, body in parts.items() if kind not in (b"tkhd", b"edts", b"mdia")))
@@ -1108,11 +1110,12 @@ def test_an_mp4_whose_edit_list_repeats_its_track_a_million_times_is_refused_bef
     edited = tmp_path / "edited.mp4"
     edited.write_bytes(_with_edits(clip.read_bytes(), 1))
     assert 30 <= sample_tables.index_entries(str(edited), LIMITS.max_index_entries) <= 32  # one edit: the clip
-    assert clips.probe(str(edited), LIMITS).frame_count >= 28  # it opens (the edit starts at 0, not the B-frames' delay)
-    edited.write_bytes(_with_edits(clip.read_bytes(), 1_000_000))
-    assert sample_tables.index_entries(str(edited), LIMITS.max_index_entries) > LIMITS.max_index_entries
-    with pytest.raises(media.MediaError, match="claim over 5,000,000 samples .each edit of an edit list"):
-        clips.probe(str(edited), LIMITS)
+    assert clips.probe(str(edited), LIMITS).frame_count >= 28  # it opens (the edit starts at 0, not at the delay)
+    for length in (None, 0):  # each edit the whole track's length, or 0, which ffmpeg reads as the rest of it
+        edited.write_bytes(_with_edits(clip.read_bytes(), 1_000_000, length))
+        assert sample_tables.index_entries(str(edited), LIMITS.max_index_entries) > LIMITS.max_index_entries
+        with pytest.raises(media.MediaError, match="claim over 5,000,000 samples .each edit of an edit list"):
+            clips.probe(str(edited), LIMITS)
 
 
 @pytest.mark.parametrize("extra, most", [

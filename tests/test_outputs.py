@@ -135,7 +135,8 @@ def test_a_row_whose_output_lies_under_another_rows_output_fails_before_it_is_re
     # a.mp4 and a.mp4/b.mp4: whichever ran first won, and the other rendered in full, then failed at its
     # write as "exists and is not this row's video" over a file that did not exist.
     rows = [OutputRequest(0, "a", "a.mp4"), OutputRequest(1, "b", "a.mp4/b.mp4"),
-            OutputRequest(2, "c", "a.mp4/deeper/c.mp4"), OutputRequest(3, "a.mp4"), OutputRequest(4, "d", "ab.mp4/d.mp4")]
+            OutputRequest(2, "c", "a.mp4/deeper/c.mp4"), OutputRequest(3, "a.mp4"),
+            OutputRequest(4, "d", "ab.mp4/d.mp4")]
     plans = plan_outputs(out, rows, ANYWHERE, local_job=False)
     assert [plan.ok for plan in plans] == [True, False, False, True, True]
     for plan in plans[1:3]:
