@@ -219,15 +219,17 @@ def _collision_key(uri: str) -> str:
     return os.path.realpath(uri) if storage.is_local_uri(uri) else uri
 
 
-def _fail_outputs_under_other_outputs(rows: Sequence[OutputRequest], plans: list[OutputPlan]) -> None:
+def _fail_outputs_under_other_outputs(rows: Sequence[OutputRequest], plans: list[OutputPlan],
+                                      keys: Mapping[int, str]) -> None:
     """Fail each row whose output lies under another row's output (``a.mp4`` and ``a.mp4/b.mp4``): one
     name cannot be both a video and a folder.  Whichever ran first won; the other rendered in full and
-    then failed at its write, as "exists and is not this row's video", over a file that did not exist."""
-    targets = {_collision_key(plan.uri): index for index, plan in enumerate(plans) if plan.ok}
+    then failed at its write, as "exists and is not this row's video", over a file that did not exist.
+    ``keys``: each planned row's :func:`_collision_key`, by index."""
+    targets = {key: index for index, key in keys.items() if plans[index].ok}
     for index, plan in enumerate(plans):
         if not plan.ok or not storage.is_local_uri(plan.uri):  # a bucket holds keys a.mp4 and a.mp4/b.mp4 both
             continue
-        folder = _collision_key(plan.uri)
+        folder = keys[index]
         while True:
             folder, _, name = folder.rstrip("/").rpartition("/")
             if not name or not folder:
@@ -308,17 +310,17 @@ def plan_outputs(output_prefix: str, rows: Sequence[OutputRequest], policy: Stor
         except StorageError as exc:
             plans.append(OutputPlan(None, str(exc)))
 
+    keys = {index: _collision_key(plan.uri) for index, plan in enumerate(plans) if plan.ok}
     by_key: dict[str, list[int]] = {}
-    for index, plan in enumerate(plans):
-        if plan.ok:
-            by_key.setdefault(_collision_key(plan.uri), []).append(index)
+    for index, key in keys.items():
+        by_key.setdefault(key, []).append(index)
     for indices in by_key.values():
         if len(indices) > 1:
             for index in indices:
                 others = [rows[other] for other in indices if other != index]
                 plans[index] = OutputPlan(None, f"output {printable(plans[index].uri)} is also the output of "
                                                 f"{_name_rows(others)}; each row needs its own output_uri")
-    _fail_outputs_under_other_outputs(rows, plans)
+    _fail_outputs_under_other_outputs(rows, plans, keys)
     _warn_of_case_twins(rows, plans)
     _warn_of_names_other_disks_refuse(rows, plans)
 
