@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio import sample_tables, storage
+from mediaio import metadata_tags, sample_tables, storage
 from mediaio.media import MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
@@ -189,15 +189,24 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     Refuses clips over the pixel cap here, before any frame is decoded, and MP4s whose sample
     tables claim more than the index cap, before the file is opened (its index alone would be GBs).
     """
+    import av
+
     if sample_tables.is_iso_media(path):
         claimed = sample_tables.index_entries(path, limits.max_index_entries)
         if claimed > limits.max_index_entries:
-            raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples, more than a clip this "
-                             "tool reads has (a damaged or hostile MP4, whose index alone would take GBs of memory)")
+            raise MediaError(f"its tracks claim over {limits.max_index_entries:,} samples (each edit of an edit "
+                             "list counting the samples it plays), more than a clip this tool reads has (a damaged "
+                             "or hostile MP4, whose index alone would take GBs of memory)")
+    if metadata_tags.tag_count(path, limits.max_metadata_tags) > limits.max_metadata_tags:
+        raise MediaError(f"holds over {limits.max_metadata_tags:,} metadata tags, more than a clip this tool reads "
+                         "has (a damaged or hostile file, which would take minutes to open)")
     with _open(path) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")
         stream = _video_stream(container)
+        if stream.codec_context is None:  # a codec id libav does not know: a damaged header, or an exotic codec
+            raise MediaError("has a video stream in a codec this reader does not know (a damaged file, or a codec "
+                             "it cannot decode): convert it to H.264")
         codec = stream.codec_context.name
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
@@ -221,17 +230,22 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
-        for packet in container.demux(stream):
-            # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
-            # decoder never shows them, so they are not part of the clip's length.
-            if packet.size == 0 or packet.is_discard:
-                continue
-            if packet.pts is None:
-                untimed += 1
-            else:
-                packets.append((None if packet.dts is None else packet.dts * time_base, packet.pts * time_base))
-            if len(packets) + untimed > MAX_SOURCE_FPS * (cap + 2):
-                break
+        try:
+            for packet in container.demux(stream):
+                # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
+                # decoder never shows them, so they are not part of the clip's length.
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None:
+                    untimed += 1
+                else:
+                    packets.append((None if packet.dts is None else packet.dts * time_base, packet.pts * time_base))
+                if len(packets) + untimed > MAX_SOURCE_FPS * (cap + 2):
+                    break
+        except av.error.FFmpegError as exc:
+            # A damaged stream the demuxer gives up on (an Ogg file whose sound lost its headers): the
+            # row said "prepare: InvalidDataError: [Errno 1094995529] ...", with the worker's temp path.
+            raise MediaError(f"cannot be read as a video: {_av_message(exc)}") from None
         times = _joined_times(container.format.name, packets) if packets else []
         audio_end = None if audio is None else _stream_end(audio)
         if not times and untimed:
@@ -581,6 +595,12 @@ class ClipReader:
                 # Packet by packet, so a damaged packet (an interrupted download, a failing card) costs
                 # its own frame, as in ffmpeg and players, not every frame after it.
                 for packet in container.demux(stream):
+                    if packet.size == 0 and (packet.pts is not None or packet.dts is not None):
+                        # An empty packet with a time is "show the previous picture again" (Theora in
+                        # Ogg writes one for each repeated frame): sent to the decoder it reads as the
+                        # end of the stream, and every frame after it was lost.  Only the demuxer's
+                        # last packet, which has no time, flushes the decoder.
+                        continue
                     try:
                         decoded = packet.decode()
                     except av.error.InvalidDataError as exc:

@@ -83,6 +83,10 @@ class MediaLimits:
     # builds ~36 bytes of index for each as it opens the file.  An hour at 60 fps with its sound is
     # under 0.5 million; a 121 KB clip claiming 80 million took 2.9 GB and 23 s on every open.
     max_index_entries: int = 5_000_000
+    # Metadata tags a clip may hold (mediaio/metadata_tags.py): ffmpeg's demuxers take
+    # time growing with their square as they open the file (40,000 took 17 s, on each of a row's four
+    # opens).  A real clip has tens.
+    max_metadata_tags: int = 10_000
 
     def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
         """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""
@@ -485,6 +489,18 @@ def _image_format_of(data: bytes) -> str | None:
         return None
 
 
+# What Pillow and its plugins raise on a damaged file, besides OSError: a damaged AVIF raised RuntimeError
+# ("Failed to decode image: Missing or empty image item") and a TIFF TypeError ("Missing dimensions"),
+# which failed the row as "prepare: TypeError: Missing dimensions", naming neither the portrait nor the cause.
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, TypeError, LookupError, EOFError,
+                   ArithmeticError, struct.error)
+
+
+def _decoder_message(exc: BaseException) -> str:
+    """The decoder's own words; its exception's name where it has none."""
+    return str(exc) or type(exc).__name__
+
+
 def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
     """Decode an image to RGB uint8, EXIF rotation applied, pixel cap checked before decoding."""
     # Pillow's own guard refuses past twice its limit (179 MP) before our caps (up to 268 MP for a
@@ -518,8 +534,9 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         raise MediaError(f"image has over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, over the cap of "
                          f"{limits.max_jpeg_pixels / 1e6:.0f} (JPEG) and {limits.max_other_image_pixels / 1e6:.0f} "
                          "(other formats)") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # a header cut short ("Truncated File Read")
-        raise MediaError(f"image cannot be decoded: {exc}") from exc
+    except _DECODER_ERRORS as exc:  # a header cut short ("Truncated File Read")
+        raise MediaError(f"image cannot be decoded (damaged, or a variant the reader does not support): "
+                         f"{_decoder_message(exc)}") from exc
     width, height = image.size
     jpeg = image.format == "JPEG"
     most = limits.max_jpeg_pixels if jpeg else limits.max_other_image_pixels
@@ -548,5 +565,6 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
             image = Image.alpha_composite(background, rgba)
         image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise MediaError(f"image cannot be decoded: {exc}") from exc
+    except (*_DECODER_ERRORS, Image.DecompressionBombError) as exc:
+        raise MediaError(f"image cannot be decoded (damaged, or a variant the reader does not support): "
+                         f"{_decoder_message(exc)}") from exc

@@ -218,6 +218,29 @@ def _collision_key(uri: str) -> str:
     return os.path.realpath(uri) if storage.is_local_uri(uri) else uri
 
 
+def _fail_outputs_under_other_outputs(rows: Sequence[OutputRequest], plans: list[OutputPlan],
+                                      keys: Mapping[int, str]) -> None:
+    """Fail each row whose output lies under another row's output (``a.mp4`` and ``a.mp4/b.mp4``): one
+    name cannot be both a video and a folder.  Whichever ran first won; the other rendered in full and
+    then failed at its write, as "exists and is not this row's video", over a file that did not exist.
+    ``keys``: each planned row's :func:`_collision_key`, by index."""
+    targets = {key: index for index, key in keys.items() if plans[index].ok}
+    for index, plan in enumerate(plans):
+        if not plan.ok or not storage.is_local_uri(plan.uri):  # a bucket holds keys a.mp4 and a.mp4/b.mp4 both
+            continue
+        folder = keys[index]
+        while True:
+            folder, _, name = folder.rstrip("/").rpartition("/")
+            if not name or not folder:
+                break
+            if folder in targets and targets[folder] != index:
+                plans[index] = OutputPlan(None, f"output {printable(plan.uri)} lies in the folder "
+                                                f"{printable(plans[targets[folder]].uri)}, which is the output of "
+                                                f"{_name_rows([rows[targets[folder]]])}: a name cannot be both a "
+                                                "video and a folder; give one of the rows another output_uri")
+                break
+
+
 def _warn_of_case_twins(rows: Sequence[OutputRequest], plans: Sequence[OutputPlan]) -> None:
     """Log the rows whose outputs differ only in letter case (``Cat.mp4``, ``cat.mp4``) or in how their
     accents are encoded (``café`` as one character or as ``e`` and a combining accent).
@@ -286,16 +309,17 @@ def plan_outputs(output_prefix: str, rows: Sequence[OutputRequest], policy: Stor
         except StorageError as exc:
             plans.append(OutputPlan(None, str(exc)))
 
+    keys = {index: _collision_key(plan.uri) for index, plan in enumerate(plans) if plan.ok}
     by_key: dict[str, list[int]] = {}
-    for index, plan in enumerate(plans):
-        if plan.ok:
-            by_key.setdefault(_collision_key(plan.uri), []).append(index)
+    for index, key in keys.items():
+        by_key.setdefault(key, []).append(index)
     for indices in by_key.values():
         if len(indices) > 1:
             for index in indices:
                 others = [rows[other] for other in indices if other != index]
                 plans[index] = OutputPlan(None, f"output {printable(plans[index].uri)} is also the output of "
                                                 f"{_name_rows(others)}; each row needs its own output_uri")
+    _fail_outputs_under_other_outputs(rows, plans, keys)
     _warn_of_case_twins(rows, plans)
     _warn_of_names_other_disks_refuse(rows, plans)
 

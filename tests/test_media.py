@@ -167,6 +167,24 @@ def test_a_damaged_packet_costs_its_own_frame_not_the_rest_of_the_clip(tmp_path,
     assert clean.damage_note() == ""
 
 
+def test_an_ogg_theora_clip_with_repeated_frames_plays_to_its_end(tmp_path, ffmpeg):
+    # Theora writes an empty packet for each frame that repeats the one before.  Sent to the decoder
+    # an empty packet reads as the end of the stream: every picture after the first repeat was held,
+    # and a healthy clip was called damaged ("decoding stopped early").
+    frames = np.zeros((30, 48, 64, 3), np.uint8)
+    for index in range(30):
+        frames[index] = 8 * (index if index < 10 or index > 14 else 10)  # frames 10-14 the same picture
+    clip = tmp_path / "repeats.ogv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48", "-r", "10",
+                    "-i", "-", "-c:v", "libtheora", str(clip)], input=frames.tobytes(), check=True)
+    facts = clips.probe(str(clip), LIMITS)
+    reader = clips.ClipReader(str(clip), facts, LIMITS)
+    read = np.stack(list(reader.frames(clips.ClipPlan.for_span(facts.source_fps, facts.duration))))
+    assert len(read) == 30 and reader.damage_note() == ""
+    levels = read.reshape(30, -1).mean(axis=1)
+    assert all(levels[index + 1] > levels[index] + 4 for index in range(15, 29)), "the pictures after the repeat move"
+
+
 @pytest.mark.parametrize("second_part_at", ["0", "100"])
 def test_recordings_joined_byte_wise_play_one_after_another(tmp_path, ffmpeg, second_part_at):
     # Two TS recordings joined with cat: the second's timestamps restart (or leap 100 s ahead).  Read
@@ -524,6 +542,20 @@ def test_image_refusals(test_clip):
         media.load_image(bytes(data), LIMITS)
     with pytest.raises(media.MediaError, match="cannot be decoded"):
         media.load_image(b"\x89PNG\r\n\x1a\n" + b"x" * 100, LIMITS)
+
+
+def test_a_damaged_avif_says_it_cannot_be_decoded_not_a_bare_exception_name():
+    # Pillow's AVIF reader raises RuntimeError (its TIFF reader TypeError, "Missing dimensions"): the
+    # row failed as "prepare: RuntimeError: Failed to decode image: ...", naming neither the portrait nor
+    # that it was damaged.
+    avif = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(avif, format="AVIF")
+    data = bytearray(avif.getvalue())
+    primary = data.index(b"pitm") + 8  # the primary item's id: point it at an item that is not there
+    data[primary:primary + 2] = (77).to_bytes(2, "big")
+    with pytest.raises(media.MediaError, match=r"image cannot be decoded \(damaged, or a variant the reader does not "
+                                               r"support\): Failed to decode image: Missing or empty image item"):
+        media.load_image(bytes(data), LIMITS)
 
 
 @pytest.mark.parametrize("size, fmt", [((6000, 4000), "JPEG"), ((8160, 6120), "JPEG"), ((5000, 4000), "PNG")])
@@ -982,6 +1014,48 @@ def test_a_gif_with_hundredth_of_a_second_delays_plays_as_browsers_show_it(tmp_p
     assert clips.probe(str(mixed), LIMITS).duration == pytest.approx(0.2 + 28 * 0.1 + 0.1, abs=0.02)
 
 
+def test_a_damaged_clip_the_demuxer_gives_up_on_says_so_in_words(tmp_path, ffmpeg):
+    # An AVI whose picture's codec tag is unknown (libav has no decoder context for it) failed the row as
+    # "prepare: AttributeError: 'NoneType' object has no attribute 'name'"; an Ogg file whose sound lost
+    # its setup header as "prepare: InvalidDataError: [Errno 1094995529] ... '/tmp/hm-prepare-.../input-...'".
+    source = tmp_path / "clip.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1",
+                    "-c:v", "mjpeg", str(source)], check=True)
+    unknown = tmp_path / "unknown.avi"
+    unknown.write_bytes(source.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    with pytest.raises(media.MediaError, match="has a video stream in a codec this reader does not know"):
+        clips.probe(str(unknown), LIMITS)
+    source = tmp_path / "clip.ogv"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f", "lavfi",
+                    "-i", "sine=d=1", "-c:v", "libtheora", "-c:a", "libvorbis", "-shortest", str(source)], check=True)
+    damaged = tmp_path / "damaged.ogv"
+    damaged.write_bytes(source.read_bytes().replace(b"\x05vorbis", b"\x05vorbiz"))  # the sound's setup header
+    with pytest.raises(media.MediaError, match=r"^cannot be read as a video: Extradata missing\.$"):
+        clips.probe(str(damaged), LIMITS)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mkv", ["-c:v", "libx264"]),
+                                           (".mp4", ["-c:v", "libx264", "-movflags", "use_metadata_tags"]),
+                                           (".ogv", ["-c:v", "libtheora"])])
+def test_a_clip_of_tens_of_thousands_of_tags_is_refused_before_it_is_opened(tmp_path, ffmpeg, suffix, codec):
+    # ffmpeg's demuxers take time growing with the square of the tags as they open the file: a 2.9 MB
+    # Matroska clip of 40,000 tags took 17 s, an Ogg one of 20,000 13 s, on each of a row's four opens.
+    # Counted from the headers first (mediaio/metadata_tags.py).
+    from mediaio import metadata_tags
+
+    tags = tmp_path / "tags.txt"
+    tags.write_text(";FFMETADATA1\n" + "".join(f"key{index}=value\n" for index in range(300)))
+    plain, tagged = tmp_path / f"plain{suffix}", tmp_path / f"tagged{suffix}"
+    for path, extra in ((plain, []), (tagged, ["-i", str(tags), "-map", "0", "-map_metadata", "1"])):
+        subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", *extra,
+                        *codec, str(path)], check=True)
+    assert 300 <= metadata_tags.tag_count(str(tagged), 10_000) <= 310
+    assert metadata_tags.tag_count(str(plain), 10_000) < 10
+    clips.probe(str(tagged), LIMITS)  # within the cap: read as ever
+    with pytest.raises(media.MediaError, match="^holds over 100 metadata tags, more than a clip this tool reads has"):
+        clips.probe(str(tagged), replace(LIMITS, max_metadata_tags=100))
+
+
 def _claiming_samples(clip: bytes, samples: int) -> bytes:
     """The clip with its first track's sample-size table rewritten to claim ``samples`` of one byte each.
 
@@ -1004,6 +1078,49 @@ def test_an_mp4_whose_tables_claim_millions_of_samples_is_refused_before_it_is_o
     with pytest.raises(media.MediaError, match="claim over 5,000,000 samples"):
         clips.probe(str(hostile), LIMITS)
     clips.probe(str(clip), LIMITS)  # the clip as it was opens
+
+
+def _with_edits(clip: bytes, edits: int, length: int | None = None) -> bytes:
+    """The clip (its ``moov`` after its ``mdat``, as ffmpeg writes it) with its first track's edit list
+    replaced by ``edits`` edits that each play the whole track (or last ``length`` movie ticks): a 12 MB
+    list plays a 2-s clip a million times, and ffmpeg's MP4 reader builds an index entry for every
+    sample of every edit."""
+    def boxes(data: bytes, start: int, end: int):
+        while start + 8 <= end:
+            size = int.from_bytes(data[start:start + 4], "big")
+            yield data[start + 4:start + 8], start, size
+            start += size
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return (8 + len(body)).to_bytes(4, "big") + kind + body
+
+    (_, moov, moov_size), = [found for found in boxes(clip, 0, len(clip)) if found[0] == b"moov"]
+    _, trak, trak_size = next(found for found in boxes(clip, moov + 8, moov + moov_size) if found[0] == b"trak")
+    parts = {kind: clip[at:at + size] for kind, at, size in boxes(clip, trak + 8, trak + trak_size)}
+    whole = parts[b"tkhd"][28:32]  # the track's length, in the movie's timescale (a version 0 tkhd)
+    played = whole if length is None else length.to_bytes(4, "big")
+    edit = played + (0).to_bytes(4, "big") + (1 << 16).to_bytes(4, "big")
+    parts[b"edts"] = box(b"edts", box(b"elst", bytes(4) + edits.to_bytes(4, "big") + edit * edits))
+    new_trak = box(b"trak", b"".join(parts[kind] for kind in (b"tkhd", b"edts", b"mdia") if kind in parts)
+                   + b"".join(body for kind, body in parts.items() if kind not in (b"tkhd", b"edts", b"mdia")))
+    new_moov = box(b"moov", clip[moov + 8:trak] + new_trak + clip[trak + trak_size:moov + moov_size])
+    return clip[:moov] + new_moov + clip[moov + moov_size:]
+
+
+def test_an_mp4_whose_edit_list_repeats_its_track_a_million_times_is_refused_before_it_is_opened(tmp_path, ffmpeg):
+    """12 MB of edits playing a 30-frame clip a million times: 1.2 GB and 9 s on every open of it."""
+    from mediaio import sample_tables
+
+    clip = make_test_clip(tmp_path / "clip.mp4", ffmpeg, audio=False)
+    edited = tmp_path / "edited.mp4"
+    edited.write_bytes(_with_edits(clip.read_bytes(), 1))
+    assert 30 <= sample_tables.index_entries(str(edited), LIMITS.max_index_entries) <= 32  # one edit: the clip
+    assert clips.probe(str(edited), LIMITS).frame_count >= 28  # it opens (the edit starts at 0, not at the delay)
+    for length in (None, 0):  # each edit the whole track's length, or 0, which ffmpeg reads as the rest of it
+        edited.write_bytes(_with_edits(clip.read_bytes(), 1_000_000, length))
+        assert sample_tables.index_entries(str(edited), LIMITS.max_index_entries) > LIMITS.max_index_entries
+        with pytest.raises(media.MediaError, match="claim over 5,000,000 samples .each edit of an edit list"):
+            clips.probe(str(edited), LIMITS)
 
 
 @pytest.mark.parametrize("extra, most", [

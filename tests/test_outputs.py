@@ -131,6 +131,19 @@ def test_rows_sharing_a_target_all_fail_naming_each_other(out, caplog):
     assert not any("letter case" in record.getMessage() for record in caplog.records)  # a is failed
 
 
+def test_a_row_whose_output_lies_under_another_rows_output_fails_before_it_is_rendered(out):
+    # a.mp4 and a.mp4/b.mp4: whichever ran first won, and the other rendered in full, then failed at its
+    # write as "exists and is not this row's video" over a file that did not exist.
+    rows = [OutputRequest(0, "a", "a.mp4"), OutputRequest(1, "b", "a.mp4/b.mp4"),
+            OutputRequest(2, "c", "a.mp4/deeper/c.mp4"), OutputRequest(3, "a.mp4"),
+            OutputRequest(4, "d", "ab.mp4/d.mp4")]
+    plans = plan_outputs(out, rows, ANYWHERE, local_job=False)
+    assert [plan.ok for plan in plans] == [True, False, False, True, True]
+    for plan in plans[1:3]:
+        assert f"lies in the folder {out}/a.mp4, which is the output of row 0 (a): a name cannot be both" in plan.error
+    assert plans[3].uri == f"{out}/a.mp4.mp4"
+
+
 def test_outputs_differing_only_in_case_are_written_and_named_in_a_warning(out, caplog):
     caplog.set_level(logging.WARNING, logger="pipelines.outputs")
     plans = plan_outputs(out, [OutputRequest(0, "Cat"), OutputRequest(1, "cat"), OutputRequest(2, "dog")],
