@@ -614,6 +614,12 @@ def _optional_integer(row: Mapping[str, Any], column: str) -> int | None:
     return int(value)
 
 
+def _shown_whole(value: int) -> str:
+    """A whole number for an error: in full up to 20 digits, past that as a float would write it (a seed
+    of 1e300 read as a 301-digit integer)."""
+    return str(value) if abs(value) < 10**20 else f"{float(value):.6g}"
+
+
 MAX_DESCRIBED_CHARS = 200
 
 
@@ -668,10 +674,10 @@ def parse_row(row_index: int, row: Mapping[str, Any]) -> MemeSpec:
             raise RowError(f"{column} is empty")
     seed = _optional_integer(row, "seed")
     if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise RowError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        raise RowError(f"seed must be between 0 and {MAX_SEED}, got {_shown_whole(seed)}")
     steps = _optional_integer(row, "steps")
     if steps is not None and not 1 <= steps <= 1000:
-        raise RowError(f"steps must be between 1 and 1000, got {steps}")
+        raise RowError(f"steps must be between 1 and 1000, got {_shown_whole(steps)}")
     fps = _optional_number(row, "fps")
     if fps is not None and not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
         raise RowError(f"fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {fps:g}")

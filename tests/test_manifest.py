@@ -795,3 +795,15 @@ def test_manifest_build_names_what_the_render_would_fail_and_refuses_a_misleadin
     Image.new("RGB", (8, 8)).save(image)
     assert _build("--portraits", str(image), "--drivers", str(tmp_path), "-o", str(tmp_path / "n.parquet")) == 1
     assert "face.jpg is a file, not a folder" in caplog.text
+
+
+def test_a_huge_seed_or_step_count_is_shown_as_written_not_as_hundreds_of_digits():
+    base = {"id": "a", "reference_uri": "r.png", "driving_uri": "d.mp4"}
+    with pytest.raises(RowError) as seed:
+        parse_row(0, {**base, "seed": 1e300})
+    assert str(seed.value).endswith("got 1e+300") and len(str(seed.value)) < 100
+    with pytest.raises(RowError) as steps:
+        parse_row(0, {**base, "steps": 10**40})
+    assert str(steps.value).endswith("got 1e+40")
+    with pytest.raises(RowError, match=r"got 18446744073709551616$"):  # 20 digits: still in full
+        parse_row(0, {**base, "seed": 2**64})
