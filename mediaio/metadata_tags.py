@@ -74,18 +74,18 @@ def _mp4_tags(path: str) -> int:
     size = os.path.getsize(path)
     total = 0
     with open(path, "rb") as handle:
-        for kind, body, end in sample_tables._boxes(handle, 0, size):
+        for kind, body, end in sample_tables.boxes(handle, 0, size):
             if kind != b"moov":
                 continue
             for path_to_meta, full_box in (((b"udta", b"meta"), True), ((b"meta",), False)):
-                meta = sample_tables._find(handle, body, end, path_to_meta)
+                meta = sample_tables.find_box(handle, body, end, path_to_meta)
                 if meta is None:
                     continue
                 # An ISO meta box starts with 4 bytes of version and flags; QuickTime's does not.
                 for start in ((meta[0] + 4, meta[0]) if full_box else (meta[0], meta[0] + 4)):
-                    items = sample_tables._find(handle, start, meta[1], (b"ilst",))
+                    items = sample_tables.find_box(handle, start, meta[1], (b"ilst",))
                     if items is not None:
-                        total += sum(1 for _ in sample_tables._boxes(handle, *items))
+                        total += sum(1 for _ in sample_tables.boxes(handle, *items))
                         break
     return total
 

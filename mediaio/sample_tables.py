@@ -9,7 +9,8 @@ claims, so a clip can be refused before it is opened (:func:`mediaio.clips.probe
 
 Only counts are read, never whole tables: a legitimate hour-long clip's tables are tens of MB.
 Bytes that do not parse as boxes end the walk with what was counted so far; the demuxer then
-says what is wrong with them.  Imports only the standard library.
+says what is wrong with them.  The box walk (:func:`boxes`, :func:`find_box`) is shared with
+mediaio/metadata_tags.py, which counts an MP4's tags.  Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ def index_entries(path: str, most: int) -> int:
     size = os.path.getsize(path)
     total = 0
     with open(path, "rb") as handle:
-        for visited, (kind, body, end) in enumerate(_boxes(handle, 0, size)):
+        for visited, (kind, body, end) in enumerate(boxes(handle, 0, size)):
             if visited >= MAX_TOP_LEVEL_BOXES or total > most:
                 break
             if kind == b"moov":
-                movie = _find(handle, body, end, (b"mvhd",))
+                movie = find_box(handle, body, end, (b"mvhd",))
                 movie_timescale = _timescale_and_duration(handle, movie)[0] if movie else 0
-                for name, trak, trak_end in _boxes(handle, body, end):
+                for name, trak, trak_end in boxes(handle, body, end):
                     if name == b"trak" and total <= most:
                         samples = _track_entries(handle, trak, trak_end)
                         total += _edited_entries(handle, trak, trak_end, samples, movie_timescale, most - total)
@@ -52,7 +53,7 @@ def index_entries(path: str, most: int) -> int:
     return total
 
 
-def _boxes(handle: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+def boxes(handle: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
     """(kind, body start, box end) of each box between ``start`` and ``end``."""
     position = start
     while position + 8 <= end:
@@ -75,11 +76,11 @@ def _boxes(handle: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int,
         position += size
 
 
-def _find(handle: BinaryIO, start: int, end: int, path: tuple[bytes, ...]) -> tuple[int, int] | None:
+def find_box(handle: BinaryIO, start: int, end: int, path: tuple[bytes, ...]) -> tuple[int, int] | None:
     """(body start, end) of the first box at ``path`` below ``start``..``end``, or None."""
-    for kind, body, box_end in _boxes(handle, start, end):
+    for kind, body, box_end in boxes(handle, start, end):
         if kind == path[0]:
-            return (body, box_end) if len(path) == 1 else _find(handle, body, box_end, path[1:])
+            return (body, box_end) if len(path) == 1 else find_box(handle, body, box_end, path[1:])
     return None
 
 
@@ -90,23 +91,23 @@ def _read(handle: BinaryIO, position: int, count: int) -> bytes:
 
 def _track_entries(handle: BinaryIO, start: int, end: int) -> int:
     """Index entries one track's sample table makes: one per sample, or per piece of a PCM track's chunks."""
-    table = _find(handle, start, end, (b"mdia", b"minf", b"stbl"))
+    table = find_box(handle, start, end, (b"mdia", b"minf", b"stbl"))
     if table is None:
         return 0
     samples, sample_size = 0, 0
-    sizes = _find(handle, *table, (b"stsz",))
+    sizes = find_box(handle, *table, (b"stsz",))
     if sizes is not None:
         fields = _read(handle, sizes[0], 12)
         if len(fields) == 12:
             _, sample_size, samples = struct.unpack(">III", fields)
     else:
-        compact = _find(handle, *table, (b"stz2",))
+        compact = find_box(handle, *table, (b"stz2",))
         if compact is not None:
             fields = _read(handle, compact[0], 12)
             if len(fields) == 12:
                 samples = struct.unpack(">I", fields[8:12])[0]
     if sample_size and _is_pcm_timing(handle, start, end, table):
-        chunks = _find(handle, *table, (b"stco",)) or _find(handle, *table, (b"co64",))
+        chunks = find_box(handle, *table, (b"stco",)) or find_box(handle, *table, (b"co64",))
         chunk_count = 0
         if chunks is not None:
             fields = _read(handle, chunks[0], 8)
@@ -138,7 +139,7 @@ def _edited_entries(handle: BinaryIO, start: int, end: int, samples: int, movie_
     1.2 GB and 9 s on each open.  Each edit's share of the track is its length over the track's
     (empty edits, a delay, hold none); a track of unknown length counts each edit as the whole track.
     """
-    edits = _find(handle, start, end, (b"edts", b"elst"))
+    edits = find_box(handle, start, end, (b"edts", b"elst"))
     if edits is None:
         return samples
     header = _read(handle, edits[0], 8)
@@ -146,7 +147,7 @@ def _edited_entries(handle: BinaryIO, start: int, end: int, samples: int, movie_
         return samples
     entry_size = 20 if header[0] == 1 else 12
     count = min(struct.unpack(">I", header[4:8])[0], (edits[1] - edits[0] - 8) // entry_size)
-    media = _find(handle, start, end, (b"mdia", b"mdhd"))
+    media = find_box(handle, start, end, (b"mdia", b"mdhd"))
     timescale, duration = _timescale_and_duration(handle, media) if media else (0, 0)
     track_seconds = duration / timescale if timescale and duration else 0.0
     layout = ">QqI" if entry_size == 20 else ">IiI"
@@ -172,10 +173,10 @@ def _edited_entries(handle: BinaryIO, start: int, end: int, samples: int, movie_
 
 def _is_pcm_timing(handle: BinaryIO, start: int, end: int, table: tuple[int, int]) -> bool:
     """A sound track timed one sample per tick (one stts entry of duration 1): ffmpeg indexes it by chunk."""
-    handler = _find(handle, start, end, (b"mdia", b"hdlr"))
+    handler = find_box(handle, start, end, (b"mdia", b"hdlr"))
     if handler is None or _read(handle, handler[0] + 8, 4) != b"soun":
         return False
-    timing = _find(handle, *table, (b"stts",))
+    timing = find_box(handle, *table, (b"stts",))
     if timing is None:
         return False
     fields = _read(handle, timing[0], 16)
@@ -185,10 +186,10 @@ def _is_pcm_timing(handle: BinaryIO, start: int, end: int, table: tuple[int, int
 def _fragment_entries(handle: BinaryIO, start: int, end: int) -> int:
     """Samples a movie fragment's track runs claim."""
     total = 0
-    for kind, body, box_end in _boxes(handle, start, end):
+    for kind, body, box_end in boxes(handle, start, end):
         if kind != b"traf":
             continue
-        for run_kind, run, _ in _boxes(handle, body, box_end):
+        for run_kind, run, _ in boxes(handle, body, box_end):
             if run_kind == b"trun":
                 fields = _read(handle, run, 8)
                 total += struct.unpack(">I", fields[4:8])[0] if len(fields) == 8 else 0
