@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ from pipelines.finish_stage import make_finish_fn  # noqa: E402
 from pipelines.plan import JobConfig, plan_job  # noqa: E402
 from pipelines.ray_runtime import connect, shutdown_local_ray  # noqa: E402
 from pipelines.render_job import run_render_job  # noqa: E402
-from pipelines.render_pipeline import PrepareStage, RenderStage  # noqa: E402
+from pipelines.render_pipeline import PoolSizes, PrepareStage, RenderStage  # noqa: E402
 from pipelines.rows import batch_rows, rows_batch  # noqa: E402
 
 logger = logging.getLogger("bench.cpu_pipeline")
@@ -95,6 +96,33 @@ def sequential(config: JobConfig) -> tuple[int, float, float, list[tuple[float, 
     return frames, time.perf_counter() - started, first, finished, queued_bytes
 
 
+# Ray Data's own actors that a job on a fresh instance starts (detached: on a running cluster the first
+# job's stay up for the later jobs): its stats actor and its autoscaling coordinator.
+RAY_DATA_SYSTEM_ACTORS = 2
+
+
+def worker_start_cpu() -> float:
+    """CPU seconds a new Python process spends importing what any Ray Data worker of this job imports
+    (Ray Data, and through it pandas and pyarrow; the pipeline's stage modules) before its first row."""
+    probe = ("import resource, ray.data, pipelines.render_pipeline; u = resource.getrusage(resource.RUSAGE_SELF); "
+             "print(u.ru_utime + u.ru_stime)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    return float(done.stdout.split()[-1])
+
+
+def ray_floor(seq_cpu: float, seq_seconds: float, rows: int, start_cpu: float) -> tuple[int, float, float]:
+    """The best the Ray pipeline can do on this machine's CPUs, whatever its scheduling: its processes
+    (one per stage actor, the finish workers, Ray Data's own actors) each pay ``start_cpu`` before any
+    row, on top of the loop's own CPU for the rows.  Returns the processes, the lowest CPU over the
+    loop's, and the highest whole-job ratio (every core busy from the first second to the last)."""
+    cpus = os.cpu_count() or 1
+    pools = PoolSizes.for_cluster(needs_gpu=False, cpus=cpus, gpus=0)
+    processes = pools.prepare + pools.render + min(pools.finish, rows) + RAY_DATA_SYSTEM_ACTORS
+    least_cpu = seq_cpu + processes * start_cpu
+    return processes, least_cpu / seq_cpu, seq_seconds / (least_cpu / cpus)
+
+
 def warp_speed(config: JobConfig) -> float:
     """The warp engine alone on one core: output frames per second at the job's size."""
     cv2.setNumThreads(1)
@@ -132,6 +160,7 @@ def main() -> int:
         # The memory sampler's own CPU is the bench's, not the job's: taken out on both sides.
         seq_cores = (cpu_seconds() - cpu_before - seq_memory.own_cpu_seconds) / seq_seconds
         per_core = warp_speed(seq_config)
+        start_cpu = worker_start_cpu()
 
         ray_config = JobConfig(manifest_uri=manifest, output_uri=os.path.join(scratch, "b"),
                                queue_memory_mib=args.queue_memory)
@@ -158,6 +187,7 @@ def main() -> int:
     a_fps = seq_frames / seq_seconds
     b_fps = ray_frames / report.seconds
     seq_steady, ray_steady = steady_fps(seq_finished), steady_fps(ray_finished)
+    processes, least_cpu_ratio, best_ratio = ray_floor(seq_cores * seq_seconds, seq_seconds, len(rows), start_cpu)
     lines = [
         f"rows: {len(rows)} (of the 8 shared pairs), {seq_frames} output frames, warp engine, "
         f"{seq_config.engine.size}x{seq_config.engine.size}",
@@ -180,6 +210,10 @@ def main() -> int:
         f"object store between stages: {queued_bytes / seq_frames / 2**20:.2f} MiB per output frame "
         f"(face crops in, rendered frames out; {queued_bytes / 2**20:.0f} MiB for the job)",
         f"CPU per output frame, (b) over (a): {ray_cpu / (seq_cores * seq_seconds):.2f}",
+        f"floor of (b) on these cores: {processes} Ray Data worker processes (stage actors, finish workers, "
+        f"Ray Data's {RAY_DATA_SYSTEM_ACTORS} own actors) each spend {start_cpu:.1f} CPU-s importing Ray Data and "
+        f"the stages before any row, so (b) needs at least {least_cpu_ratio:.2f}x (a)'s CPU and its whole-job "
+        f"ratio is at most {best_ratio:.2f} with every core busy throughout",
     ]
     print("\n".join(lines))
     if not args.no_record:

@@ -215,8 +215,9 @@ class StoragePolicy:
             raise StorageError(f"{what} {printable(uri)} is not an absolute file:// URI (use file:///path)")
         normalized = normalize(uri)
         if self.allowed_roots and not self.is_allowed(normalized):
+            # What was compared: a relative or ``~`` path, a file:// URI or a symlink is shown as the path it is.
             resolved = os.path.realpath(normalized) if "://" not in normalized else normalized
-            via = f" (it resolves to {printable(resolved)})" if resolved != normalized else ""
+            via = f" (it resolves to {printable(resolved)})" if resolved != uri else ""
             raise StorageError(f"{what} {printable(uri)} is outside the allowed roots{via} ({self._roots_shown()})")
         return normalized
 

@@ -69,7 +69,7 @@ def make_finish_fn(config: JobConfig, ledger: Any = None, threads: int = AUTO) -
         except FileExistsError:
             verdict = inspect_existing_output(row["output_uri"], row["fingerprint"], config.storage_options)
             if not verdict.owned:
-                raise OutputError(not_owned_message(row["output_uri"], verdict)) from None
+                raise OutputError(not_owned_message(row["output_uri"], verdict, after_planning=True)) from None
             logger.info("%s: its own video is already at %s; keeping it", printable(row["id"]),
                         printable(row["output_uri"]))
         return {"status": OK}

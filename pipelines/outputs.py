@@ -565,12 +565,19 @@ def owns_existing_output(uri: str, fingerprint: str, storage_options: Mapping[st
     return inspect_existing_output(uri, fingerprint, storage_options).owned
 
 
-def not_owned_message(uri: str, verdict: ExistingOutput) -> str:
-    """The row's error when its target holds something else: names the output, what it is, and what to do."""
+def not_owned_message(uri: str, verdict: ExistingOutput, after_planning: bool = False) -> str:
+    """The row's error when its target holds something else: names the output, what it is, and what to do.
+
+    ``after_planning``: the file was not there when the job was planned, so something else wrote it
+    while the row rendered (another job, a sync tool); said, as the user would otherwise look for a
+    file that the job should have seen before it began.
+    """
     remedy = ("rerun with --no-skip-existing to replace it if this row's inputs or settings changed, or give the "
               "row another output_uri if it is another job's video (the same id in another manifest: that flag "
               "would replace it)" if verdict.ours else "move it away or give the row another output_uri")
-    return f"output {printable(uri)} exists and is not this row's video: it {verdict.reason}; {remedy}"
+    when = (" (it appeared while this row rendered, after the job was planned: another job or program wrote it; "
+            "this row's video was not written)" if after_planning else "")
+    return f"output {printable(uri)} exists and is not this row's video{when}: it {verdict.reason}; {remedy}"
 
 
 def _read_exact(handle: BinaryIO, count: int) -> bytes:

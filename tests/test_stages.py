@@ -113,6 +113,18 @@ def test_finish_writes_an_owned_video_and_gives_the_results_row(job, prepared):
     assert finish(rendered[0])["status"] == "ok"
 
 
+def test_a_file_that_appears_at_the_output_while_the_row_renders_fails_the_row_saying_so(job, prepared, tmp_path):
+    # The plan found the name free; another program wrote there before the finish stage did.
+    config, _, _ = job
+    (rendered, *_) = batch_rows(RenderStage(config.engine, {})(rows_batch(prepared)))
+    target = tmp_path / "taken.mp4"
+    target.write_bytes(b"someone else's bytes")
+    result = make_finish_fn(config)({**rendered, "output_uri": str(target)})
+    assert result["status"] == "failed"
+    assert "appeared while this row rendered, after the job was planned" in result["error"]
+    assert target.read_bytes() == b"someone else's bytes"
+
+
 def test_a_clip_without_audio_finishes_silent_when_ray_hands_its_null_audio_as_nan(job, prepared, tmp_path):
     # A column null in every row of a block reaches the next stage as NaN (Arrow's null type).
     config, _, _ = job

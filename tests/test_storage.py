@@ -176,6 +176,21 @@ def test_a_chained_url_cannot_read_through_a_link_out_of_the_root(rooted):
     assert storage.read_bytes(f"{root}/inner.mp4", policy=policy) == b"inside"
 
 
+def test_a_home_or_relative_path_outside_the_roots_names_the_path_it_resolved_to(rooted, monkeypatch, tmp_path):
+    # "~/clips/a.mp4 is outside the allowed roots" left the user to guess which home Ray's worker saw.
+    root, policy = rooted
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StorageError, match=rf"~/clips/a.mp4 is outside the allowed roots \(it resolves to "
+                                           rf"{tmp_path}/home/clips/a.mp4\)"):
+        policy.check("~/clips/a.mp4")
+    with pytest.raises(StorageError, match=rf"it resolves to {tmp_path}/b.mp4\)"):
+        policy.check("b.mp4")
+    with pytest.raises(StorageError) as plain:
+        policy.check(f"{tmp_path}/b.mp4")  # an absolute path is shown once
+    assert "resolves to" not in str(plain.value)
+
+
 def test_the_file_actually_opened_is_checked(rooted):
     root, policy = rooted
     policy.check_opened(str(root / "clip.mp4"), "x")
