@@ -76,8 +76,18 @@ def ray_local():
 
     if not ray.is_initialized():
         keep_on_loopback()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        # The workers find the tests' own modules (tests.hostile_engine) through PYTHONPATH, inherited
+        # from this process as the product's local instance passes TMPDIR: not as a runtime env, which
+        # Ray pools workers by, so the workers it prestarts with the node would sit unused.
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved]))
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
     yield ray
     ray.shutdown()
 
