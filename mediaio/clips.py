@@ -230,8 +230,21 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
+        audio_end: float | None = None  # where the audio's own packets end (see below)
+        audio_packets, audio_measured = 0, True
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(*((stream,) if audio is None else (stream, audio))):
+                if audio is not None and packet.stream_index == audio.index:
+                    # The sound's end from its packets, as a player plays it: Matroska, WebM and FLV say
+                    # no stream duration (a clip whose sound outlasts its picture was cut at the picture
+                    # there, and held to the sound's end in an MP4), and an AVI's header can claim more.
+                    audio_packets += 1
+                    if audio_packets > MAX_SOURCE_FPS * (cap + 2):
+                        audio_measured = False  # not a real clip's sound: its header says, as before
+                    elif audio_measured and packet.size and packet.pts is not None and audio.time_base:
+                        end = float((packet.pts + (packet.duration or 0)) * audio.time_base)
+                        audio_end = end if audio_end is None else max(audio_end, end)
+                    continue
                 # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
                 # decoder never shows them, so they are not part of the clip's length.
                 if packet.size == 0 or packet.is_discard:
@@ -247,7 +260,8 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             # row said "prepare: InvalidDataError: [Errno 1094995529] ...", with the worker's temp path.
             raise MediaError(f"cannot be read as a video: {_av_message(exc)}") from None
         times = _joined_times(container.format.name, packets) if packets else []
-        audio_end = None if audio is None else _stream_end(audio)
+        if audio is not None and (audio_end is None or not audio_measured):
+            audio_end = _stream_end(audio)
         if not times and untimed:
             # One packet a frame, at the rate of the stream's own timing information (the decoder's
             # reading of it; the demuxer's guesses can be twice it, or its default of 25).

@@ -218,6 +218,40 @@ def test_timestamps_jump_only_in_containers_that_can_be_joined():
     assert [still.offset(t) for t in (5.0, 1.0, 40.0)] == [0.0, 0.0, 0.0]  # a long pause in an MP4 is a pause
 
 
+@pytest.mark.parametrize("suffix, codecs", [
+    (".mp4", ["-c:v", "libx264", "-c:a", "aac"]), (".mkv", ["-c:v", "libx264", "-c:a", "aac"]),
+    (".webm", ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis"]),
+    (".flv", ["-c:v", "libx264", "-c:a", "aac"])])
+def test_late_sound_that_outlasts_the_picture_is_kept_whatever_the_container(tmp_path, ffmpeg, suffix, codecs):
+    # Sound starting 1 s after a 2-s picture, a beep 1.5 s into it, the sound ending at 3 s.  Matroska,
+    # WebM and FLV give no stream duration, so there the clip was timed by its picture (2.0 s) and
+    # the sound's last second cut, where the MP4 was held to the sound's end (3.0 s).
+    clip = tmp_path / f"late{suffix}"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15:duration=2",
+                    "-itsoffset", "1", "-f", "lavfi", "-i",
+                    r"aevalsrc=if(between(t\,0.5\,0.6)\,sin(2*PI*1000*t)\,0):s=44100:d=2",
+                    "-pix_fmt", "yuv420p", *codecs, str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.audio_delay == pytest.approx(1.0, abs=0.05)
+    assert facts.duration == pytest.approx(3.0, abs=0.05)  # the sound's end, held on the last picture
+    audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    samples, _ = _decoded_audio(ffmpeg, audio, tmp_path)
+    loud = np.abs(samples[:, 0].astype(float))
+    assert np.argmax(loud > 0.3 * loud.max()) / 8000 == pytest.approx(1.5, abs=0.04)
+    assert len(samples) / 8000 == pytest.approx(3.0, abs=0.05)
+
+
+def test_an_avi_header_claiming_more_sound_than_its_packets_hold_does_not_lengthen_the_clip(tmp_path, ffmpeg):
+    # An AVI's audio header claimed 5.1 s of sound for 4.0 s of packets: the clip was timed 5.07 s,
+    # its last second a held picture over silence.  The sound's packets say where it ends.
+    clip = tmp_path / "claims.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4",
+                    "-itsoffset", "1", "-f", "lavfi", "-i", "sine=duration=4", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-c:a", "libmp3lame", str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.frame_count == 100 and facts.duration == pytest.approx(4.0, abs=0.05)
+
+
 @pytest.mark.parametrize("audio_delay", [0.5, -0.5])
 def test_audio_that_starts_after_or_before_the_picture_stays_on_it(tmp_path, ffmpeg, audio_delay):
     # A beep 1.0 s into the clip, in an audio stream that starts 0.5 s after (or before) the first frame.
