@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from mediaio import metadata_tags, sample_tables, storage
-from mediaio.media import MediaError, MediaLimits, check_sides
+from mediaio.media import TRANSPARENT_BACKGROUND, MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
 logger = logging.getLogger(__name__)
@@ -597,9 +597,10 @@ class ClipReader:
 
         with _open(self.path) as container:
             stream = _video_stream(container)
-            stream.thread_type = "AUTO"
+            decoder = _decoder(stream)
+            decoder.thread_type = "AUTO"
             if self.threads != AUTO:
-                stream.thread_count = self.threads
+                decoder.thread_count = self.threads
             start = None
             joiner = TimestampJoiner(self.facts.container, 1.0 / self.facts.source_fps)
             delays = GifDelays(self.facts.container)
@@ -616,7 +617,7 @@ class ClipReader:
                         # last packet, which has no time, flushes the decoder.
                         continue
                     try:
-                        decoded = packet.decode()
+                        decoded = decoder.decode(packet)
                     except av.error.InvalidDataError as exc:
                         self.damaged_packets += 1
                         if self.damaged_packets > MAX_DAMAGED_PACKETS:
@@ -664,15 +665,47 @@ class ClipReader:
         if scale < 1.0:
             display_w, display_h = _even(display_w * scale), _even(display_h * scale)
         width, height = (display_h, display_w) if rotation % 180 == 90 else (display_w, display_h)
+        alpha = _has_alpha(frame.format)
+        pixels = "rgba" if alpha else "rgb24"
         if (width, height) != (frame.width, frame.height):
-            image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+            image = frame.to_ndarray(format=pixels, width=width, height=height, interpolation="AREA")
         else:
-            image = frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format=pixels)
+        if alpha:
+            image = _over_background(image)
         if self.facts.mirrored:
             image = image[:, ::-1]
         if rotation or self.facts.mirrored:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))  # counter-clockwise, as ffmpeg displays it
         return image
+
+
+def _decoder(stream):
+    """The decoder of a clip's picture: the stream's own, but libvpx's for a VP8 or VP9 WebM with an alpha
+    channel (``alpha_mode`` 1), which only libvpx decodes: ffmpeg's own VP8/VP9 decoders drop it, and
+    the clip's hidden colours (often black, or whatever the editor left) showed where it is transparent.
+    """
+    import av
+
+    libvpx = {"vp8": "libvpx", "vp9": "libvpx-vp9"}.get(stream.codec_context.name)
+    alpha_mode = {key.lower(): value for key, value in (stream.metadata or {}).items()}.get("alpha_mode")
+    if libvpx and alpha_mode == "1" and libvpx in av.codecs_available:
+        return av.CodecContext.create(libvpx, "r")
+    return stream.codec_context
+
+
+def _has_alpha(pixel_format) -> bool:
+    """Whether frames in ``pixel_format`` carry transparency (an alpha plane, or a palette's, as a GIF's)."""
+    return bool(pixel_format.has_palette or any(component.is_alpha for component in pixel_format.components))
+
+
+def _over_background(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA frame composited over :data:`TRANSPARENT_BACKGROUND`, as a browser shows it (and as a
+    transparent portrait is read): ProRes 4444, PNG or QuickTime RLE in a MOV, an APNG, a WebM with
+    alpha.  Read without its alpha, the transparent parts showed their hidden colours."""
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    background = np.asarray(TRANSPARENT_BACKGROUND, dtype=np.uint16)
+    return ((rgba[..., :3] * alpha + background * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def _even(value: float) -> int:

@@ -47,6 +47,11 @@ class MediaError(Exception):
     """An input cannot be decoded, or an output cannot be encoded; the message says why."""
 
 
+# What shows through a transparent picture, a portrait's or a driving clip's: white, as a browser page
+# shows a transparent PNG, WebP or WebM.  Decided once, so the face mesh sees both on the same ground.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Caps that keep one bad input from exhausting a worker."""
@@ -561,7 +566,7 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         image = colour_tags.to_srgb(image, tags) if tags is not None else _in_srgb(image, profile)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
             image = Image.alpha_composite(background, rgba)
         image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8).copy()

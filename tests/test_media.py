@@ -1169,3 +1169,26 @@ def test_the_samples_a_real_clip_claims_are_counted_as_the_reader_indexes_them(t
     counted = sample_tables.index_entries(str(clip), LIMITS.max_index_entries)
     assert 60 <= counted <= most  # 60 video frames and the sound's entries (not 176,400 for the PCM samples)
     assert clips.probe(str(clip), LIMITS).frame_count == 60
+
+
+@pytest.mark.parametrize("name, codec", [
+    ("prores.mov", ["-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le"]),
+    ("png.mov", ["-c:v", "png", "-pix_fmt", "rgba"]),
+    ("rle.mov", ["-c:v", "qtrle", "-pix_fmt", "argb"]),
+    ("anim.apng", ["-c:v", "apng", "-pix_fmt", "rgba", "-f", "apng"]),
+    ("vp9.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-pix_fmt", "yuva420p"]),
+    ("vp8.webm", ["-c:v", "libvpx", "-auto-alt-ref", "0", "-deadline", "realtime", "-pix_fmt", "yuva420p"])])
+def test_a_driving_clip_with_an_alpha_channel_is_seen_over_white_as_a_browser_shows_it(tmp_path, ffmpeg, name, codec):
+    # Its left half transparent (hiding pure green), its right half opaque red.  Read without its alpha
+    # (every decoder, and ffmpeg's own VP8/VP9 decoders drop a WebM's), the hidden green showed.
+    clip = tmp_path / name
+    source = ("color=c=0x00ff00:s=64x64:r=10:d=1,format=rgba,geq=r='if(lt(X,32),0,200)':g='if(lt(X,32),255,30)'"
+              ":b='if(lt(X,32),0,30)':a='if(lt(X,32),0,255)'")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, *codec, str(clip)], check=True,
+                   capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    for max_side in (None, 32):
+        frame = next(iter(clips.ClipReader(str(clip), facts, LIMITS).frames(clips.ClipPlan(10.0, 1), max_side)))
+        side = frame.shape[1]
+        assert np.abs(frame[:, : side // 2 - 2].astype(int) - 255).max() <= 3  # white, as the portrait's ground
+        assert np.abs(frame[:, side // 2 + 2:].astype(int) - (200, 30, 30)).max() <= 6
