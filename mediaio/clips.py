@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio import metadata_tags, sample_tables, storage
+from mediaio import colour_tags, metadata_tags, sample_tables, storage
 from mediaio.media import TRANSPARENT_BACKGROUND, MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
@@ -82,6 +82,9 @@ class ClipFacts:
     # The container's index of the audio stream used (:func:`_audio_stream`: the one marked default,
     # else the first), which the audio is extracted from; None without audio.
     audio_index: int | None = None
+    # The stream's colour tags where it is HDR (PQ, HLG: an iPhone's default) or wide-gamut (BT.2020, P3):
+    # its frames are converted to sRGB as a player shows them; None where they are read as they are.
+    colour: colour_tags.ColourTags | None = None
 
     @property
     def pixels(self) -> int:
@@ -208,6 +211,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             raise MediaError("has a video stream in a codec this reader does not know (a damaged file, or a codec "
                              "it cannot decode): convert it to H.264")
         codec = stream.codec_context.name
+        colour = _colour_of(stream.codec_context)
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
             raise MediaError("video stream has no frame size")
@@ -289,7 +293,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if audio_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
         sound_until = audio_end - start
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
-                     mirrored=mirrored,
+                     mirrored=mirrored, colour=colour,
                      source_fps=fps, duration=_measured_duration(times, fps, sound_until), frame_count=len(times),
                      has_audio=audio_index is not None, audio_delay=audio_delay, audio_index=audio_index)
 
@@ -671,6 +675,9 @@ class ClipReader:
             image = frame.to_ndarray(format=pixels, width=width, height=height, interpolation="AREA")
         else:
             image = frame.to_ndarray(format=pixels)
+        if self.facts.colour is not None:
+            converted = colour_tags.video_frame_to_srgb(image, self.facts.colour)
+            image = np.concatenate([converted, image[..., 3:]], axis=-1) if alpha else converted
         if alpha:
             image = _over_background(image)
         if self.facts.mirrored:
@@ -678,6 +685,16 @@ class ClipReader:
         if rotation or self.facts.mirrored:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))  # counter-clockwise, as ffmpeg displays it
         return image
+
+
+def _colour_of(codec_context) -> colour_tags.ColourTags | None:
+    """The stream's colour tags if its frames need converting to sRGB (:func:`colour_tags.is_wide_or_hdr`).
+
+    Read as they are, an HDR clip's numbers came out grey and flat (PQ: a third of its saturation),
+    in the face mesh's frames, the engine's crops and the report's thumbnail alike."""
+    tags = colour_tags.ColourTags(int(codec_context.color_primaries or colour_tags.UNSPECIFIED),
+                                  int(codec_context.color_trc or colour_tags.UNSPECIFIED))
+    return tags if colour_tags.is_wide_or_hdr(tags) else None
 
 
 def _decoder(stream):

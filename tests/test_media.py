@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediaio import clips, media
+from mediaio import clips, colour_tags, media
 from tests.conftest import REPO, make_test_clip
 
 LIMITS = media.MediaLimits()
@@ -1217,3 +1217,29 @@ def test_a_driving_clip_with_an_alpha_channel_is_seen_over_white_as_a_browser_sh
         side = frame.shape[1]
         assert np.abs(frame[:, : side // 2 - 2].astype(int) - 255).max() <= 3  # white, as the portrait's ground
         assert np.abs(frame[:, side // 2 + 2:].astype(int) - (200, 30, 30)).max() <= 6
+
+
+def test_an_hdr_driving_clip_is_seen_in_srgb_as_a_player_shows_it(tmp_path, ffmpeg):
+    # A PQ (HDR10) clip of two sRGB colours, a skin tone and a blue, made as an HDR export makes them:
+    # BT.2020 primaries, SDR white at 203 nits.  Read as they are, its numbers came out grey and flat.
+    srgb = np.array([[180, 120, 90], [60, 90, 160]], dtype=float)
+    linear = np.where(srgb / 255 <= 0.04045, srgb / 255 / 12.92, ((srgb / 255 + 0.055) / 1.055) ** 2.4)
+    to_bt2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+    light = (linear @ to_bt2020.T) * 203 / 10000
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    pq = ((c1 + c2 * light ** m1) / (1 + c3 * light ** m1)) ** m2
+    picture = np.repeat(np.round(pq * 65535).astype("<u2"), 32, axis=0).reshape(2, 32, 1, 3)
+    picture = np.ascontiguousarray(np.broadcast_to(picture, (2, 32, 64, 3)).reshape(64, 64, 3))
+    clip = tmp_path / "hdr10.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s", "64x64", "-r", "10",
+                    "-i", "-", "-vf", "scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le,setparams="
+                    "color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc", "-c:v", "libx264", "-qp", "0",
+                    str(clip)], input=picture.tobytes() * 10, check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.colour == colour_tags.ColourTags(9, 16)
+    frame = next(iter(clips.ClipReader(str(clip), facts, LIMITS).frames(clips.ClipPlan(10.0, 1))))
+    for row, colour in ((16, srgb[0]), (48, srgb[1])):
+        assert np.abs(frame[row, 8:56].reshape(-1, 3).mean(0) - colour).max() <= 8
+    sdr = replace(facts, colour=None)  # as it was read: grey and flat
+    flat = next(iter(clips.ClipReader(str(clip), sdr, LIMITS).frames(clips.ClipPlan(10.0, 1))))
+    assert np.abs(flat[16, 8:56].reshape(-1, 3).mean(0) - srgb[0]).max() > 30
