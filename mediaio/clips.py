@@ -91,7 +91,8 @@ class ClipFacts:
         return self.width * self.height
 
 
-def _open(path: str):
+def _open(path: str, max_streams: int | None = None):
+    """The clip opened with the allow-list, its streams past ``max_streams`` (default MediaLimits') not set up."""
     import av
     import av.logging
 
@@ -104,7 +105,9 @@ def _open(path: str):
     logging.getLogger("libav").setLevel(logging.CRITICAL)  # its lines reach the user inside our errors instead
     try:
         with av.logging.Capture(local=True):
-            return av.open(path, options=dict(_OPEN_OPTIONS), metadata_errors="replace")
+            # One stream over the cap is set up, so a clip over it is told from one at it (probe).
+            streams = (MediaLimits().max_streams if max_streams is None else max_streams) + 1
+            return av.open(path, options={**_OPEN_OPTIONS, "max_streams": str(streams)}, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise MediaError(_not_a_video_reason(path, exc)) from None
     finally:
@@ -203,9 +206,13 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if metadata_tags.tag_count(path, limits.max_metadata_tags) > limits.max_metadata_tags:
         raise MediaError(f"holds over {limits.max_metadata_tags:,} metadata tags, more than a clip this tool reads "
                          "has (a damaged or hostile file, which would take minutes to open)")
-    with _open(path) as container:
+    with _open(path, limits.max_streams) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")
+        if len(container.streams) > limits.max_streams:
+            raise MediaError(f"holds over {limits.max_streams} streams (sound, subtitle or data tracks), more than "
+                             "a clip this tool reads has (a damaged or hostile file: each is set up as the clip "
+                             "opens, hundreds of MB for a few hundred)")
         stream = _video_stream(container)
         if stream.codec_context is None:  # a codec id libav does not know: a damaged header, or an exotic codec
             raise MediaError("has a video stream in a codec this reader does not know (a damaged file, or a codec "
@@ -277,7 +284,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         raise MediaError("video has no frames")
     delays = GifDelays(container.format.name)
     times = np.array([delays.shown(float(time)) for time in np.sort(np.asarray(times, dtype=np.float64))])
-    (rotation, mirrored), first_shown = _first_frame(path)
+    (rotation, mirrored), first_shown = _first_frame(path, limits.max_streams)
     if first_shown is not None and np.any(times >= first_shown):
         # A recording cut mid-stream (a TS capture) starts with frames that need a picture it does not
         # hold: the decoder never shows them, so the clip (and the audio's offset) starts at its first
@@ -439,11 +446,11 @@ def _measured_duration(times: np.ndarray, fps: float, sound_until: float | None 
     return one_frame
 
 
-def _first_frame(path: str) -> tuple[tuple[int, bool], float | None]:
+def _first_frame(path: str, max_streams: int | None = None) -> tuple[tuple[int, bool], float | None]:
     """How the first shown frame is turned for display (:func:`display_transform`), and its time (None: none)."""
     import av
 
-    with _open(path) as container:
+    with _open(path, max_streams) as container:
         stream = _video_stream(container)
         try:
             for frame in container.decode(stream):
@@ -599,7 +606,7 @@ class ClipReader:
     def _decoded(self) -> Iterator[tuple[float, object]]:
         import av
 
-        with _open(self.path) as container:
+        with _open(self.path, self.limits.max_streams) as container:
             stream = _video_stream(container)
             decoder = _decoder(stream)
             decoder.thread_type = "AUTO"

@@ -92,6 +92,10 @@ class MediaLimits:
     # time growing with their square as they open the file (40,000 took 17 s, on each of a row's four
     # opens).  A real clip has tens.
     max_metadata_tags: int = 10_000
+    # Streams a clip may hold (video, audio, subtitles, data): opening a clip sets up a decoder for
+    # each, ~0.7 MB an AAC track, so a 1.6 MB clip of 998 sound tracks took 720 MB and 0.7 s on every
+    # open.  A broadcast recording of a whole multiplex holds tens; a film's remux a few dozen.
+    max_streams: int = 128
 
     def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
         """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""

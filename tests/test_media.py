@@ -1243,3 +1243,18 @@ def test_an_hdr_driving_clip_is_seen_in_srgb_as_a_player_shows_it(tmp_path, ffmp
     sdr = replace(facts, colour=None)  # as it was read: grey and flat
     flat = next(iter(clips.ClipReader(str(clip), sdr, LIMITS).frames(clips.ClipPlan(10.0, 1))))
     assert np.abs(flat[16, 8:56].reshape(-1, 3).mean(0) - srgb[0]).max() > 30
+
+
+def test_a_clip_of_hundreds_of_streams_is_refused_without_setting_them_all_up(tmp_path, ffmpeg):
+    # Each stream gets a decoder as the clip opens: 998 AAC tracks in 1.6 MB took 720 MB on every open.
+    clip = tmp_path / "streams.mkv"
+    tracks = [arg for _ in range(12) for arg in ("-map", "1:a")]
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f",
+                    "lavfi", "-i", "sine=duration=1:sample_rate=8000", "-map", "0:v", *tracks, "-c:v", "libx264",
+                    "-c:a", "aac", "-b:a", "8k", str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)  # 13 streams: within the cap, read as ever
+    assert facts.has_audio and facts.frame_count == 10
+    assert len(clips.decode_clip(str(clip), None, replace(LIMITS, max_streams=13)).frames) == 10
+    with pytest.raises(media.MediaError, match=r"^holds over 10 streams \(sound, subtitle or data tracks\), more "
+                                               r"than a clip this tool reads has"):
+        clips.probe(str(clip), replace(LIMITS, max_streams=10))
