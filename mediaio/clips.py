@@ -252,7 +252,8 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                     audio_packets += 1
                     if audio_packets > MAX_SOURCE_FPS * (cap + 2):
                         audio_measured = False  # not a real clip's sound: its header says, as before
-                    elif audio_measured and packet.size and packet.pts is not None and audio.time_base:
+                    elif audio_measured and packet.size and not packet.is_discard and packet.pts is not None \
+                            and audio.time_base:
                         end = float((packet.pts + (packet.duration or 0)) * audio.time_base)
                         audio_end = end if audio_end is None else max(audio_end, end)
                     continue
