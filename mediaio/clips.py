@@ -254,8 +254,14 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                         audio_measured = False  # not a real clip's sound: its header says, as before
                     elif audio_measured and packet.size and not packet.is_discard and packet.pts is not None \
                             and audio.time_base:
-                        end = float((packet.pts + (packet.duration or 0)) * audio.time_base)
-                        audio_end = end if audio_end is None else max(audio_end, end)
+                        begin = float(packet.pts * audio.time_base)
+                        end = begin + float((packet.duration or 0) * audio.time_base)
+                        if audio_end is None:
+                            audio_end = end
+                        elif begin <= audio_end + TIMESTAMP_JUMP:
+                            # A packet further on than that is a damaged timestamp, not sound after a pause:
+                            # it made a 2-s clip's sound "last" 1000 s (refused as over the cap).
+                            audio_end = max(audio_end, end)
                     continue
                 # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
                 # decoder never shows them, so they are not part of the clip's length.

@@ -241,6 +241,18 @@ def test_late_sound_that_outlasts_the_picture_is_kept_whatever_the_container(tmp
     assert len(samples) / 8000 == pytest.approx(3.0, abs=0.05)
 
 
+def test_one_sound_packet_with_a_damaged_timestamp_does_not_lengthen_the_clip(tmp_path, ffmpeg):
+    # A Matroska clip whose 41st sound packet is stamped 1000 s on (a damaged timestamp): read by the
+    # sound's packets, the 2-s clip "lasted" 1001 s and was refused as over the cap.
+    clip = tmp_path / "stray.mkv"
+    moved = "if(eq(N\\,40)\\,{0}+44100000\\,{0})"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=2", "-f",
+                    "lavfi", "-i", "sine=duration=2", "-c:v", "libx264", "-c:a", "aac", "-bsf:a",
+                    f"setts=pts={moved.format('PTS')}:dts={moved.format('DTS')}", str(clip)],
+                   check=True, capture_output=True)
+    assert clips.probe(str(clip), LIMITS).duration == pytest.approx(2.0, abs=0.05)
+
+
 def test_an_avi_header_claiming_more_sound_than_its_packets_hold_does_not_lengthen_the_clip(tmp_path, ffmpeg):
     # An AVI's audio header claimed 5.1 s of sound for 4.0 s of packets: the clip was timed 5.07 s,
     # its last second a held picture over silence.  The sound's packets say where it ends.
