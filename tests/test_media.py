@@ -1231,6 +1231,21 @@ def test_a_driving_clip_with_an_alpha_channel_is_seen_over_white_as_a_browser_sh
         assert np.abs(frame[:, side // 2 + 2:].astype(int) - (200, 30, 30)).max() <= 6
 
 
+def test_a_gifs_transparent_pixels_are_seen_over_white(tmp_path):
+    # Its left half transparent (palette entry 0, pure green), its right half red and blue in turn.
+    frames = []
+    for index in range(4):
+        frame = Image.new("P", (64, 64), 0)
+        frame.putpalette([0, 255, 0, 200, 30, 30, 30, 30, 200] + [0] * 759)
+        frame.paste(1 + index % 2, (32, 0, 64, 64))
+        frames.append(frame)
+    clip = tmp_path / "transparent.gif"
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=100, loop=0, transparency=0, disposal=2)
+    decoded = clips.decode_clip(str(clip), None, LIMITS).frames
+    assert len(decoded) == 4 and (decoded[:, :, :30] == 255).all()
+    assert (decoded[0, :, 34:] == (200, 30, 30)).all() and (decoded[1, :, 34:] == (30, 30, 200)).all()
+
+
 def test_an_hdr_driving_clip_is_seen_in_srgb_as_a_player_shows_it(tmp_path, ffmpeg):
     # A PQ (HDR10) clip of two sRGB colours, a skin tone and a blue, made as an HDR export makes them:
     # BT.2020 primaries, SDR white at 203 nits.  Read as they are, its numbers came out grey and flat.
