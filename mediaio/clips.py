@@ -577,6 +577,10 @@ class ClipReader:
         self.threads = threads  # decoder threads (mediaio/threads.py)
         self.damaged_packets = 0  # of the last read (:meth:`damage_note`)
         self.stopped_early = False
+        # Whether the clip's alpha channel is used, decided on its first frame: a channel that is 0
+        # all over (a capture tool's 32-bit RGB, a QuickTime Animation clip whose alpha players
+        # ignore) is padding, and composited it made every picture white.
+        self._alpha_used: bool | None = None
 
     def frames(self, plan: ClipPlan, max_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield exactly ``plan.count`` frames (the last one held if the clip runs short).
@@ -693,7 +697,9 @@ class ClipReader:
             converted = colour_tags.video_frame_to_srgb(image, self.facts.colour)
             image = np.concatenate([converted, image[..., 3:]], axis=-1) if alpha else converted
         if alpha:
-            image = _over_background(image)
+            if self._alpha_used is None:
+                self._alpha_used = bool(image[..., 3].max() > 0)
+            image = _over_background(image) if self._alpha_used else np.ascontiguousarray(image[..., :3])
         if self.facts.mirrored:
             image = image[:, ::-1]
         if rotation or self.facts.mirrored:

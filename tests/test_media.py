@@ -1285,3 +1285,14 @@ def test_a_clip_of_hundreds_of_streams_is_refused_without_setting_them_all_up(tm
     with pytest.raises(media.MediaError, match=r"^holds over 10 streams \(sound, subtitle or data tracks\), more "
                                                r"than a clip this tool reads has"):
         clips.probe(str(clip), replace(LIMITS, max_streams=10))
+
+
+def test_an_alpha_channel_that_is_zero_all_over_is_padding_not_transparency(tmp_path, ffmpeg):
+    # A capture tool's 32-bit RGB, or a QuickTime Animation clip whose alpha its players ignore: its
+    # pictures are opaque to every player, and composited over white they were blank.
+    clip = tmp_path / "unused-alpha.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0xC81E1E:s=64x64:r=10:d=1,format=rgba,"
+                    "geq=r=200:g=30:b=30:a=0", "-c:v", "png", "-pix_fmt", "rgba", str(clip)], check=True,
+                   capture_output=True)
+    frames = clips.decode_clip(str(clip), None, LIMITS).frames
+    assert np.abs(frames.astype(int) - (200, 30, 30)).max() <= 2
