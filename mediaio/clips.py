@@ -103,15 +103,25 @@ def _open(path: str, max_streams: int | None = None):
     # GIL and waits for that thread: the process hangs (PyAV issues 909 and 1861).
     av.logging.set_level(av.logging.ERROR)
     logging.getLogger("libav").setLevel(logging.CRITICAL)  # its lines reach the user inside our errors instead
+    most = MediaLimits().max_streams if max_streams is None else max_streams
+    logs: list = []
     try:
-        with av.logging.Capture(local=True):
+        with av.logging.Capture(local=True) as logs:
             # One stream over the cap is set up, so a clip over it is told from one at it (probe).
-            streams = (MediaLimits().max_streams if max_streams is None else max_streams) + 1
-            return av.open(path, options={**_OPEN_OPTIONS, "max_streams": str(streams)}, metadata_errors="replace")
+            return av.open(path, options={**_OPEN_OPTIONS, "max_streams": str(most + 1)}, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        # The MP4 and Ogg readers give up at the stream past the cap ("error reading header").
+        if any("max_streams" in str(line[-1]) for line in logs):
+            raise MediaError(too_many_streams(most)) from None
         raise MediaError(_not_a_video_reason(path, exc)) from None
     finally:
         av.logging.set_level(None)
+
+
+def too_many_streams(most: int) -> str:
+    """Why a clip of more than ``most`` streams is refused (MediaLimits.max_streams)."""
+    return (f"holds over {most} streams (sound, subtitle or data tracks), more than a clip this tool reads has (a "
+            "damaged or hostile file: each is set up as the clip opens, hundreds of MB for a few hundred)")
 
 
 def _not_a_video_reason(path: str, exc: BaseException) -> str:
@@ -210,9 +220,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")
         if len(container.streams) > limits.max_streams:
-            raise MediaError(f"holds over {limits.max_streams} streams (sound, subtitle or data tracks), more than "
-                             "a clip this tool reads has (a damaged or hostile file: each is set up as the clip "
-                             "opens, hundreds of MB for a few hundred)")
+            raise MediaError(too_many_streams(limits.max_streams))
         stream = _video_stream(container)
         if stream.codec_context is None:  # a codec id libav does not know: a damaged header, or an exotic codec
             raise MediaError("has a video stream in a codec this reader does not know (a damaged file, or a codec "

@@ -1272,9 +1272,11 @@ def test_an_hdr_driving_clip_is_seen_in_srgb_as_a_player_shows_it(tmp_path, ffmp
     assert np.abs(flat[16, 8:56].reshape(-1, 3).mean(0) - srgb[0]).max() > 30
 
 
-def test_a_clip_of_hundreds_of_streams_is_refused_without_setting_them_all_up(tmp_path, ffmpeg):
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_clip_of_hundreds_of_streams_is_refused_without_setting_them_all_up(tmp_path, ffmpeg, suffix):
     # Each stream gets a decoder as the clip opens: 998 AAC tracks in 1.6 MB took 720 MB on every open.
-    clip = tmp_path / "streams.mkv"
+    # The MP4 (and Ogg) reader gives up at the stream past the cap: it said "error reading header".
+    clip = tmp_path / f"streams{suffix}"
     tracks = [arg for _ in range(12) for arg in ("-map", "1:a")]
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f",
                     "lavfi", "-i", "sine=duration=1:sample_rate=8000", "-map", "0:v", *tracks, "-c:v", "libx264",
