@@ -216,7 +216,7 @@ def is_wide_or_hdr(tags: ColourTags) -> bool:
 def video_frame_to_srgb(rgb: np.ndarray, tags: ColourTags) -> np.ndarray:
     """A video frame's 8-bit RGB (H, W, 3) tagged ``tags`` as sRGB, looked up in :func:`_video_table`.
 
-    Converted pixel by pixel in float, a frame took ~40 ms a megapixel; looked up, ~9 ms, so an HDR
+    Converted pixel by pixel in float, a frame took ~56 ms a megapixel; looked up, ~9 ms, so an HDR
     phone clip (an iPhone records HLG) costs its reader little more than an SDR one."""
     shift = 8 - VIDEO_TABLE_BITS
     index = ((rgb[..., 0].astype(np.uint32) >> shift) << (2 * VIDEO_TABLE_BITS)
