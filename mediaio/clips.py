@@ -251,6 +251,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
         audio_end: float | None = None  # where the audio's own packets end (see below)
         audio_packets, audio_measured = 0, True
+        # A joined recording's sound jumps where its picture does: closed the same way, so its end is
+        # where the joined sound ends (in a TS clip, as elsewhere, not where the picture stops).
+        audio_joiner = TimestampJoiner(container.format.name, 0.0)
         try:
             for packet in container.demux(*((stream,) if audio is None else (stream, audio))):
                 if audio is not None and packet.stream_index == audio.index:
@@ -263,6 +266,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
                     elif audio_measured and packet.size and not packet.is_discard and packet.pts is not None \
                             and audio.time_base:
                         begin = float(packet.pts * audio.time_base)
+                        begin += audio_joiner.offset(begin)
                         end = begin + float((packet.duration or 0) * audio.time_base)
                         if audio_end is None:
                             audio_end = end
@@ -286,7 +290,8 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             # row said "prepare: InvalidDataError: [Errno 1094995529] ...", with the worker's temp path.
             raise MediaError(f"cannot be read as a video: {_av_message(exc)}") from None
         times = _joined_times(container.format.name, packets) if packets else []
-        if audio is not None and (audio_end is None or not audio_measured):
+        audio_measured = audio_measured and audio_end is not None
+        if audio is not None and not audio_measured:
             audio_end = _stream_end(audio)
         if not times and untimed:
             # One packet a frame, at the rate of the stream's own timing information (the decoder's
@@ -312,8 +317,8 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         width, height = height, width
     fps = _measured_fps(times, nominal)
     sound_until = None
-    if audio_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
-        sound_until = audio_end - start
+    if audio_end is not None and (audio_measured or container.format.name.split(",")[0] not in JOINABLE_DEMUXERS):
+        sound_until = audio_end - start  # a joinable container's header end is not the joined sound's
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
                      mirrored=mirrored, colour=colour,
                      source_fps=fps, duration=_measured_duration(times, fps, sound_until), frame_count=len(times),
