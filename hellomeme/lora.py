@@ -86,6 +86,8 @@ class LoraAdapters:
             set_adapter_layers(self.text_encoder, enabled=False)
 
     def _load(self, path: str, name: str) -> None:
+        if Path(path).is_dir():  # a folder named .safetensors (a LoRA's training output): it was "not found"
+            raise LoraError(f"LoRA {path} is a directory, not a .safetensors file: name the file inside it")
         if not Path(path).is_file():
             raise LoraError(f"LoRA file not found: {path}")
         try:

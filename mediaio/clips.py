@@ -25,8 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from mediaio import metadata_tags, sample_tables, storage
-from mediaio.media import MediaError, MediaLimits, check_sides
+from mediaio import colour_tags, metadata_tags, sample_tables, storage
+from mediaio.media import TRANSPARENT_BACKGROUND, MediaError, MediaLimits, check_sides
 from mediaio.threads import AUTO
 
 logger = logging.getLogger(__name__)
@@ -82,13 +82,17 @@ class ClipFacts:
     # The container's index of the audio stream used (:func:`_audio_stream`: the one marked default,
     # else the first), which the audio is extracted from; None without audio.
     audio_index: int | None = None
+    # The stream's colour tags where it is HDR (PQ, HLG: an iPhone's default) or wide-gamut (BT.2020, P3):
+    # its frames are converted to sRGB as a player shows them; None where they are read as they are.
+    colour: colour_tags.ColourTags | None = None
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
 
 
-def _open(path: str):
+def _open(path: str, max_streams: int | None = None):
+    """The clip opened with the allow-list, its streams past ``max_streams`` (default MediaLimits') not set up."""
     import av
     import av.logging
 
@@ -99,13 +103,25 @@ def _open(path: str):
     # GIL and waits for that thread: the process hangs (PyAV issues 909 and 1861).
     av.logging.set_level(av.logging.ERROR)
     logging.getLogger("libav").setLevel(logging.CRITICAL)  # its lines reach the user inside our errors instead
+    most = MediaLimits().max_streams if max_streams is None else max_streams
+    logs: list = []
     try:
-        with av.logging.Capture(local=True):
-            return av.open(path, options=dict(_OPEN_OPTIONS), metadata_errors="replace")
+        with av.logging.Capture(local=True) as logs:
+            # One stream over the cap is set up, so a clip over it is told from one at it (probe).
+            return av.open(path, options={**_OPEN_OPTIONS, "max_streams": str(most + 1)}, metadata_errors="replace")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        # The MP4 and Ogg readers give up at the stream past the cap ("error reading header").
+        if any("max_streams" in str(line[-1]) for line in logs):
+            raise MediaError(too_many_streams(most)) from None
         raise MediaError(_not_a_video_reason(path, exc)) from None
     finally:
         av.logging.set_level(None)
+
+
+def too_many_streams(most: int) -> str:
+    """Why a clip of more than ``most`` streams is refused (MediaLimits.max_streams)."""
+    return (f"holds over {most} streams (sound, subtitle or data tracks), more than a clip this tool reads has (a "
+            "damaged or hostile file: each is set up as the clip opens, hundreds of MB for a few hundred)")
 
 
 def _not_a_video_reason(path: str, exc: BaseException) -> str:
@@ -200,14 +216,17 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
     if metadata_tags.tag_count(path, limits.max_metadata_tags) > limits.max_metadata_tags:
         raise MediaError(f"holds over {limits.max_metadata_tags:,} metadata tags, more than a clip this tool reads "
                          "has (a damaged or hostile file, which would take minutes to open)")
-    with _open(path) as container:
+    with _open(path, limits.max_streams) as container:
         if container.format.name.split(",")[0] not in ALLOWED_DEMUXERS:
             raise MediaError(f"container {container.format.name!r} is not allowed")
+        if len(container.streams) > limits.max_streams:
+            raise MediaError(too_many_streams(limits.max_streams))
         stream = _video_stream(container)
         if stream.codec_context is None:  # a codec id libav does not know: a damaged header, or an exotic codec
             raise MediaError("has a video stream in a codec this reader does not know (a damaged file, or a codec "
                              "it cannot decode): convert it to H.264")
         codec = stream.codec_context.name
+        colour = _colour_of(stream.codec_context)
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         if width <= 0 or height <= 0:
             raise MediaError("video stream has no frame size")
@@ -230,8 +249,32 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         cap = limits.max_seconds
         untimed = 0  # packets without a timestamp: a raw H.264/HEVC stream (a camera's .h264 file) has none
+        audio_end: float | None = None  # where the audio's own packets end (see below)
+        audio_packets, audio_measured = 0, True
+        # A joined recording's sound jumps where its picture does: closed the same way, so its end is
+        # where the joined sound ends (in a TS clip, as elsewhere, not where the picture stops).
+        audio_joiner = TimestampJoiner(container.format.name, 0.0)
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(*((stream,) if audio is None else (stream, audio))):
+                if audio is not None and packet.stream_index == audio.index:
+                    # The sound's end from its packets, as a player plays it: Matroska, WebM and FLV say
+                    # no stream duration (a clip whose sound outlasts its picture was cut at the picture
+                    # there, and held to the sound's end in an MP4), and an AVI's header can claim more.
+                    audio_packets += 1
+                    if audio_packets > MAX_SOURCE_FPS * (cap + 2):
+                        audio_measured = False  # not a real clip's sound: its header says, as before
+                    elif audio_measured and packet.size and not packet.is_discard and packet.pts is not None \
+                            and audio.time_base:
+                        begin = float(packet.pts * audio.time_base)
+                        begin += audio_joiner.offset(begin)
+                        end = begin + float((packet.duration or 0) * audio.time_base)
+                        if audio_end is None:
+                            audio_end = end
+                        elif begin <= audio_end + TIMESTAMP_JUMP:
+                            # A packet further on than that is a damaged timestamp, not sound after a pause:
+                            # it made a 2-s clip's sound "last" 1000 s (refused as over the cap).
+                            audio_end = max(audio_end, end)
+                    continue
                 # Discarded packets lie before the start of the clip's edit list (a phone's trim): the
                 # decoder never shows them, so they are not part of the clip's length.
                 if packet.size == 0 or packet.is_discard:
@@ -247,7 +290,9 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
             # row said "prepare: InvalidDataError: [Errno 1094995529] ...", with the worker's temp path.
             raise MediaError(f"cannot be read as a video: {_av_message(exc)}") from None
         times = _joined_times(container.format.name, packets) if packets else []
-        audio_end = None if audio is None else _stream_end(audio)
+        audio_measured = audio_measured and audio_end is not None
+        if audio is not None and not audio_measured:
+            audio_end = _stream_end(audio)
         if not times and untimed:
             # One packet a frame, at the rate of the stream's own timing information (the decoder's
             # reading of it; the demuxer's guesses can be twice it, or its default of 25).
@@ -259,7 +304,7 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         raise MediaError("video has no frames")
     delays = GifDelays(container.format.name)
     times = np.array([delays.shown(float(time)) for time in np.sort(np.asarray(times, dtype=np.float64))])
-    (rotation, mirrored), first_shown = _first_frame(path)
+    (rotation, mirrored), first_shown = _first_frame(path, limits.max_streams)
     if first_shown is not None and np.any(times >= first_shown):
         # A recording cut mid-stream (a TS capture) starts with frames that need a picture it does not
         # hold: the decoder never shows them, so the clip (and the audio's offset) starts at its first
@@ -272,10 +317,10 @@ def probe(path: str, limits: MediaLimits) -> ClipFacts:
         width, height = height, width
     fps = _measured_fps(times, nominal)
     sound_until = None
-    if audio_end is not None and container.format.name.split(",")[0] not in JOINABLE_DEMUXERS:
-        sound_until = audio_end - start
+    if audio_end is not None and (audio_measured or container.format.name.split(",")[0] not in JOINABLE_DEMUXERS):
+        sound_until = audio_end - start  # a joinable container's header end is not the joined sound's
     return ClipFacts(container=container.format.name, codec=codec, width=width, height=height, rotation=rotation,
-                     mirrored=mirrored,
+                     mirrored=mirrored, colour=colour,
                      source_fps=fps, duration=_measured_duration(times, fps, sound_until), frame_count=len(times),
                      has_audio=audio_index is not None, audio_delay=audio_delay, audio_index=audio_index)
 
@@ -421,11 +466,11 @@ def _measured_duration(times: np.ndarray, fps: float, sound_until: float | None 
     return one_frame
 
 
-def _first_frame(path: str) -> tuple[tuple[int, bool], float | None]:
+def _first_frame(path: str, max_streams: int | None = None) -> tuple[tuple[int, bool], float | None]:
     """How the first shown frame is turned for display (:func:`display_transform`), and its time (None: none)."""
     import av
 
-    with _open(path) as container:
+    with _open(path, max_streams) as container:
         stream = _video_stream(container)
         try:
             for frame in container.decode(stream):
@@ -545,6 +590,10 @@ class ClipReader:
         self.threads = threads  # decoder threads (mediaio/threads.py)
         self.damaged_packets = 0  # of the last read (:meth:`damage_note`)
         self.stopped_early = False
+        # Whether the clip's alpha channel is used, decided on its first frame: a channel that is 0
+        # all over (a capture tool's 32-bit RGB, a QuickTime Animation clip whose alpha players
+        # ignore) is padding, and composited it made every picture white.
+        self._alpha_used: bool | None = None
 
     def frames(self, plan: ClipPlan, max_side: int | None = None) -> Iterator[np.ndarray]:
         """Yield exactly ``plan.count`` frames (the last one held if the clip runs short).
@@ -581,11 +630,12 @@ class ClipReader:
     def _decoded(self) -> Iterator[tuple[float, object]]:
         import av
 
-        with _open(self.path) as container:
+        with _open(self.path, self.limits.max_streams) as container:
             stream = _video_stream(container)
-            stream.thread_type = "AUTO"
+            decoder = _decoder(stream)
+            decoder.thread_type = "AUTO"
             if self.threads != AUTO:
-                stream.thread_count = self.threads
+                decoder.thread_count = self.threads
             start = None
             joiner = TimestampJoiner(self.facts.container, 1.0 / self.facts.source_fps)
             delays = GifDelays(self.facts.container)
@@ -602,7 +652,7 @@ class ClipReader:
                         # last packet, which has no time, flushes the decoder.
                         continue
                     try:
-                        decoded = packet.decode()
+                        decoded = decoder.decode(packet)
                     except av.error.InvalidDataError as exc:
                         self.damaged_packets += 1
                         if self.damaged_packets > MAX_DAMAGED_PACKETS:
@@ -650,15 +700,62 @@ class ClipReader:
         if scale < 1.0:
             display_w, display_h = _even(display_w * scale), _even(display_h * scale)
         width, height = (display_h, display_w) if rotation % 180 == 90 else (display_w, display_h)
+        alpha = _has_alpha(frame.format)
+        pixels = "rgba" if alpha else "rgb24"
         if (width, height) != (frame.width, frame.height):
-            image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+            image = frame.to_ndarray(format=pixels, width=width, height=height, interpolation="AREA")
         else:
-            image = frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format=pixels)
+        if self.facts.colour is not None:
+            converted = colour_tags.video_frame_to_srgb(image, self.facts.colour)
+            image = np.concatenate([converted, image[..., 3:]], axis=-1) if alpha else converted
+        if alpha:
+            if self._alpha_used is None:
+                self._alpha_used = bool(image[..., 3].max() > 0)
+            image = _over_background(image) if self._alpha_used else np.ascontiguousarray(image[..., :3])
         if self.facts.mirrored:
             image = image[:, ::-1]
         if rotation or self.facts.mirrored:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))  # counter-clockwise, as ffmpeg displays it
         return image
+
+
+def _colour_of(codec_context) -> colour_tags.ColourTags | None:
+    """The stream's colour tags if its frames need converting to sRGB (:func:`colour_tags.is_wide_or_hdr`).
+
+    Read as they are, an HDR clip's numbers came out grey and flat (PQ: a third of its saturation),
+    in the face mesh's frames, the engine's crops and the report's thumbnail alike."""
+    tags = colour_tags.ColourTags(int(codec_context.color_primaries or colour_tags.UNSPECIFIED),
+                                  int(codec_context.color_trc or colour_tags.UNSPECIFIED))
+    return tags if colour_tags.is_wide_or_hdr(tags) else None
+
+
+def _decoder(stream):
+    """The decoder of a clip's picture: the stream's own, but libvpx's for a VP8 or VP9 WebM with an alpha
+    channel (``alpha_mode`` 1), which only libvpx decodes: ffmpeg's own VP8/VP9 decoders drop it, and
+    the clip's hidden colours (often black, or whatever the editor left) showed where it is transparent.
+    """
+    import av
+
+    libvpx = {"vp8": "libvpx", "vp9": "libvpx-vp9"}.get(stream.codec_context.name)
+    alpha_mode = {key.lower(): value for key, value in (stream.metadata or {}).items()}.get("alpha_mode")
+    if libvpx and alpha_mode == "1" and libvpx in av.codecs_available:
+        return av.CodecContext.create(libvpx, "r")
+    return stream.codec_context
+
+
+def _has_alpha(pixel_format) -> bool:
+    """Whether frames in ``pixel_format`` carry transparency (an alpha plane, or a palette's, as a GIF's)."""
+    return bool(pixel_format.has_palette or any(component.is_alpha for component in pixel_format.components))
+
+
+def _over_background(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA frame composited over :data:`TRANSPARENT_BACKGROUND`, as a browser shows it (and as a
+    transparent portrait is read): ProRes 4444, PNG or QuickTime RLE in a MOV, an APNG, a WebM with
+    alpha.  Read without its alpha, the transparent parts showed their hidden colours."""
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    background = np.asarray(TRANSPARENT_BACKGROUND, dtype=np.uint16)
+    return ((rgba[..., :3] * alpha + background * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def _even(value: float) -> int:

@@ -47,6 +47,11 @@ class MediaError(Exception):
     """An input cannot be decoded, or an output cannot be encoded; the message says why."""
 
 
+# What shows through a transparent picture, a portrait's or a driving clip's: white, as a browser page
+# shows a transparent PNG, WebP or WebM.  Decided once, so the face mesh sees both on the same ground.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """Caps that keep one bad input from exhausting a worker."""
@@ -87,6 +92,10 @@ class MediaLimits:
     # time growing with their square as they open the file (40,000 took 17 s, on each of a row's four
     # opens).  A real clip has tens.
     max_metadata_tags: int = 10_000
+    # Streams a clip may hold (video, audio, subtitles, data): opening a clip sets up a decoder for
+    # each, ~0.7 MB an AAC track, so a 1.6 MB clip of 998 sound tracks took 720 MB and 0.7 s on every
+    # open.  A broadcast recording of a whole multiplex holds tens; a film's remux a few dozen.
+    max_streams: int = 128
 
     def encode_timeout_s(self, frames: int, width: int, height: int) -> float:
         """Seconds an encode of ``frames`` output frames of ``width`` x ``height`` may take."""
@@ -561,7 +570,7 @@ def load_image(data: bytes, limits: MediaLimits) -> np.ndarray:
         image = colour_tags.to_srgb(image, tags) if tags is not None else _in_srgb(image, profile)
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            background = Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255))
             image = Image.alpha_composite(background, rgba)
         image = image.convert("RGB")
         return np.asarray(image, dtype=np.uint8).copy()

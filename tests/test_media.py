@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediaio import clips, media
+from mediaio import clips, colour_tags, media
 from tests.conftest import REPO, make_test_clip
 
 LIMITS = media.MediaLimits()
@@ -216,6 +216,53 @@ def test_timestamps_jump_only_in_containers_that_can_be_joined():
         [5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6])
     still = clips.TimestampJoiner("mov,mp4,m4a,3gp,3g2,mj2", step=0.1)
     assert [still.offset(t) for t in (5.0, 1.0, 40.0)] == [0.0, 0.0, 0.0]  # a long pause in an MP4 is a pause
+
+
+@pytest.mark.parametrize("suffix, codecs", [
+    (".mp4", ["-c:v", "libx264", "-c:a", "aac"]), (".mkv", ["-c:v", "libx264", "-c:a", "aac"]),
+    (".webm", ["-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libvorbis"]),
+    (".flv", ["-c:v", "libx264", "-c:a", "aac"]), (".ts", ["-c:v", "libx264", "-c:a", "aac"])])
+def test_late_sound_that_outlasts_the_picture_is_kept_whatever_the_container(tmp_path, ffmpeg, suffix, codecs):
+    # Sound starting 1 s after a 2-s picture, a beep 1.5 s into it, the sound ending at 3 s.  Matroska,
+    # WebM and FLV give no stream duration, and a TS clip's was not trusted (its timestamps may jump at
+    # joins), so there the clip was timed by its picture (2.0 s) and the sound's last second cut, where
+    # the MP4 was held to the sound's end (3.0 s).
+    clip = tmp_path / f"late{suffix}"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15:duration=2",
+                    "-itsoffset", "1", "-f", "lavfi", "-i",
+                    r"aevalsrc=if(between(t\,0.5\,0.6)\,sin(2*PI*1000*t)\,0):s=44100:d=2",
+                    "-pix_fmt", "yuv420p", *codecs, str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.audio_delay == pytest.approx(1.0, abs=0.05)
+    assert facts.duration == pytest.approx(3.0, abs=0.05)  # the sound's end, held on the last picture
+    audio = media.extract_audio(str(clip), facts.duration, LIMITS, facts.audio_delay, facts.audio_index)
+    samples, _ = _decoded_audio(ffmpeg, audio, tmp_path)
+    loud = np.abs(samples[:, 0].astype(float))
+    assert np.argmax(loud > 0.3 * loud.max()) / 8000 == pytest.approx(1.5, abs=0.04)
+    assert len(samples) / 8000 == pytest.approx(3.0, abs=0.05)
+
+
+def test_one_sound_packet_with_a_damaged_timestamp_does_not_lengthen_the_clip(tmp_path, ffmpeg):
+    # A Matroska clip whose 41st sound packet is stamped 1000 s on (a damaged timestamp): read by the
+    # sound's packets, the 2-s clip "lasted" 1001 s and was refused as over the cap.
+    clip = tmp_path / "stray.mkv"
+    moved = "if(eq(N\\,40)\\,{0}+44100000\\,{0})"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=2", "-f",
+                    "lavfi", "-i", "sine=duration=2", "-c:v", "libx264", "-c:a", "aac", "-bsf:a",
+                    f"setts=pts={moved.format('PTS')}:dts={moved.format('DTS')}", str(clip)],
+                   check=True, capture_output=True)
+    assert clips.probe(str(clip), LIMITS).duration == pytest.approx(2.0, abs=0.05)
+
+
+def test_an_avi_header_claiming_more_sound_than_its_packets_hold_does_not_lengthen_the_clip(tmp_path, ffmpeg):
+    # An AVI's audio header claimed 5.1 s of sound for 4.0 s of packets: the clip was timed 5.07 s,
+    # its last second a held picture over silence.  The sound's packets say where it ends.
+    clip = tmp_path / "claims.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4",
+                    "-itsoffset", "1", "-f", "lavfi", "-i", "sine=duration=4", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-c:a", "libmp3lame", str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.frame_count == 100 and facts.duration == pytest.approx(4.0, abs=0.05)
 
 
 @pytest.mark.parametrize("audio_delay", [0.5, -0.5])
@@ -1036,7 +1083,8 @@ def test_a_damaged_clip_the_demuxer_gives_up_on_says_so_in_words(tmp_path, ffmpe
 
 @pytest.mark.parametrize("suffix, codec", [(".mkv", ["-c:v", "libx264"]),
                                            (".mp4", ["-c:v", "libx264", "-movflags", "use_metadata_tags"]),
-                                           (".ogv", ["-c:v", "libtheora"])])
+                                           (".ogv", ["-c:v", "libtheora"]),
+                                           (".flv", ["-c:v", "libx264"]), (".wmv", ["-c:v", "wmv2"])])
 def test_a_clip_of_tens_of_thousands_of_tags_is_refused_before_it_is_opened(tmp_path, ffmpeg, suffix, codec):
     # ffmpeg's demuxers take time growing with the square of the tags as they open the file: a 2.9 MB
     # Matroska clip of 40,000 tags took 17 s, an Ogg one of 20,000 13 s, on each of a row's four opens.
@@ -1052,6 +1100,30 @@ def test_a_clip_of_tens_of_thousands_of_tags_is_refused_before_it_is_opened(tmp_
     assert 300 <= metadata_tags.tag_count(str(tagged), 10_000) <= 310
     assert metadata_tags.tag_count(str(plain), 10_000) < 10
     clips.probe(str(tagged), LIMITS)  # within the cap: read as ever
+    with pytest.raises(media.MediaError, match="^holds over 100 metadata tags, more than a clip this tool reads has"):
+        clips.probe(str(tagged), replace(LIMITS, max_metadata_tags=100))
+
+
+def test_an_avi_of_tens_of_thousands_of_info_tags_is_refused_before_it_is_opened(tmp_path, ffmpeg):
+    # An AVI's LIST INFO chunks are tags ffmpeg's reader stores one by one (20,000 took 3.0 s to open, a
+    # WMV's 8.4 s, an FLV's 2.0 s); ffmpeg writes only the few INFO tags it knows, so the list is made here.
+    import struct
+
+    from mediaio import metadata_tags
+
+    plain = tmp_path / "plain.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1",
+                    "-c:v", "libx264", str(plain)], check=True)
+    data = plain.read_bytes()
+    header_list = 12 + 8 + struct.unpack("<I", data[16:20])[0]  # the hdrl LIST, first in the RIFF
+    info = b"".join(bytes([65 + index % 26, 65 + index // 26 % 26, 65 + index // 676, 65]) + struct.pack("<I", 2)
+                    + b"v\0" for index in range(300))
+    chunk = b"LIST" + struct.pack("<I", 4 + len(info)) + b"INFO" + info
+    body = data[8:header_list] + chunk + data[header_list:]
+    tagged = tmp_path / "tagged.avi"
+    tagged.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert metadata_tags.tag_count(str(tagged), 10_000) == 300 + metadata_tags.tag_count(str(plain), 10_000)
+    assert clips.probe(str(tagged), LIMITS).frame_count == 10  # within the cap: read as ever
     with pytest.raises(media.MediaError, match="^holds over 100 metadata tags, more than a clip this tool reads has"):
         clips.probe(str(tagged), replace(LIMITS, max_metadata_tags=100))
 
@@ -1135,3 +1207,95 @@ def test_the_samples_a_real_clip_claims_are_counted_as_the_reader_indexes_them(t
     counted = sample_tables.index_entries(str(clip), LIMITS.max_index_entries)
     assert 60 <= counted <= most  # 60 video frames and the sound's entries (not 176,400 for the PCM samples)
     assert clips.probe(str(clip), LIMITS).frame_count == 60
+
+
+@pytest.mark.parametrize("name, codec", [
+    ("prores.mov", ["-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le"]),
+    ("png.mov", ["-c:v", "png", "-pix_fmt", "rgba"]),
+    ("rle.mov", ["-c:v", "qtrle", "-pix_fmt", "argb"]),
+    ("anim.apng", ["-c:v", "apng", "-pix_fmt", "rgba", "-f", "apng"]),
+    ("vp9.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-pix_fmt", "yuva420p"]),
+    ("vp8.webm", ["-c:v", "libvpx", "-auto-alt-ref", "0", "-deadline", "realtime", "-pix_fmt", "yuva420p"])])
+def test_a_driving_clip_with_an_alpha_channel_is_seen_over_white_as_a_browser_shows_it(tmp_path, ffmpeg, name, codec):
+    # Its left half transparent (hiding pure green), its right half opaque red.  Read without its alpha
+    # (every decoder, and ffmpeg's own VP8/VP9 decoders drop a WebM's), the hidden green showed.
+    clip = tmp_path / name
+    source = ("color=c=0x00ff00:s=64x64:r=10:d=1,format=rgba,geq=r='if(lt(X,32),0,200)':g='if(lt(X,32),255,30)'"
+              ":b='if(lt(X,32),0,30)':a='if(lt(X,32),0,255)'")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, *codec, str(clip)], check=True,
+                   capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    for max_side in (None, 32):
+        frame = next(iter(clips.ClipReader(str(clip), facts, LIMITS).frames(clips.ClipPlan(10.0, 1), max_side)))
+        side = frame.shape[1]
+        assert np.abs(frame[:, : side // 2 - 2].astype(int) - 255).max() <= 3  # white, as the portrait's ground
+        assert np.abs(frame[:, side // 2 + 2:].astype(int) - (200, 30, 30)).max() <= 6
+
+
+def test_a_gifs_transparent_pixels_are_seen_over_white(tmp_path):
+    # Its left half transparent (palette entry 0, pure green), its right half red and blue in turn.
+    frames = []
+    for index in range(4):
+        frame = Image.new("P", (64, 64), 0)
+        frame.putpalette([0, 255, 0, 200, 30, 30, 30, 30, 200] + [0] * 759)
+        frame.paste(1 + index % 2, (32, 0, 64, 64))
+        frames.append(frame)
+    clip = tmp_path / "transparent.gif"
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=100, loop=0, transparency=0, disposal=2)
+    decoded = clips.decode_clip(str(clip), None, LIMITS).frames
+    assert len(decoded) == 4 and (decoded[:, :, :30] == 255).all()
+    assert (decoded[0, :, 34:] == (200, 30, 30)).all() and (decoded[1, :, 34:] == (30, 30, 200)).all()
+
+
+def test_an_hdr_driving_clip_is_seen_in_srgb_as_a_player_shows_it(tmp_path, ffmpeg):
+    # A PQ (HDR10) clip of two sRGB colours, a skin tone and a blue, made as an HDR export makes them:
+    # BT.2020 primaries, SDR white at 203 nits.  Read as they are, its numbers came out grey and flat.
+    srgb = np.array([[180, 120, 90], [60, 90, 160]], dtype=float)
+    linear = np.where(srgb / 255 <= 0.04045, srgb / 255 / 12.92, ((srgb / 255 + 0.055) / 1.055) ** 2.4)
+    to_bt2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]])
+    light = (linear @ to_bt2020.T) * 203 / 10000
+    m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+    pq = ((c1 + c2 * light ** m1) / (1 + c3 * light ** m1)) ** m2
+    picture = np.repeat(np.round(pq * 65535).astype("<u2"), 32, axis=0).reshape(2, 32, 1, 3)
+    picture = np.ascontiguousarray(np.broadcast_to(picture, (2, 32, 64, 3)).reshape(64, 64, 3))
+    clip = tmp_path / "hdr10.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb48le", "-s", "64x64", "-r", "10",
+                    "-i", "-", "-vf", "scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le,setparams="
+                    "color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc", "-c:v", "libx264", "-qp", "0",
+                    str(clip)], input=picture.tobytes() * 10, check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)
+    assert facts.colour == colour_tags.ColourTags(9, 16)
+    frame = next(iter(clips.ClipReader(str(clip), facts, LIMITS).frames(clips.ClipPlan(10.0, 1))))
+    for row, colour in ((16, srgb[0]), (48, srgb[1])):
+        assert np.abs(frame[row, 8:56].reshape(-1, 3).mean(0) - colour).max() <= 8
+    sdr = replace(facts, colour=None)  # as it was read: grey and flat
+    flat = next(iter(clips.ClipReader(str(clip), sdr, LIMITS).frames(clips.ClipPlan(10.0, 1))))
+    assert np.abs(flat[16, 8:56].reshape(-1, 3).mean(0) - srgb[0]).max() > 30
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_clip_of_hundreds_of_streams_is_refused_without_setting_them_all_up(tmp_path, ffmpeg, suffix):
+    # Each stream gets a decoder as the clip opens: 998 AAC tracks in 1.6 MB took 720 MB on every open.
+    # The MP4 (and Ogg) reader gives up at the stream past the cap: it said "error reading header".
+    clip = tmp_path / f"streams{suffix}"
+    tracks = [arg for _ in range(12) for arg in ("-map", "1:a")]
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f",
+                    "lavfi", "-i", "sine=duration=1:sample_rate=8000", "-map", "0:v", *tracks, "-c:v", "libx264",
+                    "-c:a", "aac", "-b:a", "8k", str(clip)], check=True, capture_output=True)
+    facts = clips.probe(str(clip), LIMITS)  # 13 streams: within the cap, read as ever
+    assert facts.has_audio and facts.frame_count == 10
+    assert len(clips.decode_clip(str(clip), None, replace(LIMITS, max_streams=13)).frames) == 10
+    with pytest.raises(media.MediaError, match=r"^holds over 10 streams \(sound, subtitle or data tracks\), more "
+                                               r"than a clip this tool reads has"):
+        clips.probe(str(clip), replace(LIMITS, max_streams=10))
+
+
+def test_an_alpha_channel_that_is_zero_all_over_is_padding_not_transparency(tmp_path, ffmpeg):
+    # A capture tool's 32-bit RGB, or a QuickTime Animation clip whose alpha its players ignore: its
+    # pictures are opaque to every player, and composited over white they were blank.
+    clip = tmp_path / "unused-alpha.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0xC81E1E:s=64x64:r=10:d=1,format=rgba,"
+                    "geq=r=200:g=30:b=30:a=0", "-c:v", "png", "-pix_fmt", "rgba", str(clip)], check=True,
+                   capture_output=True)
+    frames = clips.decode_clip(str(clip), None, LIMITS).frames
+    assert np.abs(frames.astype(int) - (200, 30, 30)).max() <= 2

@@ -134,3 +134,13 @@ def test_pipeline_renders_rows_with_different_loras_on_one_base_model(tmp_path):
     np.testing.assert_array_equal(pipe([styled_a])[0], mixed[0])
     alone = HelloMemeVideoPipeline(tiny_components(), PipelineConfig(windows=TEST_WINDOWS, frames_per_batch=32))
     np.testing.assert_array_equal(alone([plain])[0], mixed[1])
+
+
+def test_a_lora_that_is_a_directory_is_named_as_one():
+    # A folder named like a LoRA file (a trainer's output folder): it failed as "LoRA file not found".
+    import tempfile
+
+    with tempfile.TemporaryDirectory(suffix=".safetensors") as folder:
+        adapters = LoraAdapters(torch.nn.Module(), torch.nn.Module())
+        with pytest.raises(LoraError, match=r"is a directory, not a \.safetensors file: name the file inside it"):
+            adapters.activate(folder)
