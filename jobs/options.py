@@ -184,8 +184,7 @@ def add_engine_option_arguments(parser: argparse.ArgumentParser) -> None:
             if any(flag in action.option_strings for action in parser._actions):
                 continue  # two engines with the same option share one flag
             kind = _option_type(option)
-            kwargs: dict[str, Any] = {"dest": option.name, "default": None,
-                                      "help": f"{option.metadata.get('help', '')} (default: {_default_text(option)})"}
+            kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": _option_help(option)}
             if kind is bool:
                 kwargs["action"] = "store_true"
             else:
@@ -202,6 +201,15 @@ def _option_type(option: dataclasses.Field) -> type:
         if text == name or text.startswith(f"{name}|") or text.endswith(f"|{name}"):
             return kind
     raise TypeError(f"engine option {option.name} has a type the command line cannot set: {option.type}")
+
+
+def _option_help(option: dataclasses.Field) -> str:
+    """The option's help with its default, unless the help already says it in words.
+
+    `--weights` read "(default: the Hugging Face hub ...) (default: none)": two defaults, one wrong.
+    """
+    text = option.metadata.get("help", "")
+    return text if "(default:" in text else f"{text} (default: {_default_text(option)})"
 
 
 def _default_text(option: dataclasses.Field) -> str:

@@ -469,3 +469,13 @@ def test_a_job_error_of_several_lines_is_logged_a_record_per_line(caplog):
     _log_error_lines("job failed: ", "MissingWeightsError: weights not found\nsearched:\n  /w/unet")
     assert [record.getMessage() for record in caplog.records] == [
         "job failed: MissingWeightsError: weights not found", "  searched:", "    /w/unet"]
+
+
+def test_each_engine_flag_states_its_default_once():
+    """`--weights` and `--weights-cache` read "(default: the hub ...) (default: none)": two defaults, one wrong."""
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    helps = {flag: action.help for action in parser._actions for flag in action.option_strings}
+    assert helps["--weights"].count("(default:") == 1 and "(default: none)" not in helps["--weights"]
+    assert helps["--weights-cache"].count("(default:") == 1
+    assert helps["--release"].endswith("(default: v5)")
