@@ -137,7 +137,8 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=EngineSpec.size,
                         help="output width and height in pixels (default: %(default)s)")
     parser.add_argument("--videos-per-batch", type=int, default=JobConfig.videos_per_batch,
-                        help="videos per render call (GPU engines)")
+                        help="videos per render call, whose windows share the UNet's batches (GPU engines; "
+                             "default: %(default)s)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
     parser.add_argument("--no-skip-existing", action="store_true",

@@ -479,3 +479,4 @@ def test_each_engine_flag_states_its_default_once():
     assert helps["--weights"].count("(default:") == 1 and "(default: none)" not in helps["--weights"]
     assert helps["--weights-cache"].count("(default:") == 1
     assert helps["--release"].endswith("(default: v5)")
+    assert "(GPU engines; default: 1)" in " ".join(parser.format_help().split())
