@@ -480,3 +480,21 @@ def test_each_engine_flag_states_its_default_once():
     assert helps["--weights-cache"].count("(default:") == 1
     assert helps["--release"].endswith("(default: v5)")
     assert "(GPU engines; default: 1)" in " ".join(parser.format_help().split())
+
+
+@pytest.mark.parametrize("flag", [["--size", "0"], ["--max-seconds", "0.05"], ["--engine", "hellomeme", "--window", "40"]])
+def test_a_bad_option_stops_the_job_before_its_metrics_endpoint_is_announced(tmp_path, caplog, flag):
+    """The log read "serving the job's metrics at http://127.0.0.1:9471/metrics", then "job not started"."""
+    import socket
+
+    from jobs.cli import build_parser
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = build_parser().parse_args(["render", str(tmp_path / "m.parquet"), "--output", str(tmp_path / "out"),
+                                      "--metrics-port", str(port), *flag])
+    with caplog.at_level(logging.INFO):
+        assert args.run(args) == 1
+    assert "job not started: " + flag[-2] in caplog.text and "serving the job's metrics" not in caplog.text
+    assert not (tmp_path / "out").exists()
