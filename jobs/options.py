@@ -130,7 +130,8 @@ def add_storage_option_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://, gs://, memory://)")
+    parser.add_argument("manifest", help="Parquet manifest, a file or a folder of them (Spark, Dask, DuckDB): "
+                                         "local path or fsspec URI (s3://, gs://, memory://)")
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
     parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
                         help="warp (default, CPU, no weights) or hellomeme (GPU)")

@@ -479,7 +479,8 @@ def test_each_engine_flag_states_its_default_once():
     assert helps["--weights"].count("(default:") == 1 and "(default: none)" not in helps["--weights"]
     assert helps["--weights-cache"].count("(default:") == 1
     assert helps["--release"].endswith("(default: v5)")
-    assert "(GPU engines; default: 1)" in " ".join(parser.format_help().split())
+    shown = " ".join(parser.format_help().split())
+    assert "(GPU engines; default: 1)" in shown and "Parquet manifest, a file or a folder of them" in shown
 
 
 @pytest.mark.parametrize("flag", [["--size", "0"], ["--max-seconds", "0.05"], ["--engine", "hellomeme", "--window", "40"]])
