@@ -471,7 +471,7 @@ def test_a_job_error_of_several_lines_is_logged_a_record_per_line(caplog):
         "job failed: MissingWeightsError: weights not found", "  searched:", "    /w/unet"]
 
 
-def test_each_engine_flag_states_its_default_once():
+def test_render_help_states_each_default_once_and_what_a_manifest_may_be():
     """`--weights` and `--weights-cache` read "(default: the hub ...) (default: none)": two defaults, one wrong."""
     parser = argparse.ArgumentParser()
     add_render_arguments(parser)
