@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 
 setup: $(STAMP)
 
-# The lock pins every package (torch 2.13.0 is the CPU wheel); the project itself installs editable.
+# The lock pins every package (torch==2.13.0: from PyPI on Linux the CUDA build; the README's Quick start
+# puts the CPU build in first); the project itself installs editable.
 # --no-compile: pip would byte-compile every installed module (torch alone has thousands), which took
 # more than half of a fresh setup here (200 s -> 85 s without); Python compiles the few modules that
 # are imported, once, on first use.

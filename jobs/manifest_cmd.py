@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--portraits", help="folder of reference portraits")
     parser.add_argument("--drivers", help="folder of driving clips")
     parser.add_argument("--pairing", choices=("zip", "all"), default="zip",
-                        help="zip: pair in name order (cycling the shorter list); all: every pair")
+                        help="zip: pair in name order (cycling the shorter list); all: every pair (default: zip)")
     parser.add_argument("--csv", help="CSV with a header of manifest columns, instead of folders "
                         "(',', ';', tab or '|' separated; relative paths taken beside the CSV)")
     parser.add_argument("-o", "--out", required=True, help="manifest to write (.parquet): local path or URI")

@@ -130,14 +130,16 @@ def add_storage_option_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="Parquet manifest: local path or fsspec URI (s3://, gs://, memory://)")
+    parser.add_argument("manifest", help="Parquet manifest, a file or a folder of them (Spark, Dask, DuckDB): "
+                                         "local path or fsspec URI (s3://, gs://, memory://)")
     parser.add_argument("--output", required=True, help="where the MP4s and _results/ go (path or URI)")
     parser.add_argument("--engine", default=DEFAULT_ENGINE, choices=sorted(ENGINES),
                         help="warp (default, CPU, no weights) or hellomeme (GPU)")
     parser.add_argument("--size", type=int, default=EngineSpec.size,
                         help="output width and height in pixels (default: %(default)s)")
     parser.add_argument("--videos-per-batch", type=int, default=JobConfig.videos_per_batch,
-                        help="videos per render call (GPU engines)")
+                        help="videos per render call, whose windows share the UNet's batches (GPU engines; "
+                             "default: %(default)s)")
     parser.add_argument("--no-interpolate", action="store_true",
                         help="repeat frames instead of motion-compensated interpolation up to the clip's rate")
     parser.add_argument("--no-skip-existing", action="store_true",
@@ -184,8 +186,7 @@ def add_engine_option_arguments(parser: argparse.ArgumentParser) -> None:
             if any(flag in action.option_strings for action in parser._actions):
                 continue  # two engines with the same option share one flag
             kind = _option_type(option)
-            kwargs: dict[str, Any] = {"dest": option.name, "default": None,
-                                      "help": f"{option.metadata.get('help', '')} (default: {_default_text(option)})"}
+            kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": _option_help(option)}
             if kind is bool:
                 kwargs["action"] = "store_true"
             else:
@@ -202,6 +203,15 @@ def _option_type(option: dataclasses.Field) -> type:
         if text == name or text.startswith(f"{name}|") or text.endswith(f"|{name}"):
             return kind
     raise TypeError(f"engine option {option.name} has a type the command line cannot set: {option.type}")
+
+
+def _option_help(option: dataclasses.Field) -> str:
+    """The option's help with its default, unless the help already says it in words.
+
+    `--weights` read "(default: the Hugging Face hub ...) (default: none)": two defaults, one wrong.
+    """
+    text = option.metadata.get("help", "")
+    return text if "(default:" in text else f"{text} (default: {_default_text(option)})"
 
 
 def _default_text(option: dataclasses.Field) -> str:

@@ -23,7 +23,7 @@ from typing import Iterator
 from engines.base import EngineOptionError
 from engines.registry import UnknownEngineError
 from pipelines.manifest import ManifestError
-from pipelines.plan import JobOptionError
+from pipelines.plan import JobOptionError, check_engine_options, check_job_settings
 from reporting.metrics import DriverMetrics, MetricsEndpoint
 from mediaio.redaction import install_log_safety, printable, redact
 from mediaio.storage import StorageError
@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stopped_by_signals():
             config = job_config(args)
+            # A bad option stops the job before its metrics endpoint is announced (the plan checks again).
+            check_job_settings(config)
+            check_engine_options(config.engine)
             with served_metrics(args.metrics_host, args.metrics_port,
                                 lingering if args.metrics_linger > 0 else None) as metrics, \
                     Progress(args.progress_seconds) as progress:

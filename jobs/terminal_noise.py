@@ -1,4 +1,4 @@
-"""Keeping third-party chatter out of the terminal: Ray's, TensorFlow Lite's and mediapipe's notices.
+"""Keeping third-party chatter out of the terminal: Ray's, TensorFlow Lite's, mediapipe's and botocore's notices.
 
 Used by both ways a render starts: the ``hellomeme-batch`` command (``jobs/cli.py``, unless ``-v``)
 and a job submitted to a cluster (``jobs/render.py``'s own entry point, whose log ``submit`` follows).
@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+
+
+BOTOCORE_LOGGERS = ("botocore", "aiobotocore")  # s3fs's AWS clients
 
 
 def quiet_third_party_noise() -> None:
@@ -34,7 +37,15 @@ def quiet_third_party_noise() -> None:
     context.print_on_execution_start = False
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_botocore_notices()
     _route_cluster_errors_to_debug_log()
+
+
+def quiet_botocore_notices() -> None:
+    """botocore's INFO lines ("Found credentials in environment variables." on every s3:// command) to -v
+    only: where the credentials came from is a detail; its warnings and errors still reach the terminal."""
+    for name in BOTOCORE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # The cluster's notices of a worker this job stopped (a row past its time limit) or lost (the row's own

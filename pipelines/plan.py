@@ -123,12 +123,17 @@ class JobPlan:
         return len(self.pending) + len(self.settled)
 
 
-def check_engine(spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Raise EngineOptionError naming the option the engine cannot run with, then check its weights."""
+def check_engine_options(spec: EngineSpec) -> None:
+    """Raise EngineOptionError naming the option the engine cannot run with (no I/O: the weights are not looked at)."""
     if not MIN_SIZE <= spec.size <= MAX_SIZE or spec.size % 2:
         raise EngineOptionError("--size", f"must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                                           f"got {spec.size}")
     spec.options.check(spec.size)
+
+
+def check_engine(spec: EngineSpec, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Raise EngineOptionError naming the option the engine cannot run with, then check its weights."""
+    check_engine_options(spec)
     spec.engine_class().check_ready(spec, storage_options)
 
 

@@ -226,3 +226,20 @@ def test_an_exceptions_message_is_not_taken_for_a_secret_value():
         "not writable: NoCredentialsError: Unable to locate credentials"
     assert redact("AuthError: token=abc123") == "AuthError: token=***"
     assert redact("aws_secret_access_key: abc123") == "aws_secret_access_key: ***"
+
+
+def test_botocores_credential_notice_stays_out_of_the_terminal(caplog):
+    """Every s3:// command printed "INFO aiobotocore.credentials: Found credentials in environment
+    variables."; -v (which skips the quietening) still shows it."""
+    from jobs.terminal_noise import BOTOCORE_LOGGERS, quiet_botocore_notices
+
+    previous = {name: logging.getLogger(name).level for name in BOTOCORE_LOGGERS}
+    try:
+        quiet_botocore_notices()
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("aiobotocore.credentials").info("Found credentials in environment variables.")
+            logging.getLogger("botocore.credentials").warning("Refreshing temporary credentials failed")
+        assert [record.levelname for record in caplog.records] == ["WARNING"]
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)

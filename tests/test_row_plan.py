@@ -469,3 +469,33 @@ def test_a_job_error_of_several_lines_is_logged_a_record_per_line(caplog):
     _log_error_lines("job failed: ", "MissingWeightsError: weights not found\nsearched:\n  /w/unet")
     assert [record.getMessage() for record in caplog.records] == [
         "job failed: MissingWeightsError: weights not found", "  searched:", "    /w/unet"]
+
+
+def test_render_help_states_each_default_once_and_what_a_manifest_may_be():
+    """`--weights` and `--weights-cache` read "(default: the hub ...) (default: none)": two defaults, one wrong."""
+    parser = argparse.ArgumentParser()
+    add_render_arguments(parser)
+    helps = {flag: action.help for action in parser._actions for flag in action.option_strings}
+    assert helps["--weights"].count("(default:") == 1 and "(default: none)" not in helps["--weights"]
+    assert helps["--weights-cache"].count("(default:") == 1
+    assert helps["--release"].endswith("(default: v5)")
+    shown = " ".join(parser.format_help().split())
+    assert "(GPU engines; default: 1)" in shown and "Parquet manifest, a file or a folder of them" in shown
+
+
+@pytest.mark.parametrize("flag", [["--size", "0"], ["--max-seconds", "0.05"], ["--engine", "hellomeme", "--window", "40"]])
+def test_a_bad_option_stops_the_job_before_its_metrics_endpoint_is_announced(tmp_path, caplog, flag):
+    """The log read "serving the job's metrics at http://127.0.0.1:9471/metrics", then "job not started"."""
+    import socket
+
+    from jobs.cli import build_parser
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = build_parser().parse_args(["render", str(tmp_path / "m.parquet"), "--output", str(tmp_path / "out"),
+                                      "--metrics-port", str(port), *flag])
+    with caplog.at_level(logging.INFO):
+        assert args.run(args) == 1
+    assert "job not started: " + flag[-2] in caplog.text and "serving the job's metrics" not in caplog.text
+    assert not (tmp_path / "out").exists()
