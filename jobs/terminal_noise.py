@@ -16,7 +16,8 @@ BOTOCORE_LOGGERS = ("botocore", "aiobotocore")  # s3fs's AWS clients
 
 
 def quiet_third_party_noise() -> None:
-    """Keep Ray's, TensorFlow Lite's and mediapipe's own chatter out of the terminal (``-v`` brings it back).
+    """Keep Ray's, TensorFlow Lite's, mediapipe's and botocore's own chatter out of the terminal (``-v`` brings
+    it back).
 
     Our per-row and progress lines say what the user needs; Ray Data's progress lines repeat them,
     and the native libraries print start-up notices on every actor.  Environment variables are set
