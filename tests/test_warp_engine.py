@@ -312,6 +312,39 @@ def test_a_narrow_eye_widens_by_the_driving_eyes_rise(reference):
     np.testing.assert_allclose(same / rise, 1.0, atol=0.1)
 
 
+def test_a_widening_lid_carries_its_margin_and_gathers_the_skin_below_the_brow(reference):
+    """Opening an eye raises the skin just above the lid (its lashes and liner) nearly as far
+    as the lid, and less the nearer the brow, which stays: a narrow eye whose first mesh ring
+    above the lid took half the lid's rise, its margin two thirds, read at half its widening.
+    No skin point overtakes one above it (no folds), and closing is as before."""
+    from engines.warp.expressions import EYES, FaceFrame, close_eyes, eye_gaps, eyelid_weights
+    from faces.tracking import FaceIndex
+
+    crop, face = reference
+    landmarks = face.landmarks[0].astype(np.float64)
+    frame = FaceFrame.of(landmarks)
+    opened = close_eyes(landmarks, np.array([-0.5, -0.5]))
+    rise = -(opened @ frame.down)  # pixels up, per landmark
+    for eye, (upper, _) in enumerate(EYES):
+        brow = FaceIndex.EYEBROW_LEFT if eye == 0 else FaceIndex.EYEBROW_RIGHT
+        lid = rise[list(upper[1:-1])]
+        closing, _ = eyelid_weights(landmarks, eye)
+        first_ring = np.flatnonzero(np.isclose(closing, 0.5))
+        assert np.all(rise[first_ring] > 0.5 * lid.mean()) and rise[first_ring].mean() > 0.55 * lid.mean()
+        assert np.all(np.abs(rise[list(brow)]) < 0.05 * lid.mean())
+        assert rise[[upper[0], upper[-1]]] == pytest.approx([0.0, 0.0])
+        # Along the eye's middle, higher skin rises less, and stays above the skin below it.
+        u, v = frame.coordinates(landmarks, landmarks[list(upper)].mean(axis=0))
+        column = np.flatnonzero((np.abs(u - u[upper[len(upper) // 2]]) < 0.03) & (v < 0) & (rise > 0))
+        column = column[np.argsort(-v[column])]  # from the lid upwards
+        assert np.all(np.diff(rise[column]) <= 1e-9)
+        moved_v = v - rise / frame.length
+        assert np.all(np.diff(moved_v[column]) < 0)
+    closed = sum(0.5 * eyelid_weights(landmarks, eye)[0][:, None] * frame.down * gap * frame.length
+                 for eye, gap in enumerate(eye_gaps(landmarks)))
+    np.testing.assert_allclose(close_eyes(landmarks, np.array([0.5, 0.5])), closed)
+
+
 @pytest.mark.parametrize("narrowing", [1.0, 0.45])
 def test_a_half_blink_closes_any_eye_by_half(reference, narrowing):
     """The driving face half-closes its eyes: the reference's eyes close to half of their own gap,

@@ -25,6 +25,8 @@ EYES = (
     (FaceIndex.EYE_LEFT_UPPER, FaceIndex.EYE_LEFT_LOWER),
     (FaceIndex.EYE_RIGHT_UPPER, FaceIndex.EYE_RIGHT_LOWER),
 )
+# The lower edge of each eye's brow (the face mesh's brow contours, the side of the eye above).
+BROWS_LOWER = ((46, 53, 52, 65, 55), (276, 283, 282, 295, 285))
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,42 @@ def eyelid_weights(landmarks: np.ndarray, eye: int) -> tuple[np.ndarray, np.ndar
     return weights, np.array(lid)
 
 
+def eyelid_opening_weights(landmarks: np.ndarray, eye: int) -> np.ndarray:
+    """(478,) how far each landmark moves when an upper lid rises by one unit.
+
+    The lid 1, and the skin between it and the eyebrow in proportion to its distance from the
+    brow (1 at the lid, 0 at the brow and beyond), fading out past the eye's corners.  The lid's
+    margin (lashes, liner: what shows where the lid is) lies just above the lid points and so
+    rises with them, the skin above gathers evenly towards the brow.  With the closing rings
+    (:func:`eyelid_weights`: 0.5 and 0.2 whatever their height), the margin of a narrow eye,
+    whose first ring is barely above it, rose by about two thirds of the lid, and the tracker
+    read a widened narrow eye at half its widening.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    upper, _ = EYES[eye]
+    brow = list(BROWS_LOWER[eye])
+    frame = FaceFrame.of(landmarks)
+    u, v = frame.coordinates(landmarks, landmarks[list(upper)].mean(axis=0))
+    order = np.argsort(u[list(upper)])
+    lid_u, lid_v = u[list(upper)][order], v[list(upper)][order]
+    height = np.interp(u, lid_u, lid_v) - v  # above the lid line, units of L
+    order = np.argsort(u[brow])
+    room = np.maximum(np.interp(u, u[brow][order], height[brow][order]), 1e-3)  # up to the brow's lower edge
+    half_width = (lid_u[-1] - lid_u[0]) / 2
+    beyond = np.maximum(np.abs(u - (lid_u[0] + lid_u[-1]) / 2) - half_width, 0.0)
+    weights = np.where(height > 0, np.clip(1.0 - height / room, 0.0, 1.0), 0.0)
+    weights *= 1.0 - _smoothstep(beyond, 0.0, half_width)
+    weights[list(upper[1:-1])] = 1.0
+    weights[[upper[0], upper[-1]]] = 0.0  # the corners stay
+    weights[NUM_MESH_LANDMARKS:] = 0.0  # irises
+    return weights
+
+
 def close_eyes(landmarks: np.ndarray, closure: np.ndarray) -> np.ndarray:
     """Offsets that close each eye by a fraction of its current gap: ``closure`` (..., 2), 1 = shut.
 
-    Negative closure opens the eye; the result is (..., 478, 3).
+    Negative closure opens the eye, the skin above the lid following as
+    :func:`eyelid_opening_weights` says; the result is (..., 478, 3).
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     closure = np.asarray(closure, dtype=np.float64)
@@ -181,9 +215,11 @@ def close_eyes(landmarks: np.ndarray, closure: np.ndarray) -> np.ndarray:
     gaps = eye_gaps(landmarks) * frame.length  # pixels, per eye
     offsets = np.zeros(closure.shape[:-1] + landmarks.shape)
     for eye in range(2):
-        weights, _ = eyelid_weights(landmarks, eye)
-        field = weights[:, None] * frame.down * gaps[eye]
-        offsets += closure[..., eye, None, None] * field
+        closing, _ = eyelid_weights(landmarks, eye)
+        opening = eyelid_opening_weights(landmarks, eye)
+        amount = closure[..., eye, None, None]
+        offsets += (np.maximum(amount, 0.0) * closing[:, None] + np.minimum(amount, 0.0) * opening[:, None]) \
+            * frame.down * gaps[eye]
     return offsets
 
 
