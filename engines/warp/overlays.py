@@ -78,8 +78,14 @@ class OverlayStyle:
     # Extra lip gap (over eye-corner distance) at which the painted mouth is opaque; a portrait whose
     # mouth is open already reaches it only at twice its own gap (see PortraitRig.mouth_paint_strength).
     mouth_full_at: float = 0.05
-    upper_teeth: float = 0.15  # upper-teeth band height over mouth width (at most 0.4 of the gap)
-    lower_teeth: float = 0.06  # lower-teeth band (at most 0.2 of the gap)
+    upper_teeth: float = 0.15  # upper-teeth band height over mouth width ...
+    upper_teeth_gap: float = 0.4  # ... and at most this share of the lips' gap
+    lower_teeth: float = 0.06  # lower-teeth band height over mouth width ...
+    # ... and at most this share of the gap.  Lower front teeth are nearly as tall as the upper
+    # ones and show as the jaw drops, the lower lip hiding their roots: a third of the gap, not a
+    # fifth.  At a fifth, a talking mouth (6-12 px open in a 512 crop, less on a drawn face's small
+    # mouth) showed a 1-2 px band, and a face tracker read its opening unsteadily.
+    lower_teeth_gap: float = 0.3
 
 
 def _roi(points: np.ndarray, shape: tuple[int, ...], margin: int) -> tuple[int, int, int, int] | None:
@@ -123,8 +129,8 @@ def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray
     gap = np.einsum("nc,c->n", lower - upper, down)
     middle_gap = float(gap[len(gap) // 2])
     # Teeth follow the lip they hang from; the band thins towards the mouth corners with the gap.
-    upper_depth = np.minimum(style.upper_teeth * width, 0.4 * np.maximum(gap, 0.0))
-    lower_depth = np.minimum(style.lower_teeth * width, 0.2 * np.maximum(gap, 0.0))
+    upper_depth = np.minimum(style.upper_teeth * width, style.upper_teeth_gap * np.maximum(gap, 0.0))
+    lower_depth = np.minimum(style.lower_teeth * width, style.lower_teeth_gap * np.maximum(gap, 0.0))
     upper_teeth = np.concatenate([upper, (upper + upper_depth[:, None] * down)[::-1]])
     lower_teeth = np.concatenate([lower, (lower - lower_depth[:, None] * down)[::-1]])
     teeth_up = _polygon_mask(upper_teeth, (x0, y0), size, blur=0.6) * mouth
