@@ -98,3 +98,19 @@ def test_a_squinting_photographs_eye_over_a_shadowed_cheek_is_not_taken_for_a_dr
     changed = np.nonzero(np.abs(frame.astype(int) - image.astype(int)).sum(axis=-1) > 6)
     assert changed[0].size and changed[0].max() <= 106  # nothing painted over the cheek
     assert changed[1].min() >= 100 - 0.15 * 60 and changed[1].max() <= 160 + 0.15 * 60  # nor far past the corners
+
+
+def test_an_eye_whose_lid_colour_is_its_own_iris_gets_no_painted_lid():
+    """A drawn eye whose brow is hidden under a fringe has its tracked brow just above the eye, so
+    the lid skin sampled between them is the eye's own lashes and iris: a lid painted from it drew a
+    dark bar across the open iris at every blink.  Such an eye is closed by the mesh alone, as one
+    nearly shut already is; a portrait tinted all over (its cheeks of the same hue) keeps its lids,
+    and so does a near-black lid colour (sunglasses, deep shadow: no hue to speak of)."""
+    image, upper, lower, brow = _portrait(eye_bottom=138.0)
+    skin = np.array(SKIN, dtype=np.float64)
+    iris = np.array([62.0, 73.0, 115.0])
+    assert ReferenceEye.measure(image, upper, lower, brow, skin).takes_painted_lid(skin)
+    sampled_the_iris = ReferenceEye.measure(image, upper, lower, brow, iris)
+    assert not sampled_the_iris.takes_painted_lid(skin)
+    assert sampled_the_iris.takes_painted_lid(np.array([90.0, 120.0, 200.0]))  # a blue-lit portrait
+    assert ReferenceEye.measure(image, upper, lower, brow, np.array([27.0, 28.0, 25.0])).takes_painted_lid(skin)

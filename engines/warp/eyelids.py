@@ -63,6 +63,9 @@ class LidStyle:
     # over it was a block of skin across the eye.  Open eyes measure 0.19-0.49 on photographs.
     least_opening: float = 0.1
     beyond_corners: float = 0.1  # how far a photograph's painted lid reaches past the eye's corners (eye widths)
+    # A lid colour's hue counts (see ReferenceEye.takes_painted_lid) only from this chroma on
+    # (largest minus smallest of R, G, B, 0-255): a near-black or grey colour's hue is noise.
+    least_lid_chroma: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,25 @@ class ReferenceEye:
     # How far a drawn eye goes on below its lower-lid points (its iris, whites and outline; local
     # units): the lid sweeps over it too.  0 where the lid points are the eye's edges (photographs).
     drawn_below: float = 0.0
+
+    def takes_painted_lid(self, face_skin: np.ndarray, style: LidStyle = LidStyle()) -> bool:
+        """Whether a closing lid is painted over this eye (else the mesh alone closes it).
+
+        Not over an eye nearly shut already (``style.least_opening``), nor where the lid skin's
+        colour is of a hue skin never has while the face's own skin (``face_skin``, RGB: the
+        cheeks') is not: the band above the lid points was the eye's own lashes and iris (a drawn
+        eye whose brow is hidden under a fringe, its tracked brow just above the eye), and the
+        lid painted from it drew a dark bar across an open iris.  A portrait lit or tinted in a
+        colour skin never has keeps its lids.
+        """
+        if self.opening < style.least_opening:
+            return False
+
+        def foreign(colour: np.ndarray) -> bool:
+            colour = np.asarray(colour, dtype=np.float64)
+            return bool(_foreign_hue(colour)) and float(np.ptp(colour)) >= style.least_lid_chroma
+
+        return not (foreign(self.colour) and not foreign(face_skin))
 
     @property
     def opening(self) -> float:
@@ -232,17 +254,28 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def _hue_and_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hue in degrees and saturation 0-1 of RGB values (..., 3) 0-255."""
+    hsv = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).reshape(np.shape(rgb))
+    return hsv[..., 0].astype(np.float64) * 2.0, hsv[..., 1] / 255.0
+
+
+def _foreign_hue(rgb: np.ndarray) -> np.ndarray:
+    """Which colours (..., 3) are of a hue skin never has, lit or in shadow (outside its reds, oranges
+    and yellows), and saturated enough for their hue to show: an iris, the whites' blue tint."""
+    hue, saturation = _hue_and_saturation(rgb)
+    return ~((hue <= 60.0) | (hue >= 340.0)) & (saturation >= 0.1)
+
+
 def _eye_coloured(rgb: np.ndarray, skin_luminance: float) -> np.ndarray:
     """Which pixels (..., 3) have colours no skin has, lit or in shadow: near-neutral and bright (an
     eye's whites, a highlight), of a hue outside skin's reds, oranges and yellows (an iris, the
     whites' blue tint), or near black (a drawn outline)."""
-    hsv = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).reshape(rgb.shape)
-    hue, saturation = hsv[..., 0].astype(np.float64) * 2.0, hsv[..., 1] / 255.0  # degrees, 0-1
+    _, saturation = _hue_and_saturation(rgb)
     luminance = _luminance(rgb.astype(np.float64))
-    skin_hue = (hue <= 60.0) | (hue >= 340.0)
     whites = (saturation < 0.15) & (luminance >= 0.8 * skin_luminance)
     outline = luminance < 0.25 * skin_luminance
-    return whites | outline | (~skin_hue & (saturation >= 0.1))
+    return whites | outline | _foreign_hue(rgb)
 
 
 def _chromaticity(rgb: np.ndarray) -> np.ndarray:

@@ -163,6 +163,26 @@ def paint_mouth_interior(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray
     frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + layer * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
+# Face-mesh points on the cheeks, below the eyes and beside the nose: skin on photographs and
+# drawings alike (a fringe or glasses rarely reach them).
+CHEEKS = (50, 280, 205, 425)
+
+
+def cheek_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Median RGB of small patches of skin at the cheeks (``landmarks`` (478, 2+) in pixels)."""
+    points = np.asarray(landmarks, dtype=np.float64)[list(CHEEKS), :2]
+    radius = max(2, int(round(0.03 * float(np.linalg.norm(landmarks[33, :2] - landmarks[263, :2])))))
+    height, width = image.shape[:2]
+    patches = []
+    for x, y in np.round(points).astype(int):
+        x0, x1, y0, y1 = max(x - radius, 0), min(x + radius + 1, width), max(y - radius, 0), min(y + radius + 1, height)
+        if x1 > x0 and y1 > y0:
+            patches.append(image[y0:y1, x0:x1].reshape(-1, 3))
+    if not patches:
+        return image.reshape(-1, 3).mean(axis=0).astype(np.float64)
+    return np.median(np.concatenate(patches), axis=0).astype(np.float64)
+
+
 def eyelid_colour(image: np.ndarray, upper: np.ndarray, brow: np.ndarray) -> np.ndarray:
     """Median RGB of the (brighter half of the) skin between an upper eyelid (n, 2) and the eyebrow above it (m, 2)."""
     brow_centre = brow.mean(axis=0)

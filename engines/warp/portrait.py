@@ -19,7 +19,7 @@ from engines.warp.beyond import BORDER_LOOP_OUTSIDE, BeyondFill, beyond_margin, 
 from engines.warp.expressions import FaceFrame, eye_gaps
 from engines.warp.mesh import NUM_MESH_LANDMARKS, MeshWarper, WarpMesh
 from engines.warp.eyelids import LidStyle, ReferenceEye, paint_lid
-from engines.warp.overlays import MouthPalette, OverlayStyle, eyelid_colour, paint_mouth_interior
+from engines.warp.overlays import MouthPalette, OverlayStyle, cheek_colour, eyelid_colour, paint_mouth_interior
 from engines.warp.retarget import fit_similarity, soft_limit
 from faces.tracking import FaceIndex
 
@@ -135,6 +135,8 @@ class PortraitRig:
                                            eyelid_colour(image, landmarks[list(upper), :2], landmarks[list(brow), :2]),
                                            config.lid)
                       for upper, lower, brow in _EYES]
+        skin = cheek_colour(image, landmarks)
+        self._painted_lids = [eye.takes_painted_lid(skin, config.lid) for eye in self._eyes]
         # Eyelid copies: source positions measured from their lower-lid partner.
         src = self.mesh.source
         self._lid_partner_source = src[self.mesh.eyelid_partner].astype(np.float64)
@@ -290,8 +292,8 @@ class PortraitRig:
                                      self._mouth_palette)
         if self.config.eye_close:
             closures = 1.0 - eye_gaps(target) / self._eye_openings
-            for (upper, lower, _), closure, eye in zip(_EYES, closures, self._eyes):
-                if closure > 0 and eye.opening >= self.config.lid.least_opening:
+            for (upper, lower, _), closure, eye, painted in zip(_EYES, closures, self._eyes, self._painted_lids):
+                if closure > 0 and painted:
                     paint_lid(frame, self.image, eye, target[list(upper), :2], target[list(lower), :2], closure,
                               self.config.lid)
         return frame
