@@ -2,9 +2,9 @@
 :mod:`engines.warp.eyelids`).
 
 Stretching a closed mouth open only smears the lip line, so the opened part is painted over
-with a dark mouth cavity and a band of upper (and a hint of lower) teeth.  It works on a small
-region of interest around the mouth, so it costs little next to the warp.  The eyelid's skin
-colour is measured here too.
+with a dark mouth cavity and bands of upper and lower teeth.  It works on a small region of
+interest around the mouth, so it costs little next to the warp.  The eyelid's skin colour and the
+cheeks' (what the lid colour is checked against) are measured here too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from faces.tracking import FaceIndex
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon drawing
 _CAVITY = np.array([52.0, 18.0, 22.0])
@@ -171,7 +173,8 @@ CHEEKS = (50, 280, 205, 425)
 def cheek_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Median RGB of small patches of skin at the cheeks (``landmarks`` (478, 2+) in pixels)."""
     points = np.asarray(landmarks, dtype=np.float64)[list(CHEEKS), :2]
-    radius = max(2, int(round(0.03 * float(np.linalg.norm(landmarks[33, :2] - landmarks[263, :2])))))
+    corners = np.asarray(landmarks, dtype=np.float64)[[FaceIndex.EYE_OUTER_LEFT, FaceIndex.EYE_OUTER_RIGHT], :2]
+    radius = max(2, int(round(0.03 * float(np.linalg.norm(corners[0] - corners[1])))))  # ~3 mm of skin
     height, width = image.shape[:2]
     patches = []
     for x, y in np.round(points).astype(int):
